@@ -1,0 +1,69 @@
+//! The records the kernel program and userspace share, byte for byte.
+//!
+//! Everything here is `#[repr(C)]` with explicit padding so that the layout
+//! is the same for the BPF target and x86_64. This crate holds layouts and
+//! the names of maps and globals, nothing that interprets them.
+#![no_std]
+
+/// Length of `task_struct.comm`.
+pub const COMM_LEN: usize = 16;
+
+/// One process death, as the eBPF program writes it into the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitRecord {
+    /// Kernel time of the exit (`bpf_ktime_get_ns`, CLOCK_MONOTONIC).
+    pub ktime_ns: u64,
+    /// `task_struct.start_boottime` of the exiting thread group's leader,
+    /// in nanoseconds since boot; with `tgid` it names the process.
+    pub start_boottime_ns: u64,
+    /// Thread group id: the pid as userspace knows it.
+    pub tgid: u32,
+    /// The thread whose exit ended the group.
+    pub tid: u32,
+    /// tgid of the parent (`real_parent`) at the time of death.
+    pub ppid: u32,
+    /// Exit status in wait(2) form: signal in bits 0..7, core flag 0x80,
+    /// exit code in bits 8..16.
+    pub wait_status: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Value of the watched-process map, keyed by tgid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchEntry {
+    /// Start time in clock ticks since boot, as `/proc/PID/stat` field 22
+    /// reports it. 0 matches any process with this tgid.
+    pub start_ticks: u64,
+}
+
+/// Indices into the per-CPU `STATS` array.
+pub mod stat {
+    /// Thread-group deaths the program saw (watched or not).
+    pub const GROUP_EXITS: u32 = 0;
+    /// Records written to the ring buffer.
+    pub const EMITTED: u32 = 1;
+    /// Records lost because the ring buffer was full.
+    pub const DROPPED: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
+
+/// Map and global names, shared so a typo cannot split the two sides.
+pub mod names {
+    pub const PROGRAM: &str = "sched_process_exit";
+    pub const EVENTS: &str = "EVENTS";
+    pub const WATCHED: &str = "WATCHED";
+    pub const STATS: &str = "STATS";
+}
+
+/// Capacity of the watched-process map.
+pub const MAX_WATCHED: u32 = 65_536;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: both are plain `#[repr(C)]` integers with no padding holes
+    // that could leak uninitialised memory.
+    unsafe impl aya::Pod for super::ExitRecord {}
+    unsafe impl aya::Pod for super::WatchEntry {}
+}

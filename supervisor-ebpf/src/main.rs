@@ -1,0 +1,172 @@
+//! The kernel side: one record per process death into a ring buffer.
+//!
+//! Attached to `sched/sched_process_exit`, which fires once per exiting
+//! thread in the context of that thread. Only the thread that ends its
+//! group (`group_dead`) counts, so a process is reported once, under its
+//! tgid, when its last thread goes. Unless `REPORT_ALL` is set, deaths of
+//! processes that are not in `WATCHED` (tgid + start time) are dropped here
+//! and never wake userspace.
+//!
+//! Rust eBPF has no CO-RE field relocation, so every `task_struct` and
+//! `signal_struct` offset, and the tracepoint's own field offsets, are
+//! globals that userspace fills in at load time from BTF and the
+//! tracepoint's `format` file. This program must not interpret policy: it
+//! filters and reports, nothing else.
+#![no_std]
+#![no_main]
+
+use core::ptr::read_volatile;
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::{map, tracepoint},
+    maps::{HashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+};
+use supervisor_common::{stat, ExitRecord, WatchEntry, MAX_WATCHED};
+
+/// Marks an offset the running kernel does not have.
+const ABSENT: u32 = u32::MAX;
+/// `SIGNAL_GROUP_EXIT` in `signal_struct.flags` (include/linux/sched/signal.h).
+const SIGNAL_GROUP_EXIT: u32 = 0x4;
+
+#[no_mangle]
+static REPORT_ALL: u8 = 0;
+/// Nanoseconds per USER_HZ tick, to compare `start_boottime` with the
+/// start time `/proc/PID/stat` gives userspace.
+#[no_mangle]
+static NS_PER_TICK: u64 = 10_000_000;
+/// Offset of `group_dead` in the tracepoint record, or `ABSENT` on kernels
+/// whose tracepoint lacks it (then `signal_struct.live` decides).
+#[no_mangle]
+static TP_GROUP_DEAD: u32 = ABSENT;
+#[no_mangle]
+static TASK_TGID: u32 = 0;
+#[no_mangle]
+static TASK_REAL_PARENT: u32 = 0;
+#[no_mangle]
+static TASK_GROUP_LEADER: u32 = 0;
+#[no_mangle]
+static TASK_EXIT_CODE: u32 = 0;
+#[no_mangle]
+static TASK_START_BOOTTIME: u32 = 0;
+#[no_mangle]
+static TASK_SIGNAL: u32 = 0;
+#[no_mangle]
+static SIGNAL_FLAGS: u32 = 0;
+#[no_mangle]
+static SIGNAL_GROUP_EXIT_CODE: u32 = 0;
+#[no_mangle]
+static SIGNAL_LIVE: u32 = 0;
+
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+#[map(name = "WATCHED")]
+static WATCHED: HashMap<u32, WatchEntry> = HashMap::with_max_entries(MAX_WATCHED, 0);
+
+#[map(name = "STATS")]
+static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let _ = try_exit(&ctx);
+    0
+}
+
+fn global<T: Copy>(v: &T) -> T {
+    // SAFETY: globals are plain integers; volatile stops the compiler from
+    // folding the defaults userspace overrides at load time.
+    unsafe { read_volatile(v) }
+}
+
+/// Reads a `T` at `base + offset` in kernel memory.
+fn field<T>(base: *const u8, offset: u32) -> Result<T, i32> {
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad offset yields
+    // an error, never a fault.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const T) }
+}
+
+fn count(index: u32) {
+    if let Some(p) = STATS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot; no other writer while this program runs here.
+        unsafe { *p += 1 };
+    }
+}
+
+fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let signal: *const u8 = field(task, global(&TASK_SIGNAL))?;
+
+    let tp_group_dead = global(&TP_GROUP_DEAD);
+    let group_dead = if tp_group_dead != ABSENT {
+        // SAFETY: offset read from the tracepoint's format file.
+        unsafe { ctx.read_at::<u8>(tp_group_dead as usize)? != 0 }
+    } else {
+        // The exiting thread has already decremented `live`.
+        field::<i32>(signal, global(&SIGNAL_LIVE))? == 0
+    };
+    if !group_dead {
+        return Ok(());
+    }
+    count(stat::GROUP_EXITS);
+
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let tid = pid_tgid as u32;
+    let leader: *const u8 = field(task, global(&TASK_GROUP_LEADER))?;
+    let start_boottime_ns: u64 = field(leader, global(&TASK_START_BOOTTIME))?;
+
+    if global(&REPORT_ALL) == 0 {
+        // SAFETY: the value is copied out before anything can delete it.
+        let watched = match unsafe { WATCHED.get(&tgid) } {
+            Some(entry) => *entry,
+            None => return Ok(()),
+        };
+        if watched.start_ticks != 0 {
+            let ns_per_tick = global(&NS_PER_TICK);
+            if ns_per_tick == 0 || start_boottime_ns / ns_per_tick != watched.start_ticks {
+                // Same pid, another process: not the one being watched.
+                return Ok(());
+            }
+        }
+    }
+
+    // What wait(2) reports: a group exit's shared code, else the leader's.
+    let flags: u32 = field(signal, global(&SIGNAL_FLAGS))?;
+    let wait_status: u32 = if flags & SIGNAL_GROUP_EXIT != 0 {
+        field(signal, global(&SIGNAL_GROUP_EXIT_CODE))?
+    } else {
+        field(leader, global(&TASK_EXIT_CODE))?
+    };
+    let parent: *const u8 = field(task, global(&TASK_REAL_PARENT))?;
+    let ppid: u32 = field(parent, global(&TASK_TGID))?;
+
+    match EVENTS.reserve::<ExitRecord>(0) {
+        Some(mut entry) => {
+            entry.write(ExitRecord {
+                ktime_ns: unsafe { bpf_ktime_get_ns() },
+                start_boottime_ns,
+                tgid,
+                tid,
+                ppid,
+                wait_status,
+                comm: bpf_get_current_comm().unwrap_or([0; 16]),
+            });
+            entry.submit(0);
+            count(stat::EMITTED);
+        }
+        None => count(stat::DROPPED),
+    }
+    if global(&REPORT_ALL) == 0 {
+        // The process is gone; a later process with this pid is a stranger.
+        let _ = WATCHED.remove(&tgid);
+    }
+    Ok(())
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
