@@ -1,0 +1,210 @@
+//! The eBPF backend: a tracepoint on `sched_process_exit` that filters in
+//! the kernel and hands each watched death to userspace through a ring
+//! buffer, read via tokio's `AsyncFd` (no polling).
+//!
+//! Owns the loaded program, its maps and the attachment; knows nothing of
+//! what the processes are for.
+use std::{collections::HashSet, time::SystemTime};
+
+use anyhow::{bail, Context as _, Result};
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+    Ebpf, EbpfLoader,
+};
+use supervisor_common::{names, stat, ExitRecord, WatchEntry};
+use tokio::io::{unix::AsyncFd, Interest};
+
+use super::{kernel_layout::KernelLayout, tracefs, Counters, Options, Scope, Tracked};
+use crate::{
+    exit::{ExitEvent, ExitStatus},
+    process::{self, Pid, ProcessId, StartTime},
+};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/supervisor-ebpf"));
+
+pub struct EbpfBackend {
+    ring: AsyncFd<RingBuf<MapData>>,
+    watched: BpfHashMap<MapData, u32, WatchEntry>,
+    stats: PerCpuArray<MapData, u64>,
+    scope: Scope,
+    tracked: Tracked,
+    counters: Counters,
+    /// Keeps the program loaded and attached; dropped with the backend.
+    _ebpf: Ebpf,
+}
+
+impl EbpfBackend {
+    pub fn open(options: &Options) -> Result<Self> {
+        if OBJECT.is_empty() {
+            bail!("this binary was built without its eBPF object (AYA_BUILD_SKIP?)");
+        }
+        let tracefs = tracefs::ensure_mounted()?;
+        let layout = KernelLayout::read(&tracefs)?;
+        let ns_per_tick = process::ns_per_tick();
+        let report_all = u8::from(options.scope == Scope::All);
+        let tp_group_dead = layout.tp_group_dead.unwrap_or(u32::MAX);
+
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global("REPORT_ALL", &report_all, true)
+            .override_global("NS_PER_TICK", &ns_per_tick, true)
+            .override_global("TP_GROUP_DEAD", &tp_group_dead, true)
+            .override_global("TASK_TGID", &layout.task_tgid, true)
+            .override_global("TASK_REAL_PARENT", &layout.task_real_parent, true)
+            .override_global("TASK_GROUP_LEADER", &layout.task_group_leader, true)
+            .override_global("TASK_EXIT_CODE", &layout.task_exit_code, true)
+            .override_global("TASK_START_BOOTTIME", &layout.task_start_boottime, true)
+            .override_global("TASK_SIGNAL", &layout.task_signal, true)
+            .override_global("SIGNAL_FLAGS", &layout.signal_flags, true)
+            .override_global("SIGNAL_GROUP_EXIT_CODE", &layout.signal_group_exit_code, true)
+            .override_global("SIGNAL_LIVE", &layout.signal_live, true);
+        if let Some(bytes) = options.ring_bytes {
+            loader.map_max_entries(names::EVENTS, bytes);
+        }
+        let mut ebpf = loader
+            .load(OBJECT)
+            .context("loading the eBPF program (needs root, or CAP_BPF with CAP_PERFMON)")?;
+        let program: &mut TracePoint = ebpf
+            .program_mut(names::PROGRAM)
+            .context("eBPF object has no exit program")?
+            .try_into()?;
+        program
+            .load()
+            .context("the kernel refused the exit program (verifier or permissions)")?;
+        program
+            .attach("sched", "sched_process_exit")
+            .context("attaching to tracepoint sched/sched_process_exit")?;
+
+        let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("no EVENTS map")?)?;
+        let watched = BpfHashMap::try_from(ebpf.take_map(names::WATCHED).context("no WATCHED map")?)?;
+        let stats = PerCpuArray::try_from(ebpf.take_map(names::STATS).context("no STATS map")?)?;
+        // SAFETY: the ring buffer owns its fd and keeps it open for as long
+        // as the AsyncFd that wraps it exists.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)
+            .context("registering the ring buffer with tokio")?;
+        Ok(Self {
+            ring,
+            watched,
+            stats,
+            scope: options.scope,
+            tracked: Tracked::default(),
+            counters: Counters::default(),
+            _ebpf: ebpf,
+        })
+    }
+
+    pub fn watch(&mut self, process: ProcessId) -> Result<()> {
+        self.tracked.insert(process);
+        let entry = WatchEntry {
+            start_ticks: process.start.ticks(),
+        };
+        self.watched
+            .insert(process.pid.get(), entry, 0)
+            .with_context(|| format!("adding pid {} to the kernel's watch map", process.pid))?;
+        if !self.tracked.confirm_alive(process) {
+            let _ = self.watched.remove(&process.pid.get());
+        }
+        Ok(())
+    }
+
+    pub fn unwatch(&mut self, pid: Pid) -> Result<()> {
+        self.tracked.remove(pid);
+        match self.watched.remove(&pid.get()) {
+            // Already gone: the program removes what it reported.
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing pid {pid} from the kernel's watch map")),
+        }
+    }
+
+    pub async fn next_exit(&mut self) -> Result<ExitEvent> {
+        loop {
+            if let Some(event) = self.tracked.pop() {
+                return Ok(event);
+            }
+            let mut guard = self
+                .ring
+                .readable_mut()
+                .await
+                .context("waiting on the eBPF ring buffer")?;
+            let ring = guard.get_inner_mut();
+            let mut records = Vec::new();
+            while let Some(item) = ring.next() {
+                if item.len() >= size_of::<ExitRecord>() {
+                    // SAFETY: the program writes whole `ExitRecord`s; the
+                    // length is checked and the read needs no alignment.
+                    records.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ExitRecord>()) });
+                }
+            }
+            guard.clear_ready();
+            drop(guard);
+            self.counters.delivered += records.len() as u64;
+            for record in records {
+                let event = event_from(&record);
+                match self.scope {
+                    Scope::All => self.tracked.ready.push_back(event),
+                    Scope::Watched => {
+                        self.tracked.report(event);
+                    }
+                }
+            }
+            self.check_drops();
+        }
+    }
+
+    /// A record the program could not reserve is a death nobody told us
+    /// about: when the drop counter moves, look at every watched process.
+    fn check_drops(&mut self) {
+        let Ok(dropped) = self.stat_sum(stat::DROPPED) else {
+            return;
+        };
+        if dropped > self.counters.dropped {
+            log::warn!(
+                "eBPF ring buffer overflowed: {} exit record(s) lost; re-checking every watched process",
+                dropped - self.counters.dropped
+            );
+            self.counters.dropped = dropped;
+            self.counters.resyncs += 1;
+            for gone in self.tracked.resync() {
+                let _ = self.watched.remove(&gone.pid.get());
+            }
+        }
+    }
+
+    fn stat_sum(&self, index: u32) -> Result<u64> {
+        let values = self.stats.get(&index, 0)?;
+        Ok(values.iter().sum())
+    }
+
+    pub fn counters(&self) -> Counters {
+        Counters {
+            kernel_group_exits: self.stat_sum(stat::GROUP_EXITS).ok(),
+            dropped: self.stat_sum(stat::DROPPED).unwrap_or(self.counters.dropped),
+            ..self.counters
+        }
+    }
+
+    /// The pids the kernel map holds now (for tests and diagnostics).
+    pub fn kernel_watched(&self) -> HashSet<u32> {
+        self.watched.keys().flatten().collect()
+    }
+}
+
+fn event_from(record: &ExitRecord) -> ExitEvent {
+    let pid = Pid::new(record.tgid).unwrap_or_else(|| Pid::new(u32::MAX).expect("nonzero"));
+    let comm_len = record.comm.iter().position(|&b| b == 0).unwrap_or(record.comm.len());
+    ExitEvent {
+        pid,
+        process: Some(ProcessId {
+            pid,
+            start: StartTime::from_boottime_ns(record.start_boottime_ns),
+        }),
+        tid: Pid::new(record.tid),
+        ppid: Pid::new(record.ppid),
+        comm: Some(String::from_utf8_lossy(&record.comm[..comm_len]).into_owned()),
+        status: ExitStatus::from_wait_status(record.wait_status),
+        seen_at: SystemTime::now(),
+        discovered: false,
+    }
+}

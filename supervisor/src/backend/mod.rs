@@ -1,0 +1,278 @@
+//! Where exit events come from: four sources behind one interface.
+//!
+//! A backend is told which processes to watch (pid + start time) and yields
+//! one `ExitEvent` per death of one of them, whatever the source. Backends
+//! know processes, never watches, names or policy; they never signal or reap
+//! anything. Every backend keeps a `Tracked` set so that it can
+//! resynchronise (re-check each process) when it may have missed a record,
+//! and so that a death is reported once even when two paths see it.
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    fmt,
+    time::Duration,
+};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::{
+    exit::ExitEvent,
+    process::{self, Pid, ProcessId, StartTime},
+};
+
+pub mod ebpf;
+pub mod netlink;
+pub mod pidfd;
+pub mod poll;
+mod kernel_layout;
+mod tracefs;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Ebpf,
+    Netlink,
+    Pidfd,
+    Poll,
+}
+
+impl BackendKind {
+    /// The order `auto` tries them in: fastest and most informative first.
+    pub const AUTO_ORDER: [BackendKind; 4] = [Self::Ebpf, Self::Netlink, Self::Pidfd, Self::Poll];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ebpf => "ebpf",
+            Self::Netlink => "netlink",
+            Self::Pidfd => "pidfd",
+            Self::Poll => "poll",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which deaths a backend reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Only processes passed to `watch`.
+    Watched,
+    /// Every process on the machine (for `trace`); eBPF and netlink only.
+    All,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub scope: Scope,
+    /// How often the poll backend looks.
+    pub poll_interval: Duration,
+    /// eBPF ring buffer size in bytes (a power of two, at least a page).
+    pub ring_bytes: Option<u32>,
+    /// Netlink socket receive buffer in bytes.
+    pub netlink_rcvbuf: Option<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            scope: Scope::Watched,
+            poll_interval: Duration::from_secs(1),
+            ring_bytes: None,
+            netlink_rcvbuf: None,
+        }
+    }
+}
+
+/// Why `auto` passed over a backend.
+#[derive(Clone, Debug, Serialize)]
+pub struct Refusal {
+    pub backend: BackendKind,
+    pub reason: String,
+}
+
+/// Counters a backend keeps about itself, for `check` and `status`.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Counters {
+    /// Process deaths the kernel program saw, watched or not (eBPF only).
+    pub kernel_group_exits: Option<u64>,
+    /// Records the kernel delivered to userspace.
+    pub delivered: u64,
+    /// Records the kernel could not deliver (ring or socket buffer full).
+    pub dropped: u64,
+    /// Times the backend re-checked every process after a loss.
+    pub resyncs: u64,
+}
+
+pub struct Backend {
+    imp: Imp,
+}
+
+enum Imp {
+    Ebpf(ebpf::EbpfBackend),
+    Netlink(netlink::NetlinkBackend),
+    Pidfd(pidfd::PidfdBackend),
+    Poll(poll::PollBackend),
+}
+
+impl Backend {
+    /// Opens one backend, or says why it cannot run here.
+    pub fn open(kind: BackendKind, options: &Options) -> Result<Self> {
+        let imp = match kind {
+            BackendKind::Ebpf => Imp::Ebpf(ebpf::EbpfBackend::open(options)?),
+            BackendKind::Netlink => Imp::Netlink(netlink::NetlinkBackend::open(options)?),
+            BackendKind::Pidfd => Imp::Pidfd(pidfd::PidfdBackend::open(options)?),
+            BackendKind::Poll => Imp::Poll(poll::PollBackend::open(options)?),
+        };
+        Ok(Self { imp })
+    }
+
+    /// Tries each backend in `AUTO_ORDER`, logging why each refusal
+    /// happened, and returns the first that opens.
+    pub fn open_auto(options: &Options) -> Result<(Self, Vec<Refusal>)> {
+        let mut refusals = Vec::new();
+        for kind in BackendKind::AUTO_ORDER {
+            match Self::open(kind, options) {
+                Ok(backend) => {
+                    log::info!("exit backend: {kind}");
+                    return Ok((backend, refusals));
+                }
+                Err(err) => {
+                    let reason = format!("{err:#}");
+                    log::warn!("exit backend {kind} unavailable: {reason}");
+                    refusals.push(Refusal {
+                        backend: kind,
+                        reason,
+                    });
+                }
+            }
+        }
+        let all: Vec<String> = refusals
+            .iter()
+            .map(|r| format!("{}: {}", r.backend, r.reason))
+            .collect();
+        anyhow::bail!("no exit backend can run here ({})", all.join("; "))
+    }
+
+    pub fn kind(&self) -> BackendKind {
+        match self.imp {
+            Imp::Ebpf(_) => BackendKind::Ebpf,
+            Imp::Netlink(_) => BackendKind::Netlink,
+            Imp::Pidfd(_) => BackendKind::Pidfd,
+            Imp::Poll(_) => BackendKind::Poll,
+        }
+    }
+
+    /// Starts watching `process`. If it is already gone (or its pid now
+    /// belongs to another process) its death is reported by `next_exit`
+    /// with an unknown or peeked status; the stranger is never watched.
+    pub fn watch(&mut self, process: ProcessId) -> Result<()> {
+        match &mut self.imp {
+            Imp::Ebpf(b) => b.watch(process),
+            Imp::Netlink(b) => b.watch(process),
+            Imp::Pidfd(b) => b.watch(process),
+            Imp::Poll(b) => b.watch(process),
+        }
+    }
+
+    pub fn unwatch(&mut self, pid: Pid) -> Result<()> {
+        match &mut self.imp {
+            Imp::Ebpf(b) => b.unwatch(pid),
+            Imp::Netlink(b) => b.unwatch(pid),
+            Imp::Pidfd(b) => b.unwatch(pid),
+            Imp::Poll(b) => b.unwatch(pid),
+        }
+    }
+
+    /// The next death. Cancel-safe: dropping the future loses nothing.
+    pub async fn next_exit(&mut self) -> Result<ExitEvent> {
+        match &mut self.imp {
+            Imp::Ebpf(b) => b.next_exit().await,
+            Imp::Netlink(b) => b.next_exit().await,
+            Imp::Pidfd(b) => b.next_exit().await,
+            Imp::Poll(b) => b.next_exit().await,
+        }
+    }
+
+    pub fn counters(&self) -> Counters {
+        match &self.imp {
+            Imp::Ebpf(b) => b.counters(),
+            Imp::Netlink(b) => b.counters(),
+            Imp::Pidfd(b) => b.counters(),
+            Imp::Poll(b) => b.counters(),
+        }
+    }
+}
+
+/// The processes a backend watches and the deaths it has yet to hand out.
+#[derive(Default)]
+struct Tracked {
+    processes: HashMap<Pid, StartTime>,
+    ready: VecDeque<ExitEvent>,
+}
+
+impl Tracked {
+    fn insert(&mut self, process: ProcessId) {
+        self.processes.insert(process.pid, process.start);
+    }
+
+    fn remove(&mut self, pid: Pid) -> Option<ProcessId> {
+        self.processes
+            .remove(&pid)
+            .map(|start| ProcessId { pid, start })
+    }
+
+    fn get(&self, pid: Pid) -> Option<ProcessId> {
+        self.processes
+            .get(&pid)
+            .map(|&start| ProcessId { pid, start })
+    }
+
+    /// Hands out `event` if it is the death of a tracked process, once.
+    /// A record whose start time differs is another process with the pid.
+    fn report(&mut self, mut event: ExitEvent) -> bool {
+        let Some(tracked) = self.get(event.pid) else {
+            return false;
+        };
+        if event.process.is_some_and(|p| p.start != tracked.start) {
+            return false;
+        }
+        self.processes.remove(&event.pid);
+        event.process = Some(tracked);
+        self.ready.push_back(event);
+        true
+    }
+
+    /// Checks that a newly watched process still runs; reports it dead at
+    /// once if not. Call after the backend's own registration, so that a
+    /// death between the two is seen by one path or the other.
+    fn confirm_alive(&mut self, process: ProcessId) -> bool {
+        if process::is_alive(process, &HashSet::new()) {
+            return true;
+        }
+        self.report(ExitEvent::discovered(process));
+        false
+    }
+
+    /// Re-checks every tracked process and reports the dead. Returns the
+    /// processes found dead, so the backend can drop its own handles.
+    fn resync(&mut self) -> Vec<ProcessId> {
+        let dead: Vec<ProcessId> = self
+            .processes
+            .iter()
+            .map(|(&pid, &start)| ProcessId { pid, start })
+            .filter(|&p| !process::is_alive(p, &HashSet::new()))
+            .collect();
+        for &p in &dead {
+            self.report(ExitEvent::discovered(p));
+        }
+        dead
+    }
+
+    fn pop(&mut self) -> Option<ExitEvent> {
+        self.ready.pop_front()
+    }
+}

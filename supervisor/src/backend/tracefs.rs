@@ -1,0 +1,39 @@
+//! Finding tracefs, and mounting it where the boot did not.
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+
+const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+/// The tracefs root, mounting it at /sys/kernel/tracing if no mount exists.
+pub fn ensure_mounted() -> Result<PathBuf> {
+    if let Some(found) = find() {
+        return Ok(found);
+    }
+    let target = Path::new(CANDIDATES[0]);
+    log::info!("tracefs is not mounted; mounting it at {}", target.display());
+    nix::mount::mount(
+        Some("tracefs"),
+        target,
+        Some("tracefs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .with_context(|| {
+        format!(
+            "tracefs is not mounted and mounting it at {} failed (needs CAP_SYS_ADMIN)",
+            target.display()
+        )
+    })?;
+    match find() {
+        Some(found) => Ok(found),
+        None => bail!("mounted tracefs at {} but it has no events/ folder", target.display()),
+    }
+}
+
+fn find() -> Option<PathBuf> {
+    CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("events").is_dir())
+}

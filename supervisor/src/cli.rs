@@ -1,0 +1,119 @@
+//! Command-line arguments: parsed and checked here, once, at the edge.
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::{backend::BackendKind, process::Pid};
+
+#[derive(Parser, Debug)]
+#[command(name = "supervisor", version, about = "Keeps processes alive, learning of each death from the kernel as it happens")]
+pub struct Cli {
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
+    #[arg(long, global = true, default_value = "warn")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Report which exit backends work here and prove the chosen one live.
+    Check(CheckArgs),
+    /// Print process exits as they happen.
+    Trace(TraceArgs),
+    /// A process for `check` to kill (internal).
+    #[command(name = "__self-test-child", hide = true)]
+    SelfTestChild,
+}
+
+/// `auto` or one backend by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    Auto,
+    Ebpf,
+    Netlink,
+    Pidfd,
+    Poll,
+}
+
+impl BackendArg {
+    pub fn forced(self) -> Option<BackendKind> {
+        match self {
+            Self::Auto => None,
+            Self::Ebpf => Some(BackendKind::Ebpf),
+            Self::Netlink => Some(BackendKind::Netlink),
+            Self::Pidfd => Some(BackendKind::Pidfd),
+            Self::Poll => Some(BackendKind::Poll),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BackendOptions {
+    /// Exit backend: auto tries ebpf, netlink, pidfd, poll in that order.
+    #[arg(long, value_enum, default_value = "auto", env = "SUPERVISOR_BACKEND")]
+    pub backend: BackendArg,
+    /// How often the poll backend looks (e.g. 500ms, 2s).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub backend: BackendOptions,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub backend: BackendOptions,
+    /// Only these processes (repeatable); every exit on the machine if none.
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<Pid>,
+    /// Stop after this many exits.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `250ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration (e.g. 500ms, 10s, 2m)"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "us" | "µs" => value / 1e6,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("'{other}' in '{text}' is not a time unit (use ms, s, m or h)")),
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("'{text}' is not a duration (e.g. 500ms, 10s, 2m)"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

@@ -1,0 +1,164 @@
+//! What the kernel says about a death, in one type whatever told us.
+use std::{fmt, time::SystemTime};
+
+use nix::sys::signal::Signal;
+use serde::{Serialize, Serializer};
+
+use crate::process::{Pid, ProcessId};
+
+/// How a process ended, decoded from a wait(2) status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    Exited(u8),
+    Killed { signal: i32, core_dumped: bool },
+    /// The source could not know (a stranger's death seen through pidfd or
+    /// polling, or a death found by resynchronisation).
+    Unknown,
+}
+
+impl ExitStatus {
+    pub fn from_wait_status(raw: u32) -> Self {
+        let signal = (raw & 0x7f) as i32;
+        if signal == 0 {
+            Self::Exited(((raw >> 8) & 0xff) as u8)
+        } else {
+            Self::Killed {
+                signal,
+                core_dumped: raw & 0x80 != 0,
+            }
+        }
+    }
+
+    pub fn from_nix(status: nix::sys::wait::WaitStatus) -> Self {
+        use nix::sys::wait::WaitStatus as W;
+        match status {
+            W::Exited(_, code) => Self::Exited(code as u8),
+            W::Signaled(_, signal, core_dumped) => Self::Killed {
+                signal: signal as i32,
+                core_dumped,
+            },
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// `SIGKILL`, `SIGRTMIN+3`, or the number when it has no name.
+pub fn signal_name(signal: i32) -> String {
+    if let Ok(sig) = Signal::try_from(signal) {
+        return sig.as_str().to_owned();
+    }
+    let (rtmin, rtmax) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    if (rtmin..=rtmax).contains(&signal) {
+        return format!("SIGRTMIN+{}", signal - rtmin);
+    }
+    format!("signal {signal}")
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Exited(code) => write!(f, "exited {code}"),
+            Self::Killed {
+                signal,
+                core_dumped,
+            } => {
+                write!(f, "killed by {}", signal_name(signal))?;
+                if core_dumped {
+                    f.write_str(" (core dumped)")?;
+                }
+                Ok(())
+            }
+            Self::Unknown => f.write_str("exit status unknown"),
+        }
+    }
+}
+
+impl Serialize for ExitStatus {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Repr {
+            text: String,
+            code: Option<u8>,
+            signal: Option<String>,
+            core_dumped: bool,
+        }
+        let (code, signal, core_dumped) = match *self {
+            Self::Exited(code) => (Some(code), None, false),
+            Self::Killed {
+                signal,
+                core_dumped,
+            } => (None, Some(signal_name(signal)), core_dumped),
+            Self::Unknown => (None, None, false),
+        };
+        Repr {
+            text: self.to_string(),
+            code,
+            signal,
+            core_dumped,
+        }
+        .serialize(s)
+    }
+}
+
+/// One process death, as every backend reports it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExitEvent {
+    pub pid: Pid,
+    /// Known when the watched identity or the kernel record carries it.
+    pub process: Option<ProcessId>,
+    /// The thread whose exit ended the process, when the source knows it.
+    pub tid: Option<Pid>,
+    pub ppid: Option<Pid>,
+    pub comm: Option<String>,
+    pub status: ExitStatus,
+    /// When userspace learned of it.
+    #[serde(with = "unix_time")]
+    pub seen_at: SystemTime,
+    /// True when found by looking at /proc (polling, or re-checking after
+    /// lost records) rather than told by the kernel.
+    pub discovered: bool,
+}
+
+impl ExitEvent {
+    /// A death found by looking rather than told: status from `waitid` if
+    /// the process is our child, else unknown.
+    pub fn discovered(process: ProcessId) -> Self {
+        Self {
+            pid: process.pid,
+            process: Some(process),
+            tid: None,
+            ppid: None,
+            comm: None,
+            status: crate::process::peek_child_status(process.pid),
+            seen_at: SystemTime::now(),
+            discovered: true,
+        }
+    }
+}
+
+mod unix_time {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_wait_statuses() {
+        assert_eq!(ExitStatus::from_wait_status(3 << 8).to_string(), "exited 3");
+        assert_eq!(ExitStatus::from_wait_status(9).to_string(), "killed by SIGKILL");
+        assert_eq!(
+            ExitStatus::from_wait_status(11 | 0x80).to_string(),
+            "killed by SIGSEGV (core dumped)"
+        );
+        assert_eq!(signal_name(libc::SIGRTMIN() + 2), "SIGRTMIN+2");
+    }
+}

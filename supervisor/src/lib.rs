@@ -1,0 +1,12 @@
+//! `supervisor`: keeps processes alive, learning of each death from the
+//! kernel as it happens.
+//!
+//! Data flows one way: kernel record -> `backend` -> `exit::ExitEvent` ->
+//! (watch state machine) -> action. This crate is both the daemon/CLI
+//! binary and a library so the test suite can drive the backends directly.
+pub mod backend;
+pub mod check;
+pub mod cli;
+pub mod exit;
+pub mod process;
+pub mod trace;

@@ -1,0 +1,173 @@
+//! Process identity: a pid alone names a process only until it is reused,
+//! so a process is a pid plus the start time the kernel gave it.
+//!
+//! This module reads `/proc`; it owns no state and signals nothing.
+use std::{collections::HashSet, fmt, io};
+
+use procfs::{process::Process, ProcError};
+use serde::Serialize;
+
+/// A thread-group id, as userspace names processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Pid(u32);
+
+impl Pid {
+    pub fn new(raw: u32) -> Option<Self> {
+        (raw != 0).then_some(Self(raw))
+    }
+
+    pub fn from_child(child: &std::process::Child) -> Self {
+        Self(child.id())
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+
+    pub fn as_nix(self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.0 as i32)
+    }
+}
+
+impl fmt::Display for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for Pid {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse::<u32>()
+            .ok()
+            .and_then(Pid::new)
+            .ok_or_else(|| format!("'{s}' is not a process id (a positive integer)"))
+    }
+}
+
+/// When a process started, in clock ticks since boot: field 22 of
+/// `/proc/PID/stat`, the unit every interface to userspace agrees on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct StartTime(u64);
+
+impl StartTime {
+    pub fn from_ticks(ticks: u64) -> Self {
+        Self(ticks)
+    }
+
+    pub fn from_boottime_ns(ns: u64) -> Self {
+        Self(ns / ns_per_tick())
+    }
+
+    pub fn ticks(self) -> u64 {
+        self.0
+    }
+}
+
+/// Nanoseconds per USER_HZ clock tick.
+pub fn ns_per_tick() -> u64 {
+    1_000_000_000 / procfs::ticks_per_second().max(1)
+}
+
+/// A particular process: its pid and when it started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct ProcessId {
+    pub pid: Pid,
+    pub start: StartTime,
+}
+
+impl fmt::Display for ProcessId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (started at tick {})", self.pid, self.start.0)
+    }
+}
+
+/// What `/proc/PID/stat` says of a process.
+#[derive(Clone, Debug)]
+pub struct Stat {
+    pub id: ProcessId,
+    pub ppid: Option<Pid>,
+    pub state: char,
+    pub comm: String,
+}
+
+impl Stat {
+    /// Zombie or dead: the process has exited even if it is still listed.
+    pub fn has_exited(&self) -> bool {
+        matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+/// Reads `/proc/PID/stat`; `Ok(None)` when no such process exists.
+pub fn stat(pid: Pid) -> io::Result<Option<Stat>> {
+    let stat = match Process::new(pid.0 as i32).and_then(|p| p.stat()) {
+        Ok(stat) => stat,
+        Err(ProcError::NotFound(_)) => return Ok(None),
+        Err(ProcError::Io(e, _)) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(ProcError::Io(e, _)) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
+        Err(e) => return Err(io::Error::other(format!("reading /proc/{pid}/stat: {e}"))),
+    };
+    Ok(Some(Stat {
+        id: ProcessId {
+            pid,
+            start: StartTime(stat.starttime),
+        },
+        ppid: u32::try_from(stat.ppid).ok().and_then(Pid::new),
+        state: stat.state,
+        comm: stat.comm,
+    }))
+}
+
+/// The identity of the process that has `pid` now.
+pub fn identify(pid: Pid) -> io::Result<ProcessId> {
+    stat(pid)?.map(|s| s.id).ok_or_else(|| {
+        io::Error::new(io::ErrorKind::NotFound, format!("no process with pid {pid}"))
+    })
+}
+
+/// Whether the process `id` still runs: same pid, same start time, and at
+/// least one of its threads not yet exited. A thread group outlives its
+/// leader thread, so a zombie leader with live threads is alive; threads in
+/// `exited` (whose exit was already reported) count as dead even while the
+/// kernel still lists them.
+pub fn is_alive(id: ProcessId, exited: &HashSet<u32>) -> bool {
+    let stat = match stat(id.pid) {
+        Ok(Some(stat)) => stat,
+        Ok(None) => return false,
+        // Unreadable but present: assume alive rather than report a death
+        // that did not happen.
+        Err(_) => return true,
+    };
+    if stat.id.start != id.start {
+        return false;
+    }
+    if !stat.has_exited() && !exited.contains(&id.pid.0) {
+        return true;
+    }
+    let Ok(tasks) = Process::new(id.pid.0 as i32).and_then(|p| p.tasks()) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        let tid = task.tid as u32;
+        !exited.contains(&tid)
+            && task
+                .stat()
+                .map(|s| !matches!(s.state, 'Z' | 'X' | 'x'))
+                .unwrap_or(false)
+    })
+}
+
+/// The exit status of `pid` if it is an exited child of ours, without
+/// reaping it (the reaper stays whoever owns the child).
+pub fn peek_child_status(pid: Pid) -> crate::exit::ExitStatus {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    match waitid(
+        Id::Pid(pid.as_nix()),
+        WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+    ) {
+        Ok(status) => crate::exit::ExitStatus::from_nix(status),
+        Err(_) => crate::exit::ExitStatus::Unknown,
+    }
+}
