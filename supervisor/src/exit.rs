@@ -121,15 +121,24 @@ pub struct ExitEvent {
 
 impl ExitEvent {
     /// A death found by looking rather than told: status from `waitid` if
-    /// the process is our child, else unknown.
+    /// the process is our unreaped child, else unknown. A pid that now
+    /// names another process is never asked: its status is not ours.
     pub fn discovered(process: ProcessId) -> Self {
+        let still_ours = matches!(
+            crate::process::stat(process.pid),
+            Ok(Some(stat)) if stat.id == process
+        );
         Self {
             pid: process.pid,
             process: Some(process),
             tid: None,
             ppid: None,
             comm: None,
-            status: crate::process::peek_child_status(process.pid),
+            status: if still_ours {
+                crate::process::peek_child_status(process.pid)
+            } else {
+                ExitStatus::Unknown
+            },
             seen_at: SystemTime::now(),
             discovered: true,
         }

@@ -146,17 +146,26 @@ pub fn is_alive(id: ProcessId, exited: &HashSet<u32>) -> bool {
     if !stat.has_exited() && !exited.contains(&id.pid.0) {
         return true;
     }
-    let Ok(tasks) = Process::new(id.pid.0 as i32).and_then(|p| p.tasks()) else {
+    // Read directly: procfs refuses a process whose leader is a zombie.
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", id.pid)) else {
         return false;
     };
     tasks.flatten().any(|task| {
-        let tid = task.tid as u32;
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else {
+            return false;
+        };
         !exited.contains(&tid)
-            && task
-                .stat()
-                .map(|s| !matches!(s.state, 'Z' | 'X' | 'x'))
-                .unwrap_or(false)
+            && std::fs::read_to_string(task.path().join("stat"))
+                .ok()
+                .and_then(|stat| stat_state(&stat))
+                .is_some_and(|state| !matches!(state, 'Z' | 'X' | 'x'))
     })
+}
+
+/// The state letter of a `stat` line: the first field after the comm,
+/// which is parenthesised and may itself contain ") ".
+fn stat_state(stat: &str) -> Option<char> {
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 /// The exit status of `pid` if it is an exited child of ours, without

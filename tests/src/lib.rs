@@ -1,1 +1,190 @@
+//! What the end-to-end tests share: the helper process, the real binary,
+//! and the rule for kernel backends that cannot run (fail under CI, skip
+//! loudly elsewhere).
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    path::PathBuf,
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    time::{Duration, Instant},
+};
 
+use supervisor::{
+    backend::{Backend, BackendKind, Options},
+    exit::ExitEvent,
+    process::{self, Pid, ProcessId},
+};
+
+/// How long any awaited event may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Opens `kind` for a test. Under CI a backend that cannot open fails the
+/// test with its reason; elsewhere the test is skipped with a loud note.
+pub fn open_backend(kind: BackendKind) -> Option<Backend> {
+    let options = Options {
+        poll_interval: Duration::from_millis(20),
+        ..Options::default()
+    };
+    open_backend_with(kind, &options)
+}
+
+pub fn open_backend_with(kind: BackendKind, options: &Options) -> Option<Backend> {
+    match Backend::open(kind, options) {
+        Ok(b) => Some(b),
+        Err(e) if in_ci() || kind == BackendKind::Pidfd || kind == BackendKind::Poll => {
+            panic!("backend {kind} cannot run here: {e:#}")
+        }
+        Err(e) => {
+            eprintln!("\n!!! SKIPPED: backend {kind} cannot run here: {e:#}\n!!! (under CI=true this fails)\n");
+            None
+        }
+    }
+}
+
+/// Like `open_backend`, for tests that need root (pid reuse, ...).
+pub fn require_root(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if in_ci() {
+        panic!("{what} needs root, and CI runs as root");
+    }
+    eprintln!("\n!!! SKIPPED: {what} needs root\n");
+    false
+}
+
+/// A running `exit-helper`.
+pub struct Helper {
+    pub child: Child,
+    pub id: ProcessId,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Helper {
+    /// Starts the helper with `args` and waits for it to say it is ready.
+    pub fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(built_binary("exit-helper"))
+            .args(args)
+            .current_dir(std::env::temp_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawning exit-helper");
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let id = process::identify(Pid::from_child(&child)).expect("helper runs");
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("reading helper stdout");
+        assert_eq!(line.trim(), "ready", "exit-helper {args:?} did not start");
+        Self {
+            child,
+            id,
+            stdin,
+            stdout,
+        }
+    }
+
+    pub fn pid(&self) -> Pid {
+        self.id.pid
+    }
+
+    /// Tells the helper to do what it was started for.
+    pub fn go(&mut self) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        stdin.write_all(b"go\n").expect("writing to helper");
+        stdin.flush().expect("flushing helper stdin");
+    }
+
+    pub fn kill(&mut self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(self.pid().as_nix(), signal).expect("kill");
+    }
+
+    /// Waits (bounded) until the main thread has exited while the process
+    /// lives on.
+    pub fn wait_leader_gone(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let stat = process::stat(self.pid()).expect("stat").expect("process exists");
+            if stat.has_exited() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "main thread of {} did not exit within {WAIT:?}", self.pid());
+            std::thread::yield_now();
+        }
+    }
+
+    pub fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("reading helper stdout");
+        line
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The next exit event, or a test failure naming what was awaited.
+pub async fn next_exit(backend: &mut Backend, what: &str) -> ExitEvent {
+    match tokio::time::timeout(WAIT, backend.next_exit()).await {
+        Ok(Ok(event)) => event,
+        Ok(Err(e)) => panic!("backend {} failed while waiting for {what}: {e:#}", backend.kind()),
+        Err(_) => panic!("no exit event for {what} within {WAIT:?} ({} backend)", backend.kind()),
+    }
+}
+
+/// Proves nothing else is queued: watches a fresh process, kills it, and
+/// asserts that the next event is that one.
+pub async fn assert_nothing_before_sentinel(backend: &mut Backend, context: &str) {
+    let mut sentinel = Helper::spawn(&["block"]);
+    backend.watch(sentinel.id).expect("watch sentinel");
+    sentinel.kill(nix::sys::signal::Signal::SIGKILL);
+    let event = next_exit(backend, "the sentinel").await;
+    assert_eq!(
+        event.pid,
+        sentinel.pid(),
+        "{context}: expected only the sentinel's exit, got {event:?}"
+    );
+}
+
+/// A current-thread tokio runtime for one test.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
+}
+
+/// The `supervisor` binary under test: `SUPERVISOR_BIN`, else the one
+/// cargo built next to this test.
+pub fn supervisor_bin() -> PathBuf {
+    match std::env::var_os("SUPERVISOR_BIN") {
+        Some(path) => path.into(),
+        None => built_binary("supervisor"),
+    }
+}
+
+/// A binary of this workspace, built into the same target/<profile> folder
+/// as the running test (target/<profile>/deps/<test>).
+fn built_binary(name: &str) -> PathBuf {
+    let test_exe = std::env::current_exe().expect("current_exe");
+    let candidate = test_exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join(name))
+        .expect("test binary lives in target/<profile>/deps");
+    assert!(
+        candidate.exists(),
+        "{} not found: build the workspace first (`cargo xtask test` does)",
+        candidate.display()
+    );
+    candidate
+}

@@ -45,6 +45,8 @@ pub struct NetlinkBackend {
     /// Groups whose leader exited while other threads still ran, with the
     /// leader's exit code.
     pending: HashMap<u32, PendingGroup>,
+    /// Exits read from the socket and not yet looked at, in kernel order.
+    queue: VecDeque<ThreadExit>,
     buf: Vec<u8>,
 }
 
@@ -108,6 +110,7 @@ impl NetlinkBackend {
             rcvbuf,
             recent: VecDeque::with_capacity(RECENT_THREAD_EXITS),
             pending: HashMap::new(),
+            queue: VecDeque::new(),
             buf: vec![0; 64 * 1024],
         })
     }
@@ -133,34 +136,37 @@ impl NetlinkBackend {
             if let Some(event) = self.tracked.pop() {
                 return Ok(event);
             }
+            if let Some(exit) = self.queue.pop_front() {
+                self.on_thread_exit(exit)?;
+                continue;
+            }
             let mut guard = self
                 .socket
                 .readable()
                 .await
                 .context("waiting on the netlink socket")?;
-            let mut exits = Vec::new();
-            let mut overflowed = false;
-            loop {
-                match recv_from_kernel(guard.get_inner(), &mut self.buf) {
-                    Ok(Some(len)) => exits.extend(parse(&self.buf[..len])),
-                    Ok(None) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        guard.clear_ready();
-                        break;
-                    }
-                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => overflowed = true,
-                    Err(e) => return Err(e).context("reading the netlink socket"),
-                }
+            let (queued, overflowed) = drain_socket(guard.get_inner(), &mut self.buf, &mut self.queue)
+                .context("reading the netlink socket")?;
+            if queued == 0 && !overflowed {
+                guard.clear_ready();
             }
             drop(guard);
-            self.counters.delivered += exits.len() as u64;
-            for exit in exits {
-                self.on_thread_exit(exit);
-            }
+            self.counters.delivered += queued as u64;
             if overflowed {
                 self.overflowed();
             }
         }
+    }
+
+    /// Queues whatever the socket holds now, without blocking.
+    fn drain(&mut self) -> Result<()> {
+        let (queued, overflowed) = drain_socket(self.socket.get_ref(), &mut self.buf, &mut self.queue)
+            .context("reading the netlink socket")?;
+        self.counters.delivered += queued as u64;
+        if overflowed {
+            self.overflowed();
+        }
+        Ok(())
     }
 
     fn overflowed(&mut self) {
@@ -177,40 +183,48 @@ impl NetlinkBackend {
         }
     }
 
-    fn on_thread_exit(&mut self, exit: ThreadExit) {
+    fn on_thread_exit(&mut self, exit: ThreadExit) -> Result<()> {
         let interesting = self.scope == Scope::All
             || Pid::new(exit.tgid).is_some_and(|p| self.tracked.get(p).is_some());
         if !interesting {
-            return;
+            return Ok(());
         }
-        if exit.pid != exit.tgid {
+        let leader = exit.pid == exit.tgid;
+        if !leader {
             if self.recent.len() == RECENT_THREAD_EXITS {
                 self.recent.pop_front();
             }
             self.recent.push_back((exit.tgid, exit.pid));
-            if let Some(pending) = self.pending.get(&exit.tgid) {
-                if self.group_dead(exit.tgid) {
-                    // A plain exit of the last thread leaves the leader's
-                    // code as the process's; a group exit gives all the same.
-                    let code = if exit.exit_code != 0 { exit.exit_code } else { pending.leader_code };
-                    let ppid = pending.ppid;
-                    self.pending.remove(&exit.tgid);
-                    self.deliver(exit, code, ppid);
-                }
+        }
+        let (leader_code, ppid) = match (leader, self.pending.get(&exit.tgid)) {
+            (true, _) => (exit.exit_code, exit.parent_tgid),
+            (false, Some(p)) => (p.leader_code, p.ppid),
+            // A thread of a group whose leader still runs.
+            (false, None) => return Ok(()),
+        };
+        if !self.group_dead(exit.tgid) {
+            self.pending.insert(exit.tgid, PendingGroup { leader_code, ppid });
+            return Ok(());
+        }
+        self.pending.remove(&exit.tgid);
+        // /proc no longer lists a released thread, but its exit event was
+        // queued before its release: take the group's remaining events now,
+        // so the status is the one the last thread left.
+        self.drain()?;
+        let mut last = exit;
+        self.queue.retain(|e| {
+            if e.tgid == exit.tgid {
+                last = *e;
+                false
+            } else {
+                true
             }
-            return;
-        }
-        if self.group_dead(exit.tgid) {
-            self.deliver(exit, exit.exit_code, exit.parent_tgid);
-        } else {
-            self.pending.insert(
-                exit.tgid,
-                PendingGroup {
-                    leader_code: exit.exit_code,
-                    ppid: exit.parent_tgid,
-                },
-            );
-        }
+        });
+        // A plain exit of the last thread leaves the leader's code as the
+        // process's; in a group exit every thread carries the same code.
+        let code = if last.exit_code != 0 { last.exit_code } else { leader_code };
+        self.deliver(last, code, ppid);
+        Ok(())
     }
 
     /// Whether every thread of `tgid` has exited, counting threads whose
@@ -288,6 +302,23 @@ fn subscribe(fd: &OwnedFd) -> Result<()> {
         bail!("short send to the proc connector");
     }
     Ok(())
+}
+
+/// Moves every datagram waiting on the socket into `queue`; returns how
+/// many exits it queued and whether the kernel reported lost messages.
+fn drain_socket(fd: &OwnedFd, buf: &mut [u8], queue: &mut VecDeque<ThreadExit>) -> std::io::Result<(usize, bool)> {
+    let before = queue.len();
+    let mut overflowed = false;
+    loop {
+        match recv_from_kernel(fd, buf) {
+            Ok(Some(len)) => queue.extend(parse(&buf[..len])),
+            Ok(None) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => overflowed = true,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((queue.len() - before, overflowed))
 }
 
 /// One datagram, or `None` when it did not come from the kernel (another

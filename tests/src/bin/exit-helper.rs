@@ -1,0 +1,93 @@
+//! A process that dies the way a test asks, when the test says so.
+//!
+//! It sets itself up, prints `ready`, then waits for a line on stdin before
+//! it acts, so the test can start watching it first. Modes:
+//!   block                  wait to be killed
+//!   exit CODE              exit with CODE
+//!   segv                   die of SIGSEGV, with core dumps enabled
+//!   threads N CODE         run N extra threads, then exit_group(CODE)
+//!   thread-exit            a thread starts and ends before `ready`; then block
+//!   leader-first CODE      the main thread exits at once; another thread
+//!                          exits the group with CODE on the line
+use std::io::{BufRead as _, Write as _};
+
+fn ready() {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready").expect("stdout");
+    out.flush().expect("stdout");
+}
+
+fn wait_for_go() {
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+}
+
+fn block() -> ! {
+    loop {
+        std::thread::park();
+    }
+}
+
+fn arg(args: &[String], i: usize) -> i32 {
+    args.get(i)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("argument {i} missing or not a number: {args:?}"))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("block") => {
+            ready();
+            block()
+        }
+        Some("exit") => {
+            ready();
+            wait_for_go();
+            std::process::exit(arg(&args, 1))
+        }
+        Some("segv") => {
+            let unlimited = libc::rlimit {
+                rlim_cur: libc::RLIM_INFINITY,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            // SAFETY: plain libc calls on valid arguments; SIG_DFL undoes the
+            // handler Rust's runtime installs for stack overflows.
+            unsafe {
+                libc::setrlimit(libc::RLIMIT_CORE, &unlimited);
+                libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+            }
+            ready();
+            wait_for_go();
+            // SAFETY: raising a signal at ourselves.
+            unsafe { libc::raise(libc::SIGSEGV) };
+            unreachable!("SIGSEGV did not kill us")
+        }
+        Some("threads") => {
+            for _ in 0..arg(&args, 1) {
+                std::thread::spawn(|| block());
+            }
+            ready();
+            wait_for_go();
+            std::process::exit(arg(&args, 2))
+        }
+        Some("thread-exit") => {
+            std::thread::spawn(|| ()).join().expect("thread");
+            ready();
+            block()
+        }
+        Some("leader-first") => {
+            let code = arg(&args, 1);
+            std::thread::spawn(move || {
+                wait_for_go();
+                std::process::exit(code)
+            });
+            ready();
+            // SAFETY: SYS_exit ends only the calling thread: the main thread
+            // goes, the process lives on in the other thread.
+            unsafe { libc::syscall(libc::SYS_exit, 0) };
+            unreachable!("SYS_exit returned")
+        }
+        other => panic!("unknown mode {other:?}"),
+    }
+}
