@@ -87,12 +87,20 @@ pub async fn run(args: CheckArgs) -> Result<ExitCode> {
     } else {
         print_text(&report);
     }
-    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn print_text(report: &Report) {
     for b in &report.backends {
-        let state = if b.available { "available" } else { "unavailable" };
+        let state = if b.available {
+            "available"
+        } else {
+            "unavailable"
+        };
         print!("{:<8} {:<12}", b.backend.name(), state);
         match (&b.reason, &b.self_test) {
             (Some(reason), _) => println!("{reason}"),
@@ -179,7 +187,10 @@ async fn kill_and_time(backend: &mut Backend, wait: Duration) -> Result<Duration
             core_dumped: false,
         };
         if event.status != expected && event.status != ExitStatus::Unknown {
-            bail!("reported '{}' for a process killed by SIGKILL", event.status);
+            bail!(
+                "reported '{}' for a process killed by SIGKILL",
+                event.status
+            );
         }
         Ok(latency)
     }

@@ -6,7 +6,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::{backend::BackendKind, process::Pid};
 
 #[derive(Parser, Debug)]
-#[command(name = "supervisor", version, about = "Keeps processes alive, learning of each death from the kernel as it happens")]
+#[command(
+    name = "supervisor",
+    version,
+    about = "Keeps processes alive, learning of each death from the kernel as it happens"
+)]
 pub struct Cli {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
     #[arg(long, global = true, default_value = "warn")]
@@ -85,7 +89,9 @@ pub struct TraceArgs {
 /// Parses `250ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let value: f64 = number
         .parse()
@@ -96,7 +102,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "us" | "µs" => value / 1e6,
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
-        other => return Err(format!("'{other}' in '{text}' is not a time unit (use ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "'{other}' in '{text}' is not a time unit (use ms, s, m or h)"
+            ))
+        }
     };
     if !seconds.is_finite() || seconds < 0.0 {
         return Err(format!("'{text}' is not a duration (e.g. 500ms, 10s, 2m)"));

@@ -10,7 +10,10 @@ use crate::process::{Pid, ProcessId};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitStatus {
     Exited(u8),
-    Killed { signal: i32, core_dumped: bool },
+    Killed {
+        signal: i32,
+        core_dumped: bool,
+    },
     /// The source could not know (a stranger's death seen through pidfd or
     /// polling, or a death found by resynchronisation).
     Unknown,
@@ -163,7 +166,10 @@ mod tests {
     #[test]
     fn decodes_wait_statuses() {
         assert_eq!(ExitStatus::from_wait_status(3 << 8).to_string(), "exited 3");
-        assert_eq!(ExitStatus::from_wait_status(9).to_string(), "killed by SIGKILL");
+        assert_eq!(
+            ExitStatus::from_wait_status(9).to_string(),
+            "killed by SIGKILL"
+        );
         assert_eq!(
             ExitStatus::from_wait_status(11 | 0x80).to_string(),
             "killed by SIGSEGV (core dumped)"

@@ -5,13 +5,18 @@ use supervisor::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(cli.log_level.as_str()))
-        .format_timestamp_micros()
-        .init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or(cli.log_level.as_str()),
+    )
+    .format_timestamp_micros()
+    .init();
     if let Command::SelfTestChild = cli.command {
         supervisor::check::self_test_child();
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("supervisor: cannot start the async runtime: {e}");

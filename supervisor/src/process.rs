@@ -123,7 +123,10 @@ pub fn stat(pid: Pid) -> io::Result<Option<Stat>> {
 /// The identity of the process that has `pid` now.
 pub fn identify(pid: Pid) -> io::Result<ProcessId> {
     stat(pid)?.map(|s| s.id).ok_or_else(|| {
-        io::Error::new(io::ErrorKind::NotFound, format!("no process with pid {pid}"))
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no process with pid {pid}"),
+        )
     })
 }
 
@@ -151,7 +154,11 @@ pub fn is_alive(id: ProcessId, exited: &HashSet<u32>) -> bool {
         return false;
     };
     tasks.flatten().any(|task| {
-        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else {
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<u32>().ok())
+        else {
             return false;
         };
         !exited.contains(&tid)

@@ -13,7 +13,11 @@ use crate::{
 
 pub async fn run(args: TraceArgs) -> Result<ExitCode> {
     let options = Options {
-        scope: if args.pids.is_empty() { Scope::All } else { Scope::Watched },
+        scope: if args.pids.is_empty() {
+            Scope::All
+        } else {
+            Scope::Watched
+        },
         poll_interval: args.backend.poll_interval,
         ..Options::default()
     };
@@ -29,7 +33,11 @@ pub async fn run(args: TraceArgs) -> Result<ExitCode> {
     eprintln!("tracing exits with {} (Ctrl-C to stop)", backend.kind());
     let mut out = std::io::stdout().lock();
     if !args.json {
-        writeln!(out, "{:<15} {:>7} {:>7} {:<16} STATUS", "TIME", "PID", "PPID", "COMM")?;
+        writeln!(
+            out,
+            "{:<15} {:>7} {:>7} {:<16} STATUS",
+            "TIME", "PID", "PPID", "COMM"
+        )?;
         out.flush()?;
     }
     let mut seen = 0u64;
@@ -58,5 +66,8 @@ fn line(event: &ExitEvent) -> String {
         .unwrap_or_else(|_| "?".into());
     let ppid = event.ppid.map_or("?".into(), |p| p.to_string());
     let comm = event.comm.as_deref().unwrap_or("?");
-    format!("{time:<15} {:>7} {ppid:>7} {comm:<16} {}", event.pid, event.status)
+    format!(
+        "{time:<15} {:>7} {ppid:>7} {comm:<16} {}",
+        event.pid, event.status
+    )
 }

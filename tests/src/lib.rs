@@ -108,18 +108,26 @@ impl Helper {
     pub fn wait_leader_gone(&mut self) {
         let deadline = Instant::now() + WAIT;
         loop {
-            let stat = process::stat(self.pid()).expect("stat").expect("process exists");
+            let stat = process::stat(self.pid())
+                .expect("stat")
+                .expect("process exists");
             if stat.has_exited() {
                 return;
             }
-            assert!(Instant::now() < deadline, "main thread of {} did not exit within {WAIT:?}", self.pid());
+            assert!(
+                Instant::now() < deadline,
+                "main thread of {} did not exit within {WAIT:?}",
+                self.pid()
+            );
             std::thread::yield_now();
         }
     }
 
     pub fn read_line(&mut self) -> String {
         let mut line = String::new();
-        self.stdout.read_line(&mut line).expect("reading helper stdout");
+        self.stdout
+            .read_line(&mut line)
+            .expect("reading helper stdout");
         line
     }
 }
@@ -135,8 +143,14 @@ impl Drop for Helper {
 pub async fn next_exit(backend: &mut Backend, what: &str) -> ExitEvent {
     match tokio::time::timeout(WAIT, backend.next_exit()).await {
         Ok(Ok(event)) => event,
-        Ok(Err(e)) => panic!("backend {} failed while waiting for {what}: {e:#}", backend.kind()),
-        Err(_) => panic!("no exit event for {what} within {WAIT:?} ({} backend)", backend.kind()),
+        Ok(Err(e)) => panic!(
+            "backend {} failed while waiting for {what}: {e:#}",
+            backend.kind()
+        ),
+        Err(_) => panic!(
+            "no exit event for {what} within {WAIT:?} ({} backend)",
+            backend.kind()
+        ),
     }
 }
 

@@ -48,10 +48,16 @@ async fn sigsegv_core(mut b: Backend) {
     h.go();
     let event = next_exit(&mut b, "SIGSEGV").await;
     assert_eq!(event.pid, h.pid());
-    assert_eq!(event.status, killed(Signal::SIGSEGV, dumps), "core_pattern {pattern:?}");
+    assert_eq!(
+        event.status,
+        killed(Signal::SIGSEGV, dumps),
+        "core_pattern {pattern:?}"
+    );
     if dumps {
         assert_eq!(event.status.to_string(), "killed by SIGSEGV (core dumped)");
-        let _ = std::fs::remove_file(std::env::temp_dir().join(pattern.trim().replace("%p", &h.pid().to_string())));
+        let _ = std::fs::remove_file(
+            std::env::temp_dir().join(pattern.trim().replace("%p", &h.pid().to_string())),
+        );
     }
 }
 
@@ -73,7 +79,11 @@ async fn thread_exit_is_not_death(mut b: Backend) {
     h.kill(Signal::SIGKILL);
     let event = next_exit(&mut b, "the process after one of its threads ended").await;
     assert_eq!(event.pid, h.pid());
-    assert_eq!(event.status, killed(Signal::SIGKILL, false), "a thread's exit was reported as the process's");
+    assert_eq!(
+        event.status,
+        killed(Signal::SIGKILL, false),
+        "a thread's exit was reported as the process's"
+    );
 }
 
 async fn leader_exits_first(mut b: Backend) {
@@ -84,7 +94,11 @@ async fn leader_exits_first(mut b: Backend) {
     let event = next_exit(&mut b, "the group whose leader exited first").await;
     assert_eq!(event.pid, h.pid(), "reported under the tgid");
     // The leader's own exit would read `exited 0`.
-    assert_eq!(event.status, ExitStatus::Exited(5), "reported when the leader left, not when the group died");
+    assert_eq!(
+        event.status,
+        ExitStatus::Exited(5),
+        "reported when the leader left, not when the group died"
+    );
     if let Some(tid) = event.tid {
         assert_ne!(tid, h.pid(), "the last thread is not the leader");
     }
@@ -100,12 +114,22 @@ async fn unwatched_is_silent(mut b: Backend) {
     stranger.child.wait().unwrap();
     watched.kill(Signal::SIGKILL);
     let event = next_exit(&mut b, "the watched process").await;
-    assert_eq!(event.pid, watched.pid(), "an unwatched exit reached the stream");
+    assert_eq!(
+        event.pid,
+        watched.pid(),
+        "an unwatched exit reached the stream"
+    );
     if b.kind() == BackendKind::Ebpf {
         let after = b.counters();
         let seen = after.kernel_group_exits.unwrap() - before.kernel_group_exits.unwrap();
-        assert!(seen >= 2, "the program saw both deaths in the kernel (saw {seen})");
-        assert_eq!(after.delivered, 1, "only the watched death may reach userspace");
+        assert!(
+            seen >= 2,
+            "the program saw both deaths in the kernel (saw {seen})"
+        );
+        assert_eq!(
+            after.delivered, 1,
+            "only the watched death may reach userspace"
+        );
     }
 }
 
@@ -113,14 +137,20 @@ async fn unwatched_is_silent(mut b: Backend) {
 fn wait_past_tick(tick: u64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
     loop {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: ts is a valid timespec to fill.
         unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
         let now_ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
         if now_ns / process::ns_per_tick() > tick {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "the clock did not pass tick {tick}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock did not pass tick {tick}"
+        );
         std::thread::yield_now();
     }
 }
@@ -129,7 +159,8 @@ fn wait_past_tick(tick: u64) {
 /// another fork on the machine takes it first.
 fn spawn_with_pid(pid: Pid) -> Helper {
     for _ in 0..200 {
-        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid.get() - 1).to_string()).expect("writing ns_last_pid");
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid.get() - 1).to_string())
+            .expect("writing ns_last_pid");
         let h = Helper::spawn(&["block"]);
         if h.pid() == pid {
             return h;
@@ -149,7 +180,10 @@ async fn pid_reuse(mut b: Backend) {
         h.id
     };
     let mut stranger = spawn_with_pid(old.pid);
-    assert_ne!(stranger.id.start, old.start, "the pid was reused by a new process");
+    assert_ne!(
+        stranger.id.start, old.start,
+        "the pid was reused by a new process"
+    );
     // Asked to watch the old process, which is gone: its death is reported,
     // the stranger is neither watched nor asked for its status.
     b.watch(old).unwrap();
@@ -157,10 +191,14 @@ async fn pid_reuse(mut b: Backend) {
     assert_eq!(event.pid, old.pid);
     assert_eq!(event.process, Some(old));
     assert_eq!(event.status, ExitStatus::Unknown);
-    assert!(process::is_alive(stranger.id, &Default::default()), "the stranger lives");
+    assert!(
+        process::is_alive(stranger.id, &Default::default()),
+        "the stranger lives"
+    );
     stranger.kill(Signal::SIGKILL);
     stranger.child.wait().unwrap();
-    assert_nothing_before_sentinel(&mut b, "the stranger's death is not the watched process's").await;
+    assert_nothing_before_sentinel(&mut b, "the stranger's death is not the watched process's")
+        .await;
 }
 
 macro_rules! scenarios {

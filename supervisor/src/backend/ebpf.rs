@@ -57,7 +57,11 @@ impl EbpfBackend {
             .override_global("TASK_START_BOOTTIME", &layout.task_start_boottime, true)
             .override_global("TASK_SIGNAL", &layout.task_signal, true)
             .override_global("SIGNAL_FLAGS", &layout.signal_flags, true)
-            .override_global("SIGNAL_GROUP_EXIT_CODE", &layout.signal_group_exit_code, true)
+            .override_global(
+                "SIGNAL_GROUP_EXIT_CODE",
+                &layout.signal_group_exit_code,
+                true,
+            )
             .override_global("SIGNAL_LIVE", &layout.signal_live, true);
         if let Some(bytes) = options.ring_bytes {
             loader.map_max_entries(names::EVENTS, bytes);
@@ -77,7 +81,8 @@ impl EbpfBackend {
             .context("attaching to tracepoint sched/sched_process_exit")?;
 
         let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("no EVENTS map")?)?;
-        let watched = BpfHashMap::try_from(ebpf.take_map(names::WATCHED).context("no WATCHED map")?)?;
+        let watched =
+            BpfHashMap::try_from(ebpf.take_map(names::WATCHED).context("no WATCHED map")?)?;
         let stats = PerCpuArray::try_from(ebpf.take_map(names::STATS).context("no STATS map")?)?;
         // SAFETY: the ring buffer owns its fd and keeps it open for as long
         // as the AsyncFd that wraps it exists.
@@ -114,7 +119,9 @@ impl EbpfBackend {
         match self.watched.remove(&pid.get()) {
             // Already gone: the program removes what it reported.
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("removing pid {pid} from the kernel's watch map")),
+            Err(e) => {
+                Err(e).with_context(|| format!("removing pid {pid} from the kernel's watch map"))
+            }
         }
     }
 
@@ -134,7 +141,9 @@ impl EbpfBackend {
                 if item.len() >= size_of::<ExitRecord>() {
                     // SAFETY: the program writes whole `ExitRecord`s; the
                     // length is checked and the read needs no alignment.
-                    records.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ExitRecord>()) });
+                    records.push(unsafe {
+                        std::ptr::read_unaligned(item.as_ptr().cast::<ExitRecord>())
+                    });
                 }
             }
             guard.clear_ready();
@@ -180,7 +189,9 @@ impl EbpfBackend {
     pub fn counters(&self) -> Counters {
         Counters {
             kernel_group_exits: self.stat_sum(stat::GROUP_EXITS).ok(),
-            dropped: self.stat_sum(stat::DROPPED).unwrap_or(self.counters.dropped),
+            dropped: self
+                .stat_sum(stat::DROPPED)
+                .unwrap_or(self.counters.dropped),
             ..self.counters
         }
     }
@@ -193,7 +204,11 @@ impl EbpfBackend {
 
 fn event_from(record: &ExitRecord) -> ExitEvent {
     let pid = Pid::new(record.tgid).unwrap_or_else(|| Pid::new(u32::MAX).expect("nonzero"));
-    let comm_len = record.comm.iter().position(|&b| b == 0).unwrap_or(record.comm.len());
+    let comm_len = record
+        .comm
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(record.comm.len());
     ExitEvent {
         pid,
         process: Some(ProcessId {

@@ -21,10 +21,10 @@ use crate::{
 };
 
 pub mod ebpf;
+mod kernel_layout;
 pub mod netlink;
 pub mod pidfd;
 pub mod poll;
-mod kernel_layout;
 mod tracefs;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]

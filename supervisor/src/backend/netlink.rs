@@ -145,8 +145,9 @@ impl NetlinkBackend {
                 .readable()
                 .await
                 .context("waiting on the netlink socket")?;
-            let (queued, overflowed) = drain_socket(guard.get_inner(), &mut self.buf, &mut self.queue)
-                .context("reading the netlink socket")?;
+            let (queued, overflowed) =
+                drain_socket(guard.get_inner(), &mut self.buf, &mut self.queue)
+                    .context("reading the netlink socket")?;
             if queued == 0 && !overflowed {
                 guard.clear_ready();
             }
@@ -160,8 +161,9 @@ impl NetlinkBackend {
 
     /// Queues whatever the socket holds now, without blocking.
     fn drain(&mut self) -> Result<()> {
-        let (queued, overflowed) = drain_socket(self.socket.get_ref(), &mut self.buf, &mut self.queue)
-            .context("reading the netlink socket")?;
+        let (queued, overflowed) =
+            drain_socket(self.socket.get_ref(), &mut self.buf, &mut self.queue)
+                .context("reading the netlink socket")?;
         self.counters.delivered += queued as u64;
         if overflowed {
             self.overflowed();
@@ -203,13 +205,13 @@ impl NetlinkBackend {
             (false, None) => return Ok(()),
         };
         if !self.group_dead(exit.tgid) {
-            self.pending.insert(exit.tgid, PendingGroup { leader_code, ppid });
+            self.pending
+                .insert(exit.tgid, PendingGroup { leader_code, ppid });
             return Ok(());
         }
         self.pending.remove(&exit.tgid);
-        // /proc no longer lists a released thread, but its exit event was
-        // queued before its release: take the group's remaining events now,
-        // so the status is the one the last thread left.
+        // Take whatever else the group left in the socket, so the status
+        // is the one its last thread left.
         self.drain()?;
         let mut last = exit;
         self.queue.retain(|e| {
@@ -222,7 +224,11 @@ impl NetlinkBackend {
         });
         // A plain exit of the last thread leaves the leader's code as the
         // process's; in a group exit every thread carries the same code.
-        let code = if last.exit_code != 0 { last.exit_code } else { leader_code };
+        let code = if last.exit_code != 0 {
+            last.exit_code
+        } else {
+            leader_code
+        };
         self.deliver(last, code, ppid);
         Ok(())
     }
@@ -230,7 +236,9 @@ impl NetlinkBackend {
     /// Whether every thread of `tgid` has exited, counting threads whose
     /// exit event arrived as gone even while the kernel still lists them.
     fn group_dead(&self, tgid: u32) -> bool {
-        let Some(pid) = Pid::new(tgid) else { return true };
+        let Some(pid) = Pid::new(tgid) else {
+            return true;
+        };
         let exited: HashSet<u32> = self
             .recent
             .iter()
@@ -238,25 +246,37 @@ impl NetlinkBackend {
             .map(|&(_, tid)| tid)
             .chain([tgid])
             .collect();
-        let Ok(Some(stat)) = process::stat(pid) else { return true };
+        let Ok(Some(stat)) = process::stat(pid) else {
+            return true;
+        };
         !process::is_alive(stat.id, &exited)
     }
 
     fn deliver(&mut self, exit: ThreadExit, code: u32, ppid: u32) {
-        let Some(pid) = Pid::new(exit.tgid) else { return };
+        let Some(pid) = Pid::new(exit.tgid) else {
+            return;
+        };
         let comm = match self.scope {
             Scope::All => std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .ok()
                 .map(|s| s.trim_end().to_owned()),
             Scope::Watched => None,
         };
+        let reported = ExitStatus::from_wait_status(code);
+        let exact = exact_status(pid);
+        // If the kernel's status disagrees, `exit` was not the last thread
+        // (see `exact_status`), and which thread was is unknown.
+        let tid = match exact {
+            Some(status) if status != reported => None,
+            _ => Pid::new(exit.pid),
+        };
         let event = ExitEvent {
             pid,
             process: None,
-            tid: Pid::new(exit.pid),
+            tid,
             ppid: Pid::new(ppid),
             comm,
-            status: ExitStatus::from_wait_status(code),
+            status: exact.unwrap_or(reported),
             seen_at: SystemTime::now(),
             discovered: false,
         };
@@ -269,6 +289,17 @@ impl NetlinkBackend {
     }
 }
 
+/// The wait status of an exited child of ours, straight from the kernel.
+/// The connector sends a thread's event only after the thread is released,
+/// so a leader's own exit that is read after its last thread has gone
+/// cannot tell which code the group left; for our children the kernel can.
+fn exact_status(pid: Pid) -> Option<ExitStatus> {
+    match process::peek_child_status(pid) {
+        ExitStatus::Unknown => None,
+        known => Some(known),
+    }
+}
+
 fn set_rcvbuf(fd: &OwnedFd, bytes: usize) {
     use nix::sys::socket::{setsockopt, sockopt};
     // FORCE passes net.core.rmem_max for a privileged caller.
@@ -277,8 +308,25 @@ fn set_rcvbuf(fd: &OwnedFd, bytes: usize) {
     }
 }
 
+/// Since 6.6 the connector takes an event-type filter with the listen
+/// request (`struct proc_input`), so fork and exec events stay in the
+/// kernel; older kernels ignore a request of that size, so they get the
+/// bare op and send everything.
+fn kernel_filters_events() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (6, 6)
+}
+
 fn subscribe(fd: &OwnedFd) -> Result<()> {
-    let op = PROC_CN_MCAST_LISTEN.to_ne_bytes();
+    let mut op = PROC_CN_MCAST_LISTEN.to_ne_bytes().to_vec();
+    if kernel_filters_events() {
+        op.extend_from_slice(&PROC_EVENT_EXIT.to_ne_bytes());
+    }
     let total = NLMSG_HDRLEN + CN_MSG_LEN + op.len();
     let mut msg = Vec::with_capacity(total);
     msg.extend_from_slice(&(total as u32).to_ne_bytes());
@@ -306,7 +354,11 @@ fn subscribe(fd: &OwnedFd) -> Result<()> {
 
 /// Moves every datagram waiting on the socket into `queue`; returns how
 /// many exits it queued and whether the kernel reported lost messages.
-fn drain_socket(fd: &OwnedFd, buf: &mut [u8], queue: &mut VecDeque<ThreadExit>) -> std::io::Result<(usize, bool)> {
+fn drain_socket(
+    fd: &OwnedFd,
+    buf: &mut [u8],
+    queue: &mut VecDeque<ThreadExit>,
+) -> std::io::Result<(usize, bool)> {
     let before = queue.len();
     let mut overflowed = false;
     loop {
@@ -351,18 +403,24 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 fn parse(mut data: &[u8]) -> Vec<ThreadExit> {
     let mut exits = Vec::new();
     while data.len() >= NLMSG_HDRLEN {
-        let Some(len) = u32_at(data, 0).map(|l| l as usize) else { break };
+        let Some(len) = u32_at(data, 0).map(|l| l as usize) else {
+            break;
+        };
         if len < NLMSG_HDRLEN || len > data.len() {
             break;
         }
         let payload = &data[NLMSG_HDRLEN..len];
-        let is_proc = u32_at(payload, 0) == Some(CN_IDX_PROC) && u32_at(payload, 4) == Some(CN_VAL_PROC);
+        let is_proc =
+            u32_at(payload, 0) == Some(CN_IDX_PROC) && u32_at(payload, 4) == Some(CN_VAL_PROC);
         if is_proc {
             let ev = &payload[CN_MSG_LEN.min(payload.len())..];
             if u32_at(ev, 0) == Some(PROC_EVENT_EXIT) {
-                if let (Some(pid), Some(tgid), Some(exit_code), Some(parent_tgid)) =
-                    (u32_at(ev, 16), u32_at(ev, 20), u32_at(ev, 24), u32_at(ev, 36))
-                {
+                if let (Some(pid), Some(tgid), Some(exit_code), Some(parent_tgid)) = (
+                    u32_at(ev, 16),
+                    u32_at(ev, 20),
+                    u32_at(ev, 24),
+                    u32_at(ev, 36),
+                ) {
                     exits.push(ThreadExit {
                         pid,
                         tgid,
@@ -397,7 +455,10 @@ mod tests {
         }
         let exits = parse(&msg);
         assert_eq!(exits.len(), 1);
-        assert_eq!((exits[0].pid, exits[0].tgid, exits[0].exit_code), (42, 40, 9));
+        assert_eq!(
+            (exits[0].pid, exits[0].tgid, exits[0].exit_code),
+            (42, 40, 9)
+        );
         assert!(parse(&msg[..10]).is_empty());
     }
 }

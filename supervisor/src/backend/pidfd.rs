@@ -42,9 +42,10 @@ impl PidfdBackend {
             .context("pidfd_open is not available (kernel older than 5.3?)")?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create")?;
         // SAFETY: `epoll` owns the fd and outlives `readiness` (field order).
-        let readiness = unsafe { AsyncFd::register_with_interest(epoll.0.as_raw_fd(), Interest::READABLE) }
-            .map_err(|e| e.into_parts().1)
-            .context("registering epoll with tokio")?;
+        let readiness =
+            unsafe { AsyncFd::register_with_interest(epoll.0.as_raw_fd(), Interest::READABLE) }
+                .map_err(|e| e.into_parts().1)
+                .context("registering epoll with tokio")?;
         Ok(Self {
             readiness,
             epoll,
@@ -94,7 +95,11 @@ impl PidfdBackend {
             if let Some(event) = self.tracked.pop() {
                 return Ok(event);
             }
-            let mut guard = self.readiness.readable().await.context("waiting on epoll")?;
+            let mut guard = self
+                .readiness
+                .readable()
+                .await
+                .context("waiting on epoll")?;
             let mut events = [EpollEvent::empty(); 64];
             let n = self
                 .epoll
@@ -109,7 +114,9 @@ impl PidfdBackend {
                 let Some(pid) = u32::try_from(ev.data()).ok().and_then(Pid::new) else {
                     continue;
                 };
-                let Some(fd) = self.pidfds.remove(&pid) else { continue };
+                let Some(fd) = self.pidfds.remove(&pid) else {
+                    continue;
+                };
                 let _ = self.epoll.delete(&fd);
                 self.counters.delivered += 1;
                 let status = waitid(
@@ -142,4 +149,3 @@ fn pidfd_open(pid: Pid) -> std::io::Result<OwnedFd> {
     // SAFETY: the kernel just gave us this fd.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
-

@@ -11,12 +11,17 @@ pub fn ensure_mounted() -> Result<PathBuf> {
         return Ok(found);
     }
     let target = Path::new(CANDIDATES[0]);
-    log::info!("tracefs is not mounted; mounting it at {}", target.display());
+    log::info!(
+        "tracefs is not mounted; mounting it at {}",
+        target.display()
+    );
     nix::mount::mount(
         Some("tracefs"),
         target,
         Some("tracefs"),
-        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC,
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
         None::<&str>,
     )
     .with_context(|| {
@@ -27,7 +32,10 @@ pub fn ensure_mounted() -> Result<PathBuf> {
     })?;
     match find() {
         Some(found) => Ok(found),
-        None => bail!("mounted tracefs at {} but it has no events/ folder", target.display()),
+        None => bail!(
+            "mounted tracefs at {} but it has no events/ folder",
+            target.display()
+        ),
     }
 }
 

@@ -9,6 +9,8 @@
 //!   thread-exit            a thread starts and ends before `ready`; then block
 //!   leader-first CODE      the main thread exits at once; another thread
 //!                          exits the group with CODE on the line
+//!   churn SECONDS          fork and reap children as fast as it can for
+//!                          SECONDS, then print how many (for benchmarks)
 use std::io::{BufRead as _, Write as _};
 
 fn ready() {
@@ -87,6 +89,27 @@ fn main() {
             // goes, the process lives on in the other thread.
             unsafe { libc::syscall(libc::SYS_exit, 0) };
             unreachable!("SYS_exit returned")
+        }
+        Some("churn") => {
+            let until =
+                std::time::Instant::now() + std::time::Duration::from_secs(arg(&args, 1) as u64);
+            ready();
+            wait_for_go();
+            let mut count = 0u64;
+            while std::time::Instant::now() < until {
+                // SAFETY: the child only calls _exit; the parent reaps it.
+                unsafe {
+                    let pid = libc::fork();
+                    if pid == 0 {
+                        libc::_exit(0);
+                    }
+                    if pid > 0 {
+                        libc::waitpid(pid, std::ptr::null_mut(), 0);
+                        count += 1;
+                    }
+                }
+            }
+            println!("{count}");
         }
         other => panic!("unknown mode {other:?}"),
     }

@@ -1,0 +1,231 @@
+//! Measures the exit backends and prints Markdown tables (`cargo xtask
+//! bench` writes them to BENCHMARKS.md):
+//! - detection latency: `kill()` to the exit event in userspace;
+//! - CPU time of a `supervisor trace` watching one idle process while an
+//!   unrelated load forks and reaps as fast as it can.
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+use nix::sys::signal::{kill, Signal};
+use supervisor::{
+    backend::{Backend, BackendKind, Options},
+    process::{self, Pid},
+};
+
+struct Args {
+    kills: usize,
+    poll_kills: usize,
+    poll_interval: Duration,
+    churn: Duration,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        kills: 1000,
+        poll_kills: 100,
+        poll_interval: Duration::from_millis(10),
+        churn: Duration::from_secs(5),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--kills" => args.kills = value()?.parse()?,
+            "--poll-kills" => args.poll_kills = value()?.parse()?,
+            "--churn-secs" => args.churn = Duration::from_secs(value()?.parse()?),
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    Ok(args)
+}
+
+fn sibling(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name(name);
+    if !path.exists() {
+        bail!(
+            "{} not found (build the workspace's binaries first)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Starts `exit-helper` and waits for its `ready`.
+fn helper(args: &[&str]) -> Result<(Child, BufReader<std::process::ChildStdout>)> {
+    let mut child = Command::new(sibling("exit-helper")?)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut out = BufReader::new(child.stdout.take().context("stdout")?);
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    if line.trim() != "ready" {
+        bail!("exit-helper {args:?} did not start");
+    }
+    Ok((child, out))
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+async fn latencies(kind: BackendKind, n: usize, options: &Options) -> Result<Vec<f64>> {
+    let mut backend = Backend::open(kind, options)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (mut child, _stdout) = helper(&["block"])?;
+        let id = process::identify(Pid::from_child(&child))?;
+        backend.watch(id)?;
+        let t0 = Instant::now();
+        kill(id.pid.as_nix(), Signal::SIGKILL)?;
+        let event = tokio::time::timeout(Duration::from_secs(10), backend.next_exit())
+            .await
+            .context("no exit event within 10 s")??;
+        let dt = t0.elapsed();
+        if event.pid != id.pid {
+            bail!("{kind}: got pid {} for {}", event.pid, id.pid);
+        }
+        child.wait()?;
+        out.push(dt.as_secs_f64() * 1e6);
+    }
+    out.sort_by(f64::total_cmp);
+    Ok(out)
+}
+
+/// CPU nanoseconds of every thread of `pid` so far.
+fn cpu_ns(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let schedstat = std::fs::read_to_string(task?.path().join("schedstat"))?;
+        total += schedstat
+            .split_whitespace()
+            .next()
+            .unwrap_or("0")
+            .parse::<u64>()?;
+    }
+    Ok(total)
+}
+
+struct ChurnResult {
+    forks_per_sec: f64,
+    cpu_ms: f64,
+}
+
+fn churn_cpu(supervisor: &Path, kind: BackendKind, churn: Duration) -> Result<ChurnResult> {
+    let (mut idle, _idle_out) = helper(&["block"])?;
+    let mut tracer = Command::new(supervisor)
+        .args([
+            "trace",
+            "--backend",
+            kind.name(),
+            "--pid",
+            &idle.id().to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut err = BufReader::new(tracer.stderr.take().context("stderr")?);
+    let mut line = String::new();
+    err.read_line(&mut line)?;
+    if !line.starts_with("tracing exits with") {
+        bail!("supervisor trace --backend {kind} did not start: {line}");
+    }
+    let secs = churn.as_secs().max(1).to_string();
+    let (mut churner, mut churn_out) = helper(&["churn", &secs])?;
+    let before = cpu_ns(tracer.id())?;
+    let t0 = Instant::now();
+    churner
+        .stdin
+        .as_mut()
+        .context("stdin")?
+        .write_all(b"go\n")?;
+    let mut count = String::new();
+    churn_out.read_line(&mut count)?;
+    let wall = t0.elapsed();
+    let after = cpu_ns(tracer.id())?;
+    churner.wait()?;
+    let _ = tracer.kill();
+    tracer.wait()?;
+    let _ = idle.kill();
+    idle.wait()?;
+    Ok(ChurnResult {
+        forks_per_sec: count.trim().parse::<f64>()? / wall.as_secs_f64(),
+        cpu_ms: (after - before) as f64 / 1e6,
+    })
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let supervisor = sibling("supervisor")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut out = String::new();
+
+    out += &format!(
+        "## Detection latency: `kill()` → exit event in userspace\n\n\
+         Each sample: a fresh child is watched, SIGKILLed, and timed until the backend yields its \
+         exit event; {} kills per backend ({} for poll, at a {:?} interval).\n\n\
+         | backend | n | p50 µs | p99 µs | max µs | p50 vs ebpf | p99 vs ebpf |\n|---|---:|---:|---:|---:|---:|---:|\n",
+        args.kills, args.poll_kills, args.poll_interval
+    );
+    let mut ebpf_ref: Option<(f64, f64)> = None;
+    for kind in BackendKind::AUTO_ORDER {
+        let (n, options) = match kind {
+            BackendKind::Poll => (
+                args.poll_kills,
+                Options {
+                    poll_interval: args.poll_interval,
+                    ..Options::default()
+                },
+            ),
+            _ => (args.kills, Options::default()),
+        };
+        eprintln!("bench: detection latency, {kind}, {n} kills");
+        match rt.block_on(latencies(kind, n, &options)) {
+            Ok(v) => {
+                let (p50, p99, max) = (percentile(&v, 0.5), percentile(&v, 0.99), v[v.len() - 1]);
+                let reference = *ebpf_ref.get_or_insert((p50, p99));
+                out += &format!(
+                    "| {kind} | {n} | {p50:.0} | {p99:.0} | {max:.0} | {:.2}× | {:.2}× |\n",
+                    p50 / reference.0,
+                    p99 / reference.1
+                );
+            }
+            Err(e) => out += &format!("| {kind} | — | unavailable: {e:#} | | | | |\n"),
+        }
+    }
+
+    out += &format!(
+        "\n## CPU under unrelated churn\n\n\
+         `supervisor trace --pid <one idle process>` per backend while another process forks and \
+         reaps children as fast as it can for {:?}. CPU is the tracer's own (user + system, from \
+         schedstat); the eBPF program's work is charged to the exiting processes.\n\n\
+         | backend | unrelated exits/s | tracer CPU ms | % of one core |\n|---|---:|---:|---:|\n",
+        args.churn
+    );
+    for kind in BackendKind::AUTO_ORDER {
+        eprintln!("bench: CPU under churn, {kind}");
+        match churn_cpu(&supervisor, kind, args.churn) {
+            Ok(r) => {
+                out += &format!(
+                    "| {kind} | {:.0} | {:.1} | {:.2}% |\n",
+                    r.forks_per_sec,
+                    r.cpu_ms,
+                    r.cpu_ms / 10.0 / args.churn.as_secs_f64()
+                )
+            }
+            Err(e) => out += &format!("| {kind} | — | unavailable: {e:#} | |\n"),
+        }
+    }
+    print!("{out}");
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! `cargo xtask bench`: runs the benchmark binaries in release mode, prints
+//! their tables and writes them, with the machine they ran on, to
+//! BENCHMARKS.md.
+use std::{path::Path, process::Command};
+
+use anyhow::{bail, Context as _, Result};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Kills per backend for the latency table.
+    #[arg(long, default_value_t = 1000)]
+    kills: usize,
+    /// Seconds of unrelated churn per backend.
+    #[arg(long, default_value_t = 5)]
+    churn_secs: u64,
+    /// Print only; leave BENCHMARKS.md alone.
+    #[arg(long)]
+    no_write: bool,
+}
+
+pub fn run(root: &Path, args: BenchArgs) -> Result<()> {
+    let out = Command::new(root.join("target/release/bench-backends"))
+        .args([
+            "--kills",
+            &args.kills.to_string(),
+            "--churn-secs",
+            &args.churn_secs.to_string(),
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running bench-backends")?;
+    if !out.status.success() {
+        bail!("bench-backends failed: {}", out.status);
+    }
+    let tables = String::from_utf8(out.stdout)?;
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let doc = format!(
+        "# Benchmarks\n\n\
+         Written by `cargo xtask bench` (rerun it to refresh). These machines are noisy: compare \
+         rows measured in the same run, not across runs.\n\n\
+         Machine: {cpu}, {cores} cores, kernel {}.\n\n{tables}",
+        kernel.trim()
+    );
+    println!("{tables}");
+    if !args.no_write {
+        std::fs::write(root.join("BENCHMARKS.md"), doc).context("writing BENCHMARKS.md")?;
+        println!("wrote BENCHMARKS.md");
+    }
+    Ok(())
+}
