@@ -53,7 +53,7 @@ fn main() -> Result<()> {
         Task::Setup => setup::run(),
         Task::Build => {
             setup::run()?;
-            cargo(&["build", "--release", "--workspace", "--bins"])
+            cargo(&["build", "--release", "--bins"])
         }
         Task::Run { args } => {
             setup::run()?;
@@ -76,7 +76,7 @@ fn main() -> Result<()> {
             // The end-to-end tests run the real binary, which `cargo test`
             // does not build for another package.
             cargo(&["build", "-p", "supervisor"])?;
-            let mut test = vec!["test", "--workspace"];
+            let mut test = vec!["test"];
             if !args.is_empty() {
                 test.push("--");
                 test.extend(args.iter().map(String::as_str));

@@ -112,7 +112,7 @@ pub struct Backend {
 }
 
 enum Imp {
-    Ebpf(ebpf::EbpfBackend),
+    Ebpf(Box<ebpf::EbpfBackend>),
     Netlink(netlink::NetlinkBackend),
     Pidfd(pidfd::PidfdBackend),
     Poll(poll::PollBackend),
@@ -122,7 +122,7 @@ impl Backend {
     /// Opens one backend, or says why it cannot run here.
     pub fn open(kind: BackendKind, options: &Options) -> Result<Self> {
         let imp = match kind {
-            BackendKind::Ebpf => Imp::Ebpf(ebpf::EbpfBackend::open(options)?),
+            BackendKind::Ebpf => Imp::Ebpf(Box::new(ebpf::EbpfBackend::open(options)?)),
             BackendKind::Netlink => Imp::Netlink(netlink::NetlinkBackend::open(options)?),
             BackendKind::Pidfd => Imp::Pidfd(pidfd::PidfdBackend::open(options)?),
             BackendKind::Poll => Imp::Poll(poll::PollBackend::open(options)?),
