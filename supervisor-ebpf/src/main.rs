@@ -122,7 +122,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
 
     if global(&REPORT_ALL) == 0 {
         // SAFETY: the value is copied out before anything can delete it.
-        let watched = match unsafe { WATCHED.get(&tgid) } {
+        let watched = match unsafe { WATCHED.get(tgid) } {
             Some(entry) => *entry,
             None => return Ok(()),
         };
@@ -163,7 +163,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
     }
     if global(&REPORT_ALL) == 0 {
         // The process is gone; a later process with this pid is a stranger.
-        let _ = WATCHED.remove(&tgid);
+        let _ = WATCHED.remove(tgid);
     }
     Ok(())
 }

@@ -88,7 +88,6 @@ fn main() -> Result<()> {
             cargo(&["fmt", "--all", "--check"])?;
             cargo(&[
                 "clippy",
-                "--workspace",
                 "--all-targets",
                 "--",
                 "-D",
