@@ -86,13 +86,7 @@ fn main() -> Result<()> {
         Task::Lint => {
             setup::run()?;
             cargo(&["fmt", "--all", "--check"])?;
-            cargo(&[
-                "clippy",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ])
+            cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])
         }
         Task::Bench(args) => {
             setup::run()?;
