@@ -15,7 +15,7 @@ pub fn ensure_mounted() -> Result<PathBuf> {
         "tracefs is not mounted; mounting it at {}",
         target.display()
     );
-    nix::mount::mount(
+    let mounted = nix::mount::mount(
         Some("tracefs"),
         target,
         Some("tracefs"),
@@ -23,20 +23,22 @@ pub fn ensure_mounted() -> Result<PathBuf> {
             | nix::mount::MsFlags::MS_NODEV
             | nix::mount::MsFlags::MS_NOEXEC,
         None::<&str>,
-    )
-    .with_context(|| {
+    );
+    // Someone else (another instance starting at the same moment) may
+    // have mounted it meanwhile: that is as good.
+    if let Some(found) = find() {
+        return Ok(found);
+    }
+    mounted.with_context(|| {
         format!(
             "tracefs is not mounted and mounting it at {} failed (needs CAP_SYS_ADMIN)",
             target.display()
         )
     })?;
-    match find() {
-        Some(found) => Ok(found),
-        None => bail!(
-            "mounted tracefs at {} but it has no events/ folder",
-            target.display()
-        ),
-    }
+    bail!(
+        "mounted tracefs at {} but it has no events/ folder",
+        target.display()
+    )
 }
 
 fn find() -> Option<PathBuf> {
