@@ -30,12 +30,31 @@ pub struct ExitRecord {
 }
 
 /// Value of the watched-process map, keyed by tgid.
+///
+/// When the ring buffer is full the program cannot report a death, so it
+/// leaves it here instead (`lost` = 1 with the status) before it counts the
+/// drop: a userspace that sees the drop counter move finds every such death
+/// in this map, exact, however far the process has got with exiting.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WatchEntry {
     /// Start time in clock ticks since boot, as `/proc/PID/stat` field 22
     /// reports it. 0 matches any process with this tgid.
     pub start_ticks: u64,
+    /// 1 once the process died and its record could not be reserved.
+    pub lost: u32,
+    /// Its wait status, valid when `lost` is 1.
+    pub wait_status: u32,
+}
+
+impl WatchEntry {
+    pub const fn watching(start_ticks: u64) -> Self {
+        Self {
+            start_ticks,
+            lost: 0,
+            wait_status: 0,
+        }
+    }
 }
 
 /// Indices into the per-CPU `STATS` array.

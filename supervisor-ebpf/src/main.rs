@@ -158,12 +158,23 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
             });
             entry.submit(0);
             count(stat::EMITTED);
+            if global(&REPORT_ALL) == 0 {
+                // Reported; a later process with this pid is a stranger.
+                let _ = WATCHED.remove(tgid);
+            }
         }
-        None => count(stat::DROPPED),
-    }
-    if global(&REPORT_ALL) == 0 {
-        // The process is gone; a later process with this pid is a stranger.
-        let _ = WATCHED.remove(tgid);
+        None => {
+            // Leave the death in the map first, then count the drop, so a
+            // reader that sees the count move finds the entry marked.
+            if let Some(entry) = WATCHED.get_ptr_mut(tgid) {
+                // SAFETY: a valid map value pointer from the lookup.
+                unsafe {
+                    (*entry).wait_status = wait_status;
+                    (*entry).lost = 1;
+                }
+            }
+            count(stat::DROPPED);
+        }
     }
     Ok(())
 }

@@ -117,8 +117,8 @@ pub struct ExitEvent {
     /// When userspace learned of it.
     #[serde(with = "unix_time")]
     pub seen_at: SystemTime,
-    /// True when found by looking at /proc (polling, or re-checking after
-    /// lost records) rather than told by the kernel.
+    /// True when found by looking (polling, or re-checking after lost
+    /// records) rather than reported as it happened.
     pub discovered: bool,
 }
 

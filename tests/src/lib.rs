@@ -103,9 +103,9 @@ impl Helper {
         nix::sys::signal::kill(self.pid().as_nix(), signal).expect("kill");
     }
 
-    /// Waits (bounded) until the main thread has exited while the process
-    /// lives on.
-    pub fn wait_leader_gone(&mut self) {
+    /// Waits (bounded) until the main thread has exited: the process is a
+    /// zombie, or lives on in its other threads.
+    pub fn wait_main_thread_exited(&mut self) {
         let deadline = Instant::now() + WAIT;
         loop {
             let stat = process::stat(self.pid())

@@ -2,13 +2,15 @@
 //! signals. Each scenario runs once per backend; under CI=true a backend
 //! that cannot load fails its tests.
 use nix::sys::signal::Signal;
+use supervisor::backend::Options;
 use supervisor::{
     backend::{Backend, BackendKind},
     exit::ExitStatus,
     process::{self, Pid},
 };
 use supervisor_tests::{
-    assert_nothing_before_sentinel, block_on, next_exit, open_backend, require_root, Helper,
+    assert_nothing_before_sentinel, block_on, next_exit, open_backend, open_backend_with,
+    require_root, Helper,
 };
 
 fn killed(signal: Signal, core_dumped: bool) -> ExitStatus {
@@ -89,7 +91,7 @@ async fn thread_exit_is_not_death(mut b: Backend) {
 async fn leader_exits_first(mut b: Backend) {
     let mut h = Helper::spawn(&["leader-first", "5"]);
     b.watch(h.id).unwrap();
-    h.wait_leader_gone();
+    h.wait_main_thread_exited();
     h.go();
     let event = next_exit(&mut b, "the group whose leader exited first").await;
     assert_eq!(event.pid, h.pid(), "reported under the tgid");
@@ -233,4 +235,67 @@ scenarios! {
     netlink => BackendKind::Netlink;
     pidfd => BackendKind::Pidfd;
     poll => BackendKind::Poll;
+}
+
+/// Kills `n` watched processes while nobody reads, with a buffer far too
+/// small for their records: every death must still come out exactly once
+/// (the lost ones found by resynchronisation) and the loss be counted.
+async fn overflow_resyncs(mut b: Backend, n: usize) {
+    let mut helpers: Vec<Helper> = (0..n).map(|_| Helper::spawn(&["block"])).collect();
+    for h in &helpers {
+        b.watch(h.id).unwrap();
+    }
+    for h in &mut helpers {
+        h.kill(Signal::SIGKILL);
+    }
+    // All dead (zombies) before anyone reads: the buffer must overflow.
+    for h in &mut helpers {
+        h.wait_main_thread_exited();
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut discovered = 0;
+    for _ in 0..n {
+        let event = next_exit(&mut b, "every one of the killed processes").await;
+        assert!(
+            helpers.iter().any(|h| h.pid() == event.pid),
+            "unexpected {event:?}"
+        );
+        assert!(seen.insert(event.pid), "reported twice: {event:?}");
+        assert_eq!(event.status, killed(Signal::SIGKILL, false), "{event:?}");
+        discovered += usize::from(event.discovered);
+    }
+    let counters = b.counters();
+    assert!(
+        counters.dropped > 0,
+        "the buffer never overflowed: {counters:?}"
+    );
+    assert!(counters.resyncs > 0, "{counters:?}");
+    assert!(discovered > 0, "no death was found by resynchronisation");
+    assert_nothing_before_sentinel(&mut b, "after the storm").await;
+}
+
+#[test]
+fn ebpf_ring_overflow_resyncs() {
+    let options = Options {
+        ring_bytes: Some(4096),
+        ..Options::default()
+    };
+    block_on(async {
+        if let Some(b) = open_backend_with(BackendKind::Ebpf, &options) {
+            overflow_resyncs(b, 200).await;
+        }
+    })
+}
+
+#[test]
+fn netlink_enobufs_resyncs() {
+    let options = Options {
+        netlink_rcvbuf: Some(1024),
+        ..Options::default()
+    };
+    block_on(async {
+        if let Some(b) = open_backend_with(BackendKind::Netlink, &options) {
+            overflow_resyncs(b, 100).await;
+        }
+    })
 }

@@ -242,3 +242,46 @@ fn bad_arguments_get_clear_errors() {
         );
     }
 }
+
+#[test]
+fn unprivileged_check_falls_back_and_says_why() {
+    if !supervisor_tests::require_root("switching to user nobody") {
+        return;
+    }
+    use std::os::unix::{fs::PermissionsExt as _, process::CommandExt as _};
+    // A copy nobody can reach, whatever the permissions of the checkout.
+    let dir = std::env::temp_dir().join(format!("supervisor-unpriv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("supervisor");
+    std::fs::copy(supervisor_bin(), &bin).unwrap();
+    let mut cmd = Command::new(&bin);
+    cmd.args(["check", "--json"]).current_dir(&dir);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let nobody = nix::unistd::Gid::from_raw(65534);
+            nix::unistd::setgroups(&[nobody])?;
+            nix::unistd::setgid(nobody)?;
+            nix::unistd::setuid(nix::unistd::Uid::from_raw(65534))?;
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+    assert!(
+        out.status.success(),
+        "an unprivileged user still gets a working backend: {text}"
+    );
+    assert_ne!(report["selected"], "ebpf");
+    let ebpf = &report["backends"][0];
+    assert_eq!(ebpf["backend"], "ebpf");
+    assert_eq!(ebpf["available"], false);
+    let reason = ebpf["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("root") || reason.contains("CAP_"),
+        "reason names the privilege: {reason}"
+    );
+}

@@ -4,7 +4,7 @@
 //!
 //! Owns the loaded program, its maps and the attachment; knows nothing of
 //! what the processes are for.
-use std::{collections::HashSet, time::SystemTime};
+use std::time::SystemTime;
 
 use anyhow::{bail, Context as _, Result};
 use aya::{
@@ -102,9 +102,7 @@ impl EbpfBackend {
 
     pub fn watch(&mut self, process: ProcessId) -> Result<()> {
         self.tracked.insert(process);
-        let entry = WatchEntry {
-            start_ticks: process.start.ticks(),
-        };
+        let entry = WatchEntry::watching(process.start.ticks());
         self.watched
             .insert(process.pid.get(), entry, 0)
             .with_context(|| format!("adding pid {} to the kernel's watch map", process.pid))?;
@@ -163,21 +161,43 @@ impl EbpfBackend {
     }
 
     /// A record the program could not reserve is a death nobody told us
-    /// about: when the drop counter moves, look at every watched process.
+    /// about: when the drop counter moves, collect the deaths the program
+    /// left in the watch map instead.
     fn check_drops(&mut self) {
         let Ok(dropped) = self.stat_sum(stat::DROPPED) else {
             return;
         };
-        if dropped > self.counters.dropped {
-            log::warn!(
-                "eBPF ring buffer overflowed: {} exit record(s) lost; re-checking every watched process",
-                dropped - self.counters.dropped
-            );
-            self.counters.dropped = dropped;
-            self.counters.resyncs += 1;
-            for gone in self.tracked.resync() {
-                let _ = self.watched.remove(&gone.pid.get());
-            }
+        if dropped <= self.counters.dropped {
+            return;
+        }
+        log::warn!(
+            "eBPF ring buffer overflowed: {} exit record(s) lost; collecting them from the watch map",
+            dropped - self.counters.dropped
+        );
+        self.counters.dropped = dropped;
+        self.counters.resyncs += 1;
+        let lost: Vec<(u32, WatchEntry)> = self
+            .watched
+            .iter()
+            .flatten()
+            .filter(|(_, entry)| entry.lost != 0)
+            .collect();
+        for (tgid, entry) in lost {
+            let _ = self.watched.remove(&tgid);
+            let Some(pid) = Pid::new(tgid) else { continue };
+            self.tracked.report(ExitEvent {
+                pid,
+                process: Some(ProcessId {
+                    pid,
+                    start: StartTime::from_ticks(entry.start_ticks),
+                }),
+                tid: None,
+                ppid: None,
+                comm: None,
+                status: ExitStatus::from_wait_status(entry.wait_status),
+                seen_at: SystemTime::now(),
+                discovered: true,
+            });
         }
     }
 
@@ -194,11 +214,6 @@ impl EbpfBackend {
                 .unwrap_or(self.counters.dropped),
             ..self.counters
         }
-    }
-
-    /// The pids the kernel map holds now (for tests and diagnostics).
-    pub fn kernel_watched(&self) -> HashSet<u32> {
-        self.watched.keys().flatten().collect()
     }
 }
 

@@ -7,7 +7,7 @@ const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing
 
 /// The tracefs root, mounting it at /sys/kernel/tracing if no mount exists.
 pub fn ensure_mounted() -> Result<PathBuf> {
-    if let Some(found) = find() {
+    if let Some(found) = find()? {
         return Ok(found);
     }
     let target = Path::new(CANDIDATES[0]);
@@ -26,7 +26,7 @@ pub fn ensure_mounted() -> Result<PathBuf> {
     );
     // Someone else (another instance starting at the same moment) may
     // have mounted it meanwhile: that is as good.
-    if let Some(found) = find() {
+    if let Some(found) = find()? {
         return Ok(found);
     }
     mounted.with_context(|| {
@@ -41,9 +41,20 @@ pub fn ensure_mounted() -> Result<PathBuf> {
     )
 }
 
-fn find() -> Option<PathBuf> {
-    CANDIDATES
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("events").is_dir())
+/// The first tracefs that has events, `None` if none is mounted, or an
+/// error when one is there but this user may not look inside.
+fn find() -> Result<Option<PathBuf>> {
+    for candidate in CANDIDATES.iter().map(PathBuf::from) {
+        match std::fs::metadata(candidate.join("events")) {
+            Ok(meta) if meta.is_dir() => return Ok(Some(candidate)),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                bail!(
+                    "tracefs at {} is not readable by this user (needs root)",
+                    candidate.display()
+                )
+            }
+            _ => {}
+        }
+    }
+    Ok(None)
 }
