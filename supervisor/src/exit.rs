@@ -114,6 +114,8 @@ pub struct ExitEvent {
     pub ppid: Option<Pid>,
     pub comm: Option<String>,
     pub status: ExitStatus,
+    /// When the kernel saw it (CLOCK_MONOTONIC ns), if the source says.
+    pub kernel_ns: Option<u64>,
     /// When userspace learned of it.
     #[serde(with = "unix_time")]
     pub seen_at: SystemTime,
@@ -137,6 +139,7 @@ impl ExitEvent {
             tid: None,
             ppid: None,
             comm: None,
+            kernel_ns: None,
             status: if still_ours {
                 crate::process::peek_child_status(process.pid)
             } else {

@@ -30,6 +30,8 @@ pub struct EbpfBackend {
     scope: Scope,
     tracked: Tracked,
     counters: Counters,
+    /// Records were read since the drop counter was last looked at.
+    drained_since_check: bool,
     /// Keeps the program loaded and attached; dropped with the backend.
     _ebpf: Ebpf,
 }
@@ -96,6 +98,7 @@ impl EbpfBackend {
             scope: options.scope,
             tracked: Tracked::default(),
             counters: Counters::default(),
+            drained_since_check: false,
             _ebpf: ebpf,
         })
     }
@@ -128,6 +131,13 @@ impl EbpfBackend {
             if let Some(event) = self.tracked.pop() {
                 return Ok(event);
             }
+            // Off the hot path: only once what was read has been handed
+            // out, before sleeping again.
+            if self.drained_since_check {
+                self.drained_since_check = false;
+                self.check_drops();
+                continue;
+            }
             let mut guard = self
                 .ring
                 .readable_mut()
@@ -156,7 +166,7 @@ impl EbpfBackend {
                     }
                 }
             }
-            self.check_drops();
+            self.drained_since_check = true;
         }
     }
 
@@ -197,6 +207,7 @@ impl EbpfBackend {
                 status: ExitStatus::from_wait_status(entry.wait_status),
                 seen_at: SystemTime::now(),
                 discovered: true,
+                kernel_ns: None,
             });
         }
     }
@@ -236,5 +247,6 @@ fn event_from(record: &ExitRecord) -> ExitEvent {
         status: ExitStatus::from_wait_status(record.wait_status),
         seen_at: SystemTime::now(),
         discovered: false,
+        kernel_ns: Some(record.ktime_ns),
     }
 }

@@ -58,6 +58,8 @@ struct PendingGroup {
 /// One `PROC_EVENT_EXIT`.
 #[derive(Clone, Copy, Debug)]
 struct ThreadExit {
+    /// CLOCK_MONOTONIC ns at which the kernel sent it.
+    timestamp_ns: u64,
     pid: u32,
     tgid: u32,
     exit_code: u32,
@@ -279,6 +281,7 @@ impl NetlinkBackend {
             status: exact.unwrap_or(reported),
             seen_at: SystemTime::now(),
             discovered: false,
+            kernel_ns: Some(exit.timestamp_ns),
         };
         match self.scope {
             Scope::All => self.tracked.ready.push_back(event),
@@ -421,7 +424,12 @@ fn parse(mut data: &[u8]) -> Vec<ThreadExit> {
                     u32_at(ev, 24),
                     u32_at(ev, 36),
                 ) {
+                    let timestamp_ns = ev
+                        .get(8..16)
+                        .and_then(|b| b.try_into().ok())
+                        .map_or(0, u64::from_ne_bytes);
                     exits.push(ThreadExit {
+                        timestamp_ns,
                         pid,
                         tgid,
                         exit_code,

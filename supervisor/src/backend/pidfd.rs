@@ -134,6 +134,7 @@ impl PidfdBackend {
                     status,
                     seen_at: SystemTime::now(),
                     discovered: false,
+                    kernel_ns: None,
                 });
             }
         }

@@ -77,27 +77,56 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
-async fn latencies(kind: BackendKind, n: usize, options: &Options) -> Result<Vec<f64>> {
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Sorted samples in µs: kill → event in userspace, and where the backend
+/// knows when the kernel saw the death, that split into kill → kernel and
+/// kernel → userspace.
+struct Latencies {
+    total: Vec<f64>,
+    to_kernel: Vec<f64>,
+    to_user: Vec<f64>,
+}
+
+async fn latencies(kind: BackendKind, n: usize, options: &Options) -> Result<Latencies> {
     let mut backend = Backend::open(kind, options)?;
-    let mut out = Vec::with_capacity(n);
+    let mut l = Latencies {
+        total: Vec::with_capacity(n),
+        to_kernel: Vec::new(),
+        to_user: Vec::new(),
+    };
     for _ in 0..n {
         let (mut child, _stdout) = helper(&["block"])?;
         let id = process::identify(Pid::from_child(&child))?;
         backend.watch(id)?;
-        let t0 = Instant::now();
+        let killed_ns = monotonic_ns();
         kill(id.pid.as_nix(), Signal::SIGKILL)?;
         let event = tokio::time::timeout(Duration::from_secs(10), backend.next_exit())
             .await
             .context("no exit event within 10 s")??;
-        let dt = t0.elapsed();
+        let seen_ns = monotonic_ns();
         if event.pid != id.pid {
             bail!("{kind}: got pid {} for {}", event.pid, id.pid);
         }
         child.wait()?;
-        out.push(dt.as_secs_f64() * 1e6);
+        l.total.push((seen_ns - killed_ns) as f64 / 1e3);
+        if let Some(k) = event.kernel_ns {
+            l.to_kernel.push(k.saturating_sub(killed_ns) as f64 / 1e3);
+            l.to_user.push(seen_ns.saturating_sub(k) as f64 / 1e3);
+        }
     }
-    out.sort_by(f64::total_cmp);
-    Ok(out)
+    for v in [&mut l.total, &mut l.to_kernel, &mut l.to_user] {
+        v.sort_by(f64::total_cmp);
+    }
+    Ok(l)
 }
 
 /// CPU nanoseconds of every thread of `pid` so far.
@@ -174,7 +203,8 @@ fn main() -> Result<()> {
         "## Detection latency: `kill()` → exit event in userspace\n\n\
          Each sample: a fresh child is watched, SIGKILLed, and timed until the backend yields its \
          exit event; {} kills per backend ({} for poll, at a {:?} interval).\n\n\
-         | backend | n | p50 µs | p99 µs | max µs | p50 vs ebpf | p99 vs ebpf |\n|---|---:|---:|---:|---:|---:|---:|\n",
+         | backend | n | p50 µs | p99 µs | max µs | p50 vs ebpf | p99 vs ebpf | kill→kernel p50/p99 µs | kernel→userspace p50/p99 µs |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         args.kills, args.poll_kills, args.poll_interval
     );
     let mut ebpf_ref: Option<(f64, f64)> = None;
@@ -191,16 +221,26 @@ fn main() -> Result<()> {
         };
         eprintln!("bench: detection latency, {kind}, {n} kills");
         match rt.block_on(latencies(kind, n, &options)) {
-            Ok(v) => {
-                let (p50, p99, max) = (percentile(&v, 0.5), percentile(&v, 0.99), v[v.len() - 1]);
+            Ok(l) => {
+                let v = &l.total;
+                let (p50, p99, max) = (percentile(v, 0.5), percentile(v, 0.99), v[v.len() - 1]);
                 let reference = *ebpf_ref.get_or_insert((p50, p99));
+                let split = |v: &[f64]| {
+                    if v.is_empty() {
+                        "—".to_owned()
+                    } else {
+                        format!("{:.0} / {:.0}", percentile(v, 0.5), percentile(v, 0.99))
+                    }
+                };
                 out += &format!(
-                    "| {kind} | {n} | {p50:.0} | {p99:.0} | {max:.0} | {:.2}× | {:.2}× |\n",
+                    "| {kind} | {n} | {p50:.0} | {p99:.0} | {max:.0} | {:.2}× | {:.2}× | {} | {} |\n",
                     p50 / reference.0,
-                    p99 / reference.1
+                    p99 / reference.1,
+                    split(&l.to_kernel),
+                    split(&l.to_user),
                 );
             }
-            Err(e) => out += &format!("| {kind} | — | unavailable: {e:#} | | | | |\n"),
+            Err(e) => out += &format!("| {kind} | — | unavailable: {e:#} | | | | | | |\n"),
         }
     }
 
