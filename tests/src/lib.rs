@@ -23,14 +23,6 @@ pub fn in_ci() -> bool {
 
 /// Opens `kind` for a test. Under CI a backend that cannot open fails the
 /// test with its reason; elsewhere the test is skipped with a loud note.
-pub fn open_backend(kind: BackendKind) -> Option<Backend> {
-    let options = Options {
-        poll_interval: Duration::from_millis(20),
-        ..Options::default()
-    };
-    open_backend_with(kind, &options)
-}
-
 pub fn open_backend_with(kind: BackendKind, options: &Options) -> Option<Backend> {
     match Backend::open(kind, options) {
         Ok(b) => Some(b),
@@ -44,7 +36,7 @@ pub fn open_backend_with(kind: BackendKind, options: &Options) -> Option<Backend
     }
 }
 
-/// Like `open_backend`, for tests that need root (pid reuse, ...).
+/// Like `open_backend_with`, for tests that need root (pid reuse, ...).
 pub fn require_root(what: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;

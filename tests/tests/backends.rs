@@ -9,8 +9,7 @@ use supervisor::{
     process::{self, Pid},
 };
 use supervisor_tests::{
-    assert_nothing_before_sentinel, block_on, next_exit, open_backend, open_backend_with,
-    require_root, Helper,
+    assert_nothing_before_sentinel, block_on, next_exit, open_backend_with, require_root, Helper,
 };
 
 fn killed(signal: Signal, core_dumped: bool) -> ExitStatus {
@@ -204,12 +203,12 @@ async fn pid_reuse(mut b: Backend) {
 }
 
 macro_rules! scenarios {
-    ($($backend:ident => $kind:expr;)*) => {$(
+    ($($backend:ident => $kind:expr, $options:expr;)*) => {$(
         mod $backend {
             use super::*;
             fn run<F: std::future::Future<Output = ()>>(scenario: impl FnOnce(Backend) -> F) {
                 block_on(async {
-                    if let Some(b) = open_backend($kind) {
+                    if let Some(b) = open_backend_with($kind, &$options) {
                         scenario(b).await;
                     }
                 })
@@ -230,11 +229,23 @@ macro_rules! scenarios {
     )*};
 }
 
+fn fast_poll() -> Options {
+    Options {
+        poll_interval: std::time::Duration::from_millis(20),
+        ..Options::default()
+    }
+}
+
 scenarios! {
-    ebpf => BackendKind::Ebpf;
-    netlink => BackendKind::Netlink;
-    pidfd => BackendKind::Pidfd;
-    poll => BackendKind::Poll;
+    ebpf => BackendKind::Ebpf, Options::default();
+    // As on kernels whose tracepoint lacks `group_dead`.
+    ebpf_without_group_dead_field => BackendKind::Ebpf, Options {
+        ebpf_ignore_group_dead_field: true,
+        ..Options::default()
+    };
+    netlink => BackendKind::Netlink, Options::default();
+    pidfd => BackendKind::Pidfd, Options::default();
+    poll => BackendKind::Poll, fast_poll();
 }
 
 /// Kills `n` watched processes while nobody reads, with a buffer far too

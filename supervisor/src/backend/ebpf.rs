@@ -45,7 +45,10 @@ impl EbpfBackend {
         let layout = KernelLayout::read(&tracefs)?;
         let ns_per_tick = process::ns_per_tick();
         let report_all = u8::from(options.scope == Scope::All);
-        let tp_group_dead = layout.tp_group_dead.unwrap_or(u32::MAX);
+        let tp_group_dead = match layout.tp_group_dead {
+            Some(offset) if !options.ebpf_ignore_group_dead_field => offset,
+            _ => u32::MAX,
+        };
 
         let mut loader = EbpfLoader::new();
         loader

@@ -74,6 +74,10 @@ pub struct Options {
     pub ring_bytes: Option<u32>,
     /// Netlink socket receive buffer in bytes.
     pub netlink_rcvbuf: Option<usize>,
+    /// Decide group death from `signal_struct.live`, as on kernels whose
+    /// tracepoint has no `group_dead` field, even where it has one (so
+    /// that path is tested on new kernels too).
+    pub ebpf_ignore_group_dead_field: bool,
 }
 
 impl Default for Options {
@@ -83,6 +87,7 @@ impl Default for Options {
             poll_interval: Duration::from_secs(1),
             ring_bytes: None,
             netlink_rcvbuf: None,
+            ebpf_ignore_group_dead_field: false,
         }
     }
 }
