@@ -12,15 +12,39 @@ use crate::{backend::BackendKind, process::Pid};
     about = "Keeps processes alive, learning of each death from the kernel as it happens"
 )]
 pub struct Cli {
-    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
-    #[arg(long, global = true, default_value = "warn")]
-    pub log_level: String,
+    /// Log level (error, warn, info, debug, trace) [default: warn; for
+    /// `run`, the config's]. RUST_LOG overrides.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+    /// The daemon's control socket [default: the config's for `run`, else
+    /// /run/supervisor.sock].
+    #[arg(long, global = true, value_name = "PATH", env = "SUPERVISOR_SOCKET")]
+    pub socket: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the daemon in the foreground on a config file or directory.
+    Run(RunArgs),
+    /// Show watches: state, pid, uptime, restarts, last exit. Exit status
+    /// 0 when all shown are up, 1 when all are unmonitored, else 2.
+    Status(StatusArgs),
+    /// Start a watch, a group, or everything.
+    Start(TargetArgs),
+    /// Stop a watch, a group, or everything (stop signal, then SIGKILL).
+    Stop(TargetArgs),
+    /// Stop then start a watch, a group, or everything.
+    Restart(TargetArgs),
+    /// Start supervising (and starting) a watch again.
+    Monitor(TargetArgs),
+    /// Stop supervising a watch, leaving its process running.
+    Unmonitor(TargetArgs),
+    /// Make the daemon exit, leaving every process running.
+    Quit,
+    /// Stop every watch, then make the daemon exit.
+    Terminate,
     /// Report which exit backends work here and prove the chosen one live.
     Check(CheckArgs),
     /// Print process exits as they happen.
@@ -28,6 +52,31 @@ pub enum Command {
     /// A process for `check` to kill (internal).
     #[command(name = "__self-test-child", hide = true)]
     SelfTestChild,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// A TOML file, or a directory of *.toml files.
+    #[arg(short, long, value_name = "PATH")]
+    pub config: std::path::PathBuf,
+    /// Check the config, print what it defines, and exit.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TargetArgs {
+    /// A watch or group name; every watch when omitted.
+    pub target: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// A watch or group name; every watch when omitted.
+    pub target: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `auto` or one backend by name.

@@ -151,7 +151,7 @@ impl ExitEvent {
     }
 }
 
-mod unix_time {
+pub(crate) mod unix_time {
     use std::time::{SystemTime, UNIX_EPOCH};
 
     use serde::Serializer;

@@ -7,6 +7,12 @@
 pub mod backend;
 pub mod check;
 pub mod cli;
+pub mod client;
+pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod exit;
 pub mod process;
+pub mod spawn;
 pub mod trace;
+pub mod watch;

@@ -1,18 +1,38 @@
-use std::process::ExitCode;
+use std::{path::Path, process::ExitCode};
 
 use clap::Parser as _;
-use supervisor::cli::{Cli, Command};
+use supervisor::{
+    cli::{Cli, Command, RunArgs},
+    client, config,
+    control::{self, Request},
+    watch::Command as Verb,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or(cli.log_level.as_str()),
-    )
-    .format_timestamp_micros()
-    .init();
     if let Command::SelfTestChild = cli.command {
         supervisor::check::self_test_child();
     }
+    // The daemon logs at its config's level unless told otherwise; the
+    // other verbs only warn.
+    let config = match &cli.command {
+        Command::Run(args) => match load(args, cli.socket.as_deref()) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                eprintln!("supervisor: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let level = cli.log_level.clone().unwrap_or_else(|| {
+        config
+            .as_ref()
+            .map_or("warn".to_owned(), |c| c.daemon.log_level.clone())
+    });
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp_micros()
+        .init();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -23,8 +43,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let socket = control::socket_path(cli.socket.as_deref());
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Run(args) => run(args, config.expect("loaded above")).await,
+            Command::Status(args) => client::status(&socket, args).await,
+            Command::Start(args) => client::command(&socket, Verb::Start, args).await,
+            Command::Stop(args) => client::command(&socket, Verb::Stop, args).await,
+            Command::Restart(args) => client::command(&socket, Verb::Restart, args).await,
+            Command::Monitor(args) => client::command(&socket, Verb::Monitor, args).await,
+            Command::Unmonitor(args) => client::command(&socket, Verb::Unmonitor, args).await,
+            Command::Quit => client::simple(&socket, Request::Quit).await,
+            Command::Terminate => client::simple(&socket, Request::Terminate).await,
             Command::Check(args) => supervisor::check::run(args).await,
             Command::Trace(args) => supervisor::trace::run(args).await,
             Command::SelfTestChild => unreachable!("handled before the runtime starts"),
@@ -37,4 +67,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn load(args: &RunArgs, socket: Option<&Path>) -> Result<config::Config, config::ConfigError> {
+    let mut config = config::load(&args.config)?;
+    if let Some(socket) = socket {
+        config.daemon.socket = socket.to_path_buf();
+    }
+    Ok(config)
+}
+
+async fn run(args: RunArgs, config: config::Config) -> anyhow::Result<ExitCode> {
+    if args.check_config {
+        println!(
+            "{}: {} watch(es)",
+            config.source.display(),
+            config.watches.len()
+        );
+        for w in &config.watches {
+            println!("  {}: {}", w.name, shell_words::join(&w.argv));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    supervisor::daemon::run(config).await?;
+    Ok(ExitCode::SUCCESS)
 }

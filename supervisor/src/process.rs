@@ -187,3 +187,16 @@ pub fn peek_child_status(pid: Pid) -> crate::exit::ExitStatus {
         Err(_) => crate::exit::ExitStatus::Unknown,
     }
 }
+
+/// A pidfd for `pid` (Linux 5.3+): it keeps naming that process even after
+/// the pid is reused, and turns readable when the process has exited.
+pub fn pidfd_open(pid: Pid) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.get() as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this fd, owned by no one else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}

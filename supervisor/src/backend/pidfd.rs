@@ -6,7 +6,7 @@
 //! unknown for anyone else's.
 use std::{
     collections::HashMap,
-    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
+    os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
     time::SystemTime,
 };
 
@@ -20,7 +20,7 @@ use tokio::io::{unix::AsyncFd, Interest};
 use super::{Counters, Options, Scope, Tracked};
 use crate::{
     exit::{ExitEvent, ExitStatus},
-    process::{Pid, ProcessId},
+    process::{self, Pid, ProcessId},
 };
 
 pub struct PidfdBackend {
@@ -38,7 +38,7 @@ impl PidfdBackend {
             bail!("pidfd can only watch given processes, not report every exit");
         }
         // Proves the syscall exists (5.3+) before anyone relies on it.
-        pidfd_open(Pid::new(std::process::id()).expect("own pid is nonzero"))
+        process::pidfd_open(Pid::new(std::process::id()).expect("own pid is nonzero"))
             .context("pidfd_open is not available (kernel older than 5.3?)")?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create")?;
         // SAFETY: `epoll` owns the fd and outlives `readiness` (field order).
@@ -57,7 +57,7 @@ impl PidfdBackend {
 
     pub fn watch(&mut self, process: ProcessId) -> Result<()> {
         self.tracked.insert(process);
-        let pidfd = match pidfd_open(process.pid) {
+        let pidfd = match process::pidfd_open(process.pid) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
                 self.tracked.confirm_alive(process);
@@ -139,14 +139,4 @@ impl PidfdBackend {
             }
         }
     }
-}
-
-fn pidfd_open(pid: Pid) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.get() as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just gave us this fd.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }

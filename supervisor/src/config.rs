@@ -1,0 +1,551 @@
+//! The configuration: TOML, one file or a directory of `*.toml`, parsed and
+//! checked completely before anything starts. Every value is turned into
+//! its type here, once (durations, signals, users, argv), and every error
+//! names the file, line, column and key.
+//!
+//! This module reads files and the user database; it starts nothing.
+use std::{
+    collections::{BTreeMap, HashSet},
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use nix::{
+    sys::signal::Signal,
+    unistd::{Gid, Group, Uid, User},
+};
+use serde::{de, Deserialize, Deserializer};
+
+use crate::cli::BackendArg;
+
+/// A config error: where, which key, what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}{}: {key}{message}", location(*.line, *.column), key = key_prefix(.key))]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// Dotted path of the key, e.g. `watch[2].stop_signal`.
+    pub key: String,
+    pub message: String,
+}
+
+fn location(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(":{l}:{c}"),
+        (Some(l), None) => format!(":{l}"),
+        _ => String::new(),
+    }
+}
+
+fn key_prefix(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}: ")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// What was loaded: the file, or the directory.
+    pub source: PathBuf,
+    pub daemon: DaemonConfig,
+    pub watches: Vec<WatchConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DaemonConfig {
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub backend: BackendArg,
+    pub log_level: String,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            state_dir: PathBuf::from("/var/lib/supervisor"),
+            backend: BackendArg::Auto,
+            log_level: "info".into(),
+        }
+    }
+}
+
+pub const DEFAULT_SOCKET: &str = "/run/supervisor.sock";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WatchConfig {
+    pub name: String,
+    pub group: Option<String>,
+    /// The program and its arguments; `["/bin/sh", "-c", line]` when the
+    /// config asked for a shell.
+    pub argv: Vec<String>,
+    pub dir: Option<PathBuf>,
+    pub env: BTreeMap<String, String>,
+    pub clear_env: bool,
+    pub user: Option<RunAs>,
+    pub umask: Option<u32>,
+    pub stdout: Option<PathBuf>,
+    pub stderr: Option<PathBuf>,
+    pub stop_signal: Signal,
+    pub stop_timeout: Duration,
+    pub autostart: bool,
+    pub keepalive: bool,
+    pub flapping: Flapping,
+}
+
+/// Who a watch's process runs as.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunAs {
+    pub uid: Uid,
+    pub gid: Gid,
+    /// Supplementary groups (the user's, from the group database).
+    pub groups: Vec<Gid>,
+    pub user_name: Option<String>,
+}
+
+/// Crash-loop protection: more than `starts` starts within `within` puts
+/// the watch in backoff, doubling from one second up to `max_backoff`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Flapping {
+    pub starts: u32,
+    pub within: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for Flapping {
+    fn default() -> Self {
+        Self {
+            starts: 5,
+            within: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+// ---- the file as written ----
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    daemon: Option<RawDaemon>,
+    #[serde(default)]
+    watch: Vec<RawWatch>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    socket: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    backend: Option<RawBackend>,
+    log_level: Option<LogLevel>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatch {
+    name: String,
+    group: Option<String>,
+    start: Command,
+    #[serde(default)]
+    shell: bool,
+    dir: Option<PathBuf>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    clear_env: bool,
+    uid: Option<UserSpec>,
+    gid: Option<GroupSpec>,
+    umask: Option<Umask>,
+    stdout: Option<PathBuf>,
+    stderr: Option<PathBuf>,
+    stop_signal: Option<SignalName>,
+    stop_timeout: Option<HumanDuration>,
+    #[serde(default = "yes")]
+    autostart: bool,
+    #[serde(default = "yes")]
+    keepalive: bool,
+    flapping: Option<RawFlapping>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFlapping {
+    starts: Option<u32>,
+    within: Option<HumanDuration>,
+    max_backoff: Option<HumanDuration>,
+}
+
+/// `start = ["prog", "arg"]` or `start = "prog arg"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Command {
+    Argv(Vec<String>),
+    Line(String),
+}
+
+struct HumanDuration(Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::cli::parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(de::Error::custom)
+    }
+}
+
+struct SignalName(Signal);
+
+impl<'de> Deserialize<'de> for SignalName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_signal(&text)
+            .map(SignalName)
+            .map_err(de::Error::custom)
+    }
+}
+
+/// `TERM`, `SIGTERM`, `sigterm` or `15`.
+pub fn parse_signal(text: &str) -> Result<Signal, String> {
+    let trimmed = text.trim();
+    if let Ok(n) = trimmed.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| format!("{n} is not a signal number"));
+    }
+    let upper = trimmed.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<Signal>()
+        .map_err(|_| format!("unknown signal '{text}' (e.g. TERM, INT, HUP, KILL, USR1)"))
+}
+
+struct Umask(u32);
+
+impl<'de> Deserialize<'de> for Umask {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        u32::from_str_radix(text.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .map(Umask)
+            .ok_or_else(|| {
+                de::Error::custom(format!("'{text}' is not an octal umask like \"022\""))
+            })
+    }
+}
+
+/// A user by name or number, resolved at parse time.
+struct UserSpec(User);
+
+impl<'de> Deserialize<'de> for UserSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spec = NameOrId::deserialize(d)?;
+        let found = match &spec {
+            NameOrId::Id(id) => User::from_uid(Uid::from_raw(*id)),
+            NameOrId::Name(name) => User::from_name(name),
+        };
+        match found {
+            Ok(Some(user)) => Ok(UserSpec(user)),
+            Ok(None) => Err(de::Error::custom(format!("no such user: {spec}"))),
+            Err(e) => Err(de::Error::custom(format!("looking up user {spec}: {e}"))),
+        }
+    }
+}
+
+struct GroupSpec(Group);
+
+impl<'de> Deserialize<'de> for GroupSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spec = NameOrId::deserialize(d)?;
+        let found = match &spec {
+            NameOrId::Id(id) => Group::from_gid(Gid::from_raw(*id)),
+            NameOrId::Name(name) => Group::from_name(name),
+        };
+        match found {
+            Ok(Some(group)) => Ok(GroupSpec(group)),
+            Ok(None) => Err(de::Error::custom(format!("no such group: {spec}"))),
+            Err(e) => Err(de::Error::custom(format!("looking up group {spec}: {e}"))),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NameOrId {
+    Id(u32),
+    Name(String),
+}
+
+impl fmt::Display for NameOrId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Id(id) => write!(f, "{id}"),
+            Self::Name(name) => write!(f, "'{name}'"),
+        }
+    }
+}
+
+struct RawBackend(BackendArg);
+
+impl<'de> Deserialize<'de> for RawBackend {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use clap::ValueEnum as _;
+        let text = String::deserialize(d)?;
+        BackendArg::from_str(&text, true)
+            .map(RawBackend)
+            .map_err(|_| {
+                de::Error::custom(format!(
+                    "unknown backend '{text}' (auto, ebpf, netlink, pidfd or poll)"
+                ))
+            })
+    }
+}
+
+struct LogLevel(String);
+
+impl<'de> Deserialize<'de> for LogLevel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "error" | "warn" | "info" | "debug" | "trace" => Ok(LogLevel(text)),
+            _ => Err(de::Error::custom(format!(
+                "unknown log level '{text}' (error, warn, info, debug or trace)"
+            ))),
+        }
+    }
+}
+
+// ---- loading ----
+
+/// Loads a file, or every `*.toml` in a directory (in name order; at most
+/// one of them may have a `[daemon]` table).
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let whole = |message: String| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        column: None,
+        key: String::new(),
+        message,
+    };
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| whole(format!("cannot read directory: {e}")))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(whole("directory has no *.toml files".into()));
+        }
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+
+    let mut daemon: Option<(PathBuf, DaemonConfig)> = None;
+    let mut watches = Vec::new();
+    let mut names = HashSet::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: None,
+            column: None,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let (raw, spans) = parse_file(file, &text)?;
+        if let Some(raw_daemon) = raw.daemon {
+            if let Some((first, _)) = &daemon {
+                return Err(ConfigError {
+                    file: file.clone(),
+                    line: spans.line_of("[daemon]"),
+                    column: None,
+                    key: "daemon".into(),
+                    message: format!(
+                        "a second [daemon] table (the first is in {})",
+                        first.display()
+                    ),
+                });
+            }
+            daemon = Some((file.clone(), daemon_config(raw_daemon)));
+        }
+        for (index, raw_watch) in raw.watch.into_iter().enumerate() {
+            let watch = watch_config(raw_watch).map_err(|(key, message)| ConfigError {
+                file: file.clone(),
+                line: spans.watch_line(index),
+                column: None,
+                key: format!("watch[{index}].{key}"),
+                message,
+            })?;
+            if !names.insert(watch.name.clone()) {
+                return Err(ConfigError {
+                    file: file.clone(),
+                    line: spans.watch_line(index),
+                    column: None,
+                    key: format!("watch[{index}].name"),
+                    message: format!("duplicate watch name '{}'", watch.name),
+                });
+            }
+            watches.push(watch);
+        }
+    }
+    Ok(Config {
+        source: path.to_path_buf(),
+        daemon: daemon.map(|(_, d)| d).unwrap_or_default(),
+        watches,
+    })
+}
+
+/// Where `[[watch]]` tables and `[daemon]` start, for errors found after
+/// parsing.
+struct Spans<'a> {
+    text: &'a str,
+}
+
+impl Spans<'_> {
+    fn watch_line(&self, index: usize) -> Option<usize> {
+        self.text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.trim_start().starts_with("[[watch]]"))
+            .nth(index)
+            .map(|(n, _)| n + 1)
+    }
+
+    fn line_of(&self, header: &str) -> Option<usize> {
+        self.text
+            .lines()
+            .position(|l| l.trim_start().starts_with(header))
+            .map(|n| n + 1)
+    }
+}
+
+fn parse_file<'a>(file: &Path, text: &'a str) -> Result<(RawFile, Spans<'a>), ConfigError> {
+    let error_at = |span: Option<std::ops::Range<usize>>, key: String, message: String| {
+        let (line, column) = span.map_or((None, None), |s| {
+            let before = &text[..s.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            (Some(line), Some(column))
+        });
+        ConfigError {
+            file: file.to_path_buf(),
+            line,
+            column,
+            key,
+            message,
+        }
+    };
+    let de = toml::de::Deserializer::parse(text)
+        .map_err(|e| error_at(e.span(), String::new(), e.message().to_owned()))?;
+    let raw: RawFile = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let key = if key == "." { String::new() } else { key };
+        error_at(inner.span(), key, inner.message().to_owned())
+    })?;
+    Ok((raw, Spans { text }))
+}
+
+fn daemon_config(raw: RawDaemon) -> DaemonConfig {
+    let defaults = DaemonConfig::default();
+    DaemonConfig {
+        socket: raw.socket.unwrap_or(defaults.socket),
+        state_dir: raw.state_dir.unwrap_or(defaults.state_dir),
+        backend: raw.backend.map_or(defaults.backend, |b| b.0),
+        log_level: raw.log_level.map_or(defaults.log_level, |l| l.0),
+    }
+}
+
+/// Checks that need more than one key; the error names the key to fix.
+fn watch_config(raw: RawWatch) -> Result<WatchConfig, (&'static str, String)> {
+    if raw.name.is_empty()
+        || raw
+            .name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+    {
+        return Err((
+            "name",
+            format!(
+                "'{}' is not a usable name (no spaces, slashes or empty names)",
+                raw.name
+            ),
+        ));
+    }
+    let argv = match (raw.start, raw.shell) {
+        (Command::Line(line), true) => vec!["/bin/sh".into(), "-c".into(), line],
+        (Command::Argv(argv), true) => vec!["/bin/sh".into(), "-c".into(), argv.join(" ")],
+        (Command::Line(line), false) => shell_words::split(&line)
+            .map_err(|e| ("start", format!("cannot split '{line}' into words: {e}")))?,
+        (Command::Argv(argv), false) => argv,
+    };
+    if argv.first().is_none_or(|p| p.is_empty()) {
+        return Err(("start", "is empty: name the program to run".into()));
+    }
+    let user = match (raw.uid, raw.gid) {
+        (None, None) => None,
+        (Some(UserSpec(user)), gid) => {
+            let gid = gid.map_or(user.gid, |GroupSpec(g)| g.gid);
+            let name = std::ffi::CString::new(user.name.clone())
+                .map_err(|_| ("uid", "bad user name".to_owned()))?;
+            let groups = nix::unistd::getgrouplist(&name, gid).map_err(|e| {
+                (
+                    "uid",
+                    format!("cannot list the groups of '{}': {e}", user.name),
+                )
+            })?;
+            Some(RunAs {
+                uid: user.uid,
+                gid,
+                groups,
+                user_name: Some(user.name),
+            })
+        }
+        (None, Some(GroupSpec(group))) => Some(RunAs {
+            uid: Uid::current(),
+            gid: group.gid,
+            groups: vec![group.gid],
+            user_name: None,
+        }),
+    };
+    let defaults = Flapping::default();
+    let flapping = raw.flapping.map_or(defaults, |f| Flapping {
+        starts: f.starts.unwrap_or(defaults.starts),
+        within: f.within.map_or(defaults.within, |d| d.0),
+        max_backoff: f.max_backoff.map_or(defaults.max_backoff, |d| d.0),
+    });
+    if flapping.starts == 0 {
+        return Err(("flapping.starts", "must be at least 1".into()));
+    }
+    Ok(WatchConfig {
+        name: raw.name,
+        group: raw.group,
+        argv,
+        dir: raw.dir,
+        env: raw.env,
+        clear_env: raw.clear_env,
+        user,
+        umask: raw.umask.map(|u| u.0),
+        stdout: raw.stdout,
+        stderr: raw.stderr,
+        stop_signal: raw.stop_signal.map_or(Signal::SIGTERM, |s| s.0),
+        stop_timeout: raw.stop_timeout.map_or(Duration::from_secs(10), |d| d.0),
+        autostart: raw.autostart,
+        keepalive: raw.keepalive,
+        flapping,
+    })
+}

@@ -1,0 +1,247 @@
+//! The control socket: newline-delimited JSON over a unix socket, one
+//! request and one answer per line. Owns the listener, the peer check and
+//! the wire format; what a request does is the daemon's business.
+use std::{
+    io,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _, Result};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::{mpsc, oneshot},
+};
+
+use crate::{config::DEFAULT_SOCKET, watch::Command};
+
+/// Longest request line accepted.
+const MAX_REQUEST: usize = 64 * 1024;
+/// A client has this long to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "cmd", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Request {
+    Status {
+        target: Option<String>,
+    },
+    Command {
+        command: Command,
+        target: Option<String>,
+    },
+    Quit,
+    Terminate,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watches: Vec<serde_json::Value>,
+}
+
+impl Response {
+    pub fn ok(watches: Vec<serde_json::Value>) -> Self {
+        Self {
+            ok: true,
+            error: None,
+            watches,
+        }
+    }
+
+    pub fn error(message: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            error: Some(message.into()),
+            watches: Vec::new(),
+        }
+    }
+}
+
+/// A request on its way to the daemon, with where its answer goes.
+pub type Incoming = (Request, oneshot::Sender<Response>);
+
+/// The socket a CLI verb talks to: `--socket`, else `SUPERVISOR_SOCKET`,
+/// else the default (clap applies the first two).
+pub fn socket_path(flag: Option<&Path>) -> PathBuf {
+    flag.map_or_else(|| PathBuf::from(DEFAULT_SOCKET), Path::to_path_buf)
+}
+
+/// Counts answers not yet written, so the daemon can let them out before
+/// it exits (the answer to `quit` and `terminate` among them).
+#[derive(Clone, Default)]
+pub struct InFlight {
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    done: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl InFlight {
+    fn begin(&self) {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn end(&self) {
+        self.count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.done.notify_waiters();
+    }
+
+    /// Waits, at most `limit`, until every answer has been written.
+    pub async fn drain(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            while self.count.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                let notified = self.done.notified();
+                if self.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        })
+        .await;
+    }
+}
+
+/// Binds the socket (mode 0600) and serves it until the daemon exits.
+pub fn serve(path: &Path, tx: mpsc::UnboundedSender<Incoming>) -> Result<InFlight> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => bail!(
+            "{} is in use: another supervisor is running there",
+            path.display()
+        ),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            // A socket left by a daemon that died: safe to replace.
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing stale {}", path.display()))?;
+        }
+        Err(_) => {}
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 0600 {}", path.display()))?;
+    let own_uid = nix::unistd::geteuid().as_raw();
+    let in_flight = InFlight::default();
+    let tracker = in_flight.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let tx = tx.clone();
+            let tracker = tracker.clone();
+            tokio::spawn(async move {
+                if let Err(e) = serve_one(stream, own_uid, tx, tracker).await {
+                    log::debug!("control connection: {e:#}");
+                }
+            });
+        }
+    });
+    Ok(in_flight)
+}
+
+async fn serve_one(
+    stream: UnixStream,
+    own_uid: u32,
+    tx: mpsc::UnboundedSender<Incoming>,
+    in_flight: InFlight,
+) -> Result<()> {
+    let peer = stream.peer_cred().context("reading peer credentials")?;
+    let (read, mut write) = stream.into_split();
+    if peer.uid() != 0 && peer.uid() != own_uid {
+        let answer = Response::error(format!(
+            "permission denied: uid {} may not control this supervisor (only root and uid {own_uid})",
+            peer.uid()
+        ));
+        write.write_all(&line(&answer)).await?;
+        return Ok(());
+    }
+    let mut reader = BufReader::new(read).take(MAX_REQUEST as u64 + 1);
+    loop {
+        let mut buf = Vec::new();
+        let n =
+            match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut buf)).await {
+                Ok(read) => read?,
+                Err(_) => {
+                    write
+                        .write_all(&line(&Response::error("request timed out")))
+                        .await?;
+                    return Ok(());
+                }
+            };
+        if n == 0 {
+            return Ok(());
+        }
+        if buf.len() > MAX_REQUEST || !buf.ends_with(b"\n") && reader.limit() == 0 {
+            write
+                .write_all(&line(&Response::error(format!(
+                    "request longer than {MAX_REQUEST} bytes"
+                ))))
+                .await?;
+            return Ok(());
+        }
+        let answer = match serde_json::from_slice::<Request>(&buf) {
+            Err(e) => Response::error(format!("bad request: {e}")),
+            Ok(request) => {
+                let (reply, answer) = oneshot::channel();
+                in_flight.begin();
+                if tx.send((request, reply)).is_err() {
+                    in_flight.end();
+                    return Ok(());
+                }
+                let answer = answer
+                    .await
+                    .unwrap_or_else(|_| Response::error("the daemon is shutting down"));
+                let written = write.write_all(&line(&answer)).await;
+                in_flight.end();
+                written?;
+                reader.set_limit(MAX_REQUEST as u64 + 1);
+                continue;
+            }
+        };
+        write.write_all(&line(&answer)).await?;
+        reader.set_limit(MAX_REQUEST as u64 + 1);
+    }
+}
+
+fn line(response: &Response) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(response).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Sends one request and waits for its answer (commands answer when done).
+pub async fn request(path: &Path, request: &Request) -> Result<Response> {
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                anyhow::anyhow!("no supervisor is running at {} ({e})", path.display())
+            }
+            io::ErrorKind::PermissionDenied => {
+                anyhow::anyhow!(
+                    "permission denied on {}: only root and the daemon's user may use it",
+                    path.display()
+                )
+            }
+            _ => anyhow::anyhow!("connecting to {}: {e}", path.display()),
+        })?;
+    let (read, mut write) = stream.into_split();
+    let mut bytes = serde_json::to_vec(request)?;
+    bytes.push(b'\n');
+    write.write_all(&bytes).await?;
+    let mut answer = String::new();
+    BufReader::new(read).read_line(&mut answer).await?;
+    if answer.is_empty() {
+        bail!("the supervisor closed the connection without answering");
+    }
+    serde_json::from_str(&answer)
+        .with_context(|| format!("bad answer from the supervisor: {answer}"))
+}

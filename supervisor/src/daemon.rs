@@ -1,0 +1,576 @@
+//! The daemon: runs the watches of a config, feeds them the exit events of
+//! the backend and carries out what they decide (spawn, signal, release).
+//!
+//! One task owns all state; backends, the control socket and timers talk to
+//! it through its `select!`. It is the subreaper of everything it starts and
+//! reaps everything, so no zombie is left.
+use std::{
+    collections::{BTreeMap, HashMap},
+    os::fd::OwnedFd,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context as _, Result};
+use nix::{
+    errno::Errno,
+    sys::{
+        signal::{killpg, Signal},
+        wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus},
+    },
+};
+use serde_json::json;
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, SignalKind},
+    sync::{mpsc, oneshot},
+};
+
+use crate::{
+    backend::{Backend, Options},
+    config::Config,
+    control::{self, Incoming, Request, Response},
+    exit::{ExitEvent, ExitStatus},
+    process::Pid,
+    spawn,
+    watch::{Action, Command, State, Watch},
+};
+
+/// How often a process group is looked at while it empties after a stop.
+const GROUP_DRAIN_TICK: Duration = Duration::from_millis(5);
+
+enum Internal {
+    /// The process has exited for good (its pidfd turned readable).
+    Gone { name: String, pid: Pid },
+    /// `stop_timeout` ran out for this process.
+    StopTimeout { name: String, pid: Pid },
+    /// Nothing is left of this process group.
+    GroupEmpty { name: String, status: ExitStatus },
+    /// A start held back by the crash-loop backoff is due.
+    SpawnDue { name: String },
+}
+
+/// What a control request waits for before it is answered.
+#[derive(Clone, Copy, PartialEq)]
+enum Goal {
+    Up,
+    Unmonitored,
+}
+
+struct Waiter {
+    goal: Goal,
+    request: u64,
+}
+
+/// A request over several watches, answered when the last is done.
+struct PendingReply {
+    remaining: usize,
+    errors: Vec<String>,
+    reply: oneshot::Sender<Response>,
+}
+
+pub struct Daemon {
+    config: Config,
+    backend: Backend,
+    watches: BTreeMap<String, Watch>,
+    by_pid: HashMap<Pid, String>,
+    pidfds: HashMap<Pid, OwnedFd>,
+    /// Exit statuses of watched processes the SIGCHLD reaper got first.
+    reaped: HashMap<Pid, ExitStatus>,
+    waiters: HashMap<String, Vec<Waiter>>,
+    replies: HashMap<u64, PendingReply>,
+    next_request: u64,
+    terminating: Option<u64>,
+    quitting: bool,
+    tx: mpsc::UnboundedSender<Internal>,
+    rx: mpsc::UnboundedReceiver<Internal>,
+}
+
+pub async fn run(config: Config) -> Result<()> {
+    // SAFETY: prctl with plain integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        log::warn!(
+            "could not become a child subreaper: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let options = Options::default();
+    let backend = match config.daemon.backend.forced() {
+        Some(kind) => Backend::open(kind, &options).with_context(|| format!("backend {kind}"))?,
+        None => Backend::open_auto(&options)?.0,
+    };
+    log::info!("watching exits with {}", backend.kind());
+    let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Incoming>();
+    let in_flight = control::serve(&config.daemon.socket, control_tx)?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut daemon = Daemon {
+        watches: config
+            .watches
+            .iter()
+            .map(|w| (w.name.clone(), Watch::new(w.clone())))
+            .collect(),
+        config,
+        backend,
+        by_pid: HashMap::new(),
+        pidfds: HashMap::new(),
+        reaped: HashMap::new(),
+        waiters: HashMap::new(),
+        replies: HashMap::new(),
+        next_request: 0,
+        terminating: None,
+        quitting: false,
+        tx,
+        rx,
+    };
+    let autostart: Vec<String> = daemon
+        .watches
+        .values()
+        .filter(|w| w.config.autostart)
+        .map(|w| w.name().to_owned())
+        .collect();
+    for name in autostart {
+        daemon.command(&name, Command::Start);
+    }
+    let mut sigchld = signal(SignalKind::child())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    eprintln!(
+        "supervisor running {} watch(es) from {}, control socket {}",
+        daemon.watches.len(),
+        daemon.config.source.display(),
+        daemon.config.daemon.socket.display()
+    );
+    loop {
+        tokio::select! {
+            event = daemon.backend.next_exit() => {
+                let event = event.context("the exit backend failed")?;
+                daemon.on_exit(event);
+            }
+            Some(internal) = daemon.rx.recv() => daemon.on_internal(internal),
+            Some((request, reply)) = control_rx.recv() => daemon.on_request(request, reply),
+            _ = sigchld.recv() => daemon.reap(),
+            _ = sigterm.recv() => daemon.terminate(None),
+            _ = sigint.recv() => daemon.terminate(None),
+            _ = sighup.recv() => log::warn!("SIGHUP: reloading the config is not supported yet; ignored"),
+        }
+        if daemon.quitting || daemon.terminated() {
+            break;
+        }
+    }
+    let _ = std::fs::remove_file(&daemon.config.daemon.socket);
+    in_flight.drain(Duration::from_secs(1)).await;
+    Ok(())
+}
+
+impl Daemon {
+    fn on_exit(&mut self, event: ExitEvent) {
+        let Some(name) = self.by_pid.get(&event.pid).cloned() else {
+            return;
+        };
+        self.confirm_gone(name, event.pid, Some(event.status));
+    }
+
+    /// The exit event can come before the process has let go of its files
+    /// and ports: respawn only once it is really gone (reaped).
+    fn confirm_gone(&mut self, name: String, pid: Pid, reported: Option<ExitStatus>) {
+        let exact = match self.try_reap(pid) {
+            Some(exact) => exact,
+            None => {
+                let Some(fd) = self.pidfds.get(&pid).and_then(|fd| fd.try_clone().ok()) else {
+                    return;
+                };
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    // SAFETY: the cloned fd is owned by the AsyncFd.
+                    if let Ok(afd) =
+                        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+                    {
+                        let _ = afd.readable().await;
+                    }
+                    let _ = tx.send(Internal::Gone { name, pid });
+                });
+                return;
+            }
+        };
+        let status = exact.or(reported).unwrap_or(ExitStatus::Unknown);
+        self.process_gone(name, pid, status);
+    }
+
+    /// `Some(status)` once `pid` is reaped (by us now, or earlier by the
+    /// SIGCHLD reaper), `None` while it is still exiting.
+    fn try_reap(&mut self, pid: Pid) -> Option<Option<ExitStatus>> {
+        if let Some(status) = self.reaped.remove(&pid) {
+            return Some(Some(status));
+        }
+        let fd = self.pidfds.get(&pid)?;
+        match waitid(
+            Id::PIDFd(std::os::fd::AsFd::as_fd(fd)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+        ) {
+            Ok(WaitStatus::StillAlive) => None,
+            Ok(status) => Some(Some(ExitStatus::from_nix(status))),
+            // Reaped already, status unknown to us.
+            Err(_) => Some(None),
+        }
+    }
+
+    fn process_gone(&mut self, name: String, pid: Pid, status: ExitStatus) {
+        self.by_pid.remove(&pid);
+        self.pidfds.remove(&pid);
+        let _ = self.backend.unwatch(pid);
+        let Some(watch) = self.watches.get(&name) else {
+            return;
+        };
+        // What the process left in its group goes too: after a stop they
+        // had the stop signal and get the rest of the timeout; after a
+        // crash they are strays of a dead program and would hold its ports.
+        if group_alive(pid) {
+            let grace = match watch.state() {
+                State::Stop | State::Restart => watch.config.stop_timeout,
+                _ => Duration::ZERO,
+            };
+            self.drain_group(name, pid, status, grace);
+            return;
+        }
+        self.finish_exit(&name, status);
+    }
+
+    fn finish_exit(&mut self, name: &str, status: ExitStatus) {
+        let Some(watch) = self.watches.get_mut(name) else {
+            return;
+        };
+        let actions = watch.exited(status);
+        self.act(name, actions);
+    }
+
+    fn drain_group(&self, name: String, pid: Pid, status: ExitStatus, grace: Duration) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + grace;
+            let mut killed = false;
+            let mut tick = tokio::time::interval(GROUP_DRAIN_TICK);
+            while group_alive(pid) {
+                if !killed && Instant::now() >= deadline {
+                    log::info!("{name}: killing what is left of process group {pid}");
+                    let _ = killpg(pid.as_nix(), Signal::SIGKILL);
+                    killed = true;
+                }
+                tick.tick().await;
+            }
+            let _ = tx.send(Internal::GroupEmpty { name, status });
+        });
+    }
+
+    fn on_internal(&mut self, internal: Internal) {
+        match internal {
+            Internal::Gone { name, pid } => {
+                if self.by_pid.contains_key(&pid) {
+                    self.confirm_gone(name, pid, None);
+                }
+            }
+            Internal::StopTimeout { name, pid } => {
+                let stopping = self.watches.get(&name).is_some_and(|w| {
+                    matches!(w.state(), State::Stop | State::Restart)
+                        && w.process.is_some_and(|p| p.pid == pid)
+                });
+                if stopping && self.by_pid.contains_key(&pid) {
+                    log::warn!("{name}: process {pid} outlived its stop timeout; sending SIGKILL to its group");
+                    let _ = killpg(pid.as_nix(), Signal::SIGKILL);
+                }
+            }
+            Internal::GroupEmpty { name, status, .. } => self.finish_exit(&name, status),
+            Internal::SpawnDue { name } => {
+                if let Some(watch) = self.watches.get_mut(&name) {
+                    let actions = watch.backoff_over();
+                    self.act(&name, actions);
+                }
+            }
+        }
+    }
+
+    /// Reaps every exited child, ours or orphans handed to us.
+    fn reap(&mut self) {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                Ok(status) => {
+                    if let Some(pid) = status.pid().and_then(|p| Pid::new(p.as_raw() as u32)) {
+                        if let Some(name) = self.by_pid.get(&pid).cloned() {
+                            self.reaped.insert(pid, ExitStatus::from_nix(status));
+                            self.confirm_gone(name, pid, None);
+                        }
+                    }
+                }
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    log::warn!("waitpid: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, name: &str, command: Command) {
+        let Some(watch) = self.watches.get_mut(name) else {
+            return;
+        };
+        let actions = watch.command(command);
+        self.act(name, actions);
+    }
+
+    fn act(&mut self, name: &str, actions: Vec<Action>) {
+        let mut queue: std::collections::VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            let Some(watch) = self.watches.get_mut(name) else {
+                return;
+            };
+            let more = match action {
+                Action::Spawn => match spawn::spawn(&watch.config) {
+                    Ok(spawned) => {
+                        let id = spawned.id;
+                        self.by_pid.insert(id.pid, name.to_owned());
+                        self.pidfds.insert(id.pid, spawned.pidfd);
+                        let more = watch.spawned(id);
+                        // Watched before anything can be missed: a process
+                        // that already died is reported by `watch` itself.
+                        if let Err(e) = self.backend.watch(id) {
+                            log::error!("{name}: cannot watch process {}: {e:#}", id.pid);
+                        }
+                        more
+                    }
+                    Err(e) => watch.spawn_failed(&format!("{e:#}")),
+                },
+                Action::SpawnAt(due) => {
+                    let tx = self.tx.clone();
+                    let name = name.to_owned();
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(due.into()).await;
+                        let _ = tx.send(Internal::SpawnDue { name });
+                    });
+                    Vec::new()
+                }
+                Action::Stop { signal, timeout } => {
+                    if let Some(process) = watch.process {
+                        let _ = killpg(process.pid.as_nix(), signal);
+                        let tx = self.tx.clone();
+                        let name = name.to_owned();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(timeout).await;
+                            let _ = tx.send(Internal::StopTimeout {
+                                name,
+                                pid: process.pid,
+                            });
+                        });
+                    }
+                    Vec::new()
+                }
+                Action::Release => {
+                    let released: Vec<Pid> = self
+                        .by_pid
+                        .iter()
+                        .filter(|(_, n)| n.as_str() == name)
+                        .map(|(p, _)| *p)
+                        .collect();
+                    for pid in released {
+                        self.by_pid.remove(&pid);
+                        self.pidfds.remove(&pid);
+                        let _ = self.backend.unwatch(pid);
+                    }
+                    Vec::new()
+                }
+            };
+            queue.extend(more);
+        }
+        self.settle_waiters(name);
+    }
+
+    fn settle_waiters(&mut self, name: &str) {
+        let Some(watch) = self.watches.get(name) else {
+            return;
+        };
+        let state = watch.state();
+        let failure = match state {
+            State::Start => watch
+                .backoff
+                .map(|(delay, _)| format!("{name} is flapping: next start in {delay:?}")),
+            _ => None,
+        }
+        .or_else(|| watch.last_error.as_ref().map(|e| format!("{name}: {e}")));
+        let Some(waiters) = self.waiters.get_mut(name) else {
+            return;
+        };
+        let mut done = Vec::new();
+        waiters.retain(|w| {
+            let reached = match w.goal {
+                Goal::Up => state == State::Up,
+                Goal::Unmonitored => state == State::Unmonitored,
+            };
+            let failed = w.goal == Goal::Up && (failure.is_some() || state == State::Unmonitored);
+            if reached || failed {
+                done.push((
+                    w.request,
+                    if reached {
+                        None
+                    } else {
+                        failure.clone().or(Some(format!("{name} did not start")))
+                    },
+                ));
+                false
+            } else {
+                true
+            }
+        });
+        for (request, error) in done {
+            self.answer_part(request, error);
+        }
+    }
+
+    fn answer_part(&mut self, request: u64, error: Option<String>) {
+        let Some(pending) = self.replies.get_mut(&request) else {
+            return;
+        };
+        pending.remaining -= 1;
+        pending.errors.extend(error);
+        if pending.remaining == 0 {
+            let pending = self.replies.remove(&request).expect("present");
+            let response = if pending.errors.is_empty() {
+                Response::ok(Vec::new())
+            } else {
+                Response::error(pending.errors.join("; "))
+            };
+            let _ = pending.reply.send(response);
+        }
+    }
+
+    fn targets(&self, target: Option<&str>) -> Result<Vec<String>, String> {
+        let names: Vec<String> = self
+            .watches
+            .values()
+            .filter(|w| {
+                target.is_none_or(|t| w.name() == t || w.config.group.as_deref() == Some(t))
+            })
+            .map(|w| w.name().to_owned())
+            .collect();
+        match target {
+            Some(t) if names.is_empty() => Err(format!("no watch or group named '{t}'")),
+            _ => Ok(names),
+        }
+    }
+
+    fn on_request(&mut self, request: Request, reply: oneshot::Sender<Response>) {
+        match request {
+            Request::Status { target } => {
+                let response = match self.targets(target.as_deref()) {
+                    Ok(names) => Response::ok(
+                        names
+                            .iter()
+                            .filter_map(|n| self.watches.get(n))
+                            .map(status_of)
+                            .collect(),
+                    ),
+                    Err(e) => Response::error(e),
+                };
+                let _ = reply.send(response);
+            }
+            Request::Command { command, target } => {
+                let names = match self.targets(target.as_deref()) {
+                    Ok(names) => names,
+                    Err(e) => {
+                        let _ = reply.send(Response::error(e));
+                        return;
+                    }
+                };
+                let id = self.new_request(names.len(), reply);
+                let goal = match command {
+                    Command::Start | Command::Restart | Command::Monitor => Goal::Up,
+                    Command::Stop | Command::Unmonitor => Goal::Unmonitored,
+                };
+                for name in &names {
+                    self.waiters
+                        .entry(name.clone())
+                        .or_default()
+                        .push(Waiter { goal, request: id });
+                    self.command(name, command);
+                    self.settle_waiters(name);
+                }
+            }
+            Request::Quit => {
+                log::info!("quit requested: exiting, leaving every process running");
+                let _ = reply.send(Response::ok(Vec::new()));
+                self.quitting = true;
+            }
+            Request::Terminate => self.terminate(Some(reply)),
+        }
+    }
+
+    fn new_request(&mut self, parts: usize, reply: oneshot::Sender<Response>) -> u64 {
+        let id = self.next_request;
+        self.next_request += 1;
+        if parts == 0 {
+            let _ = reply.send(Response::ok(Vec::new()));
+        } else {
+            self.replies.insert(
+                id,
+                PendingReply {
+                    remaining: parts,
+                    errors: Vec::new(),
+                    reply,
+                },
+            );
+        }
+        id
+    }
+
+    /// Stops every watch, then exits.
+    fn terminate(&mut self, reply: Option<oneshot::Sender<Response>>) {
+        log::info!("terminating: stopping every watch");
+        let names: Vec<String> = self.watches.keys().cloned().collect();
+        let (reply, _rx) = match reply {
+            Some(reply) => (reply, None),
+            None => {
+                let (tx, rx) = oneshot::channel();
+                (tx, Some(rx))
+            }
+        };
+        let id = self.new_request(names.len().max(1), reply);
+        self.terminating = Some(id);
+        if names.is_empty() {
+            self.answer_part(id, None);
+        }
+        for name in names {
+            self.waiters.entry(name.clone()).or_default().push(Waiter {
+                goal: Goal::Unmonitored,
+                request: id,
+            });
+            self.command(&name, Command::Stop);
+            self.settle_waiters(&name);
+        }
+    }
+
+    fn terminated(&self) -> bool {
+        self.terminating
+            .is_some_and(|id| !self.replies.contains_key(&id))
+    }
+}
+
+fn group_alive(pgid: Pid) -> bool {
+    !matches!(killpg(pgid.as_nix(), None), Err(Errno::ESRCH))
+}
+
+fn status_of(watch: &Watch) -> serde_json::Value {
+    let uptime = watch
+        .started_at
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .map(|d| d.as_secs_f64());
+    json!({
+        "name": watch.name(),
+        "group": watch.config.group,
+        "state": watch.state(),
+        "pid": watch.process.map(|p| p.pid),
+        "uptime_secs": uptime,
+        "restarts": watch.restarts,
+        "last_exit": watch.last_exit,
+        "last_error": watch.last_error,
+        "backoff_secs": watch.backoff.map(|(d, _)| d.as_secs_f64()),
+    })
+}

@@ -1,0 +1,295 @@
+//! One watched program's state machine, in god's vocabulary: unmonitored,
+//! init, up, start, restart, stop.
+//!
+//! It decides, the daemon acts: every input (a command, a start that
+//! worked or failed, the death of its process) returns the actions to take.
+//! It knows nothing of backends, pids' kernel plumbing or sockets; it never
+//! spawns or signals anything itself. Each transition is logged on one line.
+use std::{
+    collections::VecDeque,
+    fmt,
+    time::{Duration, Instant, SystemTime},
+};
+
+use nix::sys::signal::Signal;
+use serde::Serialize;
+
+use crate::{config::WatchConfig, exit::ExitStatus, process::ProcessId};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Unmonitored,
+    Init,
+    Up,
+    Start,
+    Restart,
+    Stop,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Unmonitored => "unmonitored",
+            Self::Init => "init",
+            Self::Up => "up",
+            Self::Start => "start",
+            Self::Restart => "restart",
+            Self::Stop => "stop",
+        })
+    }
+}
+
+/// What an operator asked of a watch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Command {
+    Start,
+    Stop,
+    Restart,
+    Monitor,
+    Unmonitor,
+}
+
+/// What the daemon must do next for this watch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Start the process now.
+    Spawn,
+    /// Start it at this instant (crash-loop backoff).
+    SpawnAt(Instant),
+    /// Send this signal to the process group, and SIGKILL the group after
+    /// the timeout if it has not exited.
+    Stop { signal: Signal, timeout: Duration },
+    /// Stop watching the process (it keeps running).
+    Release,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LastExit {
+    pub status: ExitStatus,
+    #[serde(with = "crate::exit::unix_time")]
+    pub at: SystemTime,
+    pub pid: crate::process::Pid,
+}
+
+pub struct Watch {
+    pub config: WatchConfig,
+    state: State,
+    /// The process this watch runs now.
+    pub process: Option<ProcessId>,
+    pub started_at: Option<SystemTime>,
+    /// Starts after the first that were not asked for.
+    pub restarts: u32,
+    pub last_exit: Option<LastExit>,
+    /// Why the last start failed, until one works.
+    pub last_error: Option<String>,
+    /// When recent starts happened, for flapping detection.
+    starts: VecDeque<Instant>,
+    /// Current crash-loop delay and when the held start is due.
+    pub backoff: Option<(Duration, Instant)>,
+    /// Commands that arrived while the watch was busy; never dropped.
+    queue: VecDeque<Command>,
+}
+
+impl Watch {
+    pub fn new(config: WatchConfig) -> Self {
+        Self {
+            config,
+            state: State::Unmonitored,
+            process: None,
+            started_at: None,
+            restarts: 0,
+            last_exit: None,
+            last_error: None,
+            starts: VecDeque::new(),
+            backoff: None,
+            queue: VecDeque::new(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Waiting for its process to exit: commands queue until it has.
+    /// (`start` is either instant or a backoff that `stop` may cut short.)
+    pub fn busy(&self) -> bool {
+        matches!(self.state, State::Stop | State::Restart)
+    }
+
+    fn moved(&mut self, to: State, reason: &str) {
+        if self.state != to {
+            log::info!(
+                "{} moved '{}' to '{}': {reason}",
+                self.config.name,
+                self.state,
+                to
+            );
+        }
+        self.state = to;
+    }
+
+    /// Queues `command`; returns the actions for whatever can run now.
+    pub fn command(&mut self, command: Command) -> Vec<Action> {
+        self.queue.push_back(command);
+        self.run_queue()
+    }
+
+    fn run_queue(&mut self) -> Vec<Action> {
+        let mut actions = Vec::new();
+        while !self.busy() {
+            let Some(command) = self.queue.pop_front() else {
+                break;
+            };
+            actions.extend(self.apply(command));
+        }
+        actions
+    }
+
+    fn apply(&mut self, command: Command) -> Vec<Action> {
+        match (command, self.state) {
+            (Command::Start | Command::Monitor, State::Unmonitored) => {
+                self.moved(
+                    State::Init,
+                    &format!("{command:?} requested").to_lowercase(),
+                );
+                self.begin_start("starting", false)
+            }
+            (Command::Start | Command::Monitor, _) => Vec::new(),
+            (Command::Stop, State::Up) => {
+                self.moved(State::Stop, "stop requested");
+                vec![self.stop_action()]
+            }
+            (Command::Restart, State::Up) => {
+                self.moved(State::Restart, "restart requested");
+                vec![self.stop_action()]
+            }
+            (Command::Restart, State::Unmonitored) => self.apply(Command::Start),
+            (Command::Stop, _) => {
+                self.backoff = None;
+                self.moved(State::Unmonitored, "stop requested");
+                Vec::new()
+            }
+            (Command::Unmonitor, _) => {
+                self.backoff = None;
+                let release = self.process.take().is_some();
+                self.moved(State::Unmonitored, "unmonitor requested");
+                if release {
+                    vec![Action::Release]
+                } else {
+                    Vec::new()
+                }
+            }
+            (Command::Restart, _) => Vec::new(),
+        }
+    }
+
+    fn stop_action(&self) -> Action {
+        Action::Stop {
+            signal: self.config.stop_signal,
+            timeout: self.config.stop_timeout,
+        }
+    }
+
+    /// Enters `start`, now or after the crash-loop backoff.
+    fn begin_start(&mut self, reason: &str, counts_as_restart: bool) -> Vec<Action> {
+        if counts_as_restart {
+            self.restarts += 1;
+        }
+        self.moved(State::Start, reason);
+        let now = Instant::now();
+        let window = self.config.flapping.within;
+        while self
+            .starts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            self.starts.pop_front();
+        }
+        if self.starts.len() as u32 >= self.config.flapping.starts {
+            let delay = match self.backoff {
+                Some((previous, _)) => (previous * 2).min(self.config.flapping.max_backoff),
+                None => Duration::from_secs(1).min(self.config.flapping.max_backoff),
+            };
+            let due = now + delay;
+            self.backoff = Some((delay, due));
+            log::warn!(
+                "{} is flapping: {} starts within {:?}; next start in {:?}",
+                self.config.name,
+                self.starts.len(),
+                window,
+                delay
+            );
+            return vec![Action::SpawnAt(due)];
+        }
+        vec![Action::Spawn]
+    }
+
+    /// A held start is due (after backoff).
+    pub fn backoff_over(&mut self) -> Vec<Action> {
+        if self.state == State::Start && self.process.is_none() {
+            vec![Action::Spawn]
+        } else {
+            Vec::new()
+        }
+    }
+
+    pub fn spawned(&mut self, process: ProcessId) -> Vec<Action> {
+        self.starts.push_back(Instant::now());
+        self.process = Some(process);
+        self.started_at = Some(SystemTime::now());
+        self.last_error = None;
+        self.moved(State::Up, &format!("process {} started", process.pid));
+        if self.starts.len() < self.config.flapping.starts as usize {
+            // A calm stretch ends the backoff sequence.
+            self.backoff = None;
+        }
+        self.run_queue()
+    }
+
+    pub fn spawn_failed(&mut self, error: &str) -> Vec<Action> {
+        self.starts.push_back(Instant::now());
+        self.last_error = Some(error.to_owned());
+        log::error!("{}: start failed: {error}", self.config.name);
+        if self.config.keepalive {
+            self.begin_start(&format!("start failed: {error}"), true)
+        } else {
+            self.moved(State::Unmonitored, &format!("start failed: {error}"));
+            self.run_queue()
+        }
+    }
+
+    /// The process is gone (reaped). Decides what follows.
+    pub fn exited(&mut self, status: ExitStatus) -> Vec<Action> {
+        let Some(process) = self.process.take() else {
+            return Vec::new();
+        };
+        self.last_exit = Some(LastExit {
+            status,
+            at: SystemTime::now(),
+            pid: process.pid,
+        });
+        self.started_at = None;
+        let reason = format!("process {} exited: {status}", process.pid);
+        let actions = match self.state {
+            State::Stop => {
+                self.moved(State::Unmonitored, &reason);
+                Vec::new()
+            }
+            State::Restart => self.begin_start(&reason, true),
+            State::Up if self.config.keepalive => self.begin_start(&reason, true),
+            _ => {
+                self.moved(State::Unmonitored, &reason);
+                Vec::new()
+            }
+        };
+        let mut all = actions;
+        all.extend(self.run_queue());
+        all
+    }
+}
