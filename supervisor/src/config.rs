@@ -385,7 +385,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         for (index, raw_watch) in raw.watch.into_iter().enumerate() {
             let watch = watch_config(raw_watch).map_err(|(key, message)| ConfigError {
                 file: file.clone(),
-                line: spans.watch_line(index),
+                line: spans.key_line(index, key),
                 column: None,
                 key: format!("watch[{index}].{key}"),
                 message,
@@ -393,7 +393,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             if !names.insert(watch.name.clone()) {
                 return Err(ConfigError {
                     file: file.clone(),
-                    line: spans.watch_line(index),
+                    line: spans.key_line(index, "name"),
                     column: None,
                     key: format!("watch[{index}].name"),
                     message: format!("duplicate watch name '{}'", watch.name),
@@ -423,6 +423,24 @@ impl Spans<'_> {
             .filter(|(_, l)| l.trim_start().starts_with("[[watch]]"))
             .nth(index)
             .map(|(n, _)| n + 1)
+    }
+
+    /// The line of `key` (its first dotted part) in the `index`th watch,
+    /// else the line of the watch's header.
+    fn key_line(&self, index: usize, key: &str) -> Option<usize> {
+        let header = self.watch_line(index)?;
+        let first = key.split('.').next().unwrap_or(key);
+        self.text
+            .lines()
+            .enumerate()
+            .skip(header)
+            .take_while(|(_, l)| !l.trim_start().starts_with('['))
+            .find(|(_, l)| {
+                l.trim_start()
+                    .strip_prefix(first)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+            })
+            .map_or(Some(header), |(n, _)| Some(n + 1))
     }
 
     fn line_of(&self, header: &str) -> Option<usize> {

@@ -236,10 +236,13 @@ pub async fn request(path: &Path, request: &Request) -> Result<Response> {
     let (read, mut write) = stream.into_split();
     let mut bytes = serde_json::to_vec(request)?;
     bytes.push(b'\n');
-    write.write_all(&bytes).await?;
+    // A refused client is answered at once and the connection closed: the
+    // answer says why, so a failed write is not the error to report.
+    let sent = write.write_all(&bytes).await;
     let mut answer = String::new();
     BufReader::new(read).read_line(&mut answer).await?;
     if answer.is_empty() {
+        sent.context("sending the request")?;
         bail!("the supervisor closed the connection without answering");
     }
     serde_json::from_str(&answer)

@@ -194,3 +194,159 @@ fn built_binary(name: &str) -> PathBuf {
     );
     candidate
 }
+
+/// A `supervisor run` on a config of the test's, with its own socket.
+pub struct RunningDaemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    child: Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl RunningDaemon {
+    /// Writes `watches` (TOML `[[watch]]` tables) under a `[daemon]` table
+    /// of its own, starts the daemon and waits until it serves its socket.
+    pub fn start(watches: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("supervisor.sock");
+        let config = dir.path().join("supervisor.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[daemon]\nsocket = {:?}\nlog_level = \"info\"\n\n{watches}",
+                socket
+            ),
+        )
+        .expect("writing config");
+        let mut child = Command::new(supervisor_bin())
+            .args(["run", "-c"])
+            .arg(&config)
+            .env_remove("SUPERVISOR_SOCKET")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning supervisor run");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.starts_with("supervisor running") {
+                    let _ = ready_tx.send(());
+                }
+                eprintln!("[daemon] {line}");
+                sink.lock().expect("log").push(line);
+            }
+        });
+        if ready_rx.recv_timeout(WAIT).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the daemon did not come up within {WAIT:?}: {:?}",
+                log.lock().unwrap()
+            );
+        }
+        Self {
+            dir,
+            socket,
+            config,
+            child,
+            log,
+        }
+    }
+
+    /// Runs `supervisor --socket <ours> ARGS`.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(supervisor_bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("running supervisor")
+    }
+
+    /// `status --json` of one watch.
+    pub fn status(&self, name: &str) -> serde_json::Value {
+        let out = self.cli(&["status", "--json", name]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let all: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!(
+                "status --json {name}: {e}: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        all[0].clone()
+    }
+
+    /// Polls `status` (bounded) until `done` holds; returns that status.
+    pub fn wait_status(
+        &self,
+        name: &str,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let status = self.status(name);
+            if done(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: {what} did not happen within {WAIT:?}; last status {status}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().expect("log").clone()
+    }
+
+    /// Waits for the daemon to exit on its own (after quit or terminate).
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not exit within {WAIT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for RunningDaemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.cli(&["terminate"]);
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Every process whose process group is `pgid`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = s.rsplit_once(')')?.1.to_owned();
+                    let fields: Vec<&str> = rest.split_whitespace().collect();
+                    // state ppid pgrp: pgrp is the third after the comm.
+                    Some(fields.get(2)?.parse::<u32>().ok()? == pgid && fields[0] != "Z")
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}

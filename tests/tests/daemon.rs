@@ -1,0 +1,352 @@
+//! The daemon end to end: the real binary on real config files, real
+//! processes, real signals.
+use std::{
+    io::{Read as _, Write as _},
+    os::unix::net::UnixStream,
+    time::Instant,
+};
+
+use serde_json::Value;
+use supervisor_tests::{group_members, RunningDaemon};
+
+fn pid_of(status: &Value) -> u32 {
+    status["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no pid in {status}")) as u32
+}
+
+fn kill(pid: u32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("kill");
+}
+
+#[test]
+fn keepalive_restarts_a_killed_loop() {
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "looper"
+start = "/bin/sh -c 'while :; do sleep 1; done'"
+"#,
+    );
+    let first = d.wait_status("looper", "up", |s| s["state"] == "up");
+    let old = pid_of(&first);
+    kill(old, nix::sys::signal::Signal::SIGKILL);
+    let second = d.wait_status("looper", "a new process", |s| {
+        s["state"] == "up" && s["pid"] != first["pid"]
+    });
+    assert_eq!(second["restarts"], 1, "{second}");
+    assert_eq!(
+        second["last_exit"]["status"]["text"], "killed by SIGKILL",
+        "{second}"
+    );
+    assert_eq!(second["last_exit"]["pid"], old, "{second}");
+    assert!(
+        group_members(old).is_empty(),
+        "the old group's `sleep` was left behind"
+    );
+    let log = d.log().join("\n");
+    assert!(
+        log.contains(&format!(
+            "looper moved 'up' to 'start': process {old} exited: killed by SIGKILL"
+        )),
+        "{log}"
+    );
+    let table = String::from_utf8_lossy(&d.cli(&["status"]).stdout).to_string();
+    assert!(
+        table.contains("looper") && table.contains("killed by SIGKILL"),
+        "{table}"
+    );
+}
+
+#[test]
+fn stop_escalates_and_leaves_no_descendant() {
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "stubborn"
+# Ignores SIGTERM, and so do the children it starts.
+start = "/bin/sh -c 'trap \"\" TERM; sleep 1000 & sleep 1000 & while :; do sleep 1; done'"
+stop_timeout = "300ms"
+"#,
+    );
+    let up = d.wait_status("stubborn", "up with its children", |s| {
+        s["state"] == "up"
+            && s["pid"]
+                .as_u64()
+                .is_some_and(|p| group_members(p as u32).len() >= 3)
+    });
+    let pid = pid_of(&up);
+    let t0 = Instant::now();
+    let out = d.cli(&["stop", "stubborn"]);
+    let took = t0.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `stop` answers when the stop is done, and no sooner than the timeout.
+    assert!(took.as_millis() >= 300, "stop returned after {took:?}");
+    let after = d.status("stubborn");
+    assert_eq!(after["state"], "unmonitored", "{after}");
+    assert_eq!(
+        after["last_exit"]["status"]["text"], "killed by SIGKILL",
+        "{after}"
+    );
+    assert_eq!(
+        group_members(pid),
+        Vec::<u32>::new(),
+        "processes left in group {pid}"
+    );
+    let code = d.cli(&["status", "stubborn"]).status.code();
+    assert_eq!(code, Some(1), "status of an unmonitored watch exits 1");
+}
+
+#[test]
+fn instant_exits_are_restarted_then_backed_off() {
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "crasher"
+start = ["/bin/sh", "-c", "exit 3"]
+flapping = { starts = 3, within = "60s", max_backoff = "30s" }
+"#,
+    );
+    let s = d.wait_status("crasher", "flapping backoff", |s| {
+        s["backoff_secs"].is_number()
+    });
+    assert_eq!(s["state"], "start", "{s}");
+    assert!(s["restarts"].as_u64().unwrap() >= 3, "{s}");
+    assert_eq!(s["last_exit"]["status"]["text"], "exited 3", "{s}");
+    assert!(d.log().iter().any(|l| l.contains("crasher is flapping")));
+    // A stop cuts the backoff short.
+    let out = d.cli(&["stop", "crasher"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(d.status("crasher")["state"], "unmonitored");
+}
+
+#[test]
+fn commands_target_groups_and_answer_when_done() {
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "a"
+group = "g"
+start = "/bin/sleep 1000"
+
+[[watch]]
+name = "b"
+group = "g"
+start = "/bin/sleep 1000"
+autostart = false
+"#,
+    );
+    d.wait_status("a", "up", |s| s["state"] == "up");
+    assert_eq!(d.status("b")["state"], "unmonitored");
+    let out = d.cli(&["start", "g"]);
+    assert!(out.status.success());
+    // `start` answered: both are up now, without waiting.
+    assert_eq!(d.status("b")["state"], "up");
+    let a_pid = d.status("a")["pid"].clone();
+    assert!(d.cli(&["restart", "a"]).status.success());
+    let a = d.status("a");
+    assert_eq!(a["state"], "up");
+    assert_ne!(a["pid"], a_pid, "restart started a new process");
+    assert_eq!(a["restarts"], 1);
+    assert_eq!(
+        d.cli(&["status"]).status.code(),
+        Some(0),
+        "all up: status exits 0"
+    );
+    let out = d.cli(&["stop", "nope"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no watch or group named 'nope'"));
+}
+
+#[test]
+fn quit_leaves_processes_running_terminate_stops_them() {
+    let mut d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "s"
+start = "/bin/sleep 1000"
+"#,
+    );
+    let pid = pid_of(&d.wait_status("s", "up", |s| s["state"] == "up"));
+    assert!(d.cli(&["quit"]).status.success());
+    assert!(d.wait_exit().success());
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "quit must leave the process running"
+    );
+    kill(pid, nix::sys::signal::Signal::SIGKILL);
+
+    let mut d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "s"
+start = "/bin/sleep 1000"
+"#,
+    );
+    let pid = pid_of(&d.wait_status("s", "up", |s| s["state"] == "up"));
+    assert!(d.cli(&["terminate"]).status.success());
+    assert!(d.wait_exit().success());
+    assert!(group_members(pid).is_empty(), "terminate stops everything");
+}
+
+#[test]
+fn bad_control_requests_get_errors_and_change_nothing() {
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "s"
+start = "/bin/sleep 1000"
+"#,
+    );
+    let pid = d.wait_status("s", "up", |s| s["state"] == "up")["pid"].clone();
+    let ask = |bytes: &[u8]| {
+        let mut stream = UnixStream::connect(&d.socket).expect("connect");
+        stream.write_all(bytes).expect("write");
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    };
+    assert!(ask(b"this is not json\n").contains("bad request"));
+    assert!(ask(b"{\"cmd\":\"format-disk\"}\n").contains("bad request"));
+    assert!(
+        ask(b"{\"cmd\":\"command\",\"command\":\"stop\",\"target\":\"s\",\"extra\":1}\n")
+            .contains("bad request")
+    );
+    let mut huge = vec![b'x'; 100 * 1024];
+    huge.push(b'\n');
+    assert!(ask(&huge).contains("longer than"));
+    let after = d.status("s");
+    assert_eq!(after["state"], "up");
+    assert_eq!(after["pid"], pid, "nothing was touched");
+}
+
+#[test]
+fn other_users_are_refused() {
+    if !supervisor_tests::require_root("switching to user nobody") {
+        return;
+    }
+    use std::os::unix::{fs::PermissionsExt as _, process::CommandExt as _};
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "s"
+start = "/bin/sleep 1000"
+"#,
+    );
+    // Let nobody reach the socket file, so the daemon's own check decides.
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let bin = d.dir.path().join("supervisor-copy");
+    std::fs::copy(supervisor_tests::supervisor_bin(), &bin).unwrap();
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.arg("--socket").arg(&d.socket).args(["stop", "s"]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setgroups(&[nix::unistd::Gid::from_raw(65534)])?;
+            nix::unistd::setgid(nix::unistd::Gid::from_raw(65534))?;
+            nix::unistd::setuid(nix::unistd::Uid::from_raw(65534))?;
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("permission denied: uid 65534"), "{stderr}");
+    assert_eq!(d.status("s")["state"], "up", "the refused stop did nothing");
+}
+
+#[test]
+fn socket_is_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let d = RunningDaemon::start("");
+    let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn bad_configs_are_rejected_with_file_line_and_key() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nbogus = 1\n",
+            ":4:1: watch[0].bogus: unknown field `bogus`",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nautostart = \"yes\"\n",
+            ":4:13: watch[0].autostart: invalid type: string \"yes\", expected a boolean",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nstop_timeout = \"10x\"\n",
+            ":4:16: watch[0].stop_timeout: 'x' in '10x' is not a time unit (use ms, s, m or h)",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nstop_signal = \"TERMINATE\"\n",
+            ":4:15: watch[0].stop_signal: unknown signal 'TERMINATE'",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nuid = \"no-such-user\"\n",
+            ":4:7: watch[0].uid: no such user: 'no-such-user'",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\n[[watch]]\nname = \"a\"\nstart = \"y\"\n",
+            ":5: watch[1].name: duplicate watch name 'a'",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\n",
+            ":1:1: watch[0]: missing field `start`",
+        ),
+        (
+            "[[watch]\nname = \"a\"\n",
+            ":1:9: unclosed array table, expected `]`",
+        ),
+        (
+            "[daemon]\nbackend = \"magic\"\n",
+            ":2:11: daemon.backend: unknown backend 'magic'",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = []\n",
+            ":3: watch[0].start: is empty: name the program to run",
+        ),
+        (
+            "[[watch]]\nname = \"a b\"\nstart = \"x\"\n",
+            ":2: watch[0].name: 'a b' is not a usable name",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x 'y\"\n",
+            ":3: watch[0].start: cannot split 'x 'y' into words",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\numask = \"999\"\n",
+            ":4:9: watch[0].umask: '999' is not an octal umask",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nflapping = { starts = 0 }\n",
+            ":4: watch[0].flapping.starts: must be at least 1",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    for (text, expected) in cases {
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(supervisor_tests::supervisor_bin())
+            .args(["run", "--check-config", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "accepted:\n{text}");
+        let expected = format!("{}{expected}", path.display());
+        assert!(
+            stderr.contains(&expected),
+            "for:\n{text}\nexpected {expected:?}\ngot {stderr:?}"
+        );
+    }
+}
