@@ -30,8 +30,9 @@ use crate::{
     config::Config,
     control::{self, Incoming, Request, Response},
     exit::{ExitEvent, ExitStatus},
-    process::Pid,
+    process::{self, Pid, ProcessId, StartTime},
     spawn,
+    state::{SavedWatch, StateFile},
     watch::{Action, Command, State, Watch},
 };
 
@@ -81,6 +82,9 @@ pub struct Daemon {
     next_request: u64,
     terminating: Option<u64>,
     quitting: bool,
+    state_file: StateFile,
+    /// What the state file holds now, to write only on change.
+    saved: BTreeMap<String, SavedWatch>,
     tx: mpsc::UnboundedSender<Internal>,
     rx: mpsc::UnboundedReceiver<Internal>,
 }
@@ -102,6 +106,7 @@ pub async fn run(config: Config) -> Result<()> {
     let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Incoming>();
     let in_flight = control::serve(&config.daemon.socket, control_tx)?;
     let (tx, rx) = mpsc::unbounded_channel();
+    let state_file = StateFile::new(&config.daemon.state_dir);
     let mut daemon = Daemon {
         watches: config
             .watches
@@ -118,18 +123,12 @@ pub async fn run(config: Config) -> Result<()> {
         next_request: 0,
         terminating: None,
         quitting: false,
+        state_file,
+        saved: Default::default(),
         tx,
         rx,
     };
-    let autostart: Vec<String> = daemon
-        .watches
-        .values()
-        .filter(|w| w.config.autostart)
-        .map(|w| w.name().to_owned())
-        .collect();
-    for name in autostart {
-        daemon.command(&name, Command::Start);
-    }
+    daemon.resume();
     let mut sigchld = signal(SignalKind::child())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -153,6 +152,7 @@ pub async fn run(config: Config) -> Result<()> {
             _ = sigint.recv() => daemon.terminate(None),
             _ = sighup.recv() => log::warn!("SIGHUP: reloading the config is not supported yet; ignored"),
         }
+        daemon.save_state();
         if daemon.quitting || daemon.terminated() {
             break;
         }
@@ -163,6 +163,100 @@ pub async fn run(config: Config) -> Result<()> {
 }
 
 impl Daemon {
+    /// Picks up where the last daemon left off: re-adopts each watch's
+    /// process that still runs (same pid, same start time), keeps counts,
+    /// and starts the rest as the config and the operator's last word say.
+    fn resume(&mut self) {
+        let saved = self.state_file.load().watches;
+        let names: Vec<String> = self.watches.keys().cloned().collect();
+        for name in names {
+            let watch = self.watches.get_mut(&name).expect("listed");
+            let Some(entry) = saved.get(&name) else {
+                if watch.config.autostart {
+                    self.command(&name, Command::Start);
+                }
+                continue;
+            };
+            watch.restore(entry);
+            let previous =
+                entry
+                    .pid
+                    .and_then(Pid::new)
+                    .zip(entry.start_ticks)
+                    .map(|(pid, ticks)| ProcessId {
+                        pid,
+                        start: StartTime::from_ticks(ticks),
+                    });
+            match previous {
+                Some(id) if process::is_alive(id, &Default::default()) => self.adopt(&name, id),
+                Some(id) if entry.monitored => {
+                    log::warn!(
+                        "{name}: process {} died while no supervisor watched it; starting it again",
+                        id.pid
+                    );
+                    watch.died_unwatched(id.pid);
+                    self.command(&name, Command::Start);
+                }
+                _ if entry.monitored && watch.config.autostart => {
+                    self.command(&name, Command::Start)
+                }
+                _ => {}
+            }
+        }
+        for (name, entry) in &saved {
+            if !self.watches.contains_key(name) {
+                if let Some(pid) = entry.pid {
+                    log::warn!("state file names watch '{name}' (pid {pid}), which the config no longer has; leaving it alone");
+                }
+            }
+        }
+    }
+
+    fn adopt(&mut self, name: &str, id: ProcessId) {
+        let pidfd = match process::pidfd_open(id.pid) {
+            Ok(fd) => fd,
+            Err(e) => {
+                log::error!(
+                    "{name}: cannot open a pidfd for {}: {e}; starting afresh",
+                    id.pid
+                );
+                self.command(name, Command::Start);
+                return;
+            }
+        };
+        // The pidfd pins the process: check it is still the one we mean.
+        if !process::is_alive(id, &Default::default()) {
+            self.command(name, Command::Start);
+            return;
+        }
+        self.by_pid.insert(id.pid, name.to_owned());
+        self.pidfds.insert(id.pid, pidfd);
+        if let Some(watch) = self.watches.get_mut(name) {
+            watch.adopt(id);
+        }
+        if let Err(e) = self.backend.watch(id) {
+            log::error!("{name}: cannot watch re-adopted process {}: {e:#}", id.pid);
+        }
+    }
+
+    fn save_state(&mut self) {
+        let now: BTreeMap<String, SavedWatch> = self
+            .watches
+            .iter()
+            .map(|(n, w)| (n.clone(), w.snapshot()))
+            .collect();
+        if now == self.saved {
+            return;
+        }
+        match self.state_file.save(now.clone()) {
+            Ok(()) => self.saved = now,
+            Err(e) => log::error!(
+                "cannot write state file {}: {e}",
+                self.state_file.path().display()
+            ),
+        }
+    }
+
     fn on_exit(&mut self, event: ExitEvent) {
         let Some(name) = self.by_pid.get(&event.pid).cloned() else {
             return;
@@ -209,7 +303,8 @@ impl Daemon {
         ) {
             Ok(WaitStatus::StillAlive) => None,
             Ok(status) => Some(Some(ExitStatus::from_nix(status))),
-            // Reaped already, status unknown to us.
+            // Not our child (re-adopted): gone once its pidfd is readable.
+            Err(Errno::ECHILD) => pidfd_readable(fd).then_some(None),
             Err(_) => Some(None),
         }
     }
@@ -551,6 +646,12 @@ impl Daemon {
         self.terminating
             .is_some_and(|id| !self.replies.contains_key(&id))
     }
+}
+
+fn pidfd_readable(fd: &OwnedFd) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(fd), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
 fn group_alive(pgid: Pid) -> bool {

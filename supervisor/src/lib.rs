@@ -14,5 +14,6 @@ pub mod daemon;
 pub mod exit;
 pub mod process;
 pub mod spawn;
+pub mod state;
 pub mod trace;
 pub mod watch;

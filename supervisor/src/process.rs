@@ -200,3 +200,13 @@ pub fn pidfd_open(pid: Pid) -> io::Result<std::os::fd::OwnedFd> {
     // SAFETY: the kernel just gave us this fd, owned by no one else.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
+
+/// Wall-clock time at which a process with this start time started.
+pub fn started_at(start: StartTime) -> Option<std::time::SystemTime> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let btime: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())?;
+    let since_boot = std::time::Duration::from_nanos(start.ticks().checked_mul(ns_per_tick())?);
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(btime) + since_boot)
+}

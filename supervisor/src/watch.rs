@@ -8,13 +8,18 @@
 use std::{
     collections::VecDeque,
     fmt,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use nix::sys::signal::Signal;
 use serde::Serialize;
 
-use crate::{config::WatchConfig, exit::ExitStatus, process::ProcessId};
+use crate::{
+    config::WatchConfig,
+    exit::ExitStatus,
+    process::ProcessId,
+    state::{SavedExit, SavedWatch},
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -105,6 +110,57 @@ impl Watch {
             starts: VecDeque::new(),
             backoff: None,
             queue: VecDeque::new(),
+        }
+    }
+
+    /// Takes back what a previous daemon recorded: counts, last exit, and
+    /// whether an operator had stopped it.
+    pub fn restore(&mut self, saved: &SavedWatch) {
+        self.restarts = saved.restarts;
+        self.last_exit = saved.last_exit.as_ref().and_then(|e| {
+            Some(LastExit {
+                status: e.status(),
+                at: UNIX_EPOCH + Duration::try_from_secs_f64(e.at).ok()?,
+                pid: crate::process::Pid::new(e.pid)?,
+            })
+        });
+    }
+
+    /// Runs `process`, which a previous daemon started and which still runs.
+    pub fn adopt(&mut self, process: ProcessId) {
+        self.process = Some(process);
+        self.started_at = crate::process::started_at(process.start);
+        self.moved(
+            State::Up,
+            &format!("re-adopted running process {}", process.pid),
+        );
+    }
+
+    /// A previous daemon's process died while no daemon was watching.
+    pub fn died_unwatched(&mut self, pid: crate::process::Pid) {
+        self.last_exit = Some(LastExit {
+            status: ExitStatus::Unknown,
+            at: SystemTime::now(),
+            pid,
+        });
+        self.restarts += 1;
+    }
+
+    pub fn snapshot(&self) -> SavedWatch {
+        SavedWatch {
+            pid: self.process.map(|p| p.pid.get()),
+            start_ticks: self.process.map(|p| p.start.ticks()),
+            restarts: self.restarts,
+            monitored: self.state != State::Unmonitored,
+            last_exit: self.last_exit.as_ref().map(|e| {
+                SavedExit::from_status(
+                    e.pid.get(),
+                    e.status,
+                    e.at.duration_since(UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_secs_f64(),
+                )
+            }),
         }
     }
 

@@ -214,14 +214,41 @@ impl RunningDaemon {
         std::fs::write(
             &config,
             format!(
-                "[daemon]\nsocket = {:?}\nlog_level = \"info\"\n\n{watches}",
-                socket
+                "[daemon]\nsocket = {socket:?}\nstate_dir = {:?}\nlog_level = \"info\"\n\n{watches}",
+                dir.path()
             ),
         )
         .expect("writing config");
+        let (child, log) = Self::launch(&config);
+        Self {
+            dir,
+            socket,
+            config,
+            child,
+            log,
+        }
+    }
+
+    /// SIGKILLs the daemon (its processes live on) and starts a new one on
+    /// the same config and state.
+    pub fn kill9_and_restart(&mut self) {
+        self.kill9_and_restart_with(|| ());
+    }
+
+    /// Like `kill9_and_restart`, doing `meanwhile` while no daemon runs.
+    pub fn kill9_and_restart_with(&mut self, meanwhile: impl FnOnce()) {
+        self.child.kill().expect("SIGKILL the daemon");
+        self.child.wait().expect("reap the daemon");
+        meanwhile();
+        let (child, log) = Self::launch(&self.config);
+        self.child = child;
+        self.log = log;
+    }
+
+    fn launch(config: &std::path::Path) -> (Child, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
         let mut child = Command::new(supervisor_bin())
             .args(["run", "-c"])
-            .arg(&config)
+            .arg(config)
             .env_remove("SUPERVISOR_SOCKET")
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
@@ -248,13 +275,7 @@ impl RunningDaemon {
                 log.lock().unwrap()
             );
         }
-        Self {
-            dir,
-            socket,
-            config,
-            child,
-            log,
-        }
+        (child, log)
     }
 
     /// Runs `supervisor --socket <ours> ARGS`.

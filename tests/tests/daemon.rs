@@ -350,3 +350,98 @@ fn bad_configs_are_rejected_with_file_line_and_key() {
         );
     }
 }
+
+/// Processes whose command line is exactly `needle` (as /proc shows it).
+fn processes_running(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").trim() == needle)
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn a_restarted_daemon_readopts_instead_of_duplicating() {
+    let marker = format!("readopt-{}", std::process::id());
+    let script = format!("while :; do sleep 1; done # {marker}");
+    let mut d = RunningDaemon::start(&format!(
+        r#"
+[[watch]]
+name = "looper"
+start = ["/bin/sh", "-c", "{script}"]
+"#
+    ));
+    let cmdline = format!("/bin/sh -c {script}");
+    let first = pid_of(&d.wait_status("looper", "up", |s| s["state"] == "up"));
+    kill(first, nix::sys::signal::Signal::SIGKILL);
+    let second = pid_of(&d.wait_status("looper", "restarted", |s| {
+        s["state"] == "up" && s["pid"].as_u64() != Some(first as u64)
+    }));
+
+    d.kill9_and_restart();
+    let s = d.wait_status("looper", "re-adopted", |s| s["state"] == "up");
+    assert_eq!(pid_of(&s), second, "the running process is re-adopted: {s}");
+    assert_eq!(s["restarts"], 1, "restart count kept: {s}");
+    assert_eq!(s["last_exit"]["status"]["text"], "killed by SIGKILL", "{s}");
+    assert_eq!(
+        processes_running(&cmdline),
+        vec![second],
+        "no duplicate started"
+    );
+    assert!(d
+        .log()
+        .iter()
+        .any(|l| l.contains(&format!("re-adopted running process {second}"))));
+
+    // Not the new daemon's child, still kept alive, status still decoded.
+    kill(second, nix::sys::signal::Signal::SIGKILL);
+    let s = d.wait_status("looper", "restarted by the new daemon", |s| {
+        s["state"] == "up" && s["pid"].as_u64() != Some(second as u64)
+    });
+    assert_eq!(s["restarts"], 2, "{s}");
+    assert_eq!(s["last_exit"]["pid"], second);
+    let third = pid_of(&s);
+    assert_eq!(processes_running(&cmdline), vec![third]);
+
+    // Dies while no daemon runs: started again, counted.
+    d.kill9_and_restart_with(|| kill(third, nix::sys::signal::Signal::SIGKILL));
+    let s = d.wait_status("looper", "started after dying unwatched", |s| {
+        s["state"] == "up" && s["pid"].as_u64() != Some(third as u64)
+    });
+    assert_eq!(s["restarts"], 3, "{s}");
+    assert_eq!(
+        s["last_exit"]["status"]["text"], "exit status unknown",
+        "{s}"
+    );
+    assert_eq!(processes_running(&cmdline).len(), 1);
+}
+
+#[test]
+fn a_corrupt_state_file_is_set_aside() {
+    let mut d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "s"
+start = "/bin/sleep 1000"
+"#,
+    );
+    let first = pid_of(&d.wait_status("s", "up", |s| s["state"] == "up"));
+    let state = d.dir.path().join("state.json");
+    d.kill9_and_restart_with(|| {
+        std::fs::write(&state, b"{\"version\": 1, \"watches\": {\"s\": {\"pid\": ").unwrap();
+        kill(first, nix::sys::signal::Signal::SIGKILL);
+    });
+    let s = d.wait_status("s", "up", |s| s["state"] == "up");
+    assert_ne!(pid_of(&s), first);
+    assert!(d.dir.path().join("state.json.corrupt").exists());
+    assert!(
+        d.log().iter().any(|l| l.contains("is corrupt")),
+        "{:?}",
+        d.log()
+    );
+}

@@ -27,7 +27,8 @@ enum Task {
     Setup,
     /// Build everything in release mode.
     Build,
-    /// Build and run the supervisor (default arguments: `check`).
+    /// Build, prove the exit backend (`supervisor check`), then run the
+    /// daemon on examples/simple.toml; with arguments, `supervisor ARGS`.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -58,15 +59,16 @@ fn main() -> Result<()> {
         Task::Run { args } => {
             setup::run()?;
             cargo(&["build", "--release", "-p", "supervisor"])?;
-            let args = if args.is_empty() {
-                vec!["check".to_owned()]
-            } else {
-                args
-            };
             if !nix_is_root() {
                 eprintln!("xtask: not root: the eBPF and netlink backends will refuse to load");
             }
-            run(Command::new(root.join("target/release/supervisor")).args(&args))
+            let supervisor = root.join("target/release/supervisor");
+            if !args.is_empty() {
+                return run(Command::new(&supervisor).args(&args));
+            }
+            run(Command::new(&supervisor).arg("check"))?;
+            eprintln!("xtask: starting the daemon on examples/simple.toml (Ctrl-C stops it and its watches)");
+            run(Command::new(&supervisor).args(["run", "-c", "examples/simple.toml"]))
         }
         Task::Test { args } => {
             setup::run()?;

@@ -1,0 +1,142 @@
+//! The state file: which process each watch runs (pid + start time), its
+//! restart count and last exit, so a daemon started again after a crash or
+//! `quit` re-adopts what still runs instead of starting duplicates.
+//!
+//! Written whole to a temporary file and renamed over the old one, so a
+//! reader (or a daemon killed mid-write) never sees half a file. A file
+//! that does not parse is set aside and reported, never fatal.
+use std::{
+    collections::BTreeMap,
+    io,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::exit::ExitStatus;
+
+const VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Saved {
+    pub version: u32,
+    pub watches: BTreeMap<String, SavedWatch>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SavedWatch {
+    /// The process the watch ran, if any.
+    pub pid: Option<u32>,
+    pub start_ticks: Option<u64>,
+    pub restarts: u32,
+    /// False once an operator stopped or unmonitored it: it stays so.
+    pub monitored: bool,
+    pub last_exit: Option<SavedExit>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SavedExit {
+    pub pid: u32,
+    pub code: Option<u8>,
+    pub signal: Option<i32>,
+    pub core_dumped: bool,
+    /// Seconds since the epoch.
+    pub at: f64,
+}
+
+impl SavedExit {
+    pub fn status(&self) -> ExitStatus {
+        match (self.code, self.signal) {
+            (Some(code), _) => ExitStatus::Exited(code),
+            (None, Some(signal)) => ExitStatus::Killed {
+                signal,
+                core_dumped: self.core_dumped,
+            },
+            (None, None) => ExitStatus::Unknown,
+        }
+    }
+
+    pub fn from_status(pid: u32, status: ExitStatus, at: f64) -> Self {
+        let (code, signal, core_dumped) = match status {
+            ExitStatus::Exited(code) => (Some(code), None, false),
+            ExitStatus::Killed {
+                signal,
+                core_dumped,
+            } => (None, Some(signal), core_dumped),
+            ExitStatus::Unknown => (None, None, false),
+        };
+        Self {
+            pid,
+            code,
+            signal,
+            core_dumped,
+            at,
+        }
+    }
+}
+
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            path: dir.join("state.json"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the last daemon left; empty when there is nothing or it is
+    /// unreadable (then it is renamed to `state.json.corrupt` and logged).
+    pub fn load(&self) -> Saved {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Saved::default(),
+            Err(e) => {
+                log::error!(
+                    "cannot read state file {}: {e}; starting without it",
+                    self.path.display()
+                );
+                return Saved::default();
+            }
+        };
+        match serde_json::from_str::<Saved>(&text) {
+            Ok(saved) if saved.version == VERSION => saved,
+            Ok(saved) => {
+                log::error!(
+                    "state file {} has version {}, expected {VERSION}; starting without it",
+                    self.path.display(),
+                    saved.version
+                );
+                Saved::default()
+            }
+            Err(e) => {
+                let aside = self.path.with_extension("json.corrupt");
+                let _ = std::fs::rename(&self.path, &aside);
+                log::error!(
+                    "state file {} is corrupt ({e}); moved it to {} and starting without it",
+                    self.path.display(),
+                    aside.display()
+                );
+                Saved::default()
+            }
+        }
+    }
+
+    pub fn save(&self, watches: BTreeMap<String, SavedWatch>) -> io::Result<()> {
+        let saved = Saved {
+            version: VERSION,
+            watches,
+        };
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&saved)?)?;
+        std::fs::rename(&tmp, &self.path)
+    }
+}
