@@ -92,6 +92,12 @@ pub struct WatchConfig {
     pub stderr: Option<PathBuf>,
     pub stop_signal: Signal,
     pub stop_timeout: Duration,
+    /// For programs that daemonize themselves: the file they write their
+    /// pid to. The supervisor follows that process, not the one it ran.
+    pub pid_file: Option<PathBuf>,
+    /// How long a start may take: for a `pid_file` watch, until the file
+    /// names a live process of ours.
+    pub start_grace: Duration,
     pub autostart: bool,
     pub keepalive: bool,
     pub flapping: Flapping,
@@ -166,6 +172,8 @@ struct RawWatch {
     stderr: Option<PathBuf>,
     stop_signal: Option<SignalName>,
     stop_timeout: Option<HumanDuration>,
+    pid_file: Option<PathBuf>,
+    start_grace: Option<HumanDuration>,
     #[serde(default = "yes")]
     autostart: bool,
     #[serde(default = "yes")]
@@ -562,6 +570,8 @@ fn watch_config(raw: RawWatch) -> Result<WatchConfig, (&'static str, String)> {
         stderr: raw.stderr,
         stop_signal: raw.stop_signal.map_or(Signal::SIGTERM, |s| s.0),
         stop_timeout: raw.stop_timeout.map_or(Duration::from_secs(10), |d| d.0),
+        pid_file: raw.pid_file,
+        start_grace: raw.start_grace.map_or(Duration::from_secs(5), |d| d.0),
         autostart: raw.autostart,
         keepalive: raw.keepalive,
         flapping,

@@ -30,6 +30,7 @@ use crate::{
     config::Config,
     control::{self, Incoming, Request, Response},
     exit::{ExitEvent, ExitStatus},
+    pid_file,
     process::{self, Pid, ProcessId, StartTime},
     spawn,
     state::{SavedWatch, StateFile},
@@ -48,6 +49,13 @@ enum Internal {
     GroupEmpty { name: String, status: ExitStatus },
     /// A start held back by the crash-loop backoff is due.
     SpawnDue { name: String },
+    /// What the pid file of a self-daemonizing watch said, for launch `launch`.
+    PidFile {
+        name: String,
+        launch: u64,
+        launcher: Pid,
+        result: Result<ProcessId, String>,
+    },
 }
 
 /// What a control request waits for before it is answered.
@@ -83,6 +91,8 @@ pub struct Daemon {
     terminating: Option<u64>,
     quitting: bool,
     state_file: StateFile,
+    /// The launch whose pid file each self-daemonizing watch waits for.
+    launches: HashMap<String, u64>,
     /// What the state file holds now, to write only on change.
     saved: BTreeMap<String, SavedWatch>,
     tx: mpsc::UnboundedSender<Internal>,
@@ -124,6 +134,7 @@ pub async fn run(config: Config) -> Result<()> {
         terminating: None,
         quitting: false,
         state_file,
+        launches: HashMap::new(),
         saved: Default::default(),
         tx,
         rx,
@@ -239,6 +250,98 @@ impl Daemon {
         }
     }
 
+    /// Starts a program that daemonizes itself and follows the process its
+    /// pid file names (ours through the subreaper: it is reparented to us).
+    fn launch_daemonizing(&mut self, name: &str) {
+        let Some(watch) = self.watches.get_mut(name) else {
+            return;
+        };
+        let path = watch
+            .config
+            .pid_file
+            .clone()
+            .expect("checked by the caller");
+        let launched = pid_file::clear(&path).and_then(|()| spawn::spawn(&watch.config));
+        let launcher = match launched {
+            Ok(spawned) => spawned.id.pid,
+            Err(e) => {
+                let actions = watch.spawn_failed(&format!("{e:#}"));
+                self.act(name, actions);
+                return;
+            }
+        };
+        let launch = self.next_request;
+        self.next_request += 1;
+        self.launches.insert(name.to_owned(), launch);
+        let limit = watch.config.start_grace;
+        let tx = self.tx.clone();
+        let name = name.to_owned();
+        let ours = Pid::new(std::process::id()).expect("own pid");
+        tokio::spawn(async move {
+            let result = pid_file::wait_for(&path, ours, launcher, limit)
+                .await
+                .map_err(|e| format!("{e:#}"));
+            let _ = tx.send(Internal::PidFile {
+                name,
+                launch,
+                launcher,
+                result,
+            });
+        });
+    }
+
+    fn pid_file_said(
+        &mut self,
+        name: &str,
+        launch: u64,
+        launcher: Pid,
+        result: Result<ProcessId, String>,
+    ) {
+        if self.launches.get(name) != Some(&launch) {
+            return;
+        }
+        self.launches.remove(name);
+        let Some(watch) = self.watches.get_mut(name) else {
+            return;
+        };
+        let starting = watch.state() == State::Start && watch.process.is_none();
+        let actions = match result {
+            Ok(id) if !starting => {
+                // Stopped while it was starting: it must not run unwatched.
+                log::warn!(
+                    "{name}: stopped while starting; stopping process {} too",
+                    id.pid
+                );
+                signal_group(id.pid, watch.config.stop_signal);
+                Vec::new()
+            }
+            Ok(id) => match process::pidfd_open(id.pid) {
+                Ok(pidfd) => {
+                    self.by_pid.insert(id.pid, name.to_owned());
+                    self.pidfds.insert(id.pid, pidfd);
+                    let more = watch.spawned(id);
+                    if let Err(e) = self.backend.watch(id) {
+                        log::error!("{name}: cannot watch process {}: {e:#}", id.pid);
+                    }
+                    more
+                }
+                Err(e) => watch.spawn_failed(&format!("pidfd_open({}): {e}", id.pid)),
+            },
+            Err(e) => {
+                // Whatever the launch left running would run unwatched.
+                if group_alive(launcher) {
+                    signal_group(launcher, Signal::SIGKILL);
+                }
+                if starting {
+                    watch.spawn_failed(&e)
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        self.act(name, actions);
+    }
+
     fn save_state(&mut self) {
         let now: BTreeMap<String, SavedWatch> = self
             .watches
@@ -347,7 +450,7 @@ impl Daemon {
             while group_alive(pid) {
                 if !killed && Instant::now() >= deadline {
                     log::info!("{name}: killing what is left of process group {pid}");
-                    let _ = killpg(pid.as_nix(), Signal::SIGKILL);
+                    signal_group(pid, Signal::SIGKILL);
                     killed = true;
                 }
                 tick.tick().await;
@@ -370,10 +473,16 @@ impl Daemon {
                 });
                 if stopping && self.by_pid.contains_key(&pid) {
                     log::warn!("{name}: process {pid} outlived its stop timeout; sending SIGKILL to its group");
-                    let _ = killpg(pid.as_nix(), Signal::SIGKILL);
+                    signal_group(pid, Signal::SIGKILL);
                 }
             }
             Internal::GroupEmpty { name, status, .. } => self.finish_exit(&name, status),
+            Internal::PidFile {
+                name,
+                launch,
+                launcher,
+                result,
+            } => self.pid_file_said(&name, launch, launcher, result),
             Internal::SpawnDue { name } => {
                 if let Some(watch) = self.watches.get_mut(&name) {
                     let actions = watch.backoff_over();
@@ -420,6 +529,10 @@ impl Daemon {
                 return;
             };
             let more = match action {
+                Action::Spawn if watch.config.pid_file.is_some() => {
+                    self.launch_daemonizing(name);
+                    Vec::new()
+                }
                 Action::Spawn => match spawn::spawn(&watch.config) {
                     Ok(spawned) => {
                         let id = spawned.id;
@@ -446,7 +559,7 @@ impl Daemon {
                 }
                 Action::Stop { signal, timeout } => {
                     if let Some(process) = watch.process {
-                        let _ = killpg(process.pid.as_nix(), signal);
+                        signal_group(process.pid, signal);
                         let tx = self.tx.clone();
                         let name = name.to_owned();
                         tokio::spawn(async move {
@@ -645,6 +758,14 @@ impl Daemon {
     fn terminated(&self) -> bool {
         self.terminating
             .is_some_and(|id| !self.replies.contains_key(&id))
+    }
+}
+
+/// Signals a watch's process group; a process that is no group leader
+/// (a daemon that did not call setsid) is signalled alone.
+fn signal_group(pid: Pid, signal: Signal) {
+    if let Err(Errno::ESRCH) = killpg(pid.as_nix(), signal) {
+        let _ = nix::sys::signal::kill(pid.as_nix(), signal);
     }
 }
 

@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod exit;
+pub mod pid_file;
 pub mod process;
 pub mod spawn;
 pub mod state;

@@ -208,13 +208,25 @@ impl RunningDaemon {
     /// Writes `watches` (TOML `[[watch]]` tables) under a `[daemon]` table
     /// of its own, starts the daemon and waits until it serves its socket.
     pub fn start(watches: &str) -> Self {
+        Self::start_with("", watches)
+    }
+
+    /// Like `start`, with more `[daemon]` keys. In `watches`, `{dir}` is
+    /// the daemon's temporary folder and `{helper}` the exit-helper.
+    pub fn start_with(daemon: &str, watches: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("supervisor.sock");
         let config = dir.path().join("supervisor.toml");
+        let watches = watches
+            .replace("{dir}", &dir.path().display().to_string())
+            .replace(
+                "{helper}",
+                &built_binary("exit-helper").display().to_string(),
+            );
         std::fs::write(
             &config,
             format!(
-                "[daemon]\nsocket = {socket:?}\nstate_dir = {:?}\nlog_level = \"info\"\n\n{watches}",
+                "[daemon]\nsocket = {socket:?}\nstate_dir = {:?}\nlog_level = \"info\"\n{daemon}\n\n{watches}",
                 dir.path()
             ),
         )
@@ -320,6 +332,11 @@ impl RunningDaemon {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The daemon's own pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn log(&self) -> Vec<String> {

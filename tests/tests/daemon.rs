@@ -445,3 +445,91 @@ start = "/bin/sleep 1000"
         d.log()
     );
 }
+
+fn pid_file_daemon_is_followed_and_restarted(backend: &str) {
+    let d = RunningDaemon::start_with(
+        &format!("backend = \"{backend}\""),
+        r#"
+[[watch]]
+name = "forker"
+start = ["{helper}", "daemonize", "{dir}/forker.pid"]
+pid_file = "{dir}/forker.pid"
+"#,
+    );
+    let pid_file = d.dir.path().join("forker.pid");
+    let read_pid = || {
+        std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+    };
+    let s = d.wait_status("forker", "up", |s| s["state"] == "up");
+    let first = pid_of(&s);
+    assert_eq!(
+        first,
+        read_pid(),
+        "follows the pid in the file, not the launcher"
+    );
+    let stat = supervisor::process::stat(supervisor::process::Pid::new(first).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stat.ppid.map(|p| p.get()),
+        Some(d.pid()),
+        "reparented to the subreaper"
+    );
+
+    kill(first, nix::sys::signal::Signal::SIGKILL);
+    let s = d.wait_status("forker", "restarted", |s| {
+        s["state"] == "up" && s["pid"].as_u64() != Some(first as u64)
+    });
+    assert_eq!(pid_of(&s), read_pid());
+    assert_eq!(s["restarts"], 1, "{s}");
+    assert_eq!(s["last_exit"]["status"]["text"], "killed by SIGKILL", "{s}");
+    assert_eq!(s["last_exit"]["pid"], first);
+}
+
+#[test]
+fn pid_file_daemon_with_ebpf() {
+    pid_file_daemon_is_followed_and_restarted("ebpf");
+}
+
+#[test]
+fn pid_file_daemon_with_netlink() {
+    pid_file_daemon_is_followed_and_restarted("netlink");
+}
+
+#[test]
+fn lying_pid_files_are_refused() {
+    let me = std::process::id().to_string();
+    for (text, expected) in [
+        ("1", "names pid 1"),
+        ("garbage", "holds \"garbage\""),
+        (me.as_str(), "not a process this watch started"),
+        ("4000000", "names pid 4000000"),
+    ] {
+        let d = RunningDaemon::start(&format!(
+            r#"
+[[watch]]
+name = "liar"
+start = ["{{helper}}", "write-pid-file", "{{dir}}/liar.pid", "{text}"]
+pid_file = "{{dir}}/liar.pid"
+start_grace = "300ms"
+keepalive = false
+autostart = false
+"#
+        ));
+        let out = d.cli(&["start", "liar"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "a pid file saying {text:?} was accepted"
+        );
+        assert!(stderr.contains(expected), "{text:?}: {stderr}");
+        let s = d.status("liar");
+        assert_eq!(s["state"], "unmonitored", "{s}");
+        assert!(s["pid"].is_null());
+    }
+    // Nobody was signalled: the test process (named by one pid file) lives.
+}

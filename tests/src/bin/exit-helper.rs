@@ -9,6 +9,10 @@
 //!   thread-exit            a thread starts and ends before `ready`; then block
 //!   leader-first CODE      the main thread exits at once; another thread
 //!                          exits the group with CODE on the line
+//!   daemonize PIDFILE      double-fork, leave the session, write the
+//!                          grandchild's pid to PIDFILE and wait there
+//!   write-pid-file PIDFILE TEXT
+//!                          write TEXT to PIDFILE and wait (a liar)
 //!   churn SECONDS          fork and reap children as fast as it can for
 //!                          SECONDS, then print how many (for benchmarks)
 use std::io::{BufRead as _, Write as _};
@@ -89,6 +93,28 @@ fn main() {
             // goes, the process lives on in the other thread.
             unsafe { libc::syscall(libc::SYS_exit, 0) };
             unreachable!("SYS_exit returned")
+        }
+        Some("daemonize") => {
+            let path = args.get(1).expect("daemonize PIDFILE").clone();
+            // SAFETY: single-threaded here; the classic double fork.
+            unsafe {
+                if libc::fork() != 0 {
+                    libc::_exit(0);
+                }
+                libc::setsid();
+                if libc::fork() != 0 {
+                    libc::_exit(0);
+                }
+            }
+            let tmp = format!("{path}.tmp");
+            std::fs::write(&tmp, format!("{}\n", std::process::id())).expect("pid file");
+            std::fs::rename(&tmp, &path).expect("pid file");
+            block()
+        }
+        Some("write-pid-file") => {
+            let path = args.get(1).expect("PIDFILE");
+            std::fs::write(path, args.get(2).expect("TEXT")).expect("pid file");
+            block()
         }
         Some("churn") => {
             let until =
