@@ -41,6 +41,23 @@ pub enum Command {
     Monitor(TargetArgs),
     /// Stop supervising a watch, leaving its process running.
     Unmonitor(TargetArgs),
+    /// Send a signal to a watch's (or group's) processes.
+    Signal {
+        /// A watch or group name.
+        target: String,
+        /// TERM, SIGHUP, USR1, 9, ...
+        signal: String,
+    },
+    /// Stop a watch and forget it.
+    Remove { name: String },
+    /// Load a config file or directory in place of the running one: new
+    /// watches start, changed ones restart, unchanged ones are untouched.
+    Load {
+        path: std::path::PathBuf,
+        /// What happens to watches the new config no longer has.
+        #[arg(long, value_enum, default_value = "leave")]
+        missing: crate::control::Missing,
+    },
     /// Make the daemon exit, leaving every process running.
     Quit,
     /// Stop every watch, then make the daemon exit.

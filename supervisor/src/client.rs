@@ -1,12 +1,16 @@
 //! The CLI verbs that talk to a running daemon over its control socket.
-use std::{path::Path, process::ExitCode, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
 
 use anyhow::{bail, Result};
 use serde_json::Value;
 
 use crate::{
     cli::{StatusArgs, TargetArgs},
-    control::{self, Request},
+    control::{self, Missing, Request},
     watch::Command,
 };
 
@@ -31,6 +35,21 @@ pub async fn simple(socket: &Path, request: Request) -> Result<ExitCode> {
         None => Ok(ExitCode::SUCCESS),
         Some(e) => bail!("{e}"),
     }
+}
+
+/// Checks the file here first (a bad one is reported with its location and
+/// never sent), then has the daemon load it.
+pub async fn load(socket: &Path, path: PathBuf, missing: Missing) -> Result<ExitCode> {
+    crate::config::load(&path)?;
+    let path = std::fs::canonicalize(&path)?;
+    let response = control::request(socket, &Request::Load { path, missing }).await?;
+    if let Some(e) = response.error {
+        bail!("{e}");
+    }
+    if let Some(summary) = response.summary {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn status(socket: &Path, args: StatusArgs) -> Result<ExitCode> {

@@ -33,8 +33,36 @@ pub enum Request {
         command: Command,
         target: Option<String>,
     },
+    /// Sends a signal (by name or number) to the process group of each
+    /// running target.
+    Signal {
+        target: String,
+        signal: String,
+    },
+    /// Stops a watch and forgets it.
+    Remove {
+        name: String,
+    },
+    /// Loads a config file or directory in place of the running one.
+    Load {
+        path: PathBuf,
+        missing: Missing,
+    },
     Quit,
     Terminate,
+}
+
+/// What `load` does with running watches the new config no longer has.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Missing {
+    /// Keep them as they are: running and watched.
+    #[default]
+    Leave,
+    /// Stop them; they stay listed, unmonitored.
+    Stop,
+    /// Stop them and forget them.
+    Remove,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -44,6 +72,9 @@ pub struct Response {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub watches: Vec<serde_json::Value>,
+    /// What a `load` changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<serde_json::Value>,
 }
 
 impl Response {
@@ -52,6 +83,7 @@ impl Response {
             ok: true,
             error: None,
             watches,
+            summary: None,
         }
     }
 
@@ -60,6 +92,7 @@ impl Response {
             ok: false,
             error: Some(message.into()),
             watches: Vec::new(),
+            summary: None,
         }
     }
 }

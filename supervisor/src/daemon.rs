@@ -28,7 +28,7 @@ use tokio::{
 use crate::{
     backend::{Backend, Options},
     config::Config,
-    control::{self, Incoming, Request, Response},
+    control::{self, Incoming, Missing, Request, Response},
     exit::{ExitEvent, ExitStatus},
     pid_file,
     process::{self, Pid, ProcessId, StartTime},
@@ -91,6 +91,8 @@ pub struct Daemon {
     terminating: Option<u64>,
     quitting: bool,
     state_file: StateFile,
+    /// Watches to forget once stopped.
+    removing: std::collections::HashSet<String>,
     /// The launch whose pid file each self-daemonizing watch waits for.
     launches: HashMap<String, u64>,
     /// What the state file holds now, to write only on change.
@@ -135,6 +137,7 @@ pub async fn run(config: Config) -> Result<()> {
         quitting: false,
         state_file,
         launches: HashMap::new(),
+        removing: Default::default(),
         saved: Default::default(),
         tx,
         rx,
@@ -161,7 +164,13 @@ pub async fn run(config: Config) -> Result<()> {
             _ = sigchld.recv() => daemon.reap(),
             _ = sigterm.recv() => daemon.terminate(None),
             _ = sigint.recv() => daemon.terminate(None),
-            _ = sighup.recv() => log::warn!("SIGHUP: reloading the config is not supported yet; ignored"),
+            _ = sighup.recv() => {
+                let source = daemon.config.source.clone();
+                match daemon.load(&source, Missing::default()) {
+                    Ok(summary) => log::info!("SIGHUP: reloaded {}: {summary}", source.display()),
+                    Err(e) => log::error!("SIGHUP: {e}; nothing changed"),
+                }
+            }
         }
         daemon.save_state();
         if daemon.quitting || daemon.terminated() {
@@ -340,6 +349,73 @@ impl Daemon {
             }
         };
         self.act(name, actions);
+    }
+
+    /// Replaces the config: new watches are added (and started if they
+    /// autostart), changed ones take their new config and restart if they
+    /// ran, unchanged ones are not touched, missing ones go by `missing`.
+    /// A file that does not load changes nothing.
+    fn load(
+        &mut self,
+        path: &std::path::Path,
+        missing: Missing,
+    ) -> Result<serde_json::Value, crate::config::ConfigError> {
+        let new = crate::config::load(path)?;
+        if new.daemon != self.config.daemon {
+            log::warn!(
+                "{}: [daemon] changes take effect only when the daemon starts again",
+                path.display()
+            );
+        }
+        let (mut added, mut changed, mut unchanged, mut gone) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for config in &new.watches {
+            match self.watches.get_mut(&config.name) {
+                None => {
+                    self.watches
+                        .insert(config.name.clone(), Watch::new(config.clone()));
+                    if config.autostart {
+                        self.command(&config.name, Command::Start);
+                    }
+                    added.push(config.name.clone());
+                }
+                Some(watch) if watch.config == *config => unchanged.push(config.name.clone()),
+                Some(watch) => {
+                    watch.config = config.clone();
+                    if watch.process.is_some() {
+                        self.command(&config.name, Command::Restart);
+                    }
+                    changed.push(config.name.clone());
+                }
+            }
+        }
+        let missing_names: Vec<String> = self
+            .watches
+            .keys()
+            .filter(|n| !new.watches.iter().any(|w| &w.name == *n))
+            .cloned()
+            .collect();
+        for name in missing_names {
+            match missing {
+                Missing::Leave => {}
+                Missing::Stop => self.command(&name, Command::Stop),
+                Missing::Remove => {
+                    self.removing.insert(name.clone());
+                    self.command(&name, Command::Stop);
+                    self.settle_waiters(&name);
+                }
+            }
+            gone.push(name);
+        }
+        let daemon = self.config.daemon.clone();
+        self.config = Config { daemon, ..new };
+        Ok(serde_json::json!({
+            "added": added,
+            "changed": changed,
+            "unchanged": unchanged,
+            "missing": gone,
+            "missing_action": missing,
+        }))
     }
 
     fn save_state(&mut self) {
@@ -596,6 +672,14 @@ impl Daemon {
         let Some(watch) = self.watches.get(name) else {
             return;
         };
+        if watch.state() == State::Unmonitored && self.removing.remove(name) {
+            log::info!("{name} removed");
+            self.watches.remove(name);
+            for waiter in self.waiters.remove(name).unwrap_or_default() {
+                self.answer_part(waiter.request, None);
+            }
+            return;
+        }
         let state = watch.state();
         let failure = match state {
             State::Start => watch
@@ -701,6 +785,51 @@ impl Daemon {
                     self.command(name, command);
                     self.settle_waiters(name);
                 }
+            }
+            Request::Signal { target, signal } => {
+                let response = match (
+                    self.targets(Some(&target)),
+                    crate::config::parse_signal(&signal),
+                ) {
+                    (Err(e), _) | (_, Err(e)) => Response::error(e),
+                    (Ok(names), Ok(signal)) => {
+                        let mut running = 0;
+                        for process in names.iter().filter_map(|n| self.watches.get(n)?.process) {
+                            signal_group(process.pid, signal);
+                            running += 1;
+                        }
+                        if running == 0 {
+                            Response::error(format!("'{target}' has no running process"))
+                        } else {
+                            Response::ok(Vec::new())
+                        }
+                    }
+                };
+                let _ = reply.send(response);
+            }
+            Request::Remove { name } => {
+                if !self.watches.contains_key(&name) {
+                    let _ = reply.send(Response::error(format!("no watch named '{name}'")));
+                    return;
+                }
+                let id = self.new_request(1, reply);
+                self.removing.insert(name.clone());
+                self.waiters.entry(name.clone()).or_default().push(Waiter {
+                    goal: Goal::Unmonitored,
+                    request: id,
+                });
+                self.command(&name, Command::Stop);
+                self.settle_waiters(&name);
+            }
+            Request::Load { path, missing } => {
+                let response = match self.load(&path, missing) {
+                    Ok(summary) => Response {
+                        summary: Some(summary),
+                        ..Response::ok(Vec::new())
+                    },
+                    Err(e) => Response::error(format!("{e}; nothing changed")),
+                };
+                let _ = reply.send(response);
             }
             Request::Quit => {
                 log::info!("quit requested: exiting, leaving every process running");

@@ -54,6 +54,11 @@ fn main() -> ExitCode {
             Command::Monitor(args) => client::command(&socket, Verb::Monitor, args).await,
             Command::Unmonitor(args) => client::command(&socket, Verb::Unmonitor, args).await,
             Command::Quit => client::simple(&socket, Request::Quit).await,
+            Command::Signal { target, signal } => {
+                client::simple(&socket, Request::Signal { target, signal }).await
+            }
+            Command::Remove { name } => client::simple(&socket, Request::Remove { name }).await,
+            Command::Load { path, missing } => client::load(&socket, path, missing).await,
             Command::Terminate => client::simple(&socket, Request::Terminate).await,
             Command::Check(args) => supervisor::check::run(args).await,
             Command::Trace(args) => supervisor::trace::run(args).await,

@@ -200,6 +200,8 @@ pub struct RunningDaemon {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub config: PathBuf,
+    /// The `[daemon]` table every config of this daemon starts with.
+    header: String,
     child: Child,
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -217,28 +219,39 @@ impl RunningDaemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("supervisor.sock");
         let config = dir.path().join("supervisor.toml");
-        let watches = watches
-            .replace("{dir}", &dir.path().display().to_string())
-            .replace(
-                "{helper}",
-                &built_binary("exit-helper").display().to_string(),
-            );
-        std::fs::write(
-            &config,
-            format!(
-                "[daemon]\nsocket = {socket:?}\nstate_dir = {:?}\nlog_level = \"info\"\n{daemon}\n\n{watches}",
-                dir.path()
-            ),
-        )
-        .expect("writing config");
+        let header = format!(
+            "[daemon]\nsocket = {socket:?}\nstate_dir = {:?}\nlog_level = \"info\"\n{daemon}\n\n",
+            dir.path()
+        );
+        std::fs::write(&config, Self::expand(&header, dir.path(), watches))
+            .expect("writing config");
         let (child, log) = Self::launch(&config);
         Self {
             dir,
             socket,
             config,
+            header,
             child,
             log,
         }
+    }
+
+    fn expand(header: &str, dir: &std::path::Path, watches: &str) -> String {
+        let watches = watches
+            .replace("{dir}", &dir.display().to_string())
+            .replace(
+                "{helper}",
+                &built_binary("exit-helper").display().to_string(),
+            );
+        format!("{header}{watches}")
+    }
+
+    /// Writes another config with the same `[daemon]` table; returns its path.
+    pub fn write_config(&self, file: &str, watches: &str) -> PathBuf {
+        let path = self.dir.path().join(file);
+        std::fs::write(&path, Self::expand(&self.header, self.dir.path(), watches))
+            .expect("writing config");
+        path
     }
 
     /// SIGKILLs the daemon (its processes live on) and starts a new one on

@@ -533,3 +533,127 @@ autostart = false
     }
     // Nobody was signalled: the test process (named by one pid file) lives.
 }
+
+fn cmdline(pid: u32) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+        .replace('\0', " ")
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn hot_reload_adds_changes_removes_and_refuses_bad_files() {
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "a"
+start = "/bin/sleep 1001"
+[[watch]]
+name = "b"
+start = "/bin/sleep 1002"
+[[watch]]
+name = "c"
+start = "/bin/sleep 1003"
+"#,
+    );
+    let up = |n: &str| pid_of(&d.wait_status(n, "up", |s| s["state"] == "up"));
+    let (a, b, c) = (up("a"), up("b"), up("c"));
+
+    let bad = d.write_config(
+        "bad.toml",
+        "[[watch]]\nname = \"a\"\nstart = \"/bin/sleep 1\"\nstop_signal = \"NOPE\"\n",
+    );
+    let out = d.cli(&["load", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml:") && stderr.contains("stop_signal"),
+        "{stderr}"
+    );
+    assert_eq!(
+        (up("a"), up("b"), up("c")),
+        (a, b, c),
+        "a bad file changes nothing"
+    );
+
+    let new = d.write_config(
+        "new.toml",
+        r#"
+[[watch]]
+name = "a"
+start = "/bin/sleep 1001"
+[[watch]]
+name = "b"
+start = "/bin/sleep 2002"
+[[watch]]
+name = "d"
+start = "/bin/sleep 1004"
+"#,
+    );
+    let out = d.cli(&["load", new.to_str().unwrap(), "--missing", "remove"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["added"], serde_json::json!(["d"]));
+    assert_eq!(summary["changed"], serde_json::json!(["b"]));
+    assert_eq!(summary["unchanged"], serde_json::json!(["a"]));
+    assert_eq!(summary["missing"], serde_json::json!(["c"]));
+
+    assert_eq!(up("a"), a, "an unchanged watch keeps running untouched");
+    let b2 = pid_of(&d.wait_status("b", "restarted with its new command", |s| {
+        s["state"] == "up" && s["pid"].as_u64() != Some(b as u64)
+    }));
+    assert_eq!(cmdline(b2), "/bin/sleep 2002");
+    let d_pid = up("d");
+    let out = d.cli(&["status", "c"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no watch or group named 'c'"));
+    assert!(
+        group_members(c).is_empty(),
+        "the removed watch's process was stopped"
+    );
+
+    // `signal` reaches the process; keepalive brings it back.
+    assert!(d.cli(&["signal", "d", "USR1"]).status.success());
+    let s = d.wait_status("d", "restarted after SIGUSR1", |s| {
+        s["restarts"] == 1 && s["state"] == "up"
+    });
+    assert_eq!(s["last_exit"]["status"]["text"], "killed by SIGUSR1");
+    let out = d.cli(&["signal", "d", "SIGWHAT"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown signal 'SIGWHAT'"));
+
+    // `remove` stops and forgets.
+    let d_pid2 = up("d");
+    assert_ne!(d_pid2, d_pid);
+    assert!(d.cli(&["remove", "d"]).status.success());
+    assert!(group_members(d_pid2).is_empty());
+    assert!(!d.cli(&["status", "d"]).status.success());
+}
+
+#[test]
+fn sighup_reloads_the_same_file() {
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "a"
+start = "/bin/sleep 1001"
+"#,
+    );
+    let a = pid_of(&d.wait_status("a", "up", |s| s["state"] == "up"));
+    d.write_config(
+        "supervisor.toml",
+        r#"
+[[watch]]
+name = "a"
+start = "/bin/sleep 1001"
+[[watch]]
+name = "e"
+start = "/bin/sleep 1005"
+"#,
+    );
+    kill(d.pid(), nix::sys::signal::Signal::SIGHUP);
+    d.wait_status("e", "started by the reload", |s| s["state"] == "up");
+    assert_eq!(pid_of(&d.status("a")), a);
+}
