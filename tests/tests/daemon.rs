@@ -657,3 +657,22 @@ start = "/bin/sleep 1005"
     d.wait_status("e", "started by the reload", |s| s["state"] == "up");
     assert_eq!(pid_of(&d.status("a")), a);
 }
+
+#[test]
+fn the_example_configs_are_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    for example in ["examples/simple.toml", "examples/app.toml"] {
+        let out = std::process::Command::new(supervisor_tests::supervisor_bin())
+            .args(["run", "--check-config", "-c"])
+            .arg(root.join(example))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{example}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
