@@ -115,6 +115,11 @@ pub async fn run(config: Config) -> Result<()> {
         None => Backend::open_auto(&options)?.0,
     };
     log::info!("watching exits with {}", backend.kind());
+    // Loading the eBPF program parses the kernel's BTF (megabytes, freed
+    // since): give that memory back so the daemon, and every fork of it,
+    // stays small.
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe { libc::malloc_trim(0) };
     let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Incoming>();
     let in_flight = control::serve(&config.daemon.socket, control_tx)?;
     let (tx, rx) = mpsc::unbounded_channel();

@@ -44,32 +44,75 @@ pub async fn wait_for(
         .map_err(|e| e.into_parts().1)
         .context("registering inotify with tokio")?;
     let mut last_problem = String::from("the file was never written");
+    let mut dead_before: Option<Pid> = None;
     loop {
+        // A file that is there but not acceptable yet (a parent chain in
+        // the middle of the double fork) is looked at again soon, without
+        // waiting for the file to change.
+        let mut recheck = remaining_time(deadline);
         match check(path, ancestor, launcher) {
             Ok(Some(id)) => return Ok(id),
             Ok(None) => {}
-            Err(problem) => last_problem = format!("{problem:#}"),
+            // Named twice in a row, a dead pid is no half-written file: the
+            // program died right after it started.
+            Err(Refused::Dead(pid)) if dead_before == Some(pid) => {
+                bail!(
+                    "process {pid}, named by {}, exited while it started",
+                    path.display()
+                )
+            }
+            Err(Refused::Dead(pid)) => {
+                dead_before = Some(pid);
+                last_problem = format!("{} names pid {pid}, which does not run", path.display());
+                recheck = recheck.min(RECHECK);
+            }
+            Err(Refused::Other(problem)) => {
+                last_problem = format!("{problem:#}");
+                recheck = recheck.min(RECHECK);
+            }
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
+        if remaining_time(deadline).is_zero() {
             bail!(
                 "{} did not name a process of ours within {limit:?}: {last_problem}",
                 path.display()
             );
         }
-        if let Ok(Ok(mut guard)) = tokio::time::timeout(remaining, events.readable()).await {
+        if let Ok(Ok(mut guard)) = tokio::time::timeout(recheck, events.readable()).await {
             let _ = inotify.read_events();
             guard.clear_ready();
         }
     }
 }
 
+const RECHECK: Duration = Duration::from_millis(2);
+
+fn remaining_time(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+/// Why a pid file is not accepted (yet).
+enum Refused {
+    /// It names a pid no process has.
+    Dead(Pid),
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Refused {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Other(e)
+    }
+}
+
 /// `Ok(None)`: not there yet; `Err`: there, but not acceptable (yet).
-fn check(path: &Path, ancestor: Pid, launcher: Pid) -> Result<Option<ProcessId>> {
+fn check(path: &Path, ancestor: Pid, launcher: Pid) -> Result<Option<ProcessId>, Refused> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context(format!("reading {}", path.display()))
+                .into())
+        }
     };
     let trimmed = text.trim();
     if trimmed.is_empty() {
@@ -79,15 +122,23 @@ fn check(path: &Path, ancestor: Pid, launcher: Pid) -> Result<Option<ProcessId>>
         .parse()
         .map_err(|e: String| anyhow::anyhow!("{} holds {trimmed:?}: {e}", path.display()))?;
     if pid.get() == 1 {
-        bail!("{} names pid 1", path.display());
+        return Err(anyhow::anyhow!("{} names pid 1", path.display()).into());
     }
-    let id =
-        process::identify(pid).with_context(|| format!("{} names pid {pid}", path.display()))?;
+    let id = match process::stat(pid) {
+        Ok(Some(stat)) if !stat.has_exited() => stat.id,
+        Ok(_) => return Err(Refused::Dead(pid)),
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context(format!("{} names pid {pid}", path.display()))
+                .into())
+        }
+    };
     if !descends_from(pid, &[ancestor, launcher]) {
-        bail!(
+        return Err(anyhow::anyhow!(
             "{} names pid {pid}, which is not a process this watch started",
             path.display()
-        );
+        )
+        .into());
     }
     Ok(Some(id))
 }

@@ -10,6 +10,9 @@ pub struct BenchArgs {
     /// Kills per backend for the latency table.
     #[arg(long, default_value_t = 1000)]
     kills: usize,
+    /// Restarts per row of the restart table.
+    #[arg(long, default_value_t = 500)]
+    restarts: usize,
     /// Seconds of unrelated churn per backend.
     #[arg(long, default_value_t = 5)]
     churn_secs: u64,
@@ -32,7 +35,17 @@ pub fn run(root: &Path, args: BenchArgs) -> Result<()> {
     if !out.status.success() {
         bail!("bench-backends failed: {}", out.status);
     }
-    let tables = String::from_utf8(out.stdout)?;
+    let mut tables = String::from_utf8(out.stdout)?;
+    let restart = Command::new(root.join("target/release/bench-restart"))
+        .arg(args.restarts.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running bench-restart")?;
+    if !restart.status.success() {
+        bail!("bench-restart failed: {}", restart.status);
+    }
+    tables.push('\n');
+    tables.push_str(&String::from_utf8(restart.stdout)?);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()

@@ -13,6 +13,8 @@
 //!                          grandchild's pid to PIDFILE and wait there
 //!   write-pid-file PIDFILE TEXT
 //!                          write TEXT to PIDFILE and wait (a liar)
+//!   stamp FIFO             first thing: write "PID MONOTONIC_NS" to FIFO,
+//!                          then wait to be killed (restart benchmarks)
 //!   churn SECONDS          fork and reap children as fast as it can for
 //!                          SECONDS, then print how many (for benchmarks)
 use std::io::{BufRead as _, Write as _};
@@ -40,7 +42,18 @@ fn arg(args: &[String], i: usize) -> i32 {
         .unwrap_or_else(|| panic!("argument {i} missing or not a number: {args:?}"))
 }
 
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 fn main() {
+    let started = monotonic_ns();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("block") => {
@@ -114,6 +127,37 @@ fn main() {
         Some("write-pid-file") => {
             let path = args.get(1).expect("PIDFILE");
             std::fs::write(path, args.get(2).expect("TEXT")).expect("pid file");
+            block()
+        }
+        Some("daemonize-stamp") => {
+            let (path, fifo) = (args.get(1).expect("PIDFILE"), args.get(2).expect("FIFO"));
+            // SAFETY: single-threaded here; the classic double fork.
+            unsafe {
+                if libc::fork() != 0 {
+                    libc::_exit(0);
+                }
+                libc::setsid();
+                if libc::fork() != 0 {
+                    libc::_exit(0);
+                }
+            }
+            let tmp = format!("{path}.tmp");
+            std::fs::write(&tmp, format!("{}\n", std::process::id())).expect("pid file");
+            std::fs::rename(&tmp, path).expect("pid file");
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .open(fifo)
+                .expect("opening the FIFO");
+            writeln!(out, "{} {started}", std::process::id()).expect("writing the stamp");
+            block()
+        }
+        Some("stamp") => {
+            let fifo = args.get(1).expect("stamp FIFO");
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .open(fifo)
+                .expect("opening the FIFO");
+            writeln!(out, "{} {started}", std::process::id()).expect("writing the stamp");
             block()
         }
         Some("churn") => {

@@ -1,0 +1,346 @@
+//! Restart benchmarks for the daemon, printed as Markdown tables (`cargo
+//! xtask bench` adds them to BENCHMARKS.md):
+//! - kill -9 → the replacement's first instruction (it stamps
+//!   CLOCK_MONOTONIC at the top of main), per backend, for a child and for
+//!   a self-daemonizing pid_file program, against the floor measured in the
+//!   same run: a bare kill → waitpid → spawn loop;
+//! - 1,000 watched processes killed at once → all running again;
+//! - the daemon's RSS at 1, 100 and 1,000 watches.
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn sibling(name: &str) -> Result<PathBuf> {
+    let path = std::env::current_exe()?.with_file_name(name);
+    if !path.exists() {
+        bail!(
+            "{} not found (build the workspace's binaries first)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn kill9(pid: u32) -> Result<()> {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    Ok(())
+}
+
+/// Stamps ("PID NS") that started helpers write to a FIFO.
+struct Stamps {
+    reader: BufReader<std::fs::File>,
+}
+
+impl Stamps {
+    fn new(path: &Path) -> Result<Self> {
+        nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+        // Read-write, so the FIFO never reports end-of-file between writers.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+        Ok(Self {
+            reader: BufReader::new(file),
+        })
+    }
+
+    fn next(&mut self) -> Result<(u32, u64)> {
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let (pid, ns) = line.trim().split_once(' ').context("bad stamp")?;
+        Ok((pid.parse()?, ns.parse()?))
+    }
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// The floor: this process kills its child, reaps it and spawns the same
+/// helper again, nothing else.
+fn floor(helper: &Path, fifo: &Path, stamps: &mut Stamps, n: usize) -> Result<Vec<f64>> {
+    let spawn = || {
+        Command::new(helper)
+            .arg("stamp")
+            .arg(fifo)
+            .stdin(Stdio::null())
+            .spawn()
+    };
+    let mut child = spawn()?;
+    stamps.next()?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = monotonic_ns();
+        kill9(child.id())?;
+        child.wait()?;
+        child = spawn()?;
+        let (_, started) = stamps.next()?;
+        out.push(started.saturating_sub(t0) as f64 / 1e3);
+    }
+    kill9(child.id())?;
+    child.wait()?;
+    out.sort_by(f64::total_cmp);
+    Ok(out)
+}
+
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    supervisor: PathBuf,
+}
+
+impl Daemon {
+    fn start(
+        supervisor: &Path,
+        dir: &Path,
+        label: &str,
+        backend: &str,
+        watches: &str,
+    ) -> Result<Self> {
+        let socket = dir.join(format!("{label}.sock"));
+        let state = dir.join(format!("state-{label}"));
+        let config = dir.join(format!("{label}.toml"));
+        std::fs::write(
+            &config,
+            format!("[daemon]\nsocket = {socket:?}\nstate_dir = {state:?}\nbackend = \"{backend}\"\nlog_level = \"warn\"\n\n{watches}"),
+        )?;
+        let mut child = Command::new(supervisor)
+            .args(["run", "-c"])
+            .arg(&config)
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut err = BufReader::new(child.stderr.take().context("stderr")?);
+        let mut line = String::new();
+        let mut said = String::new();
+        loop {
+            line.clear();
+            if err.read_line(&mut line)? == 0 {
+                bail!("supervisor ({backend}) did not start: {said}");
+            }
+            said.push_str(&line);
+            if line.starts_with("supervisor running") {
+                break;
+            }
+        }
+        // Keep draining so the daemon never blocks on a full pipe.
+        std::thread::spawn(move || for _ in err.lines() {});
+        Ok(Self {
+            child,
+            socket,
+            supervisor: supervisor.to_owned(),
+        })
+    }
+
+    fn status(&self) -> Result<serde_json::Value> {
+        let out = Command::new(&self.supervisor)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["status", "--json"])
+            .output()?;
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    fn rss_kb(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("VmRSS:")?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .context("no VmRSS")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.supervisor)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("terminate")
+            .output();
+        let _ = self.child.wait();
+    }
+}
+
+/// kill -9 → replacement stamps, `n` times, through a running daemon.
+/// Each kill waits until the daemon follows the new process (a pid_file
+/// program is followed only once its pid file is read).
+fn through_daemon(daemon: &Daemon, stamps: &mut Stamps, n: usize) -> Result<Vec<f64>> {
+    let (mut pid, _) = stamps.next()?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        wait_followed(daemon, pid)?;
+        let t0 = monotonic_ns();
+        kill9(pid)?;
+        let (next, started) = stamps.next()?;
+        out.push(started.saturating_sub(t0) as f64 / 1e3);
+        pid = next;
+    }
+    out.sort_by(f64::total_cmp);
+    Ok(out)
+}
+
+fn main() -> Result<()> {
+    let n: usize = std::env::args().nth(1).map_or(Ok(500), |a| a.parse())?;
+    let supervisor = sibling("supervisor")?;
+    let helper = sibling("exit-helper")?;
+    let dir = tempfile::tempdir()?;
+    let fifo = dir.path().join("stamps");
+    let mut stamps = Stamps::new(&fifo)?;
+    let mut out = String::new();
+
+    out += &format!(
+        "## Restart latency: kill -9 → the replacement's first instruction\n\n\
+         {n} restarts per row. The replacement stamps CLOCK_MONOTONIC at the top of `main`. \
+         The floor is a bare loop in one process: kill its child, reap it, spawn the same helper.\n\n\
+         | what | p50 µs | p99 µs | max µs | p50 vs floor | p99 vs floor |\n|---|---:|---:|---:|---:|---:|\n"
+    );
+    eprintln!("bench: floor, {n} restarts");
+    let base = floor(&helper, &fifo, &mut stamps, n)?;
+    let (f50, f99) = (percentile(&base, 0.5), percentile(&base, 0.99));
+    let mut row = |what: &str, v: &[f64]| {
+        let (p50, p99) = (percentile(v, 0.5), percentile(v, 0.99));
+        out += &format!(
+            "| {what} | {p50:.0} | {p99:.0} | {:.0} | {:.2}× | {:.2}× |\n",
+            v[v.len() - 1],
+            p50 / f50,
+            p99 / f99
+        );
+    };
+    row("floor (kill → waitpid → spawn)", &base);
+    for backend in ["ebpf", "netlink", "pidfd"] {
+        for daemonized in [false, true] {
+            let what = if daemonized {
+                "pid_file daemon"
+            } else {
+                "child"
+            };
+            eprintln!("bench: supervisor ({backend}), {what}, {n} restarts");
+            let watch = if daemonized {
+                format!(
+                    "[[watch]]\nname = \"w\"\nstart = [{helper:?}, \"daemonize-stamp\", {:?}, {fifo:?}]\npid_file = {:?}\nflapping = {{ starts = 100000 }}\n",
+                    dir.path().join("w.pid"),
+                    dir.path().join("w.pid"),
+                )
+            } else {
+                format!("[[watch]]\nname = \"w\"\nstart = [{helper:?}, \"stamp\", {fifo:?}]\nflapping = {{ starts = 100000 }}\n")
+            };
+            let label = format!("{backend}-{what}").replace([' ', '_'], "-");
+            let daemon = Daemon::start(&supervisor, dir.path(), &label, backend, &watch);
+            let daemon = match daemon {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("bench: {backend}: {e:#}");
+                    continue;
+                }
+            };
+            let v = through_daemon(&daemon, &mut stamps, n)?;
+            row(&format!("supervisor, {backend}, {what}"), &v);
+            drop(daemon);
+            // The last replacement's stamp, written as it was stopped.
+            while let Ok(Some(_)) = poll_stamp(&mut stamps) {}
+        }
+    }
+
+    out += "\n## Mass failure and memory\n\n| watches | all killed → all running again | daemon RSS |\n|---:|---:|---:|\n";
+    for count in [1usize, 100, 1000] {
+        eprintln!("bench: {count} watches");
+        let watches: String = (0..count)
+            .map(|i| format!("[[watch]]\nname = \"s{i}\"\nstart = [\"/bin/sleep\", \"100000\"]\nflapping = {{ starts = 100000 }}\n"))
+            .collect();
+        let daemon = Daemon::start(
+            &supervisor,
+            dir.path(),
+            &format!("mass{count}"),
+            "auto",
+            &watches,
+        )?;
+        let pids = wait_all_up(&daemon, count, &[])?;
+        let rss = daemon.rss_kb()?;
+        let t0 = Instant::now();
+        for &pid in &pids {
+            kill9(pid)?;
+        }
+        wait_all_up(&daemon, count, &pids)?;
+        let took = t0.elapsed();
+        out += &format!(
+            "| {count} | {:.1} ms | {:.1} MB |\n",
+            took.as_secs_f64() * 1e3,
+            rss as f64 / 1024.0
+        );
+    }
+    print!("{out}");
+    Ok(())
+}
+
+fn wait_followed(daemon: &Daemon, pid: u32) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon.status()?[0]["pid"].as_u64() != Some(pid as u64) {
+        if Instant::now() > deadline {
+            bail!("the daemon never followed pid {pid}");
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(())
+}
+
+fn poll_stamp(stamps: &mut Stamps) -> Result<Option<(u32, u64)>> {
+    use std::os::fd::AsFd as _;
+    let mut fds = [nix::poll::PollFd::new(
+        stamps.reader.get_ref().as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    if stamps.reader.buffer().is_empty()
+        && nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16))? == 0
+    {
+        return Ok(None);
+    }
+    stamps.next().map(Some)
+}
+
+/// Waits until every watch is up with a pid not in `old`; returns the pids.
+fn wait_all_up(daemon: &Daemon, count: usize, old: &[u32]) -> Result<Vec<u32>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = daemon.status()?;
+        let pids: Vec<u32> = status
+            .as_array()
+            .context("status")?
+            .iter()
+            .filter(|w| w["state"] == "up")
+            .filter_map(|w| w["pid"].as_u64().map(|p| p as u32))
+            .filter(|p| !old.contains(p))
+            .collect();
+        if pids.len() == count {
+            return Ok(pids);
+        }
+        if Instant::now() > deadline {
+            bail!("only {} of {count} watches up after 60 s", pids.len());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
