@@ -27,6 +27,7 @@ use tokio::{
 
 use crate::{
     backend::{Backend, Options},
+    cgroup::{self, Cgroups, WatchCgroup},
     config::Config,
     control::{self, Incoming, Missing, Request, Response},
     exit::{ExitEvent, ExitStatus},
@@ -91,6 +92,8 @@ pub struct Daemon {
     terminating: Option<u64>,
     quitting: bool,
     state_file: StateFile,
+    cgroups: Option<Cgroups>,
+    watch_cgroups: HashMap<String, WatchCgroup>,
     /// Watches to forget once stopped.
     removing: std::collections::HashSet<String>,
     /// The launch whose pid file each self-daemonizing watch waits for.
@@ -122,6 +125,18 @@ pub async fn run(config: Config) -> Result<()> {
     unsafe { libc::malloc_trim(0) };
     let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Incoming>();
     let in_flight = control::serve(&config.daemon.socket, control_tx)?;
+    let cgroups = match Cgroups::discover(&cgroup::instance_name(&config.daemon.socket)) {
+        Ok(cgroups) => {
+            log::info!("each watch's processes are tracked in a cgroup of their own");
+            Some(cgroups)
+        }
+        Err(e) => {
+            log::warn!(
+                "no cgroups ({e:#}): tracking each watch by its session and process group only"
+            );
+            None
+        }
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     let state_file = StateFile::new(&config.daemon.state_dir);
     let mut daemon = Daemon {
@@ -142,6 +157,8 @@ pub async fn run(config: Config) -> Result<()> {
         quitting: false,
         state_file,
         launches: HashMap::new(),
+        cgroups,
+        watch_cgroups: HashMap::new(),
         removing: Default::default(),
         saved: Default::default(),
         tx,
@@ -180,6 +197,11 @@ pub async fn run(config: Config) -> Result<()> {
         daemon.save_state();
         if daemon.quitting || daemon.terminated() {
             break;
+        }
+    }
+    if daemon.terminated() {
+        for cgroup in daemon.watch_cgroups.values() {
+            cgroup.remove();
         }
     }
     let _ = std::fs::remove_file(&daemon.config.daemon.socket);
@@ -267,6 +289,7 @@ impl Daemon {
     /// Starts a program that daemonizes itself and follows the process its
     /// pid file names (ours through the subreaper: it is reparented to us).
     fn launch_daemonizing(&mut self, name: &str) {
+        let cgroup = self.cgroup_of(name);
         let Some(watch) = self.watches.get_mut(name) else {
             return;
         };
@@ -275,7 +298,8 @@ impl Daemon {
             .pid_file
             .clone()
             .expect("checked by the caller");
-        let launched = pid_file::clear(&path).and_then(|()| spawn::spawn(&watch.config));
+        let launched =
+            pid_file::clear(&path).and_then(|()| spawn::spawn(&watch.config, cgroup.as_ref()));
         let launcher = match launched {
             Ok(spawned) => spawned.id.pid,
             Err(e) => {
@@ -423,6 +447,22 @@ impl Daemon {
         }))
     }
 
+    /// The watch's cgroup, made on first use; `None` without cgroups.
+    fn cgroup_of(&mut self, name: &str) -> Option<WatchCgroup> {
+        if let Some(cgroup) = self.watch_cgroups.get(name) {
+            return Some(cgroup.clone());
+        }
+        let cgroup = match self.cgroups.as_ref()?.watch(name) {
+            Ok(cgroup) => cgroup,
+            Err(e) => {
+                log::warn!("{name}: no cgroup ({e:#}); tracking its process group only");
+                return None;
+            }
+        };
+        self.watch_cgroups.insert(name.to_owned(), cgroup.clone());
+        Some(cgroup)
+    }
+
     fn save_state(&mut self) {
         let now: BTreeMap<String, SavedWatch> = self
             .watches
@@ -497,18 +537,20 @@ impl Daemon {
         self.by_pid.remove(&pid);
         self.pidfds.remove(&pid);
         let _ = self.backend.unwatch(pid);
+        let cgroup = self.watch_cgroups.get(&name).cloned();
         let Some(watch) = self.watches.get(&name) else {
             return;
         };
-        // What the process left in its group goes too: after a stop they
-        // had the stop signal and get the rest of the timeout; after a
-        // crash they are strays of a dead program and would hold its ports.
-        if group_alive(pid) {
+        // What the process left behind goes too, in its group or anywhere
+        // in its cgroup: after a stop they had the stop signal and get the
+        // rest of the timeout; after a crash they are strays of a dead
+        // program and would hold its ports.
+        if leftovers(pid, cgroup.as_ref()) {
             let grace = match watch.state() {
                 State::Stop | State::Restart => watch.config.stop_timeout,
                 _ => Duration::ZERO,
             };
-            self.drain_group(name, pid, status, grace);
+            self.drain(name, pid, cgroup, status, grace);
             return;
         }
         self.finish_exit(&name, status);
@@ -522,16 +564,26 @@ impl Daemon {
         self.act(name, actions);
     }
 
-    fn drain_group(&self, name: String, pid: Pid, status: ExitStatus, grace: Duration) {
+    fn drain(
+        &self,
+        name: String,
+        pid: Pid,
+        cgroup: Option<WatchCgroup>,
+        status: ExitStatus,
+        grace: Duration,
+    ) {
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let deadline = Instant::now() + grace;
             let mut killed = false;
             let mut tick = tokio::time::interval(GROUP_DRAIN_TICK);
-            while group_alive(pid) {
+            while leftovers(pid, cgroup.as_ref()) {
                 if !killed && Instant::now() >= deadline {
-                    log::info!("{name}: killing what is left of process group {pid}");
+                    log::info!("{name}: killing what process {pid} left behind");
                     signal_group(pid, Signal::SIGKILL);
+                    if let Some(cgroup) = &cgroup {
+                        cgroup.kill_all();
+                    }
                     killed = true;
                 }
                 tick.tick().await;
@@ -555,6 +607,9 @@ impl Daemon {
                 if stopping && self.by_pid.contains_key(&pid) {
                     log::warn!("{name}: process {pid} outlived its stop timeout; sending SIGKILL to its group");
                     signal_group(pid, Signal::SIGKILL);
+                    if let Some(cgroup) = self.watch_cgroups.get(&name) {
+                        cgroup.kill_all();
+                    }
                 }
             }
             Internal::GroupEmpty { name, status, .. } => self.finish_exit(&name, status),
@@ -606,6 +661,7 @@ impl Daemon {
     fn act(&mut self, name: &str, actions: Vec<Action>) {
         let mut queue: std::collections::VecDeque<Action> = actions.into();
         while let Some(action) = queue.pop_front() {
+            let cgroup = self.cgroup_of(name);
             let Some(watch) = self.watches.get_mut(name) else {
                 return;
             };
@@ -614,7 +670,7 @@ impl Daemon {
                     self.launch_daemonizing(name);
                     Vec::new()
                 }
-                Action::Spawn => match spawn::spawn(&watch.config) {
+                Action::Spawn => match spawn::spawn(&watch.config, cgroup.as_ref()) {
                     Ok(spawned) => {
                         let id = spawned.id;
                         self.by_pid.insert(id.pid, name.to_owned());
@@ -641,6 +697,10 @@ impl Daemon {
                 Action::Stop { signal, timeout } => {
                     if let Some(process) = watch.process {
                         signal_group(process.pid, signal);
+                        // Descendants that left the group get it too.
+                        if let Some(cgroup) = &cgroup {
+                            cgroup.signal_all(signal);
+                        }
                         let tx = self.tx.clone();
                         let name = name.to_owned();
                         tokio::spawn(async move {
@@ -680,6 +740,9 @@ impl Daemon {
         if watch.state() == State::Unmonitored && self.removing.remove(name) {
             log::info!("{name} removed");
             self.watches.remove(name);
+            if let Some(cgroup) = self.watch_cgroups.remove(name) {
+                cgroup.remove();
+            }
             for waiter in self.waiters.remove(name).unwrap_or_default() {
                 self.answer_part(waiter.request, None);
             }
@@ -907,6 +970,12 @@ fn pidfd_readable(fd: &OwnedFd) -> bool {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(fd), PollFlags::POLLIN)];
     matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
+/// Whether anything of a watch's process is left: in its process group
+/// (led by `pid`) or in its cgroup.
+fn leftovers(pid: Pid, cgroup: Option<&WatchCgroup>) -> bool {
+    group_alive(pid) || cgroup.is_some_and(WatchCgroup::populated)
 }
 
 fn group_alive(pgid: Pid) -> bool {

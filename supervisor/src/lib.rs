@@ -5,6 +5,7 @@
 //! (watch state machine) -> action. This crate is both the daemon/CLI
 //! binary and a library so the test suite can drive the backends directly.
 pub mod backend;
+pub mod cgroup;
 pub mod check;
 pub mod cli;
 pub mod client;

@@ -11,6 +11,7 @@ use std::{
 use anyhow::{Context as _, Result};
 
 use crate::{
+    cgroup::WatchCgroup,
     config::WatchConfig,
     process::{self, Pid, ProcessId},
 };
@@ -20,7 +21,8 @@ pub struct Spawned {
     pub pidfd: OwnedFd,
 }
 
-pub fn spawn(config: &WatchConfig) -> Result<Spawned> {
+/// Starts `config`'s program, inside `cgroup` when there is one.
+pub fn spawn(config: &WatchConfig, cgroup: Option<&WatchCgroup>) -> Result<Spawned> {
     let mut cmd = Command::new(&config.argv[0]);
     cmd.args(&config.argv[1..]).stdin(Stdio::null());
     if config.clear_env {
@@ -48,11 +50,15 @@ pub fn spawn(config: &WatchConfig) -> Result<Spawned> {
         }
     }
     let umask = config.umask;
+    let cgroup_procs = cgroup.map(|c| c.procs_path().to_owned());
     let user = config.user.clone();
     // SAFETY: between fork and exec only async-signal-safe syscalls run.
     unsafe {
         cmd.pre_exec(move || {
             nix::unistd::setsid()?;
+            if let Some(procs) = &cgroup_procs {
+                crate::cgroup::join_from_child(procs)?;
+            }
             if let Some(mask) = umask {
                 nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
             }

@@ -676,3 +676,83 @@ fn the_example_configs_are_valid() {
         );
     }
 }
+
+fn pgid_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn descendants_that_left_the_group_die_with_their_watch() {
+    let cgroup2 = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .contains(" - cgroup2 ");
+    if !cgroup2 {
+        assert!(!supervisor_tests::in_ci(), "CI machines have cgroup2");
+        eprintln!("\n!!! SKIPPED: no cgroup2 here\n");
+        return;
+    }
+    // A worker in a session of its own, as a daemonizing server leaves.
+    let marker = 3_000_000 + std::process::id() % 100_000;
+    let worker = format!("/bin/sleep {marker}");
+    let d = RunningDaemon::start(&format!(
+        r#"
+[[watch]]
+name = "master"
+start = ["/bin/sh", "-c", "setsid {worker} & while :; do sleep 1; done"]
+stop_timeout = "500ms"
+"#
+    ));
+    let wait_worker = |not: Option<u32>| {
+        let deadline = Instant::now() + supervisor_tests::WAIT;
+        loop {
+            let found: Vec<u32> = processes_running(&worker)
+                .into_iter()
+                .filter(|p| Some(*p) != not)
+                .collect();
+            if let [one] = found[..] {
+                return one;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker not (uniquely) running: {found:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    };
+    let master = pid_of(&d.wait_status("master", "up", |s| s["state"] == "up"));
+    let first_worker = wait_worker(None);
+    assert_ne!(
+        pgid_of(first_worker),
+        Some(master),
+        "the worker left the master's group"
+    );
+
+    kill(master, nix::sys::signal::Signal::SIGKILL);
+    d.wait_status("master", "restarted", |s| {
+        s["state"] == "up" && s["pid"].as_u64() != Some(master as u64)
+    });
+    let second_worker = wait_worker(Some(first_worker));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{first_worker}")).exists()
+            || std::fs::read_to_string(format!("/proc/{first_worker}/stat"))
+                .is_ok_and(|s| s.contains(") Z")),
+        "the dead master's worker was left running"
+    );
+    assert_eq!(
+        processes_running(&worker),
+        vec![second_worker],
+        "exactly one worker after the restart"
+    );
+
+    assert!(d.cli(&["stop", "master"]).status.success());
+    assert!(
+        processes_running(&worker).is_empty(),
+        "stop left the escaped worker running"
+    );
+}
