@@ -51,6 +51,11 @@ impl Cgroups {
         Ok(Self { base })
     }
 
+    /// Removes this daemon's (empty) folder, once its watches' are gone.
+    pub fn remove(&self) {
+        let _ = std::fs::remove_dir(&self.base);
+    }
+
     /// The cgroup of watch `name`, created if needed.
     pub fn watch(&self, name: &str) -> Result<WatchCgroup> {
         let dir = self.base.join(name);

@@ -203,6 +203,9 @@ pub async fn run(config: Config) -> Result<()> {
         for cgroup in daemon.watch_cgroups.values() {
             cgroup.remove();
         }
+        if let Some(cgroups) = &daemon.cgroups {
+            cgroups.remove();
+        }
     }
     let _ = std::fs::remove_file(&daemon.config.daemon.socket);
     in_flight.drain(Duration::from_secs(1)).await;

@@ -57,7 +57,7 @@ pub async fn wait_for(
             // program died right after it started.
             Err(Refused::Dead(pid)) if dead_before == Some(pid) => {
                 bail!(
-                    "process {pid}, named by {}, exited while it started",
+                    "{} names pid {pid}, which does not run (did the program die as it started?)",
                     path.display()
                 )
             }

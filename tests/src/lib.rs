@@ -379,6 +379,33 @@ impl Drop for RunningDaemon {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
+        // Cgroups a test's daemon left (after quit, or a SIGKILL) go too;
+        // rmdir only ever removes empty ones.
+        let instance = supervisor::cgroup::instance_name(&self.socket);
+        if let Ok(cgroups) = supervisor::cgroup::Cgroups::discover(&instance) {
+            for name in self.cgroup_watches() {
+                if let Ok(cgroup) = cgroups.watch(&name) {
+                    cgroup.kill_all();
+                    cgroup.remove();
+                }
+            }
+            cgroups.remove();
+        }
+    }
+}
+
+impl RunningDaemon {
+    fn cgroup_watches(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.config)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                l.trim()
+                    .strip_prefix("name = \"")?
+                    .strip_suffix('"')
+                    .map(str::to_owned)
+            })
+            .collect()
     }
 }
 
