@@ -83,6 +83,12 @@ pub struct WatchConfig {
     /// The program and its arguments; `["/bin/sh", "-c", line]` when the
     /// config asked for a shell.
     pub argv: Vec<String>,
+    /// Run to stop it, instead of sending `stop_signal` (SIGKILL still
+    /// follows after `stop_timeout`).
+    pub stop: Option<Vec<String>>,
+    /// Run to restart it in place (a reload); if the process exits, it is
+    /// started again as usual.
+    pub restart: Option<Vec<String>>,
     pub dir: Option<PathBuf>,
     pub env: BTreeMap<String, String>,
     pub clear_env: bool,
@@ -158,6 +164,8 @@ struct RawWatch {
     name: String,
     group: Option<String>,
     start: Command,
+    stop: Option<Command>,
+    restart: Option<Command>,
     #[serde(default)]
     shell: bool,
     dir: Option<PathBuf>,
@@ -496,6 +504,25 @@ fn daemon_config(raw: RawDaemon) -> DaemonConfig {
     }
 }
 
+/// The argv of a command key, `["/bin/sh", "-c", line]` with `shell`.
+fn command_argv(
+    command: Command,
+    shell: bool,
+    key: &'static str,
+) -> Result<Vec<String>, (&'static str, String)> {
+    let argv = match (command, shell) {
+        (Command::Line(line), true) => vec!["/bin/sh".into(), "-c".into(), line],
+        (Command::Argv(argv), true) => vec!["/bin/sh".into(), "-c".into(), argv.join(" ")],
+        (Command::Line(line), false) => shell_words::split(&line)
+            .map_err(|e| (key, format!("cannot split '{line}' into words: {e}")))?,
+        (Command::Argv(argv), false) => argv,
+    };
+    if argv.first().is_none_or(|p| p.is_empty()) {
+        return Err((key, "is empty: name the program to run".into()));
+    }
+    Ok(argv)
+}
+
 /// Checks that need more than one key; the error names the key to fix.
 fn watch_config(raw: RawWatch) -> Result<WatchConfig, (&'static str, String)> {
     if raw.name.is_empty()
@@ -512,16 +539,15 @@ fn watch_config(raw: RawWatch) -> Result<WatchConfig, (&'static str, String)> {
             ),
         ));
     }
-    let argv = match (raw.start, raw.shell) {
-        (Command::Line(line), true) => vec!["/bin/sh".into(), "-c".into(), line],
-        (Command::Argv(argv), true) => vec!["/bin/sh".into(), "-c".into(), argv.join(" ")],
-        (Command::Line(line), false) => shell_words::split(&line)
-            .map_err(|e| ("start", format!("cannot split '{line}' into words: {e}")))?,
-        (Command::Argv(argv), false) => argv,
-    };
-    if argv.first().is_none_or(|p| p.is_empty()) {
-        return Err(("start", "is empty: name the program to run".into()));
-    }
+    let argv = command_argv(raw.start, raw.shell, "start")?;
+    let stop = raw
+        .stop
+        .map(|c| command_argv(c, raw.shell, "stop"))
+        .transpose()?;
+    let restart = raw
+        .restart
+        .map(|c| command_argv(c, raw.shell, "restart"))
+        .transpose()?;
     let user = match (raw.uid, raw.gid) {
         (None, None) => None,
         (Some(UserSpec(user)), gid) => {
@@ -561,6 +587,8 @@ fn watch_config(raw: RawWatch) -> Result<WatchConfig, (&'static str, String)> {
         name: raw.name,
         group: raw.group,
         argv,
+        stop,
+        restart,
         dir: raw.dir,
         env: raw.env,
         clear_env: raw.clear_env,

@@ -50,6 +50,8 @@ enum Internal {
     GroupEmpty { name: String, status: ExitStatus },
     /// A start held back by the crash-loop backoff is due.
     SpawnDue { name: String },
+    /// The watch's restart command has exited.
+    RestartDone { name: String },
     /// What the pid file of a self-daemonizing watch said, for launch `launch`.
     PidFile {
         name: String,
@@ -622,6 +624,12 @@ impl Daemon {
                 launcher,
                 result,
             } => self.pid_file_said(&name, launch, launcher, result),
+            Internal::RestartDone { name } => {
+                if let Some(watch) = self.watches.get_mut(&name) {
+                    let actions = watch.restart_command_done();
+                    self.act(&name, actions);
+                }
+            }
             Internal::SpawnDue { name } => {
                 if let Some(watch) = self.watches.get_mut(&name) {
                     let actions = watch.backoff_over();
@@ -697,12 +705,30 @@ impl Daemon {
                     });
                     Vec::new()
                 }
-                Action::Stop { signal, timeout } => {
+                Action::Stop {
+                    signal,
+                    command,
+                    timeout,
+                } => {
                     if let Some(process) = watch.process {
-                        signal_group(process.pid, signal);
-                        // Descendants that left the group get it too.
-                        if let Some(cgroup) = &cgroup {
-                            cgroup.signal_all(signal);
+                        match command {
+                            Some(argv) => {
+                                if let Err(e) =
+                                    run_helper_command(&watch.config, argv, cgroup.as_ref())
+                                {
+                                    log::error!(
+                                        "{name}: stop command failed ({e:#}); sending {signal}"
+                                    );
+                                    signal_group(process.pid, signal);
+                                }
+                            }
+                            None => {
+                                signal_group(process.pid, signal);
+                                // Descendants that left the group get it too.
+                                if let Some(cgroup) = &cgroup {
+                                    cgroup.signal_all(signal);
+                                }
+                            }
                         }
                         let tx = self.tx.clone();
                         let name = name.to_owned();
@@ -715,6 +741,32 @@ impl Daemon {
                         });
                     }
                     Vec::new()
+                }
+                Action::RunRestart(argv) => {
+                    match run_helper_command(&watch.config, argv, cgroup.as_ref()) {
+                        Ok(pidfd) => {
+                            let tx = self.tx.clone();
+                            let name = name.to_owned();
+                            tokio::spawn(async move {
+                                // SAFETY: the pidfd is owned by the AsyncFd.
+                                if let Ok(afd) = unsafe {
+                                    AsyncFd::register_with_interest(pidfd, Interest::READABLE)
+                                } {
+                                    let _ = afd.readable().await;
+                                }
+                                let _ = tx.send(Internal::RestartDone { name });
+                            });
+                            Vec::new()
+                        }
+                        Err(e) => {
+                            log::error!("{name}: restart command failed ({e:#}); stopping and starting instead");
+                            vec![Action::Stop {
+                                signal: watch.config.stop_signal,
+                                command: None,
+                                timeout: watch.config.stop_timeout,
+                            }]
+                        }
+                    }
                 }
                 Action::Release => {
                     let released: Vec<Pid> = self
@@ -959,6 +1011,21 @@ impl Daemon {
         self.terminating
             .is_some_and(|id| !self.replies.contains_key(&id))
     }
+}
+
+/// Runs a watch's stop or restart command as the watch's own process would
+/// run (user, directory, environment, cgroup); returns its pidfd. The
+/// daemon's reaper collects it.
+fn run_helper_command(
+    config: &crate::config::WatchConfig,
+    argv: Vec<String>,
+    cgroup: Option<&WatchCgroup>,
+) -> Result<OwnedFd> {
+    let helper = crate::config::WatchConfig {
+        argv,
+        ..config.clone()
+    };
+    Ok(spawn::spawn(&helper, cgroup)?.pidfd)
 }
 
 /// Signals a watch's process group; a process that is no group leader

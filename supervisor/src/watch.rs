@@ -63,9 +63,15 @@ pub enum Action {
     Spawn,
     /// Start it at this instant (crash-loop backoff).
     SpawnAt(Instant),
-    /// Send this signal to the process group, and SIGKILL the group after
-    /// the timeout if it has not exited.
-    Stop { signal: Signal, timeout: Duration },
+    /// Send this signal to the process group (or run the stop command),
+    /// and SIGKILL the group after the timeout if it has not exited.
+    Stop {
+        signal: Signal,
+        command: Option<Vec<String>>,
+        timeout: Duration,
+    },
+    /// Run the restart command; `restart_command_done` follows.
+    RunRestart(Vec<String>),
     /// Stop watching the process (it keeps running).
     Release,
 }
@@ -223,7 +229,10 @@ impl Watch {
             }
             (Command::Restart, State::Up) => {
                 self.moved(State::Restart, "restart requested");
-                vec![self.stop_action()]
+                match &self.config.restart {
+                    Some(command) => vec![Action::RunRestart(command.clone())],
+                    None => vec![self.stop_action()],
+                }
             }
             (Command::Restart, State::Unmonitored) => self.apply(Command::Start),
             (Command::Stop, _) => {
@@ -248,8 +257,29 @@ impl Watch {
     fn stop_action(&self) -> Action {
         Action::Stop {
             signal: self.config.stop_signal,
+            command: self.config.stop.clone(),
             timeout: self.config.stop_timeout,
         }
+    }
+
+    /// The restart command has finished. If the process did not exit, it
+    /// restarted in place (a reload): the watch is up again.
+    pub fn restart_command_done(&mut self) -> Vec<Action> {
+        if self.state != State::Restart {
+            return Vec::new();
+        }
+        let Some(process) = self.process else {
+            return Vec::new();
+        };
+        self.restarts += 1;
+        self.moved(
+            State::Up,
+            &format!(
+                "restart command finished; process {} still runs",
+                process.pid
+            ),
+        );
+        self.run_queue()
     }
 
     /// Enters `start`, now or after the crash-loop backoff.

@@ -756,3 +756,44 @@ stop_timeout = "500ms"
         "stop left the escaped worker running"
     );
 }
+
+#[test]
+fn stop_and_restart_commands_replace_signals() {
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "svc"
+start = ["/bin/sh", "-c", "echo $$ > {dir}/svc.pid; trap 'echo reloaded >> {dir}/reloads' HUP; while :; do sleep 0.05; done"]
+stop = ["/bin/sh", "-c", "kill -USR2 $(cat {dir}/svc.pid)"]
+restart = ["/bin/sh", "-c", "kill -HUP $(cat {dir}/svc.pid)"]
+"#,
+    );
+    let pid = pid_of(&d.wait_status("svc", "up", |s| s["state"] == "up"));
+    let pid_file = d.dir.path().join("svc.pid");
+    let deadline = Instant::now() + supervisor_tests::WAIT;
+    while !std::fs::read_to_string(&pid_file).is_ok_and(|p| p.trim() == pid.to_string()) {
+        assert!(Instant::now() < deadline, "the service never wrote its pid");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+
+    // The restart command reloads in place: same process, counted.
+    assert!(d.cli(&["restart", "svc"]).status.success());
+    let s = d.status("svc");
+    assert_eq!((s["state"].as_str(), pid_of(&s)), (Some("up"), pid), "{s}");
+    assert_eq!(s["restarts"], 1);
+    let reloads = d.dir.path().join("reloads");
+    let deadline = Instant::now() + supervisor_tests::WAIT;
+    while !std::fs::read_to_string(&reloads).is_ok_and(|r| r.contains("reloaded")) {
+        assert!(
+            Instant::now() < deadline,
+            "the restart command never reached the service"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+
+    // The stop command is what stops it, not the stop signal.
+    assert!(d.cli(&["stop", "svc"]).status.success());
+    let s = d.status("svc");
+    assert_eq!(s["state"], "unmonitored");
+    assert_eq!(s["last_exit"]["status"]["text"], "killed by SIGUSR2", "{s}");
+}
