@@ -50,6 +50,16 @@ pub enum Command {
     },
     /// Stop a watch and forget it.
     Remove { name: String },
+    /// Print the end of a watch's log file(s), then follow them.
+    Log {
+        name: String,
+        /// Lines to show from the end first.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        lines: usize,
+        /// Print and exit instead of following.
+        #[arg(long)]
+        no_follow: bool,
+    },
     /// Load a config file or directory in place of the running one: new
     /// watches start, changed ones restart, unchanged ones are untouched.
     Load {

@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
 
 use crate::{
@@ -50,6 +50,93 @@ pub async fn load(socket: &Path, path: PathBuf, missing: Missing) -> Result<Exit
         println!("{}", serde_json::to_string_pretty(&summary)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Shows the end of a watch's log files and follows them as they grow
+/// (reopening a file that was rotated away).
+pub async fn log(socket: &Path, name: &str, lines: usize, follow: bool) -> Result<ExitCode> {
+    let response = control::request(
+        socket,
+        &Request::Status {
+            target: Some(name.to_owned()),
+        },
+    )
+    .await?;
+    if let Some(e) = response.error {
+        bail!("{e}");
+    }
+    let watch = response.watches.first().context("no such watch")?;
+    let mut paths: Vec<PathBuf> = ["stdout", "stderr"]
+        .iter()
+        .filter_map(|k| watch[*k].as_str().map(PathBuf::from))
+        .collect();
+    paths.dedup();
+    if paths.is_empty() {
+        bail!("{name} has no stdout or stderr log file in its config");
+    }
+    let mut followers = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        for line in &all[all.len().saturating_sub(lines)..] {
+            println!("{line}");
+        }
+        followers.push(Follower::at_end(path));
+    }
+    if !follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        for f in &mut followers {
+            f.print_new()?;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The part of a log file not yet printed.
+struct Follower {
+    path: PathBuf,
+    offset: u64,
+    inode: u64,
+}
+
+impl Follower {
+    fn at_end(path: PathBuf) -> Self {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(&path).ok();
+        Self {
+            offset: meta.as_ref().map_or(0, |m| m.len()),
+            inode: meta.map_or(0, |m| m.ino()),
+            path,
+        }
+    }
+
+    fn print_new(&mut self) -> Result<()> {
+        use std::{
+            io::{Read as _, Seek as _, Write as _},
+            os::unix::fs::MetadataExt as _,
+        };
+        let Ok(meta) = std::fs::metadata(&self.path) else {
+            return Ok(());
+        };
+        if meta.ino() != self.inode || meta.len() < self.offset {
+            // Rotated or truncated: start over on the new file.
+            self.inode = meta.ino();
+            self.offset = 0;
+        }
+        if meta.len() == self.offset {
+            return Ok(());
+        }
+        let mut file = std::fs::File::open(&self.path)?;
+        file.seek(std::io::SeekFrom::Start(self.offset))?;
+        let mut new = Vec::new();
+        file.read_to_end(&mut new)?;
+        self.offset += new.len() as u64;
+        std::io::stdout().write_all(&new)?;
+        std::io::stdout().flush()?;
+        Ok(())
+    }
 }
 
 pub async fn status(socket: &Path, args: StatusArgs) -> Result<ExitCode> {

@@ -31,6 +31,7 @@ use crate::{
     config::Config,
     control::{self, Incoming, Missing, Request, Response},
     exit::{ExitEvent, ExitStatus},
+    output::Logs,
     pid_file,
     process::{self, Pid, ProcessId, StartTime},
     spawn,
@@ -96,6 +97,7 @@ pub struct Daemon {
     state_file: StateFile,
     cgroups: Option<Cgroups>,
     watch_cgroups: HashMap<String, WatchCgroup>,
+    logs: Logs,
     /// Watches to forget once stopped.
     removing: std::collections::HashSet<String>,
     /// The launch whose pid file each self-daemonizing watch waits for.
@@ -161,6 +163,7 @@ pub async fn run(config: Config) -> Result<()> {
         launches: HashMap::new(),
         cgroups,
         watch_cgroups: HashMap::new(),
+        logs: Logs::default(),
         removing: Default::default(),
         saved: Default::default(),
         tx,
@@ -171,6 +174,7 @@ pub async fn run(config: Config) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    let mut sigusr1 = signal(SignalKind::user_defined1())?;
     eprintln!(
         "supervisor running {} watch(es) from {}, control socket {}",
         daemon.watches.len(),
@@ -188,6 +192,7 @@ pub async fn run(config: Config) -> Result<()> {
             _ = sigchld.recv() => daemon.reap(),
             _ = sigterm.recv() => daemon.terminate(None),
             _ = sigint.recv() => daemon.terminate(None),
+            _ = sigusr1.recv() => daemon.logs.reopen(),
             _ = sighup.recv() => {
                 let source = daemon.config.source.clone();
                 match daemon.load(&source, Missing::default()) {
@@ -303,8 +308,8 @@ impl Daemon {
             .pid_file
             .clone()
             .expect("checked by the caller");
-        let launched =
-            pid_file::clear(&path).and_then(|()| spawn::spawn(&watch.config, cgroup.as_ref()));
+        let launched = pid_file::clear(&path)
+            .and_then(|()| spawn::spawn(&watch.config, cgroup.as_ref(), &mut self.logs));
         let launcher = match launched {
             Ok(spawned) => spawned.id.pid,
             Err(e) => {
@@ -681,7 +686,8 @@ impl Daemon {
                     self.launch_daemonizing(name);
                     Vec::new()
                 }
-                Action::Spawn => match spawn::spawn(&watch.config, cgroup.as_ref()) {
+                Action::Spawn => match spawn::spawn(&watch.config, cgroup.as_ref(), &mut self.logs)
+                {
                     Ok(spawned) => {
                         let id = spawned.id;
                         self.by_pid.insert(id.pid, name.to_owned());
@@ -713,9 +719,12 @@ impl Daemon {
                     if let Some(process) = watch.process {
                         match command {
                             Some(argv) => {
-                                if let Err(e) =
-                                    run_helper_command(&watch.config, argv, cgroup.as_ref())
-                                {
+                                if let Err(e) = run_helper_command(
+                                    &watch.config,
+                                    argv,
+                                    cgroup.as_ref(),
+                                    &mut self.logs,
+                                ) {
                                     log::error!(
                                         "{name}: stop command failed ({e:#}); sending {signal}"
                                     );
@@ -743,7 +752,7 @@ impl Daemon {
                     Vec::new()
                 }
                 Action::RunRestart(argv) => {
-                    match run_helper_command(&watch.config, argv, cgroup.as_ref()) {
+                    match run_helper_command(&watch.config, argv, cgroup.as_ref(), &mut self.logs) {
                         Ok(pidfd) => {
                             let tx = self.tx.clone();
                             let name = name.to_owned();
@@ -1020,12 +1029,13 @@ fn run_helper_command(
     config: &crate::config::WatchConfig,
     argv: Vec<String>,
     cgroup: Option<&WatchCgroup>,
+    logs: &mut Logs,
 ) -> Result<OwnedFd> {
     let helper = crate::config::WatchConfig {
         argv,
         ..config.clone()
     };
-    Ok(spawn::spawn(&helper, cgroup)?.pidfd)
+    Ok(spawn::spawn(&helper, cgroup, logs)?.pidfd)
 }
 
 /// Signals a watch's process group; a process that is no group leader
@@ -1067,5 +1077,7 @@ fn status_of(watch: &Watch) -> serde_json::Value {
         "last_exit": watch.last_exit,
         "last_error": watch.last_error,
         "backoff_secs": watch.backoff.map(|(d, _)| d.as_secs_f64()),
+        "stdout": watch.config.stdout,
+        "stderr": watch.config.stderr,
     })
 }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod exit;
+pub mod output;
 pub mod pid_file;
 pub mod process;
 pub mod spawn;

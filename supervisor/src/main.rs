@@ -58,6 +58,11 @@ fn main() -> ExitCode {
                 client::simple(&socket, Request::Signal { target, signal }).await
             }
             Command::Remove { name } => client::simple(&socket, Request::Remove { name }).await,
+            Command::Log {
+                name,
+                lines,
+                no_follow,
+            } => client::log(&socket, &name, lines, !no_follow).await,
             Command::Load { path, missing } => client::load(&socket, path, missing).await,
             Command::Terminate => client::simple(&socket, Request::Terminate).await,
             Command::Check(args) => supervisor::check::run(args).await,

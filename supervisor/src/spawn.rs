@@ -3,7 +3,6 @@
 //! gets the process's identity and a pidfd that pins it (an unreaped
 //! child's pid cannot be reused, so opening it here is race-free).
 use std::{
-    fs::OpenOptions,
     os::{fd::OwnedFd, unix::process::CommandExt as _},
     process::{Command, Stdio},
 };
@@ -13,6 +12,7 @@ use anyhow::{Context as _, Result};
 use crate::{
     cgroup::WatchCgroup,
     config::WatchConfig,
+    output::Logs,
     process::{self, Pid, ProcessId},
 };
 
@@ -22,7 +22,11 @@ pub struct Spawned {
 }
 
 /// Starts `config`'s program, inside `cgroup` when there is one.
-pub fn spawn(config: &WatchConfig, cgroup: Option<&WatchCgroup>) -> Result<Spawned> {
+pub fn spawn(
+    config: &WatchConfig,
+    cgroup: Option<&WatchCgroup>,
+    logs: &mut Logs,
+) -> Result<Spawned> {
     let mut cmd = Command::new(&config.argv[0]);
     cmd.args(&config.argv[1..]).stdin(Stdio::null());
     if config.clear_env {
@@ -34,13 +38,7 @@ pub fn spawn(config: &WatchConfig, cgroup: Option<&WatchCgroup>) -> Result<Spawn
     }
     for (path, is_stdout) in [(&config.stdout, true), (&config.stderr, false)] {
         let stdio = match path {
-            Some(path) => Stdio::from(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .with_context(|| format!("opening log file {}", path.display()))?,
-            ),
+            Some(path) => Stdio::from(logs.pipe_to(path)?),
             None => Stdio::null(),
         };
         if is_stdout {

@@ -797,3 +797,52 @@ restart = ["/bin/sh", "-c", "kill -HUP $(cat {dir}/svc.pid)"]
     assert_eq!(s["state"], "unmonitored");
     assert_eq!(s["last_exit"]["status"]["text"], "killed by SIGUSR2", "{s}");
 }
+
+#[test]
+fn output_goes_to_log_files_that_sigusr1_reopens() {
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "talker"
+start = ["/bin/sh", "-c", "i=0; while :; do i=$((i+1)); echo out-$i; echo err-$i >&2; sleep 0.02; done"]
+stdout = "{dir}/talker.log"
+stderr = "{dir}/talker.log"
+"#,
+    );
+    d.wait_status("talker", "up", |s| s["state"] == "up");
+    let log = d.dir.path().join("talker.log");
+    let wait_for = |path: &std::path::Path, what: &str| {
+        let deadline = Instant::now() + supervisor_tests::WAIT;
+        while !std::fs::read_to_string(path).is_ok_and(|t| t.contains(what)) {
+            assert!(
+                Instant::now() < deadline,
+                "{what} never reached {}",
+                path.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    };
+    wait_for(&log, "out-3");
+    wait_for(&log, "err-3");
+
+    let out = d.cli(&["log", "talker", "-n", "2", "--no-follow"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(
+        text.lines()
+            .all(|l| l.starts_with("out-") || l.starts_with("err-")),
+        "{text}"
+    );
+
+    // Rotation: the file moves away, SIGUSR1, a new file fills.
+    let rotated = d.dir.path().join("talker.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    kill(d.pid(), nix::sys::signal::Signal::SIGUSR1);
+    wait_for(&log, "out-");
+    let s = d.status("talker");
+    assert_eq!(
+        s["restarts"], 0,
+        "rotating the log did not touch the process: {s}"
+    );
+}
