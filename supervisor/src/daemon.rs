@@ -39,6 +39,10 @@ use crate::{
     watch::{Action, Command, State, Watch},
 };
 
+/// How long an exiting process may take to become reapable before the
+/// daemon stops waiting for it in place and waits through the event loop.
+const REAP_SPIN: Duration = Duration::from_micros(200);
+
 /// How often a process group is looked at while it empties after a stop.
 const GROUP_DRAIN_TICK: Duration = Duration::from_millis(5);
 
@@ -501,7 +505,7 @@ impl Daemon {
     /// The exit event can come before the process has let go of its files
     /// and ports: respawn only once it is really gone (reaped).
     fn confirm_gone(&mut self, name: String, pid: Pid, reported: Option<ExitStatus>) {
-        let exact = match self.try_reap(pid) {
+        let exact = match self.reap_soon(pid) {
             Some(exact) => exact,
             None => {
                 let Some(fd) = self.pidfds.get(&pid).and_then(|fd| fd.try_clone().ok()) else {
@@ -522,6 +526,23 @@ impl Daemon {
         };
         let status = exact.or(reported).unwrap_or(ExitStatus::Unknown);
         self.process_gone(name, pid, status);
+    }
+
+    /// Like `try_reap`, giving a process that is in the middle of exiting
+    /// a moment to finish: the eBPF event arrives while the kernel is still
+    /// tearing the process down, usually microseconds from the end, and
+    /// waiting that out here is cheaper than a trip through the event loop.
+    fn reap_soon(&mut self, pid: Pid) -> Option<Option<ExitStatus>> {
+        let until = Instant::now() + REAP_SPIN;
+        loop {
+            if let Some(reaped) = self.try_reap(pid) {
+                return Some(reaped);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::yield_now();
+        }
     }
 
     /// `Some(status)` once `pid` is reaped (by us now, or earlier by the

@@ -16,9 +16,32 @@ pub struct BenchArgs {
     /// Seconds of unrelated churn per backend.
     #[arg(long, default_value_t = 5)]
     churn_secs: u64,
+    /// Leave god and supervisord out (they are installed from Debian).
+    #[arg(long)]
+    no_peers: bool,
     /// Print only; leave BENCHMARKS.md alone.
     #[arg(long)]
     no_write: bool,
+}
+
+/// god and supervisord, from Debian, for the side-by-side rows.
+fn install_peers() -> Result<()> {
+    let have = |cmd: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {cmd}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if have("god") && have("supervisord") {
+        return Ok(());
+    }
+    eprintln!("xtask bench: installing the peers (ruby-god, supervisor) from Debian");
+    crate::run(Command::new("apt-get").arg("update").arg("-q"))?;
+    crate::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "ruby-god", "supervisor"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 pub fn run(root: &Path, args: BenchArgs) -> Result<()> {
@@ -36,8 +59,12 @@ pub fn run(root: &Path, args: BenchArgs) -> Result<()> {
         bail!("bench-backends failed: {}", out.status);
     }
     let mut tables = String::from_utf8(out.stdout)?;
+    if !args.no_peers {
+        install_peers()?;
+    }
     let restart = Command::new(root.join("target/release/bench-restart"))
         .arg(args.restarts.to_string())
+        .args((!args.no_peers).then_some("--peers"))
         .stderr(std::process::Stdio::inherit())
         .output()
         .context("running bench-restart")?;

@@ -89,6 +89,7 @@ fn floor(helper: &Path, fifo: &Path, stamps: &mut Stamps, n: usize) -> Result<Ve
     stamps.next()?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
+        std::thread::sleep(Duration::from_millis(1));
         let t0 = monotonic_ns();
         kill9(child.id())?;
         child.wait()?;
@@ -189,11 +190,20 @@ impl Drop for Daemon {
 /// kill -9 → replacement stamps, `n` times, through a running daemon.
 /// Each kill waits until the daemon follows the new process (a pid_file
 /// program is followed only once its pid file is read).
-fn through_daemon(daemon: &Daemon, stamps: &mut Stamps, n: usize) -> Result<Vec<f64>> {
+fn through_daemon(
+    daemon: &Daemon,
+    stamps: &mut Stamps,
+    n: usize,
+    pid_file: bool,
+) -> Result<Vec<f64>> {
     let (mut pid, _) = stamps.next()?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        wait_followed(daemon, pid)?;
+        // A child is followed from its spawn; asking would only add load.
+        if pid_file {
+            wait_followed(daemon, pid)?;
+        }
+        std::thread::sleep(Duration::from_millis(1));
         let t0 = monotonic_ns();
         kill9(pid)?;
         let (next, started) = stamps.next()?;
@@ -222,16 +232,16 @@ fn main() -> Result<()> {
     eprintln!("bench: floor, {n} restarts");
     let base = floor(&helper, &fifo, &mut stamps, n)?;
     let (f50, f99) = (percentile(&base, 0.5), percentile(&base, 0.99));
-    let mut row = |what: &str, v: &[f64]| {
+    let row = |what: &str, v: &[f64]| {
         let (p50, p99) = (percentile(v, 0.5), percentile(v, 0.99));
-        out += &format!(
+        format!(
             "| {what} | {p50:.0} | {p99:.0} | {:.0} | {:.2}× | {:.2}× |\n",
             v[v.len() - 1],
             p50 / f50,
             p99 / f99
-        );
+        )
     };
-    row("floor (kill → waitpid → spawn)", &base);
+    out += &row("floor (kill → waitpid → spawn)", &base);
     for backend in ["ebpf", "netlink", "pidfd"] {
         for daemonized in [false, true] {
             let what = if daemonized {
@@ -258,11 +268,36 @@ fn main() -> Result<()> {
                     continue;
                 }
             };
-            let v = through_daemon(&daemon, &mut stamps, n)?;
-            row(&format!("supervisor, {backend}, {what}"), &v);
+            let v = through_daemon(&daemon, &mut stamps, n, daemonized)?;
+            out += &row(&format!("supervisor, {backend}, {what}"), &v);
             drop(daemon);
             // The last replacement's stamp, written as it was stopped.
             while let Ok(Some(_)) = poll_stamp(&mut stamps) {}
+        }
+    }
+
+    if std::env::args().any(|a| a == "--peers") {
+        for peer in [Peer::God, Peer::Supervisord] {
+            let samples = peer.samples(n);
+            eprintln!("bench: {}, {samples} restarts", peer.name());
+            match peer_restarts(peer, dir.path(), &helper, &fifo, &mut stamps, samples) {
+                Ok((v, lost)) if !v.is_empty() => {
+                    let what = format!(
+                        "{}{}",
+                        peer.name(),
+                        if lost > 0 {
+                            format!(" ({lost} of {samples} restarts LOST)")
+                        } else {
+                            String::new()
+                        }
+                    );
+                    out += &row(&what, &v);
+                }
+                Ok((_, lost)) => {
+                    out += &format!("| {} | lost all {lost} restarts | | | | |\n", peer.name())
+                }
+                Err(e) => out += &format!("| {} | could not run: {e:#} | | | | |\n", peer.name()),
+            }
         }
     }
 
@@ -308,18 +343,148 @@ fn wait_followed(daemon: &Daemon, pid: u32) -> Result<()> {
     Ok(())
 }
 
-fn poll_stamp(stamps: &mut Stamps) -> Result<Option<(u32, u64)>> {
+#[derive(Clone, Copy)]
+enum Peer {
+    God,
+    Supervisord,
+}
+
+impl Peer {
+    fn name(self) -> &'static str {
+        match self {
+            Self::God => "god 0.13 (event mode)",
+            Self::Supervisord => "supervisord 4.2",
+        }
+    }
+
+    /// supervisord polls once a second: fewer samples keep the run short.
+    fn samples(self, n: usize) -> usize {
+        match self {
+            Self::God => n.min(200),
+            Self::Supervisord => n.min(20),
+        }
+    }
+}
+
+/// Runs a peer on the stamping helper; returns its restart latencies and
+/// how many restarts never came (10 s without a stamp).
+fn peer_restarts(
+    peer: Peer,
+    dir: &Path,
+    helper: &Path,
+    fifo: &Path,
+    stamps: &mut Stamps,
+    n: usize,
+) -> Result<(Vec<f64>, usize)> {
+    let home = dir.join(match peer {
+        Peer::God => "god",
+        Peer::Supervisord => "supervisord",
+    });
+    std::fs::create_dir_all(home.join("pids"))?;
+    let mut child = match peer {
+        Peer::God => {
+            let config = home.join("stamp.god");
+            // The repair Debian's god needs on Ruby 3.1 (see shared/PEERS.md).
+            std::fs::write(
+                &config,
+                format!(
+                    "require 'timeout'\n\
+                     class God::System::SlashProcPoller\n  def self.readable?(path); Timeout.timeout(1) {{ File.read(path) }}; rescue Timeout::Error; false; end\nend\n\
+                     God.pid_file_directory = '{pids}'\n\
+                     God.watch do |w|\n  w.name = 'stamp'\n  w.start = '{helper} stamp {fifo}'\n  w.keepalive\nend\n",
+                    pids = home.join("pids").display(),
+                    helper = helper.display(),
+                    fifo = fifo.display()
+                ),
+            )?;
+            Command::new("god")
+                .args(["-D", "-c"])
+                .arg(&config)
+                .arg("-l")
+                .arg(home.join("god.log"))
+                .arg("-P")
+                .arg(home.join("god.pid"))
+                .args(["--no-syslog", "--log-level", "info", "-p", "17999"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting god (apt-get install ruby-god)")?
+        }
+        Peer::Supervisord => {
+            let config = home.join("supervisord.conf");
+            std::fs::write(
+                &config,
+                format!(
+                    "[unix_http_server]\nfile={h}/s.sock\n[supervisord]\nlogfile={h}/supervisord.log\npidfile={h}/supervisord.pid\nnodaemon=true\n\
+                     [rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
+                     [program:stamp]\ncommand={helper} stamp {fifo}\nautorestart=true\nstartsecs=0\nstartretries=100000\n",
+                    h = home.display(),
+                    helper = helper.display(),
+                    fifo = fifo.display()
+                ),
+            )?;
+            Command::new("supervisord")
+                .args(["-n", "-c"])
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting supervisord (apt-get install supervisor)")?
+        }
+    };
+    let result = (|| -> Result<(Vec<f64>, usize)> {
+        let Some((mut pid, _)) = poll_stamp_within(stamps, Duration::from_secs(30))? else {
+            bail!("{} never started the helper", peer.name());
+        };
+        let (mut out, mut lost) = (Vec::new(), 0);
+        for _ in 0..n {
+            // Let the peer register the new process before killing it.
+            std::thread::sleep(Duration::from_millis(100));
+            let t0 = monotonic_ns();
+            kill9(pid)?;
+            match poll_stamp_within(stamps, Duration::from_secs(10))? {
+                Some((next, started)) => {
+                    out.push(started.saturating_sub(t0) as f64 / 1e3);
+                    pid = next;
+                }
+                None => {
+                    lost += 1;
+                    break;
+                }
+            }
+        }
+        out.sort_by(f64::total_cmp);
+        Ok((out, lost))
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    // What the peer started lives on without it.
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-f"])
+        .arg(format!("{} stamp", helper.display()))
+        .status();
+    while let Ok(Some(_)) = poll_stamp(stamps) {}
+    result
+}
+
+fn poll_stamp_within(stamps: &mut Stamps, limit: Duration) -> Result<Option<(u32, u64)>> {
     use std::os::fd::AsFd as _;
+    if !stamps.reader.buffer().is_empty() {
+        return stamps.next().map(Some);
+    }
     let mut fds = [nix::poll::PollFd::new(
         stamps.reader.get_ref().as_fd(),
         nix::poll::PollFlags::POLLIN,
     )];
-    if stamps.reader.buffer().is_empty()
-        && nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16))? == 0
-    {
+    let ms = u16::try_from(limit.as_millis()).unwrap_or(u16::MAX);
+    if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms))? == 0 {
         return Ok(None);
     }
     stamps.next().map(Some)
+}
+
+fn poll_stamp(stamps: &mut Stamps) -> Result<Option<(u32, u64)>> {
+    poll_stamp_within(stamps, Duration::from_millis(200))
 }
 
 /// Waits until every watch is up with a pid not in `old`; returns the pids.
