@@ -14,6 +14,17 @@ use supervisor::{
     process::{self, Pid, ProcessId},
 };
 
+/// CLOCK_MONOTONIC in nanoseconds: the clock the kernel stamps exits with.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// How long any awaited event may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 

@@ -9,6 +9,7 @@ use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
+use supervisor_tests::monotonic_ns;
 
 use anyhow::{bail, Context as _, Result};
 use nix::sys::signal::{kill, Signal};
@@ -75,16 +76,6 @@ fn helper(args: &[&str]) -> Result<(Child, BufReader<std::process::ChildStdout>)
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
-}
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Sorted samples in µs: kill → event in userspace, and where the backend

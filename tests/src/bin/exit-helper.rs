@@ -18,6 +18,7 @@
 //!   churn SECONDS          fork and reap children as fast as it can for
 //!                          SECONDS, then print how many (for benchmarks)
 use std::io::{BufRead as _, Write as _};
+use supervisor_tests::monotonic_ns;
 
 fn ready() {
     let mut out = std::io::stdout().lock();
@@ -42,14 +43,31 @@ fn arg(args: &[String], i: usize) -> i32 {
         .unwrap_or_else(|| panic!("argument {i} missing or not a number: {args:?}"))
 }
 
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+/// The classic double fork: the caller's process exits, the grandchild,
+/// in a session of its own, writes its pid to `pid_file` and returns.
+fn daemonize(pid_file: &str) {
+    // SAFETY: single-threaded here; each parent leaves with _exit.
+    unsafe {
+        if libc::fork() != 0 {
+            libc::_exit(0);
+        }
+        libc::setsid();
+        if libc::fork() != 0 {
+            libc::_exit(0);
+        }
+    }
+    let tmp = format!("{pid_file}.tmp");
+    std::fs::write(&tmp, format!("{}\n", std::process::id())).expect("pid file");
+    std::fs::rename(&tmp, pid_file).expect("pid file");
+}
+
+/// Writes "PID STARTED_NS" to the benchmark's FIFO.
+fn stamp(fifo: &str, started: u64) {
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .open(fifo)
+        .expect("opening the FIFO");
+    writeln!(out, "{} {started}", std::process::id()).expect("writing the stamp");
 }
 
 fn main() {
@@ -108,20 +126,7 @@ fn main() {
             unreachable!("SYS_exit returned")
         }
         Some("daemonize") => {
-            let path = args.get(1).expect("daemonize PIDFILE").clone();
-            // SAFETY: single-threaded here; the classic double fork.
-            unsafe {
-                if libc::fork() != 0 {
-                    libc::_exit(0);
-                }
-                libc::setsid();
-                if libc::fork() != 0 {
-                    libc::_exit(0);
-                }
-            }
-            let tmp = format!("{path}.tmp");
-            std::fs::write(&tmp, format!("{}\n", std::process::id())).expect("pid file");
-            std::fs::rename(&tmp, &path).expect("pid file");
+            daemonize(args.get(1).expect("daemonize PIDFILE"));
             block()
         }
         Some("write-pid-file") => {
@@ -130,34 +135,12 @@ fn main() {
             block()
         }
         Some("daemonize-stamp") => {
-            let (path, fifo) = (args.get(1).expect("PIDFILE"), args.get(2).expect("FIFO"));
-            // SAFETY: single-threaded here; the classic double fork.
-            unsafe {
-                if libc::fork() != 0 {
-                    libc::_exit(0);
-                }
-                libc::setsid();
-                if libc::fork() != 0 {
-                    libc::_exit(0);
-                }
-            }
-            let tmp = format!("{path}.tmp");
-            std::fs::write(&tmp, format!("{}\n", std::process::id())).expect("pid file");
-            std::fs::rename(&tmp, path).expect("pid file");
-            let mut out = std::fs::OpenOptions::new()
-                .write(true)
-                .open(fifo)
-                .expect("opening the FIFO");
-            writeln!(out, "{} {started}", std::process::id()).expect("writing the stamp");
+            daemonize(args.get(1).expect("PIDFILE"));
+            stamp(args.get(2).expect("FIFO"), started);
             block()
         }
         Some("stamp") => {
-            let fifo = args.get(1).expect("stamp FIFO");
-            let mut out = std::fs::OpenOptions::new()
-                .write(true)
-                .open(fifo)
-                .expect("opening the FIFO");
-            writeln!(out, "{} {started}", std::process::id()).expect("writing the stamp");
+            stamp(args.get(1).expect("stamp FIFO"), started);
             block()
         }
         Some("churn") => {
