@@ -846,3 +846,53 @@ stderr = "{dir}/talker.log"
         "rotating the log did not touch the process: {s}"
     );
 }
+
+#[test]
+fn watches_run_as_their_user_with_their_environment_only() {
+    if !supervisor_tests::require_root("dropping to another user") {
+        return;
+    }
+    assert!(
+        std::env::var_os("HOME").is_some(),
+        "the daemon inherits HOME from the test"
+    );
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "who"
+start = ["/bin/sh", "-c", "echo uid=$(id -u) gid=$(id -g) groups=$(id -G) umask=$(umask) env=$FOO leak=$HOME path=$PATH; exec sleep 1000"]
+uid = "nobody"
+gid = "nogroup"
+umask = "027"
+clear_env = true
+env = { FOO = "bar", PATH = "/usr/bin:/bin" }
+stdout = "{dir}/who.log"
+"#,
+    );
+    d.wait_status("who", "up", |s| s["state"] == "up");
+    let log = d.dir.path().join("who.log");
+    let deadline = Instant::now() + supervisor_tests::WAIT;
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("uid=")) {
+        assert!(
+            Instant::now() < deadline,
+            "the watch never wrote its identity"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let line = std::fs::read_to_string(&log).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let nogroup = nix::unistd::Group::from_name("nogroup").unwrap().unwrap();
+    assert!(
+        line.contains(&format!("uid={} gid={}", nobody.uid, nogroup.gid)),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("groups={}", nogroup.gid)),
+        "only its own groups: {line}"
+    );
+    assert!(line.contains("umask=0027"), "{line}");
+    assert!(
+        line.contains("env=bar leak= path=/usr/bin:/bin"),
+        "clear_env left the daemon's environment out: {line}"
+    );
+}
