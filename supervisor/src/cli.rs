@@ -89,6 +89,13 @@ pub struct RunArgs {
     /// Check the config, print what it defines, and exit.
     #[arg(long)]
     pub check_config: bool,
+    /// Run in the background; return once the daemon serves its socket.
+    #[arg(long)]
+    pub daemonize: bool,
+    /// With --daemonize: where the daemon's log goes [default:
+    /// <state_dir>/supervisor.log].
+    #[arg(long, value_name = "PATH", requires = "daemonize")]
+    pub log_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -6,6 +6,7 @@
 //! reaps everything, so no zombie is left.
 use std::{
     collections::{BTreeMap, HashMap},
+    io::Write as _,
     os::fd::OwnedFd,
     time::{Duration, Instant, SystemTime},
 };
@@ -112,7 +113,10 @@ pub struct Daemon {
     rx: mpsc::UnboundedReceiver<Internal>,
 }
 
-pub async fn run(config: Config) -> Result<()> {
+/// Runs the daemon until `quit` or `terminate`. `ready` (from
+/// `--daemonize`) gets a line once the socket is served and every watch
+/// has been resumed or started.
+pub async fn run(config: Config, ready: Option<OwnedFd>) -> Result<()> {
     // SAFETY: prctl with plain integer arguments.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         log::warn!(
@@ -185,6 +189,9 @@ pub async fn run(config: Config) -> Result<()> {
         daemon.config.source.display(),
         daemon.config.daemon.socket.display()
     );
+    if let Some(ready) = ready {
+        let _ = std::fs::File::from(ready).write_all(b"ready\n");
+    }
     loop {
         tokio::select! {
             event = daemon.backend.next_exit() => {

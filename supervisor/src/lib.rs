@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod daemonize;
 pub mod exit;
 pub mod output;
 pub mod pid_file;

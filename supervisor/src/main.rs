@@ -5,6 +5,7 @@ use supervisor::{
     cli::{Cli, Command, RunArgs},
     client, config,
     control::{self, Request},
+    daemonize,
     watch::Command as Verb,
 };
 
@@ -23,6 +24,23 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
+        _ => None,
+    };
+    // Forking must happen before any thread (the runtime's) exists.
+    let ready = match (&cli.command, &config) {
+        (Command::Run(args), Some(config)) if args.daemonize && !args.check_config => {
+            let log = args
+                .log_file
+                .clone()
+                .unwrap_or_else(|| config.daemon.state_dir.join("supervisor.log"));
+            match daemonize::detach(&log) {
+                Ok(ready) => Some(ready),
+                Err(e) => {
+                    eprintln!("supervisor: cannot daemonize: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         _ => None,
     };
     let level = cli.log_level.clone().unwrap_or_else(|| {
@@ -46,7 +64,7 @@ fn main() -> ExitCode {
     let socket = control::socket_path(cli.socket.as_deref());
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args, config.expect("loaded above")).await,
+            Command::Run(args) => run(args, config.expect("loaded above"), ready).await,
             Command::Status(args) => client::status(&socket, args).await,
             Command::Start(args) => client::command(&socket, Verb::Start, args).await,
             Command::Stop(args) => client::command(&socket, Verb::Stop, args).await,
@@ -87,7 +105,11 @@ fn load(args: &RunArgs, socket: Option<&Path>) -> Result<config::Config, config:
     Ok(config)
 }
 
-async fn run(args: RunArgs, config: config::Config) -> anyhow::Result<ExitCode> {
+async fn run(
+    args: RunArgs,
+    config: config::Config,
+    ready: Option<std::os::fd::OwnedFd>,
+) -> anyhow::Result<ExitCode> {
     if args.check_config {
         println!(
             "{}: {} watch(es)",
@@ -99,6 +121,6 @@ async fn run(args: RunArgs, config: config::Config) -> anyhow::Result<ExitCode> 
         }
         return Ok(ExitCode::SUCCESS);
     }
-    supervisor::daemon::run(config).await?;
+    supervisor::daemon::run(config, ready).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -896,3 +896,65 @@ stdout = "{dir}/who.log"
         "clear_env left the daemon's environment out: {line}"
     );
 }
+
+#[test]
+fn daemonize_returns_once_serving_and_reports_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("d.sock");
+    let config = dir.path().join("d.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nsocket = {socket:?}\nstate_dir = {:?}\n\n[[watch]]\nname = \"s\"\nstart = \"/bin/sleep 1000\"\n",
+            dir.path()
+        ),
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        std::process::Command::new(supervisor_tests::supervisor_bin())
+            .args(["run", "--daemonize", "-c"])
+            .arg(&config)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let cli = |args: &[&str]| {
+        std::process::Command::new(supervisor_tests::supervisor_bin())
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Returned only once serving: the socket answers at once.
+    let status = cli(&["status", "--json"]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let watches: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(watches[0]["state"], "up");
+    assert!(
+        dir.path().join("supervisor.log").exists(),
+        "the log went to the state dir"
+    );
+
+    // A second daemon on the same socket fails, and says so in the foreground.
+    let out = run(&[
+        "--log-file",
+        dir.path().join("second.log").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did not start"));
+    let log = std::fs::read_to_string(dir.path().join("second.log")).unwrap();
+    assert!(log.contains("another supervisor is running there"), "{log}");
+
+    assert!(cli(&["terminate"]).status.success());
+}
