@@ -2,17 +2,13 @@
 //! process tree, including descendants that left its process group or
 //! session (the workers of a server that daemonized), and can signal or
 //! kill all of it. Only core cgroup files are used (`cgroup.procs`,
-//! `cgroup.events`, `cgroup.kill`): no controller is enabled, so nothing
+//! `cgroup.events`): no controller is enabled, so nothing
 //! about resource limits changes.
 //!
 //! Owns the `supervisor/<instance>/<watch>` folders under the cgroup2
 //! mount; where there is none (or it is not writable) the daemon falls back
 //! to process groups, and says so.
-use std::{
-    ffi::CString,
-    os::unix::ffi::OsStrExt as _,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 use nix::sys::signal::Signal;
@@ -39,15 +35,8 @@ impl Cgroups {
         if !mount.join("cgroup.procs").exists() {
             bail!("{} is not a cgroup2 mount", mount.display());
         }
-        // The kill file exists in every non-root cgroup on 5.14 and later.
         let base = mount.join("supervisor").join(instance);
         std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
-        if !base.join("cgroup.kill").exists() {
-            bail!(
-                "{} has no cgroup.kill (kernel older than 5.14)",
-                base.display()
-            );
-        }
         Ok(Self { base })
     }
 
@@ -76,20 +65,24 @@ pub fn instance_name(socket: &Path) -> String {
 #[derive(Clone, Debug)]
 pub struct WatchCgroup {
     dir: PathBuf,
-    /// `cgroup.procs` as a C string, ready for the child to write itself
-    /// into between fork and exec (no allocation allowed there).
-    procs: CString,
+    /// The cgroup folder, open, for clone3's CLONE_INTO_CGROUP: a process
+    /// born in its cgroup costs nothing, while moving one in through
+    /// `cgroup.procs` waits for an RCU grace period (milliseconds on an
+    /// idle machine).
+    fd: std::sync::Arc<std::os::fd::OwnedFd>,
 }
 
 impl WatchCgroup {
     fn at(dir: PathBuf) -> Result<Self> {
-        let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
-            .context("cgroup path contains a NUL byte")?;
-        Ok(Self { dir, procs })
+        let fd = std::fs::File::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+        Ok(Self {
+            dir,
+            fd: std::sync::Arc::new(fd.into()),
+        })
     }
 
-    pub fn procs_path(&self) -> &std::ffi::CStr {
-        &self.procs
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&*self.fd)
     }
 
     /// Whether any process is left in it.
@@ -112,34 +105,17 @@ impl WatchCgroup {
         }
     }
 
-    /// SIGKILLs everything in it at once, forks in flight included.
+    /// SIGKILLs everything in it. Not through `cgroup.kill`: on this
+    /// kernel a process later cloned into a cgroup that was once killed that
+    /// way (CLONE_INTO_CGROUP) is killed at birth, which would kill every
+    /// restart. Callers repeat this until the cgroup is empty, which also
+    /// catches a fork that was in flight.
     pub fn kill_all(&self) {
-        if std::fs::write(self.dir.join("cgroup.kill"), "1").is_err() {
-            self.signal_all(Signal::SIGKILL);
-        }
+        self.signal_all(Signal::SIGKILL);
     }
 
     /// Removes the (empty) cgroup.
     pub fn remove(&self) {
         let _ = std::fs::remove_dir(&self.dir);
     }
-}
-
-/// Between fork and exec: moves the calling process into the cgroup whose
-/// `cgroup.procs` is `procs`. Only async-signal-safe calls.
-pub fn join_from_child(procs: &std::ffi::CStr) -> std::io::Result<()> {
-    // SAFETY: open/write/close on a valid NUL-terminated path and buffer.
-    unsafe {
-        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-        let error = std::io::Error::last_os_error();
-        libc::close(fd);
-        if written != 1 {
-            return Err(error);
-        }
-    }
-    Ok(())
 }

@@ -616,13 +616,16 @@ impl Daemon {
             let mut killed = false;
             let mut tick = tokio::time::interval(GROUP_DRAIN_TICK);
             while leftovers(pid, cgroup.as_ref()) {
-                if !killed && Instant::now() >= deadline {
-                    log::info!("{name}: killing what process {pid} left behind");
+                if Instant::now() >= deadline {
+                    if !killed {
+                        log::info!("{name}: killing what process {pid} left behind");
+                        killed = true;
+                    }
+                    // Again each round: a fork in flight lands after a kill.
                     signal_group(pid, Signal::SIGKILL);
                     if let Some(cgroup) = &cgroup {
                         cgroup.kill_all();
                     }
-                    killed = true;
                 }
                 tick.tick().await;
             }
