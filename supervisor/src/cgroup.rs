@@ -35,6 +35,9 @@ impl Cgroups {
         if !mount.join("cgroup.procs").exists() {
             bail!("{} is not a cgroup2 mount", mount.display());
         }
+        if !crate::kernel::at_least(5, 7) {
+            bail!("the kernel is older than 5.7 (no clone3 CLONE_INTO_CGROUP)");
+        }
         let base = mount.join("supervisor").join(instance);
         std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
         Ok(Self { base })

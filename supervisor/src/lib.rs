@@ -14,6 +14,7 @@ pub mod control;
 pub mod daemon;
 pub mod daemonize;
 pub mod exit;
+pub mod kernel;
 pub mod output;
 pub mod pid_file;
 pub mod process;

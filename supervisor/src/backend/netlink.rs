@@ -316,13 +316,7 @@ fn set_rcvbuf(fd: &OwnedFd, bytes: usize) {
 /// kernel; older kernels ignore a request of that size, so they get the
 /// bare op and send everything.
 fn kernel_filters_events() -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut parts = release
-        .trim()
-        .split(['.', '-'])
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (6, 6)
+    crate::kernel::at_least(6, 6)
 }
 
 fn subscribe(fd: &OwnedFd) -> Result<()> {
