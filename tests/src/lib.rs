@@ -25,6 +25,27 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Waits, at most `WAIT`, until `done` holds; fails naming `what`. For
+/// conditions no event announces (a file a process writes, a process
+/// appearing), looked at every few milliseconds.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until `path` exists and contains `text`.
+pub fn wait_file_contains(path: &std::path::Path, text: &str) {
+    wait_until(&format!("{} containing {text:?}", path.display()), || {
+        std::fs::read_to_string(path).is_ok_and(|t| t.contains(text))
+    });
+}
+
 /// How long any awaited event may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 

@@ -770,11 +770,9 @@ restart = ["/bin/sh", "-c", "kill -HUP $(cat {dir}/svc.pid)"]
     );
     let pid = pid_of(&d.wait_status("svc", "up", |s| s["state"] == "up"));
     let pid_file = d.dir.path().join("svc.pid");
-    let deadline = Instant::now() + supervisor_tests::WAIT;
-    while !std::fs::read_to_string(&pid_file).is_ok_and(|p| p.trim() == pid.to_string()) {
-        assert!(Instant::now() < deadline, "the service never wrote its pid");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    supervisor_tests::wait_until("the service writing its pid", || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|p| p.trim() == pid.to_string())
+    });
 
     // The restart command reloads in place: same process, counted.
     assert!(d.cli(&["restart", "svc"]).status.success());
@@ -782,14 +780,7 @@ restart = ["/bin/sh", "-c", "kill -HUP $(cat {dir}/svc.pid)"]
     assert_eq!((s["state"].as_str(), pid_of(&s)), (Some("up"), pid), "{s}");
     assert_eq!(s["restarts"], 1);
     let reloads = d.dir.path().join("reloads");
-    let deadline = Instant::now() + supervisor_tests::WAIT;
-    while !std::fs::read_to_string(&reloads).is_ok_and(|r| r.contains("reloaded")) {
-        assert!(
-            Instant::now() < deadline,
-            "the restart command never reached the service"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    supervisor_tests::wait_file_contains(&reloads, "reloaded");
 
     // The stop command is what stops it, not the stop signal.
     assert!(d.cli(&["stop", "svc"]).status.success());
@@ -811,19 +802,8 @@ stderr = "{dir}/talker.log"
     );
     d.wait_status("talker", "up", |s| s["state"] == "up");
     let log = d.dir.path().join("talker.log");
-    let wait_for = |path: &std::path::Path, what: &str| {
-        let deadline = Instant::now() + supervisor_tests::WAIT;
-        while !std::fs::read_to_string(path).is_ok_and(|t| t.contains(what)) {
-            assert!(
-                Instant::now() < deadline,
-                "{what} never reached {}",
-                path.display()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-    };
-    wait_for(&log, "out-3");
-    wait_for(&log, "err-3");
+    supervisor_tests::wait_file_contains(&log, "out-3");
+    supervisor_tests::wait_file_contains(&log, "err-3");
 
     let out = d.cli(&["log", "talker", "-n", "2", "--no-follow"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -839,7 +819,7 @@ stderr = "{dir}/talker.log"
     let rotated = d.dir.path().join("talker.log.1");
     std::fs::rename(&log, &rotated).unwrap();
     kill(d.pid(), nix::sys::signal::Signal::SIGUSR1);
-    wait_for(&log, "out-");
+    supervisor_tests::wait_file_contains(&log, "out-");
     let s = d.status("talker");
     assert_eq!(
         s["restarts"], 0,
@@ -871,14 +851,7 @@ stdout = "{dir}/who.log"
     );
     d.wait_status("who", "up", |s| s["state"] == "up");
     let log = d.dir.path().join("who.log");
-    let deadline = Instant::now() + supervisor_tests::WAIT;
-    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("uid=")) {
-        assert!(
-            Instant::now() < deadline,
-            "the watch never wrote its identity"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    supervisor_tests::wait_file_contains(&log, "uid=");
     let line = std::fs::read_to_string(&log).unwrap();
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
     let nogroup = nix::unistd::Group::from_name("nogroup").unwrap().unwrap();
