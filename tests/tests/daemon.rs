@@ -9,6 +9,17 @@ use std::{
 use serde_json::Value;
 use supervisor_tests::{group_members, RunningDaemon};
 
+/// A daemon running one watch, `s`, a sleep.
+fn one_sleeper() -> RunningDaemon {
+    RunningDaemon::start(
+        r#"
+[[watch]]
+name = "s"
+start = "/bin/sleep 1000"
+"#,
+    )
+}
+
 fn pid_of(status: &Value) -> u32 {
     status["pid"]
         .as_u64()
@@ -168,13 +179,7 @@ autostart = false
 
 #[test]
 fn quit_leaves_processes_running_terminate_stops_them() {
-    let mut d = RunningDaemon::start(
-        r#"
-[[watch]]
-name = "s"
-start = "/bin/sleep 1000"
-"#,
-    );
+    let mut d = one_sleeper();
     let pid = pid_of(&d.wait_status("s", "up", |s| s["state"] == "up"));
     assert!(d.cli(&["quit"]).status.success());
     assert!(d.wait_exit().success());
@@ -184,13 +189,7 @@ start = "/bin/sleep 1000"
     );
     kill(pid, nix::sys::signal::Signal::SIGKILL);
 
-    let mut d = RunningDaemon::start(
-        r#"
-[[watch]]
-name = "s"
-start = "/bin/sleep 1000"
-"#,
-    );
+    let mut d = one_sleeper();
     let pid = pid_of(&d.wait_status("s", "up", |s| s["state"] == "up"));
     assert!(d.cli(&["terminate"]).status.success());
     assert!(d.wait_exit().success());
@@ -199,13 +198,7 @@ start = "/bin/sleep 1000"
 
 #[test]
 fn bad_control_requests_get_errors_and_change_nothing() {
-    let d = RunningDaemon::start(
-        r#"
-[[watch]]
-name = "s"
-start = "/bin/sleep 1000"
-"#,
-    );
+    let d = one_sleeper();
     let pid = d.wait_status("s", "up", |s| s["state"] == "up")["pid"].clone();
     let ask = |bytes: &[u8]| {
         let mut stream = UnixStream::connect(&d.socket).expect("connect");
@@ -234,13 +227,7 @@ fn other_users_are_refused() {
         return;
     }
     use std::os::unix::{fs::PermissionsExt as _, process::CommandExt as _};
-    let d = RunningDaemon::start(
-        r#"
-[[watch]]
-name = "s"
-start = "/bin/sleep 1000"
-"#,
-    );
+    let d = one_sleeper();
     // Let nobody reach the socket file, so the daemon's own check decides.
     std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
@@ -357,12 +344,16 @@ fn processes_running(needle: &str) -> Vec<u32> {
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").trim() == needle)
-                .unwrap_or(false)
-        })
+        .filter(|&pid| cmdline(pid) == needle)
         .collect()
+}
+
+/// A process's command line, arguments joined by spaces ("" if gone).
+fn cmdline(pid: u32) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+        .replace('\0', " ")
+        .trim()
+        .to_owned()
 }
 
 #[test]
@@ -423,13 +414,7 @@ start = ["/bin/sh", "-c", "{script}"]
 
 #[test]
 fn a_corrupt_state_file_is_set_aside() {
-    let mut d = RunningDaemon::start(
-        r#"
-[[watch]]
-name = "s"
-start = "/bin/sleep 1000"
-"#,
-    );
+    let mut d = one_sleeper();
     let first = pid_of(&d.wait_status("s", "up", |s| s["state"] == "up"));
     let state = d.dir.path().join("state.json");
     d.kill9_and_restart_with(|| {
@@ -532,13 +517,6 @@ autostart = false
         assert!(s["pid"].is_null());
     }
     // Nobody was signalled: the test process (named by one pid file) lives.
-}
-
-fn cmdline(pid: u32) -> String {
-    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
-        .replace('\0', " ")
-        .trim()
-        .to_owned()
 }
 
 #[test]
