@@ -35,8 +35,8 @@ impl Cgroups {
         if !mount.join("cgroup.procs").exists() {
             bail!("{} is not a cgroup2 mount", mount.display());
         }
-        if !crate::kernel::at_least(5, 7) {
-            bail!("the kernel is older than 5.7 (no clone3 CLONE_INTO_CGROUP)");
+        if !crate::clone3::available() || !crate::kernel::at_least(5, 7) {
+            bail!("processes cannot be cloned into a cgroup here (clone3 CLONE_INTO_CGROUP needs x86_64 and Linux 5.7)");
         }
         let base = mount.join("supervisor").join(instance);
         std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
@@ -73,14 +73,21 @@ pub struct WatchCgroup {
     /// `cgroup.procs` waits for an RCU grace period (milliseconds on an
     /// idle machine).
     fd: std::sync::Arc<std::os::fd::OwnedFd>,
+    /// `cgroup.events`, kept open: it is read after every exit, on the
+    /// restart path, and rereading from offset 0 regenerates it.
+    events: std::sync::Arc<std::fs::File>,
 }
 
 impl WatchCgroup {
     fn at(dir: PathBuf) -> Result<Self> {
         let fd = std::fs::File::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+        let events_path = dir.join("cgroup.events");
+        let events = std::fs::File::open(&events_path)
+            .with_context(|| format!("opening {}", events_path.display()))?;
         Ok(Self {
             dir,
             fd: std::sync::Arc::new(fd.into()),
+            events: std::sync::Arc::new(events),
         })
     }
 
@@ -90,9 +97,11 @@ impl WatchCgroup {
 
     /// Whether any process is left in it.
     pub fn populated(&self) -> bool {
-        std::fs::read_to_string(self.dir.join("cgroup.events"))
-            .map(|events| events.lines().any(|l| l == "populated 1"))
-            .unwrap_or(false)
+        use std::os::unix::fs::FileExt as _;
+        let mut buf = [0u8; 128];
+        self.events
+            .read_at(&mut buf, 0)
+            .is_ok_and(|n| buf[..n].split(|&b| b == b'\n').any(|l| l == b"populated 1"))
     }
 
     pub fn pids(&self) -> Vec<i32> {

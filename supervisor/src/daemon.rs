@@ -40,10 +40,6 @@ use crate::{
     watch::{Action, Command, State, Watch},
 };
 
-/// How long an exiting process may take to become reapable before the
-/// daemon stops waiting for it in place and waits through the event loop.
-const REAP_SPIN: Duration = Duration::from_micros(200);
-
 /// How often a process group is looked at while it empties after a stop.
 const GROUP_DRAIN_TICK: Duration = Duration::from_millis(5);
 
@@ -192,8 +188,15 @@ pub async fn run(config: Config, ready: Option<OwnedFd>) -> Result<()> {
     if let Some(ready) = ready {
         let _ = std::fs::File::from(ready).write_all(b"ready\n");
     }
+    // Set after anything happened; the state file is written once a burst
+    // of events is handled (the last, always-ready branch of the biased
+    // select runs only when nothing else is ready), not after each event:
+    // a thousand watches dying at once would otherwise rewrite it a
+    // thousand times.
+    let mut unsaved = false;
     loop {
         tokio::select! {
+            biased;
             event = daemon.backend.next_exit() => {
                 let event = event.context("the exit backend failed")?;
                 daemon.on_exit(event);
@@ -211,9 +214,15 @@ pub async fn run(config: Config, ready: Option<OwnedFd>) -> Result<()> {
                     Err(e) => log::error!("SIGHUP: {e}; nothing changed"),
                 }
             }
+            () = std::future::ready(()), if unsaved => {
+                daemon.save_state();
+                unsaved = false;
+                continue;
+            }
         }
-        daemon.save_state();
+        unsaved = true;
         if daemon.quitting || daemon.terminated() {
+            daemon.save_state();
             break;
         }
     }
@@ -485,15 +494,20 @@ impl Daemon {
     }
 
     fn save_state(&mut self) {
+        let current = self.saved.len() == self.watches.len()
+            && self
+                .watches
+                .iter()
+                .all(|(n, w)| self.saved.get(n) == Some(&w.snapshot()));
+        if current {
+            return;
+        }
         let now: BTreeMap<String, SavedWatch> = self
             .watches
             .iter()
             .map(|(n, w)| (n.clone(), w.snapshot()))
             .collect();
-        if now == self.saved {
-            return;
-        }
-        match self.state_file.save(now.clone()) {
+        match self.state_file.save(&now) {
             Ok(()) => self.saved = now,
             Err(e) => log::error!(
                 "cannot write state file {}: {e}",
@@ -512,7 +526,7 @@ impl Daemon {
     /// The exit event can come before the process has let go of its files
     /// and ports: respawn only once it is really gone (reaped).
     fn confirm_gone(&mut self, name: String, pid: Pid, reported: Option<ExitStatus>) {
-        let exact = match self.reap_soon(pid) {
+        let exact = match self.try_reap(pid) {
             Some(exact) => exact,
             None => {
                 let Some(fd) = self.pidfds.get(&pid).and_then(|fd| fd.try_clone().ok()) else {
@@ -533,23 +547,6 @@ impl Daemon {
         };
         let status = exact.or(reported).unwrap_or(ExitStatus::Unknown);
         self.process_gone(name, pid, status);
-    }
-
-    /// Like `try_reap`, giving a process that is in the middle of exiting
-    /// a moment to finish: the eBPF event arrives while the kernel is still
-    /// tearing the process down, usually microseconds from the end, and
-    /// waiting that out here is cheaper than a trip through the event loop.
-    fn reap_soon(&mut self, pid: Pid) -> Option<Option<ExitStatus>> {
-        let until = Instant::now() + REAP_SPIN;
-        loop {
-            if let Some(reaped) = self.try_reap(pid) {
-                return Some(reaped);
-            }
-            if Instant::now() >= until {
-                return None;
-            }
-            std::thread::yield_now();
-        }
     }
 
     /// `Some(status)` once `pid` is reaped (by us now, or earlier by the
@@ -1083,10 +1080,14 @@ fn pidfd_readable(fd: &OwnedFd) -> bool {
     matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
-/// Whether anything of a watch's process is left: in its process group
-/// (led by `pid`) or in its cgroup.
+/// Whether anything of a watch's process is left: in its cgroup, or
+/// without one in its process group (led by `pid`). Every member of the
+/// group descends from the watch's process, so the cgroup holds it too.
 fn leftovers(pid: Pid, cgroup: Option<&WatchCgroup>) -> bool {
-    group_alive(pid) || cgroup.is_some_and(WatchCgroup::populated)
+    match cgroup {
+        Some(cgroup) => cgroup.populated(),
+        None => group_alive(pid),
+    }
 }
 
 fn group_alive(pgid: Pid) -> bool {

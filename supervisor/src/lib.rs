@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod check;
 pub mod cli;
 pub mod client;
+pub mod clone3;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -2,14 +2,14 @@
 //! cgroup, user, groups, umask, directory, environment and log files. The
 //! caller gets the process's identity and a pidfd that pins it.
 //!
-//! With a cgroup the process is created by clone3 directly inside it
-//! (CLONE_INTO_CGROUP, with CLONE_PIDFD); everything the child needs is
-//! prepared before the clone, and between clone and exec it makes only
-//! async-signal-safe calls. Without one, std's Command does the same.
+//! The process is created by clone3 (see `clone3`), directly inside the
+//! watch's cgroup when it has one; everything the child needs is prepared
+//! here, before the clone. Where clone3 cannot be used, std's Command does
+//! the same without a cgroup.
 use std::{
     ffi::{CString, OsString},
     os::{
-        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        fd::{AsFd as _, OwnedFd},
         unix::{
             ffi::{OsStrExt as _, OsStringExt as _},
             process::CommandExt as _,
@@ -23,6 +23,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{
     cgroup::WatchCgroup,
+    clone3,
     config::WatchConfig,
     output::Logs,
     process::{self, Pid, ProcessId},
@@ -44,9 +45,10 @@ pub fn spawn(
         stdout: output(config.stdout.as_deref(), logs)?,
         stderr: output(config.stderr.as_deref(), logs)?,
     };
-    let (pid, pidfd) = match cgroup {
-        Some(cgroup) => clone_into(config, cgroup, stdio)?,
-        None => with_command(config, stdio)?,
+    let (pid, pidfd) = if clone3::available() {
+        clone_spawn(config, cgroup, stdio)?
+    } else {
+        with_command(config, stdio)?
     };
     let id = process::identify(pid).with_context(|| format!("reading the start time of {pid}"))?;
     Ok(Spawned { id, pidfd })
@@ -108,27 +110,11 @@ fn cstring(bytes: &[u8]) -> Result<CString> {
     CString::new(bytes).context("a NUL byte in the command or its environment")
 }
 
-/// `struct clone_args` (linux/sched.h), up to `cgroup`.
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-
-const CLONE_PIDFD: u64 = 0x1000;
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-
-fn clone_into(config: &WatchConfig, cgroup: &WatchCgroup, stdio: Stdio3) -> Result<(Pid, OwnedFd)> {
+fn clone_spawn(
+    config: &WatchConfig,
+    cgroup: Option<&WatchCgroup>,
+    stdio: Stdio3,
+) -> Result<(Pid, OwnedFd)> {
     let env = environment(config);
     let program = cstring(resolve(&config.argv[0], &env)?.as_os_str().as_bytes())?;
     let argv: Vec<CString> = config
@@ -145,109 +131,48 @@ fn clone_into(config: &WatchConfig, cgroup: &WatchCgroup, stdio: Stdio3) -> Resu
             cstring(&kv)
         })
         .collect::<Result<_>>()?;
-    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argv_ptrs.push(std::ptr::null());
-    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
-    envp_ptrs.push(std::ptr::null());
     let dir = config
         .dir
         .as_ref()
         .map(|d| cstring(d.as_os_str().as_bytes()))
         .transpose()?;
-    let user = config.user.as_ref().map(|u| {
-        let groups: Vec<libc::gid_t> = u.groups.iter().map(|g| g.as_raw()).collect();
-        (u.uid.as_raw(), u.gid.as_raw(), groups)
-    });
-    let umask = config.umask;
-    // Reports a failed exec: the child writes its errno, a successful exec
-    // closes the pipe (O_CLOEXEC) with nothing written.
-    let (report_read, report_write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2")?;
-    let mut pidfd: libc::c_int = -1;
-    let mut args = CloneArgs {
-        flags: CLONE_PIDFD | CLONE_INTO_CGROUP,
-        pidfd: &mut pidfd as *mut libc::c_int as u64,
-        exit_signal: libc::SIGCHLD as u64,
-        cgroup: cgroup.fd().as_raw_fd() as u64,
-        ..CloneArgs::default()
+    let groups: Vec<libc::gid_t> = config
+        .user
+        .iter()
+        .flat_map(|u| u.groups.iter().map(|g| g.as_raw()))
+        .collect();
+    let plan = clone3::Plan {
+        program: &program,
+        argv: &argv,
+        envp: &envp,
+        dir: dir.as_deref(),
+        user: config
+            .user
+            .as_ref()
+            .map(|u| (u.uid.as_raw(), u.gid.as_raw(), groups.as_slice())),
+        umask: config.umask.map(|m| m as libc::mode_t),
+        stdio: [
+            stdio.stdin.as_fd(),
+            stdio.stdout.as_fd(),
+            stdio.stderr.as_fd(),
+        ],
+        cgroup: cgroup.map(WatchCgroup::fd),
     };
-    let (stdin, stdout, stderr) = (
-        stdio.stdin.as_raw_fd(),
-        stdio.stdout.as_raw_fd(),
-        stdio.stderr.as_raw_fd(),
-    );
-    let report = report_write.as_raw_fd();
-    // SAFETY: clone3 without CLONE_VM is a fork. In the child (ret == 0)
-    // only async-signal-safe libc calls on memory prepared above run, and
-    // it leaves through execve or _exit.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &mut args as *mut CloneArgs,
-            size_of::<CloneArgs>(),
-        )
-    };
-    if ret == 0 {
-        unsafe {
-            let fail = |report: libc::c_int| -> ! {
-                let errno = *libc::__errno_location();
-                libc::write(
-                    report,
-                    (&errno as *const libc::c_int).cast(),
-                    size_of::<libc::c_int>(),
-                );
-                libc::_exit(127)
-            };
-            if libc::setsid() < 0 {
-                fail(report);
-            }
-            if let Some(mask) = umask {
-                libc::umask(mask as libc::mode_t);
-            }
-            if let Some((uid, gid, groups)) = &user {
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                    || libc::setgid(*gid) != 0
-                    || libc::setuid(*uid) != 0
-                {
-                    fail(report);
-                }
-            }
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            // The Rust runtime ignores SIGPIPE; programs expect the default.
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-            if libc::dup2(stdin, 0) < 0 || libc::dup2(stdout, 1) < 0 || libc::dup2(stderr, 2) < 0 {
-                fail(report);
-            }
-            if let Some(dir) = &dir {
-                if libc::chdir(dir.as_ptr()) != 0 {
-                    fail(report);
-                }
-            }
-            libc::execve(program.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr());
-            fail(report);
+    match clone3::spawn(&plan) {
+        Ok(spawned) => Ok(spawned),
+        Err(clone3::Error::Clone(e)) => Err(e).context(match cgroup {
+            Some(_) => "clone3 into the watch's cgroup",
+            None => "clone3",
+        }),
+        Err(clone3::Error::Child(e)) => {
+            // The child is gone (it exited); the reaper collects it.
+            bail!("starting {:?}: {e}", config.argv)
         }
     }
-    if ret < 0 {
-        return Err(std::io::Error::last_os_error()).context("clone3 into the watch's cgroup");
-    }
-    drop(report_write);
-    drop(stdio);
-    // SAFETY: the kernel gave us this pidfd with CLONE_PIDFD.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    let pid = Pid::new(ret as u32).context("clone3 returned pid 0 in the parent")?;
-    let mut errno = [0u8; size_of::<libc::c_int>()];
-    let n = nix::unistd::read(&report_read, &mut errno).unwrap_or(0);
-    if n == errno.len() {
-        // The child is gone (it _exit'ed); the reaper collects it.
-        let error = std::io::Error::from_raw_os_error(libc::c_int::from_ne_bytes(errno));
-        bail!("starting {:?}: {error}", config.argv);
-    }
-    Ok((pid, pidfd))
 }
 
-/// Without a cgroup: std's Command, with the session set up in pre_exec.
+/// Where clone3 cannot be used (and so without cgroups): std's Command,
+/// with the session set up in pre_exec.
 fn with_command(config: &WatchConfig, stdio: Stdio3) -> Result<(Pid, OwnedFd)> {
     let mut cmd = Command::new(&config.argv[0]);
     cmd.args(&config.argv[1..])

@@ -127,8 +127,13 @@ impl StateFile {
         }
     }
 
-    pub fn save(&self, watches: BTreeMap<String, SavedWatch>) -> io::Result<()> {
-        let saved = Saved {
+    pub fn save(&self, watches: &BTreeMap<String, SavedWatch>) -> io::Result<()> {
+        #[derive(Serialize)]
+        struct Saving<'a> {
+            version: u32,
+            watches: &'a BTreeMap<String, SavedWatch>,
+        }
+        let saved = Saving {
             version: VERSION,
             watches,
         };
@@ -136,7 +141,7 @@ impl StateFile {
             std::fs::create_dir_all(dir)?;
         }
         let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&saved)?)?;
+        std::fs::write(&tmp, serde_json::to_vec(&saved)?)?;
         std::fs::rename(&tmp, &self.path)
     }
 }

@@ -67,7 +67,9 @@ fn stamp(fifo: &str, started: u64) {
         .write(true)
         .open(fifo)
         .expect("opening the FIFO");
-    writeln!(out, "{} {started}", std::process::id()).expect("writing the stamp");
+    // One write, so that stamps of helpers starting together never mix.
+    let line = format!("{} {started}\n", std::process::id());
+    out.write_all(line.as_bytes()).expect("writing the stamp");
 }
 
 fn main() {

@@ -1,0 +1,290 @@
+//! Starting a process the way posix_spawn does, with what posix_spawn
+//! cannot do: clone3 with CLONE_VM | CLONE_VFORK (no page tables copied,
+//! none torn down again by the exec), CLONE_PIDFD, and CLONE_INTO_CGROUP
+//! (a process born in its cgroup costs nothing, while moving one in waits
+//! for an RCU grace period).
+//!
+//! Owns the child's side between clone and exec. It shares the daemon's
+//! memory while the daemon's thread is suspended, so it makes raw
+//! syscalls only (libc's set*id would also try to change the credentials
+//! of the daemon's other threads, and errno is the daemon thread's) and
+//! reports a failure through memory, not a pipe. Knows nothing of watches
+//! or configs: `spawn` prepares the `Plan`.
+use std::{
+    ffi::CStr,
+    os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
+    sync::atomic::{AtomicI32, Ordering},
+};
+
+use crate::process::Pid;
+
+/// What the child does between clone and exec.
+pub struct Plan<'a> {
+    pub program: &'a CStr,
+    pub argv: &'a [std::ffi::CString],
+    pub envp: &'a [std::ffi::CString],
+    pub dir: Option<&'a CStr>,
+    /// uid, gid and supplementary groups.
+    pub user: Option<(libc::uid_t, libc::gid_t, &'a [libc::gid_t])>,
+    pub umask: Option<libc::mode_t>,
+    /// Become 0, 1 and 2.
+    pub stdio: [BorrowedFd<'a>; 3],
+    pub cgroup: Option<BorrowedFd<'a>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// clone3 itself failed: no process was made.
+    #[error("{0}")]
+    Clone(std::io::Error),
+    /// The child failed before its exec (or the exec did) and exited.
+    #[error("{0}")]
+    Child(std::io::Error),
+}
+
+/// Whether this build and kernel can use it: x86_64 (the clone needs a
+/// few instructions of assembly), Linux 5.5 (CLONE_CLEAR_SIGHAND).
+pub fn available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| cfg!(target_arch = "x86_64") && crate::kernel::at_least(5, 5))
+}
+
+/// Starts `plan`'s program; returns its pid and a pidfd once it has
+/// exec'ed.
+pub fn spawn(plan: &Plan<'_>) -> Result<(Pid, OwnedFd), Error> {
+    let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = plan.envp.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let child = Child {
+        program: plan.program.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        dir: plan.dir.map_or(std::ptr::null(), CStr::as_ptr),
+        user: plan
+            .user
+            .map(|(uid, gid, groups)| (uid, gid, groups.as_ptr(), groups.len())),
+        umask: plan.umask,
+        stdio: plan.stdio.map(|fd| fd.as_raw_fd()),
+        errno: AtomicI32::new(0),
+    };
+    let mut pidfd: libc::c_int = -1;
+    let mut args = CloneArgs {
+        flags: CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_CLEAR_SIGHAND,
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    if let Some(cgroup) = plan.cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = cgroup.as_raw_fd() as u64;
+    }
+    let mut stack = vec![0u8; CHILD_STACK];
+    args.stack = stack.as_mut_ptr() as u64;
+    args.stack_size = stack.len() as u64;
+    // No handler of the daemon's may run in a child that shares its memory
+    // before CLONE_CLEAR_SIGHAND takes effect: all signals are blocked
+    // around the clone, and the child unblocks its own.
+    let mut saved = nix::sys::signal::SigSet::empty();
+    nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::all()),
+        Some(&mut saved),
+    )
+    .map_err(|e| Error::Clone(e.into()))?;
+    // SAFETY: `child`, `argv`, `envp`, `stack` and what they point to live
+    // until after the clone, and the parent is suspended until the child
+    // has exec'ed or exited.
+    let ret = unsafe { clone3_vfork(&mut args, &child) };
+    let _ = nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&saved),
+        None,
+    );
+    if ret < 0 {
+        return Err(Error::Clone(std::io::Error::from_raw_os_error(-ret as i32)));
+    }
+    // SAFETY: the kernel gave us this pidfd with CLONE_PIDFD.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    match child.errno.load(Ordering::Acquire) {
+        0 => {
+            let pid = Pid::new(ret as u32).expect("clone3 returns a pid > 0 to the parent");
+            Ok((pid, pidfd))
+        }
+        errno => Err(Error::Child(std::io::Error::from_raw_os_error(errno))),
+    }
+}
+
+/// `struct clone_args` (linux/sched.h), up to `cgroup`.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_VM: u64 = 0x100;
+const CLONE_PIDFD: u64 = 0x1000;
+const CLONE_VFORK: u64 = 0x4000;
+const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// The child's stack: it makes a handful of syscalls.
+const CHILD_STACK: usize = 64 * 1024;
+
+/// `Plan` as raw pointers, plus where the child reports a failure.
+struct Child {
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    dir: *const libc::c_char,
+    user: Option<(libc::uid_t, libc::gid_t, *const libc::gid_t, usize)>,
+    umask: Option<libc::mode_t>,
+    stdio: [libc::c_int; 3],
+    errno: AtomicI32,
+}
+
+/// The child's side, on its own stack, sharing the daemon's memory.
+extern "C" fn child_main(child: *const Child) -> ! {
+    // SAFETY: `child` is valid until the exec (see `spawn`); only raw,
+    // async-signal-safe syscalls run here.
+    unsafe {
+        let child = &*child;
+        let fail = |ret: libc::c_long| -> ! {
+            child.errno.store(-(ret as i32), Ordering::Release);
+            raw(libc::SYS_exit_group, &[127]);
+            unreachable!("exit_group returned")
+        };
+        let check = |ret: libc::c_long| {
+            if ret < 0 {
+                fail(ret)
+            }
+        };
+        check(raw(libc::SYS_setsid, &[]));
+        if let Some(mask) = child.umask {
+            raw(libc::SYS_umask, &[mask as libc::c_long]);
+        }
+        if let Some((uid, gid, groups, count)) = child.user {
+            check(raw(
+                libc::SYS_setgroups,
+                &[count as libc::c_long, groups as libc::c_long],
+            ));
+            check(raw(libc::SYS_setresgid, &[gid as libc::c_long; 3]));
+            check(raw(libc::SYS_setresuid, &[uid as libc::c_long; 3]));
+        }
+        // The Rust runtime ignores SIGPIPE, and ignored signals stay
+        // ignored across exec; programs expect the default. (Caught ones
+        // were reset by CLONE_CLEAR_SIGHAND.) The kernel's struct
+        // sigaction, all zero, is SIG_DFL.
+        let default = [0u64; 4];
+        raw(
+            libc::SYS_rt_sigaction,
+            &[
+                libc::SIGPIPE as libc::c_long,
+                default.as_ptr() as libc::c_long,
+                0,
+                8,
+            ],
+        );
+        let empty = 0u64;
+        check(raw(
+            libc::SYS_rt_sigprocmask,
+            &[
+                libc::SIG_SETMASK as libc::c_long,
+                (&empty as *const u64) as libc::c_long,
+                0,
+                8,
+            ],
+        ));
+        for (target, &fd) in child.stdio.iter().enumerate() {
+            let (fd, target) = (fd as libc::c_long, target as libc::c_long);
+            // dup3 refuses equal fds; such a one only loses O_CLOEXEC.
+            check(if fd == target {
+                raw(libc::SYS_fcntl, &[fd, libc::F_SETFD as libc::c_long, 0])
+            } else {
+                raw(libc::SYS_dup3, &[fd, target, 0])
+            });
+        }
+        if !child.dir.is_null() {
+            check(raw(libc::SYS_chdir, &[child.dir as libc::c_long]));
+        }
+        fail(raw(
+            libc::SYS_execve,
+            &[
+                child.program as libc::c_long,
+                child.argv as libc::c_long,
+                child.envp as libc::c_long,
+            ],
+        ))
+    }
+}
+
+/// A syscall returning `-errno` on failure, leaving `errno` alone.
+#[cfg(target_arch = "x86_64")]
+unsafe fn raw(number: libc::c_long, args: &[libc::c_long]) -> libc::c_long {
+    let mut a = [0 as libc::c_long; 6];
+    a[..args.len()].copy_from_slice(args);
+    let ret: libc::c_long;
+    // SAFETY: the caller passes a valid syscall and arguments.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") number => ret,
+            in("rdi") a[0], in("rsi") a[1], in("rdx") a[2],
+            in("r10") a[3], in("r8") a[4], in("r9") a[5],
+            lateout("rcx") _, lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// clone3 whose child starts in `child_main` on `args.stack`: a child
+/// sharing the parent's memory must not return into the parent's frames.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3_vfork(args: &mut CloneArgs, child: &Child) -> libc::c_long {
+    let ret: libc::c_long;
+    // SAFETY: the kernel points the child's rsp at the top of its stack
+    // (16-byte aligned: the call makes it a proper frame); it never
+    // returns from `child_main`. The parent goes on at `2:` with only
+    // rax, rcx and r11 changed.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") args as *mut CloneArgs,
+            in("rsi") size_of::<CloneArgs>(),
+            in("r12") child as *const Child,
+            in("r13") child_main as extern "C" fn(*const Child) -> !,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
+    ret
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn raw(_: libc::c_long, _: &[libc::c_long]) -> libc::c_long {
+    unreachable!("`available` is false off x86_64")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn clone3_vfork(_: &mut CloneArgs, _: &Child) -> libc::c_long {
+    unreachable!("`available` is false off x86_64")
+}
