@@ -4,6 +4,14 @@
 //! (a process born in its cgroup costs nothing, while moving one in waits
 //! for an RCU grace period).
 //!
+//! The child does not get a copy of the daemon's file descriptors, which
+//! are thousands with as many watches (pidfds, cgroups) and would each be
+//! copied and closed again at every start: it shares the table
+//! (CLONE_FILES) and unshares only fds 0-5 (close_range with
+//! CLOSE_RANGE_UNSHARE). Fds 3-5 are slots kept for that from the
+//! daemon's first instruction (`reserve_fd_slots`): the parent points them
+//! at the child's stdin, stdout and stderr just before the clone.
+//!
 //! Owns the child's side between clone and exec. It shares the daemon's
 //! memory while the daemon's thread is suspended, so it makes raw
 //! syscalls only (libc's set*id would also try to change the credentials
@@ -42,11 +50,60 @@ pub enum Error {
     Child(std::io::Error),
 }
 
-/// Whether this build and kernel can use it: x86_64 (the clone needs a
-/// few instructions of assembly), Linux 5.5 (CLONE_CLEAR_SIGHAND).
+/// The first of the three fd slots; the child keeps fds below `SLOTS + 3`.
+const SLOTS: libc::c_int = 3;
+
+/// /dev/null, which the slots point at between starts, so that they hold
+/// no log pipe open.
+static NULL: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+
+/// Makes fds 0-2 valid and 3-5 the slots. To be called first thing, before
+/// anything else opens a file: whatever sits at 3-5 is replaced.
+pub fn reserve_fd_slots() -> std::io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let null = std::fs::File::open("/dev/null")?;
+    let high = fcntl(&null, FcntlArg::F_DUPFD_CLOEXEC(SLOTS + 3))?;
+    drop(null);
+    // SAFETY: `high` was just returned by fcntl and is owned by nobody else.
+    let null = unsafe { OwnedFd::from_raw_fd(high) };
+    for fd in 0..SLOTS {
+        // SAFETY: fcntl and dup2 on plain numbers; a closed 0-2 becomes
+        // /dev/null, so that nothing else is ever opened there.
+        unsafe {
+            if libc::fcntl(fd, libc::F_GETFD) < 0 && libc::dup2(null.as_raw_fd(), fd) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    for slot in SLOTS..SLOTS + 3 {
+        // SAFETY: dup3 onto a slot number this module owns.
+        if unsafe { libc::dup3(null.as_raw_fd(), slot, libc::O_CLOEXEC) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    NULL.set(null).expect("reserved once");
+    Ok(())
+}
+
+/// Whether this build, kernel and process can use it: x86_64 (the clone
+/// needs a few instructions of assembly), Linux 5.9 (CLONE_CLEAR_SIGHAND,
+/// CLOSE_RANGE_UNSHARE), fd slots reserved.
 pub fn available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVAILABLE.get_or_init(|| cfg!(target_arch = "x86_64") && crate::kernel::at_least(5, 5))
+    *AVAILABLE.get_or_init(|| {
+        cfg!(target_arch = "x86_64") && crate::kernel::at_least(5, 9) && NULL.get().is_some()
+    })
+}
+
+/// Points the slots at `fds` (or back at /dev/null).
+fn fill_slots(fds: [libc::c_int; 3]) -> std::io::Result<()> {
+    for (slot, fd) in (SLOTS..).zip(fds) {
+        // SAFETY: dup3 onto a slot number this module owns.
+        if unsafe { libc::dup3(fd, slot, libc::O_CLOEXEC) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Starts `plan`'s program; returns its pid and a pidfd once it has
@@ -65,12 +122,12 @@ pub fn spawn(plan: &Plan<'_>) -> Result<(Pid, OwnedFd), Error> {
             .user
             .map(|(uid, gid, groups)| (uid, gid, groups.as_ptr(), groups.len())),
         umask: plan.umask,
-        stdio: plan.stdio.map(|fd| fd.as_raw_fd()),
         errno: AtomicI32::new(0),
     };
+    let null = NULL.get().expect("checked by `available`").as_raw_fd();
     let mut pidfd: libc::c_int = -1;
     let mut args = CloneArgs {
-        flags: CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_CLEAR_SIGHAND,
+        flags: CLONE_VM | CLONE_VFORK | CLONE_FILES | CLONE_PIDFD | CLONE_CLEAR_SIGHAND,
         pidfd: &mut pidfd as *mut libc::c_int as u64,
         exit_signal: libc::SIGCHLD as u64,
         ..CloneArgs::default()
@@ -95,7 +152,11 @@ pub fn spawn(plan: &Plan<'_>) -> Result<(Pid, OwnedFd), Error> {
     // SAFETY: `child`, `argv`, `envp`, `stack` and what they point to live
     // until after the clone, and the parent is suspended until the child
     // has exec'ed or exited.
-    let ret = unsafe { clone3_vfork(&mut args, &child) };
+    let ret = match fill_slots(plan.stdio.map(|fd| fd.as_raw_fd())) {
+        Ok(()) => unsafe { clone3_vfork(&mut args, &child) },
+        Err(e) => -(e.raw_os_error().unwrap_or(libc::EBADF) as libc::c_long),
+    };
+    let _ = fill_slots([null; 3]);
     let _ = nix::sys::signal::pthread_sigmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
         Some(&saved),
@@ -133,10 +194,13 @@ struct CloneArgs {
 }
 
 const CLONE_VM: u64 = 0x100;
+const CLONE_FILES: u64 = 0x400;
 const CLONE_PIDFD: u64 = 0x1000;
 const CLONE_VFORK: u64 = 0x4000;
 const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+const CLOSE_RANGE_UNSHARE: libc::c_long = 2;
 
 /// The child's stack: it makes a handful of syscalls.
 const CHILD_STACK: usize = 64 * 1024;
@@ -149,7 +213,6 @@ struct Child {
     dir: *const libc::c_char,
     user: Option<(libc::uid_t, libc::gid_t, *const libc::gid_t, usize)>,
     umask: Option<libc::mode_t>,
-    stdio: [libc::c_int; 3],
     errno: AtomicI32,
 }
 
@@ -169,6 +232,16 @@ extern "C" fn child_main(child: *const Child) -> ! {
                 fail(ret)
             }
         };
+        // The fd table is the daemon's: first, a copy of fds 0-5 only
+        // (everything from 6 up is left out, not copied and closed).
+        check(raw(
+            libc::SYS_close_range,
+            &[
+                (SLOTS + 3) as libc::c_long,
+                libc::c_long::from(u32::MAX),
+                CLOSE_RANGE_UNSHARE,
+            ],
+        ));
         check(raw(libc::SYS_setsid, &[]));
         if let Some(mask) = child.umask {
             raw(libc::SYS_umask, &[mask as libc::c_long]);
@@ -205,14 +278,12 @@ extern "C" fn child_main(child: *const Child) -> ! {
                 8,
             ],
         ));
-        for (target, &fd) in child.stdio.iter().enumerate() {
-            let (fd, target) = (fd as libc::c_long, target as libc::c_long);
-            // dup3 refuses equal fds; such a one only loses O_CLOEXEC.
-            check(if fd == target {
-                raw(libc::SYS_fcntl, &[fd, libc::F_SETFD as libc::c_long, 0])
-            } else {
-                raw(libc::SYS_dup3, &[fd, target, 0])
-            });
+        // The slots become 0-2; they close themselves at the exec.
+        for target in 0..3 {
+            check(raw(
+                libc::SYS_dup3,
+                &[(SLOTS + target) as libc::c_long, target as libc::c_long, 0],
+            ));
         }
         if !child.dir.is_null() {
             check(raw(libc::SYS_chdir, &[child.dir as libc::c_long]));

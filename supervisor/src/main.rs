@@ -10,6 +10,11 @@ use supervisor::{
 };
 
 fn main() -> ExitCode {
+    // Before anything opens a file: see `clone3`. Without the slots,
+    // processes start through std's Command instead.
+    if let Err(e) = supervisor::clone3::reserve_fd_slots() {
+        eprintln!("supervisor: cannot reserve fds 3-5 for starting processes: {e}");
+    }
     let cli = Cli::parse();
     if let Command::SelfTestChild = cli.command {
         supervisor::check::self_test_child();

@@ -909,3 +909,32 @@ fn daemonize_returns_once_serving_and_reports_failures() {
 
     assert!(cli(&["terminate"]).status.success());
 }
+
+#[test]
+fn started_processes_get_stdio_and_no_fd_of_the_daemon() {
+    // Twenty watches: the daemon holds a pidfd and cgroup files for each.
+    let watches: String = (0..20)
+        .map(|i| {
+            format!("[[watch]]\nname = \"s{i}\"\nstart = \"/bin/sleep 1000\"\nstdout = \"{{dir}}/s{i}.log\"\n")
+        })
+        .collect();
+    let d = RunningDaemon::start(&watches);
+    for i in 0..20 {
+        let name = format!("s{i}");
+        let pid = pid_of(&d.wait_status(&name, "up", |s| s["state"] == "up"));
+        let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("reading the process's fds")
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        fds.sort();
+        assert_eq!(fds, ["0", "1", "2"], "{name} (pid {pid}) has other fds");
+        let stdout = std::fs::read_link(format!("/proc/{pid}/fd/1")).unwrap();
+        assert!(
+            stdout.to_string_lossy().starts_with("pipe:"),
+            "{name}'s stdout goes to its log through the daemon: {}",
+            stdout.display()
+        );
+        let stdin = std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap();
+        assert_eq!(stdin, std::path::Path::new("/dev/null"));
+    }
+}
