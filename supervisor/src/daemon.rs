@@ -83,6 +83,8 @@ struct PendingReply {
 }
 
 pub struct Daemon {
+    /// The `[daemon]` table and where the config came from; the watches'
+    /// configs live in `watches`.
     config: Config,
     backend: Backend,
     watches: BTreeMap<String, Watch>,
@@ -147,11 +149,11 @@ pub async fn run(config: Config, ready: Option<OwnedFd>) -> Result<()> {
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let state_file = StateFile::new(&config.daemon.state_dir);
+    let mut config = config;
     let mut daemon = Daemon {
-        watches: config
-            .watches
-            .iter()
-            .map(|w| (w.name.clone(), Watch::new(w.clone())))
+        watches: std::mem::take(&mut config.watches)
+            .into_iter()
+            .map(|w| (w.name.clone(), Watch::new(w)))
             .collect(),
         config,
         backend,
@@ -428,30 +430,34 @@ impl Daemon {
         }
         let (mut added, mut changed, mut unchanged, mut gone) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for config in &new.watches {
-            match self.watches.get_mut(&config.name) {
+        let mut new = new;
+        let named: std::collections::HashSet<String> =
+            new.watches.iter().map(|w| w.name.clone()).collect();
+        for config in std::mem::take(&mut new.watches) {
+            let name = config.name.clone();
+            match self.watches.get_mut(&name) {
                 None => {
-                    self.watches
-                        .insert(config.name.clone(), Watch::new(config.clone()));
-                    if config.autostart {
-                        self.command(&config.name, Command::Start);
+                    let autostart = config.autostart;
+                    self.watches.insert(name.clone(), Watch::new(config));
+                    if autostart {
+                        self.command(&name, Command::Start);
                     }
-                    added.push(config.name.clone());
+                    added.push(name);
                 }
-                Some(watch) if watch.config == *config => unchanged.push(config.name.clone()),
+                Some(watch) if watch.config == config => unchanged.push(name),
                 Some(watch) => {
-                    watch.config = config.clone();
+                    watch.config = config;
                     if watch.process.is_some() {
-                        self.command(&config.name, Command::Restart);
+                        self.command(&name, Command::Restart);
                     }
-                    changed.push(config.name.clone());
+                    changed.push(name);
                 }
             }
         }
         let missing_names: Vec<String> = self
             .watches
             .keys()
-            .filter(|n| !new.watches.iter().any(|w| &w.name == *n))
+            .filter(|n| !named.contains(*n))
             .cloned()
             .collect();
         for name in missing_names {
