@@ -98,6 +98,13 @@ pub struct WatchConfig {
     pub stderr: Option<PathBuf>,
     pub stop_signal: Signal,
     pub stop_timeout: Duration,
+    /// How long the `stop` command may take to end the process; then the
+    /// command is killed and `stop_signal` sent (SIGKILL `stop_timeout`
+    /// later).
+    pub stop_grace: Duration,
+    /// How long the `restart` command may take; then it is killed and the
+    /// watch is stopped and started instead.
+    pub restart_grace: Duration,
     /// For programs that daemonize themselves: the file they write their
     /// pid to. The supervisor follows that process, not the one it ran.
     pub pid_file: Option<PathBuf>,
@@ -180,6 +187,8 @@ struct RawWatch {
     stderr: Option<PathBuf>,
     stop_signal: Option<SignalName>,
     stop_timeout: Option<HumanDuration>,
+    stop_grace: Option<HumanDuration>,
+    restart_grace: Option<HumanDuration>,
     pid_file: Option<PathBuf>,
     start_grace: Option<HumanDuration>,
     #[serde(default = "yes")]
@@ -598,6 +607,8 @@ fn watch_config(raw: RawWatch) -> Result<WatchConfig, (&'static str, String)> {
         stderr: raw.stderr,
         stop_signal: raw.stop_signal.map_or(Signal::SIGTERM, |s| s.0),
         stop_timeout: raw.stop_timeout.map_or(Duration::from_secs(10), |d| d.0),
+        stop_grace: raw.stop_grace.map_or(Duration::from_secs(10), |d| d.0),
+        restart_grace: raw.restart_grace.map_or(Duration::from_secs(30), |d| d.0),
         pid_file: raw.pid_file,
         start_grace: raw.start_grace.map_or(Duration::from_secs(5), |d| d.0),
         autostart: raw.autostart,

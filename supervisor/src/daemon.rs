@@ -48,6 +48,10 @@ enum Internal {
     Gone { name: String, pid: Pid },
     /// `stop_timeout` ran out for this process.
     StopTimeout { name: String, pid: Pid },
+    /// `stop_grace` ran out for the stop command (`helper`) of this process.
+    StopGraceOver { name: String, pid: Pid, helper: Pid },
+    /// `restart_grace` ran out for the watch's restart command `helper`.
+    RestartGraceOver { name: String, helper: Pid },
     /// Nothing is left of this process group.
     GroupEmpty { name: String, status: ExitStatus },
     /// A start held back by the crash-loop backoff is due.
@@ -663,6 +667,31 @@ impl Daemon {
                 launcher,
                 result,
             } => self.pid_file_said(&name, launch, launcher, result),
+            Internal::StopGraceOver { name, pid, helper } => {
+                let Some(watch) = self.watches.get(&name) else {
+                    return;
+                };
+                let stopping = matches!(watch.state(), State::Stop | State::Restart)
+                    && watch.process.is_some_and(|p| p.pid == pid);
+                if !stopping || !self.by_pid.contains_key(&pid) {
+                    return;
+                }
+                let signal = watch.config.stop_signal;
+                log::warn!("{name}: stop command did not end process {pid} within its stop_grace; killing the command, sending {signal}");
+                signal_group(helper, Signal::SIGKILL);
+                signal_group(pid, signal);
+                if let Some(cgroup) = self.watch_cgroups.get(&name) {
+                    cgroup.signal_all(signal);
+                }
+                stop_timer(&self.tx, &name, pid, watch.config.stop_timeout);
+            }
+            Internal::RestartGraceOver { name, helper } => {
+                signal_group(helper, Signal::SIGKILL);
+                if let Some(watch) = self.watches.get_mut(&name) {
+                    let actions = watch.restart_command_timed_out();
+                    self.act(&name, actions);
+                }
+            }
             Internal::RestartDone { name } => {
                 if let Some(watch) = self.watches.get_mut(&name) {
                     let actions = watch.restart_command_done();
@@ -751,19 +780,28 @@ impl Daemon {
                     timeout,
                 } => {
                     if let Some(process) = watch.process {
-                        match command {
-                            Some(argv) => {
-                                if let Err(e) = run_helper_command(
-                                    &watch.config,
-                                    argv,
-                                    cgroup.as_ref(),
-                                    &mut self.logs,
-                                ) {
+                        let helper = command.and_then(|argv| {
+                            run_helper_command(&watch.config, argv, cgroup.as_ref(), &mut self.logs)
+                                .inspect_err(|e| {
                                     log::error!(
                                         "{name}: stop command failed ({e:#}); sending {signal}"
-                                    );
-                                    signal_group(process.pid, signal);
-                                }
+                                    )
+                                })
+                                .ok()
+                        });
+                        match helper {
+                            // The command has `stop_grace` to end the process.
+                            Some(helper) => {
+                                let tx = self.tx.clone();
+                                let (name, grace) = (name.to_owned(), watch.config.stop_grace);
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(grace).await;
+                                    let _ = tx.send(Internal::StopGraceOver {
+                                        name,
+                                        pid: process.pid,
+                                        helper: helper.id.pid,
+                                    });
+                                });
                             }
                             None => {
                                 signal_group(process.pid, signal);
@@ -771,33 +809,38 @@ impl Daemon {
                                 if let Some(cgroup) = &cgroup {
                                     cgroup.signal_all(signal);
                                 }
+                                stop_timer(&self.tx, name, process.pid, timeout);
                             }
                         }
-                        let tx = self.tx.clone();
-                        let name = name.to_owned();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(timeout).await;
-                            let _ = tx.send(Internal::StopTimeout {
-                                name,
-                                pid: process.pid,
-                            });
-                        });
                     }
                     Vec::new()
                 }
                 Action::RunRestart(argv) => {
                     match run_helper_command(&watch.config, argv, cgroup.as_ref(), &mut self.logs) {
-                        Ok(pidfd) => {
+                        Ok(helper) => {
                             let tx = self.tx.clone();
-                            let name = name.to_owned();
+                            let (name, grace) = (name.to_owned(), watch.config.restart_grace);
                             tokio::spawn(async move {
                                 // SAFETY: the pidfd is owned by the AsyncFd.
-                                if let Ok(afd) = unsafe {
-                                    AsyncFd::register_with_interest(pidfd, Interest::READABLE)
+                                let finished = match unsafe {
+                                    AsyncFd::register_with_interest(
+                                        helper.pidfd,
+                                        Interest::READABLE,
+                                    )
                                 } {
-                                    let _ = afd.readable().await;
-                                }
-                                let _ = tx.send(Internal::RestartDone { name });
+                                    Ok(afd) => {
+                                        tokio::time::timeout(grace, afd.readable()).await.is_ok()
+                                    }
+                                    Err(_) => true,
+                                };
+                                let _ = tx.send(if finished {
+                                    Internal::RestartDone { name }
+                                } else {
+                                    Internal::RestartGraceOver {
+                                        name,
+                                        helper: helper.id.pid,
+                                    }
+                                });
                             });
                             Vec::new()
                         }
@@ -1057,19 +1100,28 @@ impl Daemon {
 }
 
 /// Runs a watch's stop or restart command as the watch's own process would
-/// run (user, directory, environment, cgroup); returns its pidfd. The
-/// daemon's reaper collects it.
+/// run (user, directory, environment, cgroup). The daemon's reaper
+/// collects it.
 fn run_helper_command(
     config: &crate::config::WatchConfig,
     argv: Vec<String>,
     cgroup: Option<&WatchCgroup>,
     logs: &mut Logs,
-) -> Result<OwnedFd> {
+) -> Result<spawn::Spawned> {
     let helper = crate::config::WatchConfig {
         argv,
         ..config.clone()
     };
-    Ok(spawn::spawn(&helper, cgroup, logs)?.pidfd)
+    spawn::spawn(&helper, cgroup, logs)
+}
+
+/// SIGKILL for `pid`'s group (`StopTimeout`) unless it is gone by then.
+fn stop_timer(tx: &mpsc::UnboundedSender<Internal>, name: &str, pid: Pid, timeout: Duration) {
+    let (tx, name) = (tx.clone(), name.to_owned());
+    tokio::spawn(async move {
+        tokio::time::sleep(timeout).await;
+        let _ = tx.send(Internal::StopTimeout { name, pid });
+    });
 }
 
 /// Signals a watch's process group; a process that is no group leader

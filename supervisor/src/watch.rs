@@ -262,6 +262,20 @@ impl Watch {
         }
     }
 
+    /// The restart command outlived `restart_grace` (and was killed): the
+    /// process is stopped and started instead.
+    pub fn restart_command_timed_out(&mut self) -> Vec<Action> {
+        if self.state != State::Restart || self.process.is_none() {
+            return Vec::new();
+        }
+        log::warn!(
+            "{}: restart command still ran after {:?}; stopping and starting instead",
+            self.config.name,
+            self.config.restart_grace
+        );
+        vec![self.stop_action()]
+    }
+
     /// The restart command has finished. If the process did not exit, it
     /// restarted in place (a reload): the watch is up again.
     pub fn restart_command_done(&mut self) -> Vec<Action> {

@@ -768,6 +768,54 @@ restart = ["/bin/sh", "-c", "kill -HUP $(cat {dir}/svc.pid)"]
 }
 
 #[test]
+fn stop_and_restart_commands_that_hang_are_cut_off_by_their_grace() {
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "svc"
+start = "/bin/sleep 1000"
+stop = ["/bin/sh", "-c", "echo $$ > {dir}/stopper.pid; exec sleep 1000"]
+stop_grace = "300ms"
+restart = ["/bin/sh", "-c", "echo $$ > {dir}/restarter.pid; exec sleep 1000"]
+restart_grace = "300ms"
+"#,
+    );
+    let first = pid_of(&d.wait_status("svc", "up", |s| s["state"] == "up"));
+
+    // The restart command never finishes: after restart_grace it is
+    // killed and the process replaced the plain way.
+    let started = Instant::now();
+    assert!(d.cli(&["restart", "svc"]).status.success());
+    let s = d.wait_status("svc", "a new process", |s| {
+        s["state"] == "up" && s["pid"].as_u64().is_some_and(|p| p != first as u64)
+    });
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(300),
+        "replaced before restart_grace ran out: {s}"
+    );
+    let restarter = std::fs::read_to_string(d.dir.path().join("restarter.pid")).unwrap();
+    supervisor_tests::wait_until("the hung restart command to be killed", || {
+        !std::path::Path::new(&format!("/proc/{}", restarter.trim())).exists()
+    });
+    // Stopped the plain way: with the stop command, which hangs in turn
+    // until stop_grace, then the stop signal.
+    assert_eq!(s["last_exit"]["status"]["text"], "killed by SIGTERM", "{s}");
+
+    // The stop command never ends the process: after stop_grace the stop
+    // signal does.
+    let second = pid_of(&s);
+    assert!(d.cli(&["stop", "svc"]).status.success());
+    let s = d.status("svc");
+    assert_eq!(s["state"], "unmonitored", "{s}");
+    assert_eq!(s["last_exit"]["pid"], second, "{s}");
+    assert_eq!(s["last_exit"]["status"]["text"], "killed by SIGTERM", "{s}");
+    let stopper = std::fs::read_to_string(d.dir.path().join("stopper.pid")).unwrap();
+    supervisor_tests::wait_until("the hung stop command to be killed", || {
+        !std::path::Path::new(&format!("/proc/{}", stopper.trim())).exists()
+    });
+}
+
+#[test]
 fn output_goes_to_log_files_that_sigusr1_reopens() {
     let d = RunningDaemon::start(
         r#"

@@ -16,7 +16,7 @@ pub struct BenchArgs {
     /// Seconds of unrelated churn per backend.
     #[arg(long, default_value_t = 5)]
     churn_secs: u64,
-    /// Leave god and supervisord out (they are installed from Debian).
+    /// Leave the peers out (they are installed from Debian).
     #[arg(long)]
     no_peers: bool,
     /// Print only; leave BENCHMARKS.md alone.
@@ -24,7 +24,7 @@ pub struct BenchArgs {
     no_write: bool,
 }
 
-/// god and supervisord, from Debian, for the side-by-side rows.
+/// The peers, from Debian, for the side-by-side rows.
 fn install_peers() -> Result<()> {
     let have = |cmd: &str| {
         Command::new("sh")
@@ -32,14 +32,28 @@ fn install_peers() -> Result<()> {
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    if have("god") && have("supervisord") {
+    if ["god", "supervisord", "supervise", "runsv", "s6-supervise"]
+        .iter()
+        .all(|cmd| have(cmd))
+    {
         return Ok(());
     }
-    eprintln!("xtask bench: installing the peers (ruby-god, supervisor) from Debian");
+    eprintln!(
+        "xtask bench: installing the peers (ruby-god, supervisor, daemontools, runit, s6) from Debian"
+    );
     crate::run(Command::new("apt-get").arg("update").arg("-q"))?;
     crate::run(
         Command::new("apt-get")
-            .args(["install", "-y", "-q", "ruby-god", "supervisor"])
+            .args([
+                "install",
+                "-y",
+                "-q",
+                "ruby-god",
+                "supervisor",
+                "daemontools",
+                "runit",
+                "s6",
+            ])
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
 }

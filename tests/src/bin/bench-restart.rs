@@ -316,7 +316,13 @@ fn main() -> Result<()> {
     }
 
     if std::env::args().any(|a| a == "--peers") {
-        for peer in [Peer::God, Peer::Supervisord] {
+        for peer in [
+            Peer::God,
+            Peer::Supervisord,
+            Peer::Daemontools,
+            Peer::Runit,
+            Peer::S6,
+        ] {
             let samples = peer.samples(n);
             eprintln!("bench: {}, {samples} restarts", peer.name());
             match peer_restarts(peer, dir.path(), &helper, &fifo, &mut stamps, samples) {
@@ -406,6 +412,9 @@ fn wait_followed(daemon: &Daemon, pid: u32) -> Result<()> {
 enum Peer {
     God,
     Supervisord,
+    Daemontools,
+    Runit,
+    S6,
 }
 
 impl Peer {
@@ -413,14 +422,29 @@ impl Peer {
         match self {
             Self::God => "god 0.13 (event mode)",
             Self::Supervisord => "supervisord 4.2",
+            Self::Daemontools => "daemontools 0.76 (supervise)",
+            Self::Runit => "runit 2.1 (runsv)",
+            Self::S6 => "s6 2.11 (s6-supervise)",
         }
     }
 
-    /// supervisord polls once a second: fewer samples keep the run short.
+    /// Fewer samples where each takes a second: supervisord polls once a
+    /// second, and the others hold back the restart of a process that ran
+    /// for less than one.
     fn samples(self, n: usize) -> usize {
         match self {
             Self::God => n.min(200),
             Self::Supervisord => n.min(20),
+            Self::Daemontools | Self::Runit | Self::S6 => n.min(30),
+        }
+    }
+
+    /// How long the replacement runs before it is killed: long enough to
+    /// be registered, and for the throttled ones past their one second.
+    fn settle(self) -> Duration {
+        match self {
+            Self::God | Self::Supervisord => Duration::from_millis(100),
+            Self::Daemontools | Self::Runit | Self::S6 => Duration::from_millis(1100),
         }
     }
 }
@@ -438,8 +462,25 @@ fn peer_restarts(
     let home = dir.join(match peer {
         Peer::God => "god",
         Peer::Supervisord => "supervisord",
+        Peer::Daemontools => "daemontools",
+        Peer::Runit => "runit",
+        Peer::S6 => "s6",
     });
     std::fs::create_dir_all(home.join("pids"))?;
+    // A service folder for the supervise-style peers: `run` is the helper
+    // itself (no shell), which stamps to the `stamp-fifo` beside it.
+    let service = home.join("service");
+    std::fs::create_dir_all(&service)?;
+    std::os::unix::fs::symlink(helper, service.join("run"))?;
+    std::os::unix::fs::symlink(fifo, service.join("stamp-fifo"))?;
+    let supervise = |program: &str| {
+        Command::new(program)
+            .arg(&service)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {program}"))
+    };
     let mut child = match peer {
         Peer::God => {
             let config = home.join("stamp.god");
@@ -490,21 +531,26 @@ fn peer_restarts(
                 .spawn()
                 .context("starting supervisord (apt-get install supervisor)")?
         }
+        Peer::Daemontools => supervise("supervise")?,
+        Peer::Runit => supervise("runsv")?,
+        Peer::S6 => supervise("s6-supervise")?,
     };
+    let mut last = None;
     let result = (|| -> Result<(Vec<f64>, usize)> {
         let Some((mut pid, _)) = poll_stamp_within(stamps, Duration::from_secs(30))? else {
             bail!("{} never started the helper", peer.name());
         };
         let (mut out, mut lost) = (Vec::new(), 0);
+        last = Some(pid);
         for _ in 0..n {
-            // Let the peer register the new process before killing it.
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(peer.settle());
             let t0 = monotonic_ns();
             kill9(pid)?;
             match poll_stamp_within(stamps, Duration::from_secs(10))? {
                 Some((next, started)) => {
                     out.push(started.saturating_sub(t0) as f64 / 1e3);
                     pid = next;
+                    last = Some(pid);
                 }
                 None => {
                     lost += 1;
@@ -517,6 +563,9 @@ fn peer_restarts(
     })();
     let _ = child.kill();
     let _ = child.wait();
+    if let Some(pid) = last {
+        let _ = kill9(pid);
+    }
     // What the peer started lives on without it.
     let _ = Command::new("pkill")
         .args(["-KILL", "-f"])

@@ -17,6 +17,10 @@
 //!                          then wait to be killed (restart benchmarks)
 //!   churn SECONDS          fork and reap children as fast as it can for
 //!                          SECONDS, then print how many (for benchmarks)
+//!   (no known mode)        with a `stamp-fifo` in the working directory,
+//!                          `stamp` to it: so the helper can be a service's
+//!                          `run` file for daemontools, runit and s6, with
+//!                          no shell in between
 use std::io::{BufRead as _, Write as _};
 use supervisor_tests::monotonic_ns;
 
@@ -143,6 +147,11 @@ fn main() {
         }
         Some("stamp") => {
             stamp(args.get(1).expect("stamp FIFO"), started);
+            block()
+        }
+        // s6-supervise passes the service's name; the others nothing.
+        _ if std::path::Path::new("stamp-fifo").exists() => {
+            stamp("stamp-fifo", started);
             block()
         }
         Some("churn") => {
