@@ -60,7 +60,21 @@ pub struct DaemonConfig {
     pub socket: PathBuf,
     pub state_dir: PathBuf,
     pub backend: BackendArg,
+    pub tracking: Tracking,
     pub log_level: String,
+}
+
+/// How a watch's processes are known, beyond its process group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tracking {
+    /// A cgroup per watch where the kernel offers cgroup v2, else fork
+    /// tracking, else the process group alone (said in the log).
+    Auto,
+    /// A cgroup v2 per watch, or the daemon does not start.
+    Cgroup,
+    /// Fork events from the proc connector, or the daemon does not start.
+    Fork,
 }
 
 impl Default for DaemonConfig {
@@ -69,6 +83,7 @@ impl Default for DaemonConfig {
             socket: PathBuf::from(DEFAULT_SOCKET),
             state_dir: PathBuf::from("/var/lib/supervisor"),
             backend: BackendArg::Auto,
+            tracking: Tracking::Auto,
             log_level: "info".into(),
         }
     }
@@ -162,6 +177,7 @@ struct RawDaemon {
     socket: Option<PathBuf>,
     state_dir: Option<PathBuf>,
     backend: Option<RawBackend>,
+    tracking: Option<Tracking>,
     log_level: Option<LogLevel>,
 }
 
@@ -509,6 +525,7 @@ fn daemon_config(raw: RawDaemon) -> DaemonConfig {
         socket: raw.socket.unwrap_or(defaults.socket),
         state_dir: raw.state_dir.unwrap_or(defaults.state_dir),
         backend: raw.backend.map_or(defaults.backend, |b| b.0),
+        tracking: raw.tracking.unwrap_or(defaults.tracking),
         log_level: raw.log_level.map_or(defaults.log_level, |l| l.0),
     }
 }

@@ -29,7 +29,7 @@ use tokio::{
 use crate::{
     backend::{Backend, Options},
     cgroup::{self, Cgroups, WatchCgroup},
-    config::Config,
+    config::{Config, Tracking},
     control::{self, Incoming, Missing, Request, Response},
     exit::{ExitEvent, ExitStatus},
     output::Logs,
@@ -37,6 +37,7 @@ use crate::{
     process::{self, Pid, ProcessId, StartTime},
     spawn,
     state::{SavedWatch, StateFile},
+    tree::{Members, Trees},
     watch::{Action, Command, State, Watch},
 };
 
@@ -104,6 +105,8 @@ pub struct Daemon {
     state_file: StateFile,
     cgroups: Option<Cgroups>,
     watch_cgroups: HashMap<String, WatchCgroup>,
+    /// Fork tracking, where there are no cgroups.
+    trees: Option<Trees>,
     logs: Logs,
     /// Watches to forget once stopped.
     removing: std::collections::HashSet<String>,
@@ -139,18 +142,7 @@ pub async fn run(config: Config, ready: Option<OwnedFd>) -> Result<()> {
     unsafe { libc::malloc_trim(0) };
     let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Incoming>();
     let in_flight = control::serve(&config.daemon.socket, control_tx)?;
-    let cgroups = match Cgroups::discover(&cgroup::instance_name(&config.daemon.socket)) {
-        Ok(cgroups) => {
-            log::info!("each watch's processes are tracked in a cgroup of their own");
-            Some(cgroups)
-        }
-        Err(e) => {
-            log::warn!(
-                "no cgroups ({e:#}): tracking each watch by its session and process group only"
-            );
-            None
-        }
-    };
+    let (cgroups, trees) = tracking(&config)?;
     let (tx, rx) = mpsc::unbounded_channel();
     let state_file = StateFile::new(&config.daemon.state_dir);
     let mut config = config;
@@ -173,6 +165,7 @@ pub async fn run(config: Config, ready: Option<OwnedFd>) -> Result<()> {
         launches: HashMap::new(),
         cgroups,
         watch_cgroups: HashMap::new(),
+        trees,
         logs: Logs::default(),
         removing: Default::default(),
         saved: Default::default(),
@@ -208,6 +201,12 @@ pub async fn run(config: Config, ready: Option<OwnedFd>) -> Result<()> {
                 daemon.on_exit(event);
             }
             Some(internal) = daemon.rx.recv() => daemon.on_internal(internal),
+            result = follow_forks(&mut daemon.trees) => {
+                if let Err(e) = result {
+                    log::error!("fork tracking stopped: {e:#}; tracking process groups only");
+                    daemon.trees = None;
+                }
+            }
             Some((request, reply)) = control_rx.recv() => daemon.on_request(request, reply),
             _ = sigchld.recv() => daemon.reap(),
             _ = sigterm.recv() => daemon.terminate(None),
@@ -243,6 +242,41 @@ pub async fn run(config: Config, ready: Option<OwnedFd>) -> Result<()> {
     let _ = std::fs::remove_file(&daemon.config.daemon.socket);
     in_flight.drain(Duration::from_secs(1)).await;
     Ok(())
+}
+
+async fn follow_forks(trees: &mut Option<Trees>) -> Result<()> {
+    match trees {
+        Some(trees) => trees.follow().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Cgroups or fork tracking, as `[daemon] tracking` says.
+fn tracking(config: &Config) -> Result<(Option<Cgroups>, Option<Trees>)> {
+    let tracking = config.daemon.tracking;
+    if tracking != Tracking::Fork {
+        match Cgroups::discover(&cgroup::instance_name(&config.daemon.socket)) {
+            Ok(cgroups) => {
+                log::info!("each watch's processes are tracked in a cgroup of their own");
+                return Ok((Some(cgroups), None));
+            }
+            Err(e) if tracking == Tracking::Cgroup => {
+                return Err(e.context("tracking = \"cgroup\" in [daemon]"))
+            }
+            Err(e) => log::warn!("no cgroups ({e:#}); tracking each watch's forks instead"),
+        }
+    }
+    match Trees::open() {
+        Ok(trees) => {
+            log::info!("each watch's processes are tracked by their forks");
+            Ok((None, Some(trees)))
+        }
+        Err(e) if tracking == Tracking::Fork => Err(e.context("tracking = \"fork\" in [daemon]")),
+        Err(e) => {
+            log::warn!("no fork tracking ({e:#}): tracking each watch by its session and process group only");
+            Ok((None, None))
+        }
+    }
 }
 
 impl Daemon {
@@ -314,6 +348,9 @@ impl Daemon {
         }
         self.by_pid.insert(id.pid, name.to_owned());
         self.pidfds.insert(id.pid, pidfd);
+        if let Some(trees) = &mut self.trees {
+            trees.track_running(id.pid, name);
+        }
         if let Some(watch) = self.watches.get_mut(name) {
             watch.adopt(id);
         }
@@ -337,7 +374,10 @@ impl Daemon {
         let launched = pid_file::clear(&path)
             .and_then(|()| spawn::spawn(&watch.config, cgroup.as_ref(), &mut self.logs));
         let launcher = match launched {
-            Ok(spawned) => spawned.id.pid,
+            Ok(spawned) => {
+                track(&mut self.trees, name, spawned.id.pid);
+                spawned.id.pid
+            }
             Err(e) => {
                 let actions = watch.spawn_failed(&format!("{e:#}"));
                 self.act(name, actions);
@@ -393,6 +433,7 @@ impl Daemon {
                 Ok(pidfd) => {
                     self.by_pid.insert(id.pid, name.to_owned());
                     self.pidfds.insert(id.pid, pidfd);
+                    track(&mut self.trees, name, id.pid);
                     let more = watch.spawned(id);
                     if let Err(e) = self.backend.watch(id) {
                         log::error!("{name}: cannot watch process {}: {e:#}", id.pid);
@@ -485,6 +526,19 @@ impl Daemon {
             "missing": gone,
             "missing_action": missing,
         }))
+    }
+
+    fn reach(&mut self, name: &str) -> Reach {
+        match (self.cgroup_of(name), &mut self.trees) {
+            (Some(cgroup), _) => Reach::Cgroup(cgroup),
+            (None, Some(trees)) => {
+                if let Err(e) = trees.catch_up() {
+                    log::error!("fork tracking: {e:#}");
+                }
+                Reach::Forks(trees.members(), name.to_owned())
+            }
+            (None, None) => Reach::Group,
+        }
     }
 
     /// The watch's cgroup, made on first use; `None` without cgroups.
@@ -582,20 +636,20 @@ impl Daemon {
         self.by_pid.remove(&pid);
         self.pidfds.remove(&pid);
         let _ = self.backend.unwatch(pid);
-        let cgroup = self.watch_cgroups.get(&name).cloned();
+        let reach = self.reach(&name);
         let Some(watch) = self.watches.get(&name) else {
             return;
         };
         // What the process left behind goes too, in its group or anywhere
-        // in its cgroup: after a stop they had the stop signal and get the
-        // rest of the timeout; after a crash they are strays of a dead
-        // program and would hold its ports.
-        if leftovers(pid, cgroup.as_ref()) {
+        // in its cgroup or tree: after a stop they had the stop signal and
+        // get the rest of the timeout; after a crash they are strays of a
+        // dead program and would hold its ports.
+        if reach.alive(pid) {
             let grace = match watch.state() {
                 State::Stop | State::Restart => watch.config.stop_timeout,
                 _ => Duration::ZERO,
             };
-            self.drain(name, pid, cgroup, status, grace);
+            self.drain(name, pid, reach, status, grace);
             return;
         }
         self.finish_exit(&name, status);
@@ -609,30 +663,20 @@ impl Daemon {
         self.act(name, actions);
     }
 
-    fn drain(
-        &self,
-        name: String,
-        pid: Pid,
-        cgroup: Option<WatchCgroup>,
-        status: ExitStatus,
-        grace: Duration,
-    ) {
+    fn drain(&self, name: String, pid: Pid, reach: Reach, status: ExitStatus, grace: Duration) {
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let deadline = Instant::now() + grace;
             let mut killed = false;
             let mut tick = tokio::time::interval(GROUP_DRAIN_TICK);
-            while leftovers(pid, cgroup.as_ref()) {
+            while reach.alive(pid) {
                 if Instant::now() >= deadline {
                     if !killed {
                         log::info!("{name}: killing what process {pid} left behind");
                         killed = true;
                     }
                     // Again each round: a fork in flight lands after a kill.
-                    signal_group(pid, Signal::SIGKILL);
-                    if let Some(cgroup) = &cgroup {
-                        cgroup.kill_all();
-                    }
+                    reach.signal(pid, Signal::SIGKILL);
                 }
                 tick.tick().await;
             }
@@ -654,10 +698,7 @@ impl Daemon {
                 });
                 if stopping && self.by_pid.contains_key(&pid) {
                     log::warn!("{name}: process {pid} outlived its stop timeout; sending SIGKILL to its group");
-                    signal_group(pid, Signal::SIGKILL);
-                    if let Some(cgroup) = self.watch_cgroups.get(&name) {
-                        cgroup.kill_all();
-                    }
+                    self.reach(&name).signal(pid, Signal::SIGKILL);
                 }
             }
             Internal::GroupEmpty { name, status, .. } => self.finish_exit(&name, status),
@@ -676,14 +717,11 @@ impl Daemon {
                 if !stopping || !self.by_pid.contains_key(&pid) {
                     return;
                 }
-                let signal = watch.config.stop_signal;
+                let (signal, timeout) = (watch.config.stop_signal, watch.config.stop_timeout);
                 log::warn!("{name}: stop command did not end process {pid} within its stop_grace; killing the command, sending {signal}");
                 signal_group(helper, Signal::SIGKILL);
-                signal_group(pid, signal);
-                if let Some(cgroup) = self.watch_cgroups.get(&name) {
-                    cgroup.signal_all(signal);
-                }
-                stop_timer(&self.tx, &name, pid, watch.config.stop_timeout);
+                self.reach(&name).signal(pid, signal);
+                stop_timer(&self.tx, &name, pid, timeout);
             }
             Internal::RestartGraceOver { name, helper } => {
                 signal_group(helper, Signal::SIGKILL);
@@ -741,6 +779,7 @@ impl Daemon {
         let mut queue: std::collections::VecDeque<Action> = actions.into();
         while let Some(action) = queue.pop_front() {
             let cgroup = self.cgroup_of(name);
+            let reach = self.reach(name);
             let Some(watch) = self.watches.get_mut(name) else {
                 return;
             };
@@ -755,6 +794,7 @@ impl Daemon {
                         let id = spawned.id;
                         self.by_pid.insert(id.pid, name.to_owned());
                         self.pidfds.insert(id.pid, spawned.pidfd);
+                        track(&mut self.trees, name, id.pid);
                         let more = watch.spawned(id);
                         // Watched before anything can be missed: a process
                         // that already died is reported by `watch` itself.
@@ -781,13 +821,17 @@ impl Daemon {
                 } => {
                     if let Some(process) = watch.process {
                         let helper = command.and_then(|argv| {
-                            run_helper_command(&watch.config, argv, cgroup.as_ref(), &mut self.logs)
-                                .inspect_err(|e| {
-                                    log::error!(
-                                        "{name}: stop command failed ({e:#}); sending {signal}"
-                                    )
-                                })
-                                .ok()
+                            run_helper_command(
+                                &watch.config,
+                                argv,
+                                cgroup.as_ref(),
+                                &mut self.logs,
+                                &mut self.trees,
+                            )
+                            .inspect_err(|e| {
+                                log::error!("{name}: stop command failed ({e:#}); sending {signal}")
+                            })
+                            .ok()
                         });
                         match helper {
                             // The command has `stop_grace` to end the process.
@@ -804,11 +848,8 @@ impl Daemon {
                                 });
                             }
                             None => {
-                                signal_group(process.pid, signal);
                                 // Descendants that left the group get it too.
-                                if let Some(cgroup) = &cgroup {
-                                    cgroup.signal_all(signal);
-                                }
+                                reach.signal(process.pid, signal);
                                 stop_timer(&self.tx, name, process.pid, timeout);
                             }
                         }
@@ -816,7 +857,13 @@ impl Daemon {
                     Vec::new()
                 }
                 Action::RunRestart(argv) => {
-                    match run_helper_command(&watch.config, argv, cgroup.as_ref(), &mut self.logs) {
+                    match run_helper_command(
+                        &watch.config,
+                        argv,
+                        cgroup.as_ref(),
+                        &mut self.logs,
+                        &mut self.trees,
+                    ) {
                         Ok(helper) => {
                             let tx = self.tx.clone();
                             let (name, grace) = (name.to_owned(), watch.config.restart_grace);
@@ -883,6 +930,9 @@ impl Daemon {
             self.watches.remove(name);
             if let Some(cgroup) = self.watch_cgroups.remove(name) {
                 cgroup.remove();
+            }
+            if let Some(trees) = &mut self.trees {
+                trees.forget(name);
             }
             for waiter in self.waiters.remove(name).unwrap_or_default() {
                 self.answer_part(waiter.request, None);
@@ -1107,12 +1157,22 @@ fn run_helper_command(
     argv: Vec<String>,
     cgroup: Option<&WatchCgroup>,
     logs: &mut Logs,
+    trees: &mut Option<Trees>,
 ) -> Result<spawn::Spawned> {
     let helper = crate::config::WatchConfig {
         argv,
         ..config.clone()
     };
-    spawn::spawn(&helper, cgroup, logs)
+    let spawned = spawn::spawn(&helper, cgroup, logs)?;
+    track(trees, &config.name, spawned.id.pid);
+    Ok(spawned)
+}
+
+/// Counts `pid`, just started, as one of watch `name`'s processes.
+fn track(trees: &mut Option<Trees>, name: &str, pid: Pid) {
+    if let Some(trees) = trees {
+        trees.track(pid, name);
+    }
 }
 
 /// SIGKILL for `pid`'s group (`StopTimeout`) unless it is gone by then.
@@ -1138,13 +1198,34 @@ fn pidfd_readable(fd: &OwnedFd) -> bool {
     matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
-/// Whether anything of a watch's process is left: in its cgroup, or
-/// without one in its process group (led by `pid`). Every member of the
-/// group descends from the watch's process, so the cgroup holds it too.
-fn leftovers(pid: Pid, cgroup: Option<&WatchCgroup>) -> bool {
-    match cgroup {
-        Some(cgroup) => cgroup.populated(),
-        None => group_alive(pid),
+/// How all of a watch's processes are found: its cgroup, else what fork
+/// tracking saw it start, and its process group.
+#[derive(Clone)]
+enum Reach {
+    Cgroup(WatchCgroup),
+    Forks(Members, String),
+    Group,
+}
+
+impl Reach {
+    /// Whether anything of the watch whose process group `pid` leads is
+    /// left. Every member of the group descends from the watch's process,
+    /// so a cgroup holds it too.
+    fn alive(&self, pid: Pid) -> bool {
+        match self {
+            Self::Cgroup(cgroup) => cgroup.populated(),
+            Self::Forks(members, name) => group_alive(pid) || !members.of(name).is_empty(),
+            Self::Group => group_alive(pid),
+        }
+    }
+
+    fn signal(&self, pid: Pid, signal: Signal) {
+        signal_group(pid, signal);
+        match self {
+            Self::Cgroup(cgroup) => cgroup.signal_all(signal),
+            Self::Forks(members, name) => members.signal_all(name, signal),
+            Self::Group => {}
+        }
     }
 }
 

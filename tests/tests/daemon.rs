@@ -299,6 +299,14 @@ fn bad_configs_are_rejected_with_file_line_and_key() {
             ":2:11: daemon.backend: unknown backend 'magic'",
         ),
         (
+            "[daemon]\ntracking = \"magic\"\n",
+            ":2:12: daemon.tracking: unknown variant `magic`, expected one of `auto`, `cgroup`, `fork`",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nrestart_grace = \"soon\"\n",
+            ":4:17: watch[0].restart_grace: ",
+        ),
+        (
             "[[watch]]\nname = \"a\"\nstart = []\n",
             ":3: watch[0].start: is empty: name the program to run",
         ),
@@ -666,7 +674,7 @@ fn pgid_of(pid: u32) -> Option<u32> {
 }
 
 #[test]
-fn descendants_that_left_the_group_die_with_their_watch() {
+fn descendants_that_left_the_group_die_with_their_watch_cgroup() {
     let cgroup2 = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .contains(" - cgroup2 ");
@@ -675,17 +683,33 @@ fn descendants_that_left_the_group_die_with_their_watch() {
         eprintln!("\n!!! SKIPPED: no cgroup2 here\n");
         return;
     }
+    descendants_that_left_the_group_die_with_their_watch("cgroup", 0);
+}
+
+/// Where there is no cgroup v2, fork tracking does the same.
+#[test]
+fn descendants_that_left_the_group_die_with_their_watch_forks() {
+    if !supervisor_tests::require_root("the proc connector") {
+        return;
+    }
+    descendants_that_left_the_group_die_with_their_watch("fork", 1);
+}
+
+fn descendants_that_left_the_group_die_with_their_watch(tracking: &str, n: u32) {
     // A worker in a session of its own, as a daemonizing server leaves.
-    let marker = 3_000_000 + std::process::id() % 100_000;
+    let marker = 3_000_000 + std::process::id() % 100_000 * 2 + n;
     let worker = format!("/bin/sleep {marker}");
-    let d = RunningDaemon::start(&format!(
-        r#"
+    let d = RunningDaemon::start_with(
+        &format!("tracking = \"{tracking}\""),
+        &format!(
+            r#"
 [[watch]]
 name = "master"
 start = ["/bin/sh", "-c", "setsid {worker} & while :; do sleep 1; done"]
 stop_timeout = "500ms"
 "#
-    ));
+        ),
+    );
     let wait_worker = |not: Option<u32>| {
         let deadline = Instant::now() + supervisor_tests::WAIT;
         loop {

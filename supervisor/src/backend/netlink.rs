@@ -8,27 +8,20 @@
 //! re-checked.
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::OwnedFd,
     time::SystemTime,
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use tokio::io::{unix::AsyncFd, Interest};
 
 use super::{Counters, Options, Scope, Tracked};
 use crate::{
     exit::{ExitEvent, ExitStatus},
+    proc_connector::{self, Event, PROC_EVENT_EXIT},
     process::{self, Pid, ProcessId},
 };
 
-const NETLINK_CONNECTOR: i32 = 11;
-const CN_IDX_PROC: u32 = 1;
-const CN_VAL_PROC: u32 = 1;
-const PROC_CN_MCAST_LISTEN: u32 = 1;
-const PROC_EVENT_EXIT: u32 = 0x8000_0000;
-const NLMSG_HDRLEN: usize = 16;
-const CN_MSG_LEN: usize = 20;
-const NLMSG_DONE: u16 = 3;
 /// How many recent thread exits to remember: enough to cover threads that
 /// exit around the same time as their leader.
 const RECENT_THREAD_EXITS: usize = 4096;
@@ -68,38 +61,8 @@ struct ThreadExit {
 
 impl NetlinkBackend {
     pub fn open(options: &Options) -> Result<Self> {
-        // SAFETY: plain socket(2); the fd is owned at once.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                NETLINK_CONNECTOR,
-            )
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error())
-                .context("opening a NETLINK_CONNECTOR socket (kernel without CONFIG_CONNECTOR?)");
-        }
-        // SAFETY: fd was just returned by socket(2) and is ours alone.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        addr.nl_groups = CN_IDX_PROC;
-        // SAFETY: addr is a valid sockaddr_nl of the size given.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_nl).cast(),
-                size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error())
-                .context("binding to the proc connector group (needs CAP_NET_ADMIN)");
-        }
         let rcvbuf = options.netlink_rcvbuf.unwrap_or(DEFAULT_RCVBUF);
-        set_rcvbuf(&fd, rcvbuf);
-        subscribe(&fd).context("subscribing to proc connector events")?;
+        let fd = proc_connector::open(PROC_EVENT_EXIT, rcvbuf)?;
         // SAFETY: the OwnedFd stays open as long as the AsyncFd holds it.
         let socket = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
             .map_err(|e| e.into_parts().1)
@@ -148,7 +111,7 @@ impl NetlinkBackend {
                 .await
                 .context("waiting on the netlink socket")?;
             let (queued, overflowed) =
-                drain_socket(guard.get_inner(), &mut self.buf, &mut self.queue)
+                drain_exits(guard.get_inner(), &mut self.buf, &mut self.queue)
                     .context("reading the netlink socket")?;
             if queued == 0 && !overflowed {
                 guard.clear_ready();
@@ -164,7 +127,7 @@ impl NetlinkBackend {
     /// Queues whatever the socket holds now, without blocking.
     fn drain(&mut self) -> Result<()> {
         let (queued, overflowed) =
-            drain_socket(self.socket.get_ref(), &mut self.buf, &mut self.queue)
+            drain_exits(self.socket.get_ref(), &mut self.buf, &mut self.queue)
                 .context("reading the netlink socket")?;
         self.counters.delivered += queued as u64;
         if overflowed {
@@ -177,7 +140,7 @@ impl NetlinkBackend {
         self.counters.dropped += 1;
         self.counters.resyncs += 1;
         self.rcvbuf = self.rcvbuf.saturating_mul(2).min(256 << 20);
-        set_rcvbuf(self.socket.get_ref(), self.rcvbuf);
+        proc_connector::set_rcvbuf(self.socket.get_ref(), self.rcvbuf);
         log::warn!(
             "netlink socket overflowed (ENOBUFS): exit events lost; receive buffer now {} bytes, re-checking every watched process",
             self.rcvbuf
@@ -303,164 +266,31 @@ fn exact_status(pid: Pid) -> Option<ExitStatus> {
     }
 }
 
-fn set_rcvbuf(fd: &OwnedFd, bytes: usize) {
-    use nix::sys::socket::{setsockopt, sockopt};
-    // FORCE passes net.core.rmem_max for a privileged caller.
-    if setsockopt(fd, sockopt::RcvBufForce, &bytes).is_err() {
-        let _ = setsockopt(fd, sockopt::RcvBuf, &bytes);
-    }
-}
-
-/// Since 6.6 the connector takes an event-type filter with the listen
-/// request (`struct proc_input`), so fork and exec events stay in the
-/// kernel; older kernels ignore a request of that size, so they get the
-/// bare op and send everything.
-fn kernel_filters_events() -> bool {
-    crate::kernel::at_least(6, 6)
-}
-
-fn subscribe(fd: &OwnedFd) -> Result<()> {
-    let mut op = PROC_CN_MCAST_LISTEN.to_ne_bytes().to_vec();
-    if kernel_filters_events() {
-        op.extend_from_slice(&PROC_EVENT_EXIT.to_ne_bytes());
-    }
-    let total = NLMSG_HDRLEN + CN_MSG_LEN + op.len();
-    let mut msg = Vec::with_capacity(total);
-    msg.extend_from_slice(&(total as u32).to_ne_bytes());
-    msg.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
-    msg.extend_from_slice(&0u16.to_ne_bytes()); // flags
-    msg.extend_from_slice(&0u32.to_ne_bytes()); // seq
-    msg.extend_from_slice(&std::process::id().to_ne_bytes());
-    msg.extend_from_slice(&CN_IDX_PROC.to_ne_bytes());
-    msg.extend_from_slice(&CN_VAL_PROC.to_ne_bytes());
-    msg.extend_from_slice(&0u32.to_ne_bytes()); // seq
-    msg.extend_from_slice(&0u32.to_ne_bytes()); // ack
-    msg.extend_from_slice(&(op.len() as u16).to_ne_bytes());
-    msg.extend_from_slice(&0u16.to_ne_bytes()); // flags
-    msg.extend_from_slice(&op);
-    // SAFETY: msg is a valid buffer of the length given.
-    let sent = unsafe { libc::send(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
-    if sent < 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    if sent as usize != msg.len() {
-        bail!("short send to the proc connector");
-    }
-    Ok(())
-}
-
-/// Moves every datagram waiting on the socket into `queue`; returns how
-/// many exits it queued and whether the kernel reported lost messages.
-fn drain_socket(
+/// Moves every thread exit waiting on the socket into `queue`; returns how
+/// many it queued and whether the kernel reported lost messages.
+fn drain_exits(
     fd: &OwnedFd,
     buf: &mut [u8],
     queue: &mut VecDeque<ThreadExit>,
 ) -> std::io::Result<(usize, bool)> {
+    let mut events = Vec::new();
+    let overflowed = proc_connector::drain(fd, buf, &mut events)?;
     let before = queue.len();
-    let mut overflowed = false;
-    loop {
-        match recv_from_kernel(fd, buf) {
-            Ok(Some(len)) => queue.extend(parse(&buf[..len])),
-            Ok(None) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => overflowed = true,
-            Err(e) => return Err(e),
-        }
-    }
+    queue.extend(events.into_iter().filter_map(|event| match event {
+        Event::Exit {
+            timestamp_ns,
+            pid,
+            tgid,
+            exit_code,
+            parent_tgid,
+        } => Some(ThreadExit {
+            timestamp_ns,
+            pid,
+            tgid,
+            exit_code,
+            parent_tgid,
+        }),
+        Event::Fork { .. } => None,
+    }));
     Ok((queue.len() - before, overflowed))
-}
-
-/// One datagram, or `None` when it did not come from the kernel (another
-/// process cannot feed us forged deaths).
-fn recv_from_kernel(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
-    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    let mut addr_len = size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-    // SAFETY: buf and addr are valid for the lengths given.
-    let n = unsafe {
-        libc::recvfrom(
-            fd.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            0,
-            (&mut addr as *mut libc::sockaddr_nl).cast(),
-            &mut addr_len,
-        )
-    };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((addr.nl_pid == 0).then_some(n as usize))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-/// The exit events in one datagram; anything else is skipped.
-fn parse(mut data: &[u8]) -> Vec<ThreadExit> {
-    let mut exits = Vec::new();
-    while data.len() >= NLMSG_HDRLEN {
-        let Some(len) = u32_at(data, 0).map(|l| l as usize) else {
-            break;
-        };
-        if len < NLMSG_HDRLEN || len > data.len() {
-            break;
-        }
-        let payload = &data[NLMSG_HDRLEN..len];
-        let is_proc =
-            u32_at(payload, 0) == Some(CN_IDX_PROC) && u32_at(payload, 4) == Some(CN_VAL_PROC);
-        if is_proc {
-            let ev = &payload[CN_MSG_LEN.min(payload.len())..];
-            if u32_at(ev, 0) == Some(PROC_EVENT_EXIT) {
-                if let (Some(pid), Some(tgid), Some(exit_code), Some(parent_tgid)) = (
-                    u32_at(ev, 16),
-                    u32_at(ev, 20),
-                    u32_at(ev, 24),
-                    u32_at(ev, 36),
-                ) {
-                    let timestamp_ns = ev
-                        .get(8..16)
-                        .and_then(|b| b.try_into().ok())
-                        .map_or(0, u64::from_ne_bytes);
-                    exits.push(ThreadExit {
-                        timestamp_ns,
-                        pid,
-                        tgid,
-                        exit_code,
-                        parent_tgid,
-                    });
-                }
-            }
-        }
-        let aligned = (len + 3) & !3;
-        data = &data[aligned.min(data.len())..];
-    }
-    exits
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_an_exit_datagram() {
-        let mut msg = vec![0u8; NLMSG_HDRLEN + CN_MSG_LEN + 40];
-        let total = msg.len() as u32;
-        msg[0..4].copy_from_slice(&total.to_ne_bytes());
-        let p = NLMSG_HDRLEN;
-        msg[p..p + 4].copy_from_slice(&CN_IDX_PROC.to_ne_bytes());
-        msg[p + 4..p + 8].copy_from_slice(&CN_VAL_PROC.to_ne_bytes());
-        let e = p + CN_MSG_LEN;
-        msg[e..e + 4].copy_from_slice(&PROC_EVENT_EXIT.to_ne_bytes());
-        for (off, v) in [(16, 42u32), (20, 40), (24, 9), (28, 17), (32, 1), (36, 1)] {
-            msg[e + off..e + off + 4].copy_from_slice(&v.to_ne_bytes());
-        }
-        let exits = parse(&msg);
-        assert_eq!(exits.len(), 1);
-        assert_eq!(
-            (exits[0].pid, exits[0].tgid, exits[0].exit_code),
-            (42, 40, 9)
-        );
-        assert!(parse(&msg[..10]).is_empty());
-    }
 }
