@@ -173,6 +173,10 @@ pub async fn run(config: Config, ready: Option<OwnedFd>) -> Result<()> {
         rx,
     };
     daemon.resume();
+    // Parsing a big config and starting every watch leave freed memory
+    // behind in the heap: hand it back.
+    // SAFETY: as above.
+    unsafe { libc::malloc_trim(0) };
     let mut sigchld = signal(SignalKind::child())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

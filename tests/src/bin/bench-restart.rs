@@ -424,7 +424,7 @@ impl Peer {
             Self::Supervisord => "supervisord 4.2",
             Self::Daemontools => "daemontools 0.76 (supervise)",
             Self::Runit => "runit 2.1 (runsv)",
-            Self::S6 => "s6 2.11 (s6-supervise)",
+            Self::S6 => "s6 2.11 (s6-supervise, with readiness)",
         }
     }
 
@@ -473,6 +473,11 @@ fn peer_restarts(
     std::fs::create_dir_all(&service)?;
     std::os::unix::fs::symlink(helper, service.join("run"))?;
     std::os::unix::fs::symlink(fifo, service.join("stamp-fifo"))?;
+    if matches!(peer, Peer::S6) {
+        // Readiness: s6 restarts at once only a service that said it was
+        // ready (else it waits a second).
+        std::fs::write(service.join("notification-fd"), "3\n")?;
+    }
     let supervise = |program: &str| {
         Command::new(program)
             .arg(&service)

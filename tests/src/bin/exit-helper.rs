@@ -20,7 +20,8 @@
 //!   (no known mode)        with a `stamp-fifo` in the working directory,
 //!                          `stamp` to it: so the helper can be a service's
 //!                          `run` file for daemontools, runit and s6, with
-//!                          no shell in between
+//!                          no shell in between (and s6's readiness
+//!                          notification where `notification-fd` says)
 use std::io::{BufRead as _, Write as _};
 use supervisor_tests::monotonic_ns;
 
@@ -74,6 +75,22 @@ fn stamp(fifo: &str, started: u64) {
     // One write, so that stamps of helpers starting together never mix.
     let line = format!("{} {started}\n", std::process::id());
     out.write_all(line.as_bytes()).expect("writing the stamp");
+}
+
+/// s6's readiness protocol: a newline on the fd named in the service's
+/// `notification-fd` file. Without it, s6-supervise waits a second before
+/// each restart.
+fn notify_s6() {
+    use std::os::fd::FromRawFd as _;
+    let Ok(text) = std::fs::read_to_string("notification-fd") else {
+        return;
+    };
+    let fd: i32 = text.trim().parse().expect("notification-fd holds a number");
+    // SAFETY: s6-supervise opened this fd for us to write and close.
+    let mut ready = unsafe { std::fs::File::from_raw_fd(fd) };
+    ready
+        .write_all(b"\n")
+        .expect("writing to the notification fd");
 }
 
 fn main() {
@@ -152,6 +169,7 @@ fn main() {
         // s6-supervise passes the service's name; the others nothing.
         _ if std::path::Path::new("stamp-fifo").exists() => {
             stamp("stamp-fifo", started);
+            notify_s6();
             block()
         }
         Some("churn") => {
