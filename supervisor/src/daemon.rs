@@ -291,6 +291,16 @@ impl Daemon {
         let saved = self.state_file.load().watches;
         let names: Vec<String> = self.watches.keys().cloned().collect();
         for name in names {
+            let previous = saved.get(&name).and_then(|entry| {
+                let id = ProcessId {
+                    pid: Pid::new(entry.pid?)?,
+                    start: StartTime::from_ticks(entry.start_ticks?),
+                };
+                process::is_alive(id, &Default::default()).then_some(id)
+            });
+            if previous.is_none() {
+                self.clear_strays(&name);
+            }
             let watch = self.watches.get_mut(&name).expect("listed");
             let Some(entry) = saved.get(&name) else {
                 if watch.config.autostart {
@@ -330,6 +340,26 @@ impl Daemon {
                     log::warn!("state file names watch '{name}' (pid {pid}), which the config no longer has; leaving it alone");
                 }
             }
+        }
+    }
+
+    /// Kills what a daemon that died in the middle of an action left in the
+    /// cgroup of a watch whose saved process is gone (a process started
+    /// just before the state file could name it, a stop command): starting
+    /// the watch afresh next to it would run it twice.
+    fn clear_strays(&mut self, name: &str) {
+        let Some(cgroup) = self.cgroup_of(name) else {
+            return;
+        };
+        let strays = cgroup.pids();
+        if strays.is_empty() {
+            return;
+        }
+        log::warn!("{name}: processes {strays:?} run in its cgroup, unknown to the state file (a daemon died in the middle of an action): killing them before starting afresh");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while cgroup.populated() && Instant::now() < deadline {
+            cgroup.kill_all();
+            std::thread::sleep(GROUP_DRAIN_TICK);
         }
     }
 

@@ -234,6 +234,8 @@ pub struct RunningDaemon {
     pub config: PathBuf,
     /// The `[daemon]` table every config of this daemon starts with.
     header: String,
+    /// What the daemon is run through.
+    wrapper: Vec<String>,
     child: Child,
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -248,17 +250,29 @@ impl RunningDaemon {
     /// Like `start`, with more `[daemon]` keys. In `watches`, `{dir}` is
     /// the daemon's temporary folder and `{helper}` the exit-helper.
     pub fn start_with(daemon: &str, watches: &str) -> Self {
+        Self::start_wrapped(&[], daemon, watches)
+    }
+
+    /// Like `start_with`, the daemon run through `wrapper` (a command that
+    /// runs its arguments, e.g. `setpriv ... --`).
+    pub fn start_wrapped(wrapper: &[&str], daemon: &str, watches: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("supervisor.sock");
         let config = dir.path().join("supervisor.toml");
-        let header = format!(
-            "[daemon]\nsocket = {socket:?}\nstate_dir = {:?}\nlog_level = \"info\"\n{daemon}\n\n",
-            dir.path()
-        );
+        // The test's folder holds the state unless `daemon` says otherwise.
+        let state_dir = if daemon.contains("state_dir") {
+            String::new()
+        } else {
+            format!("state_dir = {:?}\n", dir.path())
+        };
+        let header =
+            format!("[daemon]\nsocket = {socket:?}\n{state_dir}log_level = \"info\"\n{daemon}\n\n");
         std::fs::write(&config, Self::expand(&header, dir.path(), watches))
             .expect("writing config");
-        let (child, log) = Self::launch(&config);
+        let wrapper: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
+        let (child, log) = Self::launch(&wrapper, &config);
         Self {
+            wrapper,
             dir,
             socket,
             config,
@@ -297,13 +311,24 @@ impl RunningDaemon {
         self.child.kill().expect("SIGKILL the daemon");
         self.child.wait().expect("reap the daemon");
         meanwhile();
-        let (child, log) = Self::launch(&self.config);
+        let (child, log) = Self::launch(&self.wrapper, &self.config);
         self.child = child;
         self.log = log;
     }
 
-    fn launch(config: &std::path::Path) -> (Child, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-        let mut child = Command::new(supervisor_bin())
+    fn launch(
+        wrapper: &[String],
+        config: &std::path::Path,
+    ) -> (Child, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(supervisor_bin());
+                command
+            }
+            None => Command::new(supervisor_bin()),
+        };
+        let mut child = command
             .args(["run", "-c"])
             .arg(config)
             .env_remove("SUPERVISOR_SOCKET")
@@ -459,4 +484,87 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
                 .unwrap_or(false)
         })
         .collect()
+}
+
+/// Processes whose command line is exactly `needle` (as /proc shows it).
+pub fn processes_running(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| cmdline(pid) == needle)
+        .collect()
+}
+
+/// A process's command line, arguments joined by spaces ("" if gone).
+pub fn cmdline(pid: u32) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+        .replace('\0', " ")
+        .trim()
+        .to_owned()
+}
+
+/// One row of RELIABILITY.md, appended as a JSON line to the file named by
+/// `SUPERVISOR_RELIABILITY_REPORT` (`cargo xtask reliability` sets it):
+/// what was injected, how many times, and how many processes were lost or
+/// wrongly signalled, adopted or duplicated (both must be 0; the test has
+/// asserted so before it reports).
+pub fn report(fault: &str, injected: &str, times: usize, lost: usize, wrong: usize) {
+    let Some(path) = std::env::var_os("SUPERVISOR_RELIABILITY_REPORT") else {
+        return;
+    };
+    let line = serde_json::json!({
+        "fault": fault,
+        "injected": injected,
+        "times": times,
+        "lost": lost,
+        "wrong": wrong,
+    });
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("opening the reliability report");
+    use std::io::Write as _;
+    writeln!(file, "{line}").expect("writing the reliability report");
+}
+
+/// How many times to inject a fault: `everyday` (what CI runs), times
+/// `SUPERVISOR_RELIABILITY_SCALE` (`cargo xtask reliability --scale N`).
+pub fn repeat(everyday: usize) -> usize {
+    let scale: usize = std::env::var("SUPERVISOR_RELIABILITY_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    everyday * scale.max(1)
+}
+
+/// A small deterministic generator for where faults land; the seed is
+/// printed so that a failing run can be repeated (`SUPERVISOR_SEED`).
+pub struct Dice(u64);
+
+impl Dice {
+    pub fn new() -> Self {
+        let seed = std::env::var("SUPERVISOR_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| monotonic_ns() | 1);
+        eprintln!("dice seed: SUPERVISOR_SEED={seed}");
+        Self(seed)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+}
+
+impl Default for Dice {
+    fn default() -> Self {
+        Self::new()
+    }
 }

@@ -7,7 +7,7 @@ use std::{
 };
 
 use serde_json::Value;
-use supervisor_tests::{group_members, RunningDaemon};
+use supervisor_tests::{cmdline, group_members, processes_running, RunningDaemon};
 
 /// A daemon running one watch, `s`, a sleep.
 fn one_sleeper() -> RunningDaemon {
@@ -344,24 +344,6 @@ fn bad_configs_are_rejected_with_file_line_and_key() {
             "for:\n{text}\nexpected {expected:?}\ngot {stderr:?}"
         );
     }
-}
-
-/// Processes whose command line is exactly `needle` (as /proc shows it).
-fn processes_running(needle: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| cmdline(pid) == needle)
-        .collect()
-}
-
-/// A process's command line, arguments joined by spaces ("" if gone).
-fn cmdline(pid: u32) -> String {
-    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
-        .replace('\0', " ")
-        .trim()
-        .to_owned()
 }
 
 #[test]

@@ -1,0 +1,437 @@
+//! Faults a production supervisor meets, injected for real, each with what
+//! "nothing lost" means asserted: no watch left down, no process run twice,
+//! none left behind, nothing signalled that the watch does not own.
+//!
+//! Each test reports a row for RELIABILITY.md (`cargo xtask reliability`,
+//! which also raises the repeat counts through
+//! `SUPERVISOR_RELIABILITY_SCALE`); CI runs the everyday counts.
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use supervisor_tests::{
+    cmdline, processes_running, repeat, report, supervisor_bin, Dice, RunningDaemon,
+};
+
+fn pid_of(status: &Value) -> u32 {
+    status["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no pid in {status}")) as u32
+}
+
+/// Every watch's status, by `status --json`.
+fn all_status(d: &RunningDaemon) -> Vec<Value> {
+    let out = d.cli(&["status", "--json"]);
+    match serde_json::from_slice::<Value>(&out.stdout) {
+        Ok(Value::Array(all)) => all,
+        other => panic!(
+            "status --json: {other:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// The pids in the cgroup `pid` is in (itself included).
+fn cgroup_mates(pid: u32) -> Vec<u32> {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
+        return vec![pid];
+    };
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mount = mountinfo
+        .lines()
+        .find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| left.split_whitespace().nth(4))?
+        })
+        .expect("a cgroup2 mount");
+    let mut mates: Vec<u32> = std::fs::read_to_string(format!("{mount}{path}/cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    mates.sort();
+    mates
+}
+
+fn schedstat_ms(pid: u32) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap();
+    text.split_whitespace()
+        .next()
+        .unwrap()
+        .parse::<f64>()
+        .unwrap()
+        / 1e6
+}
+
+#[test]
+fn a_daemon_killed_mid_action_leaves_no_duplicate_and_no_orphan() {
+    if !supervisor_tests::require_root("cgroups and the kernel backends") {
+        return;
+    }
+    let times = repeat(20);
+    let mut dice = Dice::new();
+    let marker = 4_100_000 + std::process::id() % 100_000;
+    let a = format!("/bin/sleep {marker}");
+    let mut d = RunningDaemon::start(&format!(
+        r#"
+[[watch]]
+name = "a"
+start = "{a}"
+stop_timeout = "300ms"
+
+[[watch]]
+name = "b"
+start = ["{{helper}}", "daemonize", "{{dir}}/b.pid"]
+pid_file = "{{dir}}/b.pid"
+stop_timeout = "300ms"
+"#
+    ));
+    let config = d.config.display().to_string();
+    let b = cmdline_of_b(&d);
+    let actions: [&[&str]; 6] = [
+        &["restart", "a"],
+        &["stop", "a"],
+        &["restart", "b"],
+        &["stop"],
+        &["restart"],
+        &["load", &config],
+    ];
+    d.wait_status("a", "up", |s| s["state"] == "up");
+    d.wait_status("b", "up", |s| s["state"] == "up");
+    for i in 0..times {
+        let action = actions[dice.below(actions.len() as u64) as usize];
+        let mut cli = Command::new(supervisor_bin())
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(action)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("running the CLI");
+        // Where the fault lands: anywhere in the first 20 ms of the action.
+        std::thread::sleep(Duration::from_micros(dice.below(20_000)));
+        d.kill9_and_restart();
+        let _ = cli.wait();
+
+        let state = d.dir.path().join("state.json");
+        let text = std::fs::read_to_string(&state).expect("the state file is there");
+        assert!(
+            serde_json::from_str::<Value>(&text).is_ok(),
+            "round {i} ({action:?}): corrupt state file: {text}"
+        );
+        assert!(
+            !d.dir.path().join("state.json.corrupt").exists(),
+            "round {i}: a state file was set aside"
+        );
+        // Whatever the operator said last, both are wanted up now.
+        let out = d.cli(&["start"]);
+        assert!(
+            out.status.success(),
+            "round {i} ({action:?}): start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pa = pid_of(&d.wait_status("a", "up", |s| s["state"] == "up"));
+        let pb = pid_of(&d.wait_status("b", "up", |s| s["state"] == "up"));
+        assert_eq!(
+            processes_running(&a),
+            vec![pa],
+            "round {i} ({action:?}): watch a runs once"
+        );
+        supervisor_tests::wait_until("b's launcher to be gone", || {
+            processes_running(&b).len() == 1
+        });
+        assert_eq!(
+            processes_running(&b),
+            vec![pb],
+            "round {i} ({action:?}): watch b runs once"
+        );
+        assert_eq!(
+            cgroup_mates(pa),
+            vec![pa],
+            "round {i} ({action:?}): nothing else in a's cgroup"
+        );
+        assert_eq!(
+            cgroup_mates(pb),
+            vec![pb],
+            "round {i} ({action:?}): nothing else in b's cgroup"
+        );
+    }
+    report(
+        "daemon SIGKILLed mid-action",
+        "SIGKILL 0–20 ms into a random restart, stop, start-all or reload of a child and a pid_file daemon; daemon started again",
+        times,
+        0,
+        0,
+    );
+}
+
+fn cmdline_of_b(d: &RunningDaemon) -> String {
+    let pid = pid_of(&d.wait_status("b", "up", |s| s["state"] == "up"));
+    cmdline(pid)
+}
+
+#[test]
+fn mass_death_again_and_again_loses_nothing() {
+    let (count, rounds) = (200, repeat(3));
+    let base = 4_200_000 + (std::process::id() % 10_000) * 1_000;
+    let watches: String = (0..count)
+        .map(|i| {
+            format!(
+                "[[watch]]\nname = \"m{i}\"\nstart = \"/bin/sleep {}\"\nflapping = {{ starts = 1000 }}\n",
+                base + i
+            )
+        })
+        .collect();
+    let d = RunningDaemon::start(&watches);
+    let wait_all_up = |old: &[u32]| -> Vec<u32> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let all = all_status(&d);
+            let pids: Vec<u32> = all
+                .iter()
+                .filter(|s| s["state"] == "up")
+                .filter_map(|s| s["pid"].as_u64().map(|p| p as u32))
+                .filter(|p| !old.contains(p))
+                .collect();
+            if pids.len() == count as usize {
+                return pids;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {count} watches up again after 30 s",
+                pids.len()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut pids = wait_all_up(&[]);
+    for round in 0..rounds {
+        for &pid in &pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        pids = wait_all_up(&pids);
+        for i in 0..count {
+            let running = processes_running(&format!("/bin/sleep {}", base + i));
+            assert_eq!(running.len(), 1, "round {round}: m{i} runs {running:?}");
+        }
+    }
+    report(
+        "mass death",
+        &format!("all {count} watched processes SIGKILLed at once"),
+        rounds,
+        0,
+        0,
+    );
+}
+
+#[test]
+fn a_fork_bomb_is_stopped_whole() {
+    let marker = 4_300_000 + std::process::id() % 100_000;
+    // Each shell forks two more, ten levels deep: about 2,000 processes,
+    // some of them in sessions of their own.
+    let d = RunningDaemon::start(&format!(
+        r#"
+[[watch]]
+name = "bomb"
+start = ["/bin/sh", "-c", "f() {{ if [ $1 -gt 0 ]; then f $(($1-1)) & setsid sh -c \"sleep {marker}\" & f $(($1-1)) & fi; sleep {marker}; }}; f 9"]
+stop_timeout = "500ms"
+"#
+    ));
+    d.wait_status("bomb", "up", |s| s["state"] == "up");
+    let sleeper = format!("sleep {marker}");
+    supervisor_tests::wait_until("the bomb to go off", || {
+        processes_running(&sleeper).len() >= 500
+    });
+    let out = d.cli(&["stop", "bomb"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left = processes_running(&sleeper);
+    assert!(
+        left.is_empty(),
+        "stop left {} of the bomb's processes",
+        left.len()
+    );
+    report(
+        "fork bomb",
+        "a watch forking ~2,000 processes (some in new sessions), then stopped",
+        1,
+        0,
+        0,
+    );
+}
+
+#[test]
+fn a_tight_crash_loop_backs_off_and_costs_the_daemon_little() {
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "crasher"
+start = "/bin/false"
+"#,
+    );
+    d.wait_status("crasher", "backoff", |s| s["backoff_secs"].is_number());
+    let before = schedstat_ms(d.pid());
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let used = schedstat_ms(d.pid()) - before;
+    let share = used / started.elapsed().as_secs_f64() / 10.0;
+    let s = d.status("crasher");
+    assert!(s["backoff_secs"].is_number(), "still backing off: {s}");
+    assert!(
+        share < 5.0,
+        "the daemon used {share:.1}% of a core while a watch crash-looped"
+    );
+    report(
+        "crash loop",
+        "a watch whose program exits at once, forever (backoff bounds it; daemon CPU < 5%)",
+        1,
+        0,
+        0,
+    );
+}
+
+/// A tmpfs of 64 KiB mounted for the test, filled up, unmounted at the end.
+struct FullDisk {
+    path: std::path::PathBuf,
+}
+
+impl FullDisk {
+    fn new(path: std::path::PathBuf) -> Self {
+        std::fs::create_dir_all(&path).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a small tmpfs at {}", path.display());
+        let mut filler = std::fs::File::create(path.join("filler")).unwrap();
+        use std::io::Write as _;
+        while filler.write_all(&[0u8; 4096]).is_ok() {}
+        Self { path }
+    }
+}
+
+impl Drop for FullDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn a_full_disk_costs_no_process_and_no_daemon() {
+    if !supervisor_tests::require_root("mounting a tmpfs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let full = FullDisk::new(dir.path().join("full"));
+    let d = RunningDaemon::start_with(
+        &format!("state_dir = {:?}", full.path.join("state")),
+        &format!(
+            r#"
+[[watch]]
+name = "talker"
+start = ["/bin/sh", "-c", "while :; do echo spam; sleep 0.01; done"]
+stdout = {:?}
+
+[[watch]]
+name = "nowhere"
+start = "/bin/sleep 1000"
+stdout = "/proc/no-such-dir/out.log"
+"#,
+            full.path.join("talker.log")
+        ),
+    );
+    let talker = pid_of(&d.wait_status("talker", "up", |s| s["state"] == "up"));
+    supervisor_tests::wait_until("the daemon to say the log cannot be written", || {
+        d.log().iter().any(|l| l.contains("talker.log"))
+    });
+    // The state file cannot be written either: said, and nothing else.
+    supervisor_tests::wait_until("the daemon to say the state cannot be written", || {
+        d.log()
+            .iter()
+            .any(|l| l.contains("cannot write state file"))
+    });
+    let s = d.status("talker");
+    assert_eq!(
+        (s["state"].as_str(), pid_of(&s)),
+        (Some("up"), talker),
+        "{s}"
+    );
+    assert_eq!(s["restarts"], 0, "{s}");
+    let s = d.wait_status("nowhere", "a clear reason", |s| s["last_error"].is_string());
+    assert!(
+        s["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("/proc/no-such-dir/out.log"),
+        "the reason names the file: {s}"
+    );
+    report(
+        "disk trouble",
+        "log file and state dir on a full filesystem; a log file that cannot be created",
+        1,
+        0,
+        0,
+    );
+}
+
+#[test]
+fn without_bpf_privileges_the_daemon_falls_back_and_says_why() {
+    if !supervisor_tests::require_root("dropping capabilities") {
+        return;
+    }
+    let d = RunningDaemon::start_wrapped(
+        &[
+            "setpriv",
+            "--bounding-set",
+            "-bpf,-sys_admin,-perfmon",
+            "--inh-caps",
+            "-bpf,-sys_admin,-perfmon",
+            "--",
+        ],
+        "",
+        r#"
+[[watch]]
+name = "s"
+start = "/bin/sleep 1000"
+"#,
+    );
+    let log = d.log();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("exit backend ebpf unavailable") && l.contains("ermi")),
+        "the eBPF refusal is logged with its reason: {log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("watching exits with netlink")),
+        "it falls back to netlink: {log:?}"
+    );
+    let first = pid_of(&d.wait_status("s", "up", |s| s["state"] == "up"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    d.wait_status("s", "restarted", |s| {
+        s["state"] == "up" && s["pid"].as_u64() != Some(first as u64)
+    });
+    report(
+        "backend refused",
+        "daemon started without CAP_BPF/CAP_SYS_ADMIN/CAP_PERFMON: falls back to netlink, says why, restarts as before",
+        1,
+        0,
+        0,
+    );
+}
