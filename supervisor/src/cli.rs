@@ -68,6 +68,13 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "leave")]
         missing: crate::control::Missing,
     },
+    /// Show the daemon itself: exit backend and its counters (events
+    /// delivered, lost and recovered), process tracking, watches.
+    Info {
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
     /// Make the daemon exit, leaving every process running.
     Quit,
     /// Stop every watch, then make the daemon exit.

@@ -37,6 +37,42 @@ pub async fn simple(socket: &Path, request: Request) -> Result<ExitCode> {
     }
 }
 
+pub async fn info(socket: &Path, json: bool) -> Result<ExitCode> {
+    let response = control::request(socket, &Request::Info).await?;
+    if let Some(e) = response.error {
+        bail!("{e}");
+    }
+    let info = response.summary.unwrap_or_default();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        println!("daemon pid  {}", info["pid"]);
+        println!("config      {}", info["config"].as_str().unwrap_or("?"));
+        println!("watches     {}", info["watches"]);
+        println!("tracking    {}", info["tracking"].as_str().unwrap_or("?"));
+        println!("{}", backend_line(&info));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// "exits       ebpf: 1234 delivered, none lost" (or how many were lost
+/// and recovered by re-checking every process).
+fn backend_line(info: &Value) -> String {
+    let c = &info["counters"];
+    let lost = match c["dropped"].as_u64().unwrap_or(0) {
+        0 => "none lost".to_owned(),
+        n => format!(
+            "{n} lost and recovered by {} re-check(s) of every watched process",
+            c["resyncs"]
+        ),
+    };
+    format!(
+        "exits       {}: {} delivered, {lost}",
+        info["backend"].as_str().unwrap_or("?"),
+        c["delivered"]
+    )
+}
+
 /// Checks the file here first (a bad one is reported with its location and
 /// never sent), then has the daemon load it.
 pub async fn load(socket: &Path, path: PathBuf, missing: Missing) -> Result<ExitCode> {
@@ -159,6 +195,9 @@ pub async fn status(socket: &Path, args: StatusArgs) -> Result<ExitCode> {
         );
         for w in &response.watches {
             println!("{}", row(w));
+        }
+        if let Some(info) = &response.summary {
+            println!("\n{}", backend_line(info));
         }
     }
     let states: Vec<&str> = response

@@ -60,6 +60,11 @@ pub struct DaemonConfig {
     pub socket: PathBuf,
     pub state_dir: PathBuf,
     pub backend: BackendArg,
+    /// The eBPF ring buffer's size in bytes (default: the backend's).
+    pub ring_buffer: Option<u32>,
+    /// The netlink socket's receive buffer in bytes (default: the
+    /// backend's).
+    pub netlink_buffer: Option<usize>,
     pub tracking: Tracking,
     pub log_level: String,
 }
@@ -83,6 +88,8 @@ impl Default for DaemonConfig {
             socket: PathBuf::from(DEFAULT_SOCKET),
             state_dir: PathBuf::from("/var/lib/supervisor"),
             backend: BackendArg::Auto,
+            ring_buffer: None,
+            netlink_buffer: None,
             tracking: Tracking::Auto,
             log_level: "info".into(),
         }
@@ -177,6 +184,8 @@ struct RawDaemon {
     socket: Option<PathBuf>,
     state_dir: Option<PathBuf>,
     backend: Option<RawBackend>,
+    ring_buffer: Option<RingSize>,
+    netlink_buffer: Option<HumanSize>,
     tracking: Option<Tracking>,
     log_level: Option<LogLevel>,
 }
@@ -242,6 +251,57 @@ impl<'de> Deserialize<'de> for HumanDuration {
         crate::cli::parse_duration(&text)
             .map(HumanDuration)
             .map_err(de::Error::custom)
+    }
+}
+
+/// A size: a number with B, KB, MB or GB (powers of 1024; KiB, MiB and
+/// GiB are the same), e.g. `"64KB"`, `"150MB"`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (e.g. 64KB, 150MB)"))?;
+    let scale: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "'{other}' in '{text}' is not a size unit (use B, KB, MB or GB)"
+            ))
+        }
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("'{text}' is too large"))
+}
+
+struct HumanSize(u64);
+
+impl<'de> Deserialize<'de> for HumanSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_size(&text).map(HumanSize).map_err(de::Error::custom)
+    }
+}
+
+/// The eBPF ring buffer's size: a power of two, at least a page.
+struct RingSize(u32);
+
+impl<'de> Deserialize<'de> for RingSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let HumanSize(bytes) = HumanSize::deserialize(d)?;
+        match u32::try_from(bytes) {
+            Ok(bytes) if bytes.is_power_of_two() && bytes >= 4096 => Ok(RingSize(bytes)),
+            _ => Err(de::Error::custom(format!(
+                "{bytes} bytes: the ring buffer must be a power of two from 4KB to 2GB"
+            ))),
+        }
     }
 }
 
@@ -525,6 +585,10 @@ fn daemon_config(raw: RawDaemon) -> DaemonConfig {
         socket: raw.socket.unwrap_or(defaults.socket),
         state_dir: raw.state_dir.unwrap_or(defaults.state_dir),
         backend: raw.backend.map_or(defaults.backend, |b| b.0),
+        ring_buffer: raw.ring_buffer.map(|r| r.0),
+        netlink_buffer: raw
+            .netlink_buffer
+            .map(|s| usize::try_from(s.0).unwrap_or(usize::MAX)),
         tracking: raw.tracking.unwrap_or(defaults.tracking),
         log_level: raw.log_level.map_or(defaults.log_level, |l| l.0),
     }

@@ -48,6 +48,8 @@ pub enum Request {
         path: PathBuf,
         missing: Missing,
     },
+    /// The daemon itself: backend, its counters, process tracking.
+    Info,
     Quit,
     Terminate,
 }

@@ -129,7 +129,11 @@ pub async fn run(config: Config, ready: Option<OwnedFd>) -> Result<()> {
             std::io::Error::last_os_error()
         );
     }
-    let options = Options::default();
+    let options = Options {
+        ring_bytes: config.daemon.ring_buffer,
+        netlink_rcvbuf: config.daemon.netlink_buffer,
+        ..Options::default()
+    };
     let backend = match config.daemon.backend.forced() {
         Some(kind) => Backend::open(kind, &options).with_context(|| format!("backend {kind}"))?,
         None => Backend::open_auto(&options)?.0,
@@ -1046,13 +1050,16 @@ impl Daemon {
         match request {
             Request::Status { target } => {
                 let response = match self.targets(target.as_deref()) {
-                    Ok(names) => Response::ok(
-                        names
-                            .iter()
-                            .filter_map(|n| self.watches.get(n))
-                            .map(status_of)
-                            .collect(),
-                    ),
+                    Ok(names) => Response {
+                        summary: Some(self.info()),
+                        ..Response::ok(
+                            names
+                                .iter()
+                                .filter_map(|n| self.watches.get(n))
+                                .map(status_of)
+                                .collect(),
+                        )
+                    },
                     Err(e) => Response::error(e),
                 };
                 let _ = reply.send(response);
@@ -1124,6 +1131,12 @@ impl Daemon {
                 };
                 let _ = reply.send(response);
             }
+            Request::Info => {
+                let _ = reply.send(Response {
+                    summary: Some(self.info()),
+                    ..Response::ok(Vec::new())
+                });
+            }
             Request::Quit => {
                 log::info!("quit requested: exiting, leaving every process running");
                 let _ = reply.send(Response::ok(Vec::new()));
@@ -1131,6 +1144,23 @@ impl Daemon {
             }
             Request::Terminate => self.terminate(Some(reply)),
         }
+    }
+
+    /// What `info` (and the foot of `status`) shows of the daemon itself.
+    fn info(&self) -> serde_json::Value {
+        let tracking = match (&self.cgroups, &self.trees) {
+            (Some(_), _) => "cgroup",
+            (None, Some(_)) => "fork",
+            (None, None) => "process group only",
+        };
+        json!({
+            "pid": std::process::id(),
+            "config": self.config.source,
+            "watches": self.watches.len(),
+            "backend": self.backend.kind(),
+            "counters": self.backend.counters(),
+            "tracking": tracking,
+        })
     }
 
     fn new_request(&mut self, parts: usize, reply: oneshot::Sender<Response>) -> u64 {

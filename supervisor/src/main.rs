@@ -77,6 +77,7 @@ fn main() -> ExitCode {
             Command::Monitor(args) => client::command(&socket, Verb::Monitor, args).await,
             Command::Unmonitor(args) => client::command(&socket, Verb::Unmonitor, args).await,
             Command::Quit => client::simple(&socket, Request::Quit).await,
+            Command::Info { json } => client::info(&socket, json).await,
             Command::Signal { target, signal } => {
                 client::simple(&socket, Request::Signal { target, signal }).await
             }

@@ -219,6 +219,7 @@ fn bad_control_requests_get_errors_and_change_nothing() {
     let after = d.status("s");
     assert_eq!(after["state"], "up");
     assert_eq!(after["pid"], pid, "nothing was touched");
+    supervisor_tests::report("hostile control requests", "malformed, oversized, truncated and unknown requests on the control socket: errors, nothing changed", 1, 0, 0);
 }
 
 #[test]
@@ -249,6 +250,13 @@ fn other_users_are_refused() {
     assert!(!out.status.success());
     assert!(stderr.contains("permission denied: uid 65534"), "{stderr}");
     assert_eq!(d.status("s")["state"], "up", "the refused stop did nothing");
+    supervisor_tests::report(
+        "another user",
+        "a non-root user connecting to the control socket: refused (SO_PEERCRED)",
+        1,
+        0,
+        0,
+    );
 }
 
 #[test]
@@ -344,6 +352,7 @@ fn bad_configs_are_rejected_with_file_line_and_key() {
             "for:\n{text}\nexpected {expected:?}\ngot {stderr:?}"
         );
     }
+    supervisor_tests::report("malformed config files", "a table of bad files (unknown key, wrong type, bad duration/signal/user/size, duplicate name, missing start, bad TOML): exact error with file, line, column and key; nothing started", cases.len(), 0, 0);
 }
 
 #[test]
@@ -400,6 +409,7 @@ start = ["/bin/sh", "-c", "{script}"]
         "{s}"
     );
     assert_eq!(processes_running(&cmdline).len(), 1);
+    supervisor_tests::report("daemon SIGKILLed, then started again", "the daemon SIGKILLed, a watched process killed meanwhile: survivors re-adopted, the dead one restarted, counts kept", 1, 0, 0);
 }
 
 #[test]
@@ -418,6 +428,13 @@ fn a_corrupt_state_file_is_set_aside() {
         d.log().iter().any(|l| l.contains("is corrupt")),
         "{:?}",
         d.log()
+    );
+    supervisor_tests::report(
+        "corrupt state file",
+        "garbage in the state file: set aside and reported; the daemon starts",
+        1,
+        0,
+        0,
     );
 }
 
@@ -507,6 +524,7 @@ autostart = false
         assert!(s["pid"].is_null());
     }
     // Nobody was signalled: the test process (named by one pid file) lives.
+    supervisor_tests::report("lying pid files", "pid files naming pid 1, a process not started by the watch, a dead pid, or garbage: refused, nothing signalled", 1, 0, 0);
 }
 
 #[test]
@@ -739,6 +757,13 @@ stop_timeout = "500ms"
         processes_running(&worker).is_empty(),
         "stop left the escaped worker running"
     );
+    supervisor_tests::report(
+        &format!("escape from the process group ({tracking} tracking)"),
+        "a worker in a session of its own outliving its SIGKILLed master: killed before the restart and at stop",
+        1,
+        0,
+        0,
+    );
 }
 
 #[test]
@@ -900,6 +925,7 @@ stdout = "{dir}/who.log"
         line.contains("env=bar leak= path=/usr/bin:/bin"),
         "clear_env left the daemon's environment out: {line}"
     );
+    supervisor_tests::report("privilege drop", "a watch with uid/gid/umask/clear_env: runs as that user with only its groups and environment", 1, 0, 0);
 }
 
 #[test]

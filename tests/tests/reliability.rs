@@ -435,3 +435,176 @@ start = "/bin/sleep 1000"
         0,
     );
 }
+
+/// `info --json` of the daemon.
+fn info(d: &RunningDaemon) -> Value {
+    let out = d.cli(&["info", "--json"]);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("info --json: {e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+fn exit_storm(backend: &str, n: u32) {
+    let count = 200;
+    let base = 4_400_000 + (std::process::id() % 1_000) * 2_000 + n * 1_000;
+    let watches: String = (0..count)
+        .map(|i| {
+            format!(
+                "[[watch]]\nname = \"w{i}\"\nstart = \"/bin/sleep {}\"\nflapping = {{ starts = 1000 }}\n",
+                base + i
+            )
+        })
+        .collect();
+    let d = RunningDaemon::start_with(
+        &format!("backend = \"{backend}\"\nring_buffer = \"4KB\"\nnetlink_buffer = \"4KB\""),
+        &watches,
+    );
+    assert_eq!(info(&d)["backend"], backend);
+    let up = |old: &[u32]| -> Vec<u32> {
+        all_status(&d)
+            .iter()
+            .filter(|s| s["state"] == "up")
+            .filter_map(|s| s["pid"].as_u64().map(|p| p as u32))
+            .filter(|p| !old.contains(p))
+            .collect()
+    };
+    supervisor_tests::wait_until("every watch up", || up(&[]).len() == count as usize);
+    let pids = up(&[]);
+    // Unrelated processes coming and going as fast as they can, on both
+    // cores, while every watched process is killed at once.
+    let mut churners: Vec<supervisor_tests::Helper> = (0..2)
+        .map(|_| supervisor_tests::Helper::spawn(&["churn", "3"]))
+        .collect();
+    for churner in &mut churners {
+        churner.go();
+    }
+    for &pid in &pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while up(&pids).len() < count as usize {
+        assert!(
+            Instant::now() < deadline,
+            "{backend}: only {} of {count} watches came back",
+            up(&pids).len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for i in 0..count {
+        let running = processes_running(&format!("/bin/sleep {}", base + i));
+        assert_eq!(running.len(), 1, "{backend}: w{i} runs {running:?}");
+    }
+    let counters = &info(&d)["counters"];
+    assert!(
+        counters["dropped"].as_u64() > Some(0) && counters["resyncs"].as_u64() > Some(0),
+        "{backend}: the storm was meant to overflow the buffer: {counters}"
+    );
+    let text = String::from_utf8_lossy(&d.cli(&["status"]).stdout).into_owned();
+    assert!(
+        text.contains("lost and recovered"),
+        "status says what was lost: {text}"
+    );
+    report(
+        &format!("exit storm ({backend})"),
+        &format!(
+            "{count} watched processes SIGKILLed at once amid thousands of unrelated exits a second, 4KB buffers: {} records dropped, recovered by {} re-check(s)",
+            counters["dropped"], counters["resyncs"]
+        ),
+        1,
+        0,
+        0,
+    );
+}
+
+#[test]
+fn an_exit_storm_overflowing_the_ring_buffer_loses_no_watched_exit() {
+    if !supervisor_tests::require_root("the kernel backends") {
+        return;
+    }
+    exit_storm("ebpf", 0);
+}
+
+#[test]
+fn an_exit_storm_overflowing_the_netlink_socket_loses_no_watched_exit() {
+    if !supervisor_tests::require_root("the kernel backends") {
+        return;
+    }
+    exit_storm("netlink", 1);
+}
+
+#[test]
+fn idle_slow_and_truncated_clients_hold_up_nobody() {
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::net::UnixStream;
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "s"
+start = "/bin/sleep 1000"
+"#,
+    );
+    let pid = pid_of(&d.wait_status("s", "up", |s| s["state"] == "up"));
+    // Fifty clients that start a request and never finish it.
+    let idle: Vec<UnixStream> = (0..50)
+        .map(|_| {
+            let mut c = UnixStream::connect(&d.socket).expect("connect");
+            c.write_all(b"{\"cmd\":").expect("write");
+            c
+        })
+        .collect();
+    // One that drips a request a byte at a time, slower than allowed.
+    let socket = d.socket.clone();
+    let drip = std::thread::spawn(move || {
+        let mut c = UnixStream::connect(&socket).expect("connect");
+        for byte in b"{\"cmd\":\"status\",\"target\":null}\n" {
+            if c.write_all(&[*byte]).is_err() {
+                return "cut off";
+            }
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        if answer.is_empty() {
+            "cut off"
+        } else {
+            "answered"
+        }
+    });
+    // One that sends half a request and hangs up.
+    let mut truncated = UnixStream::connect(&d.socket).expect("connect");
+    truncated.write_all(b"{\"cmd\":\"sto").expect("write");
+    truncated
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    let mut answer = String::new();
+    let _ = truncated.read_to_string(&mut answer);
+    assert!(
+        !answer.contains("\"ok\":true"),
+        "half a request is not a request: {answer}"
+    );
+
+    // Meanwhile everyone else is served at once, and nothing changed.
+    let s = d.status("s");
+    assert!(
+        !drip.is_finished(),
+        "status had to wait for the dripping client"
+    );
+    assert_eq!((s["state"].as_str(), pid_of(&s)), (Some("up"), pid), "{s}");
+    assert_eq!(
+        drip.join().unwrap(),
+        "cut off",
+        "a request may take 5 s at most"
+    );
+    drop(idle);
+    let s = d.status("s");
+    assert_eq!((s["state"].as_str(), pid_of(&s)), (Some("up"), pid), "{s}");
+    report(
+        "slow and idle clients",
+        "50 clients idle mid-request, one dripping a byte every 400 ms, one hanging up mid-request: others served at once, the slow one cut off after 5 s, nothing changed",
+        1,
+        0,
+        0,
+    );
+}

@@ -1,9 +1,10 @@
-//! Project tasks: `cargo xtask setup|build|run|test|lint|bench`.
+//! Project tasks: `cargo xtask setup|build|run|test|lint|bench|reliability`.
 //!
 //! Every task that builds first runs `setup`, which installs what the eBPF
 //! build needs and is missing (nightly `rust-src`, `bpf-linker` built
 //! against rustc's own LLVM), once and idempotently, saying what it does.
 mod bench;
+mod reliability;
 mod setup;
 
 use std::{
@@ -43,6 +44,9 @@ enum Task {
     Lint,
     /// Measure the backends and write BENCHMARKS.md.
     Bench(bench::BenchArgs),
+    /// Run the fault-injection suite with higher counts and write
+    /// RELIABILITY.md.
+    Reliability(reliability::ReliabilityArgs),
 }
 
 fn main() -> Result<()> {
@@ -102,6 +106,10 @@ fn main() -> Result<()> {
                 "--bins",
             ])?;
             bench::run(&root, args)
+        }
+        Task::Reliability(args) => {
+            setup::run()?;
+            reliability::run(&root, args)
         }
     }
 }
