@@ -41,6 +41,10 @@ use crate::{
     watch::{Action, Command, State, Watch},
 };
 
+/// How often every watched process is checked for an exit no backend
+/// reported: a safety net under the backends, which should never need it.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
 /// How often a process group is looked at while it empties after a stop.
 const GROUP_DRAIN_TICK: Duration = Duration::from_millis(5);
 
@@ -88,6 +92,12 @@ struct PendingReply {
 }
 
 pub struct Daemon {
+    /// What the backend was opened with, to open it again.
+    options: Options,
+    /// How often the backend failed and was opened again.
+    backend_failures: u64,
+    /// Exits no backend reported, found by `sweep`.
+    unreported_exits: u64,
     /// The `[daemon]` table and where the config came from; the watches'
     /// configs live in `watches`.
     config: Config,
@@ -151,6 +161,9 @@ pub async fn run(config: Config, ready: Option<OwnedFd>) -> Result<()> {
     let state_file = StateFile::new(&config.daemon.state_dir);
     let mut config = config;
     let mut daemon = Daemon {
+        options,
+        backend_failures: 0,
+        unreported_exits: 0,
         watches: std::mem::take(&mut config.watches)
             .into_iter()
             .map(|w| (w.name.clone(), Watch::new(w)))
@@ -201,13 +214,14 @@ pub async fn run(config: Config, ready: Option<OwnedFd>) -> Result<()> {
     // a thousand watches dying at once would otherwise rewrite it a
     // thousand times.
     let mut unsaved = false;
+    let mut sweep = tokio::time::interval_at((Instant::now() + SWEEP_EVERY).into(), SWEEP_EVERY);
     loop {
         tokio::select! {
             biased;
-            event = daemon.backend.next_exit() => {
-                let event = event.context("the exit backend failed")?;
-                daemon.on_exit(event);
-            }
+            event = daemon.backend.next_exit() => match event {
+                Ok(event) => daemon.on_exit(event),
+                Err(e) => daemon.backend_failed(e)?,
+            },
             Some(internal) = daemon.rx.recv() => daemon.on_internal(internal),
             result = follow_forks(&mut daemon.trees) => {
                 if let Err(e) = result {
@@ -227,6 +241,7 @@ pub async fn run(config: Config, ready: Option<OwnedFd>) -> Result<()> {
                     Err(e) => log::error!("SIGHUP: {e}; nothing changed"),
                 }
             }
+            _ = sweep.tick() => daemon.sweep(),
             () = std::future::ready(()), if unsaved => {
                 daemon.save_state();
                 unsaved = false;
@@ -618,6 +633,59 @@ impl Daemon {
         }
     }
 
+    /// The backend broke (its ring buffer or socket failed): it is opened
+    /// again (the same kind, else whatever works), and every watched
+    /// process is watched anew, which reports those that died meanwhile.
+    /// Only if no backend opens does the daemon stop, loudly.
+    fn backend_failed(&mut self, error: anyhow::Error) -> Result<()> {
+        let kind = self.backend.kind();
+        log::error!("exit backend {kind} failed: {error:#}; opening it again");
+        self.backend = match Backend::open(kind, &self.options) {
+            Ok(backend) => backend,
+            Err(e) => {
+                log::error!("exit backend {kind} does not open again: {e:#}; trying the others");
+                Backend::open_auto(&self.options)
+                    .context("no exit backend opens after a failure")?
+                    .0
+            }
+        };
+        self.backend_failures += 1;
+        log::warn!(
+            "watching exits with {} again; re-checking every watched process",
+            self.backend.kind()
+        );
+        let running: Vec<ProcessId> = self
+            .watches
+            .values()
+            .filter_map(|w| w.process)
+            .filter(|p| self.by_pid.contains_key(&p.pid))
+            .collect();
+        for id in running {
+            if let Err(e) = self.backend.watch(id) {
+                log::error!("cannot watch process {} again: {e:#}", id.pid);
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds watched processes that exited without an event (their pidfd
+    /// is readable) and handles them as exits.
+    fn sweep(&mut self) {
+        let gone: Vec<(Pid, String)> = self
+            .pidfds
+            .iter()
+            .filter(|(_, fd)| pidfd_readable(fd))
+            .filter_map(|(pid, _)| Some((*pid, self.by_pid.get(pid)?.clone())))
+            .collect();
+        for (pid, name) in gone {
+            log::warn!(
+                "{name}: process {pid} exited without an exit event; found by the periodic check"
+            );
+            self.unreported_exits += 1;
+            self.confirm_gone(name, pid, None);
+        }
+    }
+
     fn on_exit(&mut self, event: ExitEvent) {
         let Some(name) = self.by_pid.get(&event.pid).cloned() else {
             return;
@@ -734,10 +802,19 @@ impl Daemon {
                     matches!(w.state(), State::Stop | State::Restart)
                         && w.process.is_some_and(|p| p.pid == pid)
                 });
-                if stopping && self.by_pid.contains_key(&pid) {
-                    log::warn!("{name}: process {pid} outlived its stop timeout; sending SIGKILL to its group");
-                    self.reach(&name).signal(pid, Signal::SIGKILL);
+                if !stopping || !self.by_pid.contains_key(&pid) {
+                    return;
                 }
+                if self.pidfds.get(&pid).is_some_and(pidfd_readable) {
+                    log::warn!("{name}: process {pid} exited without an exit event");
+                    self.unreported_exits += 1;
+                    self.confirm_gone(name, pid, None);
+                    return;
+                }
+                log::warn!(
+                    "{name}: process {pid} outlived its stop timeout; sending SIGKILL to its group"
+                );
+                self.reach(&name).signal(pid, Signal::SIGKILL);
             }
             Internal::GroupEmpty { name, status, .. } => self.finish_exit(&name, status),
             Internal::PidFile {
@@ -1159,6 +1236,8 @@ impl Daemon {
             "watches": self.watches.len(),
             "backend": self.backend.kind(),
             "counters": self.backend.counters(),
+            "backend_failures": self.backend_failures,
+            "unreported_exits": self.unreported_exits,
             "tracking": tracking,
         })
     }

@@ -432,7 +432,23 @@ impl RunningDaemon {
 impl Drop for RunningDaemon {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.cli(&["terminate"]);
+            // Bounded: a test that failed may have left the daemon unable
+            // to finish a stop.
+            if let Ok(mut terminate) = Command::new(supervisor_bin())
+                .arg("--socket")
+                .arg(&self.socket)
+                .arg("terminate")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+            {
+                let deadline = Instant::now() + WAIT;
+                while matches!(terminate.try_wait(), Ok(None)) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let _ = terminate.kill();
+                let _ = terminate.wait();
+            }
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
@@ -494,6 +510,14 @@ pub fn processes_running(needle: &str) -> Vec<u32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| cmdline(pid) == needle)
         .collect()
+}
+
+/// Waits (bounded) until `pid` shows its command line: a process the
+/// daemon just started may still be inside its exec, with none yet.
+pub fn wait_exec(pid: u32) {
+    wait_until(&format!("process {pid} to finish its exec"), || {
+        !cmdline(pid).is_empty()
+    });
 }
 
 /// A process's command line, arguments joined by spaces ("" if gone).

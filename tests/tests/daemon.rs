@@ -396,6 +396,7 @@ start = ["/bin/sh", "-c", "{script}"]
     assert_eq!(s["restarts"], 2, "{s}");
     assert_eq!(s["last_exit"]["pid"], second);
     let third = pid_of(&s);
+    supervisor_tests::wait_exec(third);
     assert_eq!(processes_running(&cmdline), vec![third]);
 
     // Dies while no daemon runs: started again, counted.
@@ -408,6 +409,7 @@ start = ["/bin/sh", "-c", "{script}"]
         s["last_exit"]["status"]["text"], "exit status unknown",
         "{s}"
     );
+    supervisor_tests::wait_exec(pid_of(&s));
     assert_eq!(processes_running(&cmdline).len(), 1);
     supervisor_tests::report("daemon SIGKILLed, then started again", "the daemon SIGKILLed, a watched process killed meanwhile: survivors re-adopted, the dead one restarted, counts kept", 1, 0, 0);
 }

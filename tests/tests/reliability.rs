@@ -136,6 +136,7 @@ stop_timeout = "300ms"
         );
         let pa = pid_of(&d.wait_status("a", "up", |s| s["state"] == "up"));
         let pb = pid_of(&d.wait_status("b", "up", |s| s["state"] == "up"));
+        supervisor_tests::wait_exec(pa);
         assert_eq!(
             processes_running(&a),
             vec![pa],
@@ -217,6 +218,8 @@ fn mass_death_again_and_again_loses_nothing() {
             );
         }
         pids = wait_all_up(&pids);
+        pids.iter()
+            .for_each(|&pid| supervisor_tests::wait_exec(pid));
         for i in 0..count {
             let running = processes_running(&format!("/bin/sleep {}", base + i));
             assert_eq!(running.len(), 1, "round {round}: m{i} runs {running:?}");
@@ -492,6 +495,7 @@ fn exit_storm(backend: &str, n: u32) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    up(&pids).into_iter().for_each(supervisor_tests::wait_exec);
     for i in 0..count {
         let running = processes_running(&format!("/bin/sleep {}", base + i));
         assert_eq!(running.len(), 1, "{backend}: w{i} runs {running:?}");
@@ -607,4 +611,66 @@ start = "/bin/sleep 1000"
         0,
         0,
     );
+}
+
+fn backend_dies(backend: &str) {
+    // The debug build's fault hook: the first exit event is swallowed and
+    // the backend fails instead.
+    let mut d = RunningDaemon::start_wrapped(
+        &["env", "SUPERVISOR_FAULT_BACKEND=1"],
+        &format!("backend = \"{backend}\""),
+        r#"
+[[watch]]
+name = "s"
+start = "/bin/sleep 1000"
+"#,
+    );
+    let first = pid_of(&d.wait_status("s", "up", |s| s["state"] == "up"));
+    // Re-adopted by a new daemon, the process is no child of the daemon:
+    // no SIGCHLD, only the backend, can tell of its death.
+    d.kill9_and_restart();
+    let s = d.wait_status("s", "re-adopted", |s| s["state"] == "up");
+    assert_eq!(pid_of(&s), first, "re-adopted, not restarted: {s}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let s = d.wait_status("s", "restarted", |s| {
+        s["state"] == "up" && s["pid"].as_u64() != Some(first as u64)
+    });
+    assert_eq!(s["restarts"], 1, "{s}");
+    assert_eq!(s["last_exit"]["pid"], first, "{s}");
+    let info = info(&d);
+    assert_eq!(info["backend_failures"], 1, "{info}");
+    assert_eq!(info["backend"], backend, "re-attached: {info}");
+    let log = d.log();
+    assert!(
+        log.iter()
+            .any(|l| l.contains(&format!("exit backend {backend} failed"))),
+        "the failure is logged: {log:?}"
+    );
+    report(
+        &format!("backend dies ({backend})"),
+        "the backend fails with a watched exit in flight (debug-build fault hook): opened again, every process re-checked, the lost exit restarted",
+        1,
+        0,
+        0,
+    );
+}
+
+#[test]
+fn a_dying_ebpf_backend_is_reopened_and_misses_nothing() {
+    if !supervisor_tests::require_root("the kernel backends") {
+        return;
+    }
+    backend_dies("ebpf");
+}
+
+#[test]
+fn a_dying_netlink_backend_is_reopened_and_misses_nothing() {
+    if !supervisor_tests::require_root("the kernel backends") {
+        return;
+    }
+    backend_dies("netlink");
 }

@@ -99,6 +99,26 @@ pub struct Refusal {
     pub reason: String,
 }
 
+/// A fault for the reliability tests, in debug builds only: with
+/// `SUPERVISOR_FAULT_BACKEND=N`, the Nth exit event is swallowed and the
+/// backend fails instead, as one whose ring buffer or socket broke would.
+fn injected_failure() -> bool {
+    if !cfg!(debug_assertions) {
+        return false;
+    }
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LEFT: std::sync::OnceLock<AtomicU64> = std::sync::OnceLock::new();
+    let left = LEFT.get_or_init(|| {
+        AtomicU64::new(
+            std::env::var("SUPERVISOR_FAULT_BACKEND")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+        )
+    });
+    left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)) == Ok(1)
+}
+
 /// Counters a backend keeps about itself, for `check` and `status`.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct Counters {
@@ -194,12 +214,18 @@ impl Backend {
 
     /// The next death. Cancel-safe: dropping the future loses nothing.
     pub async fn next_exit(&mut self) -> Result<ExitEvent> {
-        match &mut self.imp {
+        let event = match &mut self.imp {
             Imp::Ebpf(b) => b.next_exit().await,
             Imp::Netlink(b) => b.next_exit().await,
             Imp::Pidfd(b) => b.next_exit().await,
             Imp::Poll(b) => b.next_exit().await,
+        }?;
+        if injected_failure() {
+            anyhow::bail!(
+                "injected failure (SUPERVISOR_FAULT_BACKEND): died with an exit in flight"
+            );
         }
+        Ok(event)
     }
 
     pub fn counters(&self) -> Counters {
