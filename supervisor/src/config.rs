@@ -456,9 +456,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         vec![path.to_path_buf()]
     };
 
-    let mut daemon: Option<(PathBuf, DaemonConfig)> = None;
-    let mut watches = Vec::new();
-    let mut names = HashSet::new();
+    let mut merged = Merged::default();
     for file in &files {
         let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
             file: file.clone(),
@@ -467,11 +465,33 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             key: String::new(),
             message: format!("cannot read: {e}"),
         })?;
-        let (raw, spans) = parse_file(file, &text)?;
+        merged.add(file, &text)?;
+    }
+    Ok(merged.into_config(path))
+}
+
+/// Parses the text of one config file (`file` names it in errors).
+pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+    let mut merged = Merged::default();
+    merged.add(file, text)?;
+    Ok(merged.into_config(file))
+}
+
+/// The files of a config so far.
+#[derive(Default)]
+struct Merged {
+    daemon: Option<(PathBuf, DaemonConfig)>,
+    watches: Vec<WatchConfig>,
+    names: HashSet<String>,
+}
+
+impl Merged {
+    fn add(&mut self, file: &Path, text: &str) -> Result<(), ConfigError> {
+        let (raw, spans) = parse_file(file, text)?;
         if let Some(raw_daemon) = raw.daemon {
-            if let Some((first, _)) = &daemon {
+            if let Some((first, _)) = &self.daemon {
                 return Err(ConfigError {
-                    file: file.clone(),
+                    file: file.to_path_buf(),
                     line: spans.line_of("[daemon]"),
                     column: None,
                     key: "daemon".into(),
@@ -481,33 +501,37 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
                     ),
                 });
             }
-            daemon = Some((file.clone(), daemon_config(raw_daemon)));
+            self.daemon = Some((file.to_path_buf(), daemon_config(raw_daemon)));
         }
         for (index, raw_watch) in raw.watch.into_iter().enumerate() {
             let watch = watch_config(raw_watch).map_err(|(key, message)| ConfigError {
-                file: file.clone(),
+                file: file.to_path_buf(),
                 line: spans.key_line(index, key),
                 column: None,
                 key: format!("watch[{index}].{key}"),
                 message,
             })?;
-            if !names.insert(watch.name.clone()) {
+            if !self.names.insert(watch.name.clone()) {
                 return Err(ConfigError {
-                    file: file.clone(),
+                    file: file.to_path_buf(),
                     line: spans.key_line(index, "name"),
                     column: None,
                     key: format!("watch[{index}].name"),
                     message: format!("duplicate watch name '{}'", watch.name),
                 });
             }
-            watches.push(watch);
+            self.watches.push(watch);
+        }
+        Ok(())
+    }
+
+    fn into_config(self, source: &Path) -> Config {
+        Config {
+            source: source.to_path_buf(),
+            daemon: self.daemon.map(|(_, d)| d).unwrap_or_default(),
+            watches: self.watches,
         }
     }
-    Ok(Config {
-        source: path.to_path_buf(),
-        daemon: daemon.map(|(_, d)| d).unwrap_or_default(),
-        watches,
-    })
 }
 
 /// Where `[[watch]]` tables and `[daemon]` start, for errors found after

@@ -141,6 +141,11 @@ impl InFlight {
     }
 }
 
+/// One request line, as a client sent it.
+pub fn decode(line: &[u8]) -> Result<Request, String> {
+    serde_json::from_slice::<Request>(line).map_err(|e| format!("bad request: {e}"))
+}
+
 /// Binds the socket (mode 0600) and serves it until the daemon exits.
 pub fn serve(path: &Path, tx: mpsc::UnboundedSender<Incoming>) -> Result<InFlight> {
     if let Some(dir) = path.parent() {
@@ -222,8 +227,8 @@ async fn serve_one(
                 .await?;
             return Ok(());
         }
-        let answer = match serde_json::from_slice::<Request>(&buf) {
-            Err(e) => Response::error(format!("bad request: {e}")),
+        let answer = match decode(&buf) {
+            Err(e) => Response::error(e),
             Ok(request) => {
                 let (reply, answer) = oneshot::channel();
                 in_flight.begin();

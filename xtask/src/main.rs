@@ -1,9 +1,10 @@
-//! Project tasks: `cargo xtask setup|build|run|test|lint|bench|reliability`.
+//! Project tasks: `cargo xtask setup|build|run|test|lint|bench|reliability|fuzz`.
 //!
 //! Every task that builds first runs `setup`, which installs what the eBPF
 //! build needs and is missing (nightly `rust-src`, `bpf-linker` built
 //! against rustc's own LLVM), once and idempotently, saying what it does.
 mod bench;
+mod fuzz;
 mod reliability;
 mod setup;
 
@@ -47,6 +48,9 @@ enum Task {
     /// Run the fault-injection suite with higher counts and write
     /// RELIABILITY.md.
     Reliability(reliability::ReliabilityArgs),
+    /// Fuzz the config loader and the control-protocol decoder for a
+    /// bounded time (cargo-fuzz, nightly).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> Result<()> {
@@ -110,6 +114,10 @@ fn main() -> Result<()> {
         Task::Reliability(args) => {
             setup::run()?;
             reliability::run(&root, args)
+        }
+        Task::Fuzz(args) => {
+            setup::run()?;
+            fuzz::run(args)
         }
     }
 }

@@ -32,8 +32,20 @@ pub fn run(root: &Path, args: ReliabilityArgs) -> Result<()> {
     for line in text.lines() {
         let row: serde_json::Value =
             serde_json::from_str(line).with_context(|| format!("a report line: {line}"))?;
+        // A fault reported by several runs of a test (one per backend
+        // variant, say) is one row with the counts added up.
         let key = row["fault"].as_str().unwrap_or("?").to_owned();
-        rows.insert(key, row);
+        match rows.get_mut(&key) {
+            Some(seen) => {
+                for field in ["times", "lost", "wrong"] {
+                    let sum = seen[field].as_u64().unwrap_or(0) + row[field].as_u64().unwrap_or(0);
+                    seen[field] = sum.into();
+                }
+            }
+            None => {
+                rows.insert(key, row);
+            }
+        }
     }
     let mut out = String::from(
         "# Reliability\n\n\

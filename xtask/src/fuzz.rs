@@ -1,0 +1,59 @@
+//! `cargo xtask fuzz`: runs each cargo-fuzz target (the config loader, the
+//! control-protocol decoder) for a bounded time, from the seeds in
+//! `fuzz/corpus/<target>`; new inputs go to a scratch folder, crashes to
+//! `fuzz/artifacts`. Installs cargo-fuzz (nightly) if it is missing.
+use std::process::Command;
+
+use anyhow::{Context as _, Result};
+
+const TARGETS: [&str; 2] = ["config", "control"];
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+#[derive(clap::Args)]
+pub struct FuzzArgs {
+    /// Seconds per target.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+}
+
+pub fn run(args: FuzzArgs) -> Result<()> {
+    let have = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        eprintln!("xtask fuzz: installing cargo-fuzz {CARGO_FUZZ_VERSION} (once)");
+        crate::run(Command::new("cargo").args([
+            "+nightly",
+            "install",
+            "--locked",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+        ]))?;
+    }
+    let scratch = tempfile_dir()?;
+    for target in TARGETS {
+        let found = scratch.join(target);
+        std::fs::create_dir_all(&found)?;
+        eprintln!("xtask fuzz: {target} for {} s", args.seconds);
+        crate::run(
+            Command::new("cargo")
+                .args(["+nightly", "fuzz", "run", target])
+                .arg(&found)
+                .arg(format!("corpus/{target}"))
+                .arg("--")
+                .arg(format!("-max_total_time={}", args.seconds))
+                .current_dir("fuzz"),
+        )
+        .with_context(|| format!("fuzz target {target} found a failure (see fuzz/artifacts)"))?;
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("supervisor-fuzz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
