@@ -30,8 +30,15 @@ struct Sink {
     failing: Mutex<bool>,
 }
 
+/// A log file is created readable by its owner only: output can hold
+/// secrets. An existing file keeps the mode it has.
 fn open(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    use std::os::unix::fs::OpenOptionsExt as _;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
 }
 
 impl Logs {

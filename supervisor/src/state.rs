@@ -137,11 +137,23 @@ impl StateFile {
             version: VERSION,
             watches,
         };
+        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
         }
+        // Private: it says what runs, as whom, and how it died.
         let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&saved)?)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        std::io::Write::write_all(&mut file, &serde_json::to_vec(&saved)?)?;
+        drop(file);
         std::fs::rename(&tmp, &self.path)
     }
 }

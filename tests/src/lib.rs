@@ -80,6 +80,20 @@ pub fn require_root(what: &str) -> bool {
     false
 }
 
+/// Forces `pid` to be handed to the next fork (root only), retrying when
+/// another fork on the machine takes it first.
+pub fn spawn_with_pid(pid: Pid) -> Helper {
+    for _ in 0..200 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid.get() - 1).to_string())
+            .expect("writing ns_last_pid");
+        let h = Helper::spawn(&["block"]);
+        if h.pid() == pid {
+            return h;
+        }
+    }
+    panic!("could not get pid {pid} reused in 200 tries");
+}
+
 /// A running `exit-helper`.
 pub struct Helper {
     pub child: Child,
@@ -283,13 +297,12 @@ impl RunningDaemon {
     }
 
     fn expand(header: &str, dir: &std::path::Path, watches: &str) -> String {
-        let watches = watches
+        format!("{header}{watches}")
             .replace("{dir}", &dir.display().to_string())
             .replace(
                 "{helper}",
                 &built_binary("exit-helper").display().to_string(),
-            );
-        format!("{header}{watches}")
+            )
     }
 
     /// Writes another config with the same `[daemon]` table; returns its path.

@@ -6,7 +6,7 @@ use supervisor::backend::Options;
 use supervisor::{
     backend::{Backend, BackendKind},
     exit::ExitStatus,
-    process::{self, Pid},
+    process,
 };
 use supervisor_tests::{
     assert_nothing_before_sentinel, block_on, next_exit, open_backend_with, require_root, Helper,
@@ -156,20 +156,6 @@ fn wait_past_tick(tick: u64) {
     }
 }
 
-/// Forces `pid` to be handed to the next fork (root only), retrying when
-/// another fork on the machine takes it first.
-fn spawn_with_pid(pid: Pid) -> Helper {
-    for _ in 0..200 {
-        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid.get() - 1).to_string())
-            .expect("writing ns_last_pid");
-        let h = Helper::spawn(&["block"]);
-        if h.pid() == pid {
-            return h;
-        }
-    }
-    panic!("could not get pid {pid} reused in 200 tries");
-}
-
 async fn pid_reuse(mut b: Backend) {
     let old = {
         let mut h = Helper::spawn(&["block"]);
@@ -180,7 +166,7 @@ async fn pid_reuse(mut b: Backend) {
         h.child.wait().unwrap();
         h.id
     };
-    let mut stranger = spawn_with_pid(old.pid);
+    let mut stranger = supervisor_tests::spawn_with_pid(old.pid);
     assert_ne!(
         stranger.id.start, old.start,
         "the pid was reused by a new process"

@@ -674,3 +674,106 @@ fn a_dying_netlink_backend_is_reopened_and_misses_nothing() {
     }
     backend_dies("netlink");
 }
+
+#[test]
+fn a_reused_pid_is_never_adopted_or_signalled() {
+    if !supervisor_tests::require_root("ns_last_pid") {
+        return;
+    }
+    let marker = 4_500_000 + std::process::id() % 100_000;
+    let mut d = RunningDaemon::start(&format!(
+        r#"
+[[watch]]
+name = "s"
+start = "/bin/sleep {marker}"
+"#
+    ));
+    let first = pid_of(&d.wait_status("s", "up", |s| s["state"] == "up"));
+    // While no daemon runs, the process dies and a stranger gets its pid:
+    // the state file now names the stranger's pid.
+    let mut stranger = None;
+    d.kill9_and_restart_with(|| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(first as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        supervisor_tests::wait_until("the killed process to be reaped", || {
+            !std::path::Path::new(&format!("/proc/{first}")).exists()
+        });
+        stranger = Some(supervisor_tests::spawn_with_pid(
+            supervisor::process::Pid::new(first).unwrap(),
+        ));
+    });
+    let mut stranger = stranger.unwrap();
+    let s = d.wait_status("s", "started afresh", |s| {
+        s["state"] == "up" && s["pid"].as_u64() != Some(first as u64)
+    });
+    assert_eq!(s["restarts"], 1, "counted as a death: {s}");
+    assert!(
+        supervisor::process::is_alive(stranger.id, &Default::default()),
+        "the stranger holding the old pid was left alone"
+    );
+    assert_ne!(
+        cgroup_mates(first),
+        cgroup_mates(pid_of(&s)),
+        "the stranger was not put in the watch's cgroup"
+    );
+    // Stopping the watch does not touch the stranger either.
+    assert!(d.cli(&["stop", "s"]).status.success());
+    assert!(
+        supervisor::process::is_alive(stranger.id, &Default::default()),
+        "stop left the stranger alone"
+    );
+    stranger.kill(nix::sys::signal::Signal::SIGKILL);
+    report(
+        "pid reuse (daemon restart)",
+        "the state file names a pid that a stranger now holds (ns_last_pid) when the daemon starts again: not adopted, not signalled, the watch started afresh",
+        1,
+        0,
+        0,
+    );
+}
+
+#[test]
+fn what_the_daemon_writes_is_private_and_watches_do_not_share_environments() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let d = RunningDaemon::start_with(
+        "state_dir = \"{dir}/state\"",
+        r#"
+[[watch]]
+name = "with-secret"
+start = ["/bin/sh", "-c", "echo secret=$SECRET; exec sleep 1000"]
+env = { SECRET = "hunter2" }
+stdout = "{dir}/with-secret.log"
+
+[[watch]]
+name = "without"
+start = ["/bin/sh", "-c", "echo secret=$SECRET; exec sleep 1000"]
+stdout = "{dir}/without.log"
+"#,
+    );
+    d.wait_status("with-secret", "up", |s| s["state"] == "up");
+    d.wait_status("without", "up", |s| s["state"] == "up");
+    let dir = d.dir.path();
+    supervisor_tests::wait_file_contains(&dir.join("with-secret.log"), "secret=hunter2");
+    supervisor_tests::wait_file_contains(&dir.join("without.log"), "secret=");
+    let without = std::fs::read_to_string(dir.join("without.log")).unwrap();
+    assert!(
+        !without.contains("hunter2"),
+        "another watch's env leaked: {without}"
+    );
+    supervisor_tests::wait_until("the state file", || dir.join("state/state.json").exists());
+    let mode = |p: &str| std::fs::metadata(dir.join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("state"), 0o700, "state dir");
+    assert_eq!(mode("state/state.json"), 0o600, "state file");
+    assert_eq!(mode("with-secret.log"), 0o600, "log file");
+    assert_eq!(mode("supervisor.sock"), 0o600, "control socket");
+    report(
+        "file permissions and environments",
+        "state dir 0700, state file, logs and socket 0600; one watch's env never seen by another",
+        1,
+        0,
+        0,
+    );
+}
