@@ -65,6 +65,18 @@ pub fn instance_name(socket: &Path) -> String {
         .replace('/', "-")
 }
 
+/// The whole of a cgroup file kept open, read again from its start (one
+/// read for a small one).
+fn reread(file: &std::fs::File) -> String {
+    use std::os::unix::fs::FileExt as _;
+    let mut text = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = file.read_at(&mut buf, text.len() as u64) {
+        text.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8(text).unwrap_or_default()
+}
+
 #[derive(Clone, Debug)]
 pub struct WatchCgroup {
     dir: PathBuf,
@@ -73,21 +85,30 @@ pub struct WatchCgroup {
     /// `cgroup.procs` waits for an RCU grace period (milliseconds on an
     /// idle machine).
     fd: std::sync::Arc<std::os::fd::OwnedFd>,
-    /// `cgroup.events`, kept open: it is read after every exit, on the
-    /// restart path, and rereading from offset 0 regenerates it.
+    /// `cgroup.events`, `cgroup.procs` and `cpu.stat`, kept open: they are
+    /// read after every exit (on the restart path) and at every resource
+    /// check, and reading again from offset 0 regenerates them, without
+    /// the path walk through the cgroup file system each time.
     events: std::sync::Arc<std::fs::File>,
+    procs: std::sync::Arc<std::fs::File>,
+    cpu_stat: Option<std::sync::Arc<std::fs::File>>,
 }
 
 impl WatchCgroup {
     fn at(dir: PathBuf) -> Result<Self> {
         let fd = std::fs::File::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
-        let events_path = dir.join("cgroup.events");
-        let events = std::fs::File::open(&events_path)
-            .with_context(|| format!("opening {}", events_path.display()))?;
+        let open = |name: &str| {
+            let path = dir.join(name);
+            std::fs::File::open(&path)
+                .map(std::sync::Arc::new)
+                .with_context(|| format!("opening {}", path.display()))
+        };
         Ok(Self {
-            dir,
             fd: std::sync::Arc::new(fd.into()),
-            events: std::sync::Arc::new(events),
+            events: open("cgroup.events")?,
+            procs: open("cgroup.procs")?,
+            cpu_stat: open("cpu.stat").ok(),
+            dir,
         })
     }
 
@@ -104,10 +125,24 @@ impl WatchCgroup {
             .is_ok_and(|n| buf[..n].split(|&b| b == b'\n').any(|l| l == b"populated 1"))
     }
 
+    /// CPU time used by every process that ever ran in it, in µs
+    /// (`cpu.stat`, which cgroup v2 keeps even with no controller enabled).
+    pub fn cpu_usage_usec(&self) -> Option<u64> {
+        use std::os::unix::fs::FileExt as _;
+        // usage_usec is the first line: one read of the start will do.
+        let mut buf = [0u8; 128];
+        let n = self.cpu_stat.as_deref()?.read_at(&mut buf, 0).ok()?;
+        std::str::from_utf8(&buf[..n])
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse().ok())
+    }
+
     pub fn pids(&self) -> Vec<i32> {
-        std::fs::read_to_string(self.dir.join("cgroup.procs"))
-            .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
-            .unwrap_or_default()
+        reread(&self.procs)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
     }
 
     /// Sends `signal` to every process in it.

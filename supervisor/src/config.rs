@@ -136,6 +136,37 @@ pub struct WatchConfig {
     pub autostart: bool,
     pub keepalive: bool,
     pub flapping: Flapping,
+    /// Memory and CPU limits over the watch's whole process tree.
+    pub conditions: Vec<ResourceCondition>,
+}
+
+/// A limit on what a watch's processes use, checked every `every`; it
+/// fires when the use was above the limit in `times.0` of the last
+/// `times.1` checks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResourceCondition {
+    pub resource: Resource,
+    pub every: Duration,
+    pub times: (u32, u32),
+    pub action: ConditionAction,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Resource {
+    /// Resident memory, in bytes.
+    Memory { above: u64 },
+    /// CPU, in percent of one core, averaged over the last interval.
+    Cpu { above: f64 },
+}
+
+/// What a fired condition does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConditionAction {
+    Restart,
+    Stop,
+    /// Only say so (in the log and `status`).
+    Notify,
 }
 
 /// Who a watch's process runs as.
@@ -221,6 +252,75 @@ struct RawWatch {
     #[serde(default = "yes")]
     keepalive: bool,
     flapping: Option<RawFlapping>,
+    memory: Option<RawCondition<HumanSize>>,
+    cpu: Option<RawCondition<Percent>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCondition<T> {
+    above: T,
+    every: Option<HumanDuration>,
+    times: Option<(u32, u32)>,
+    action: Option<ConditionAction>,
+}
+
+/// `"90%"` or `90`.
+struct Percent(f64);
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        let value = match Raw::deserialize(d)? {
+            Raw::Number(n) => n,
+            Raw::Text(text) => text
+                .trim()
+                .strip_suffix('%')
+                .and_then(|n| n.trim().parse().ok())
+                .ok_or_else(|| {
+                    de::Error::custom(format!("'{text}' is not a percentage (e.g. \"90%\")"))
+                })?,
+        };
+        if !(value > 0.0 && value.is_finite()) {
+            return Err(de::Error::custom(format!(
+                "{value}: a CPU limit is a percentage above 0"
+            )));
+        }
+        Ok(Percent(value))
+    }
+}
+
+/// A raw condition as the daemon uses it; `key` names it in errors.
+fn condition<T>(
+    raw: RawCondition<T>,
+    resource: impl FnOnce(T) -> Resource,
+    key: &'static str,
+) -> Result<ResourceCondition, (&'static str, String)> {
+    let times = raw.times.unwrap_or((3, 5));
+    if times.0 == 0 || times.0 > times.1 {
+        return Err((
+            key,
+            format!(
+                "times = [{}, {}]: fire after N of the last M checks needs 1 <= N <= M",
+                times.0, times.1
+            ),
+        ));
+    }
+    let every = raw.every.map_or(Duration::from_secs(10), |d| d.0);
+    if every < Duration::from_millis(100) {
+        return Err((key, format!("every = {every:?}: at least 100ms")));
+    }
+    Ok(ResourceCondition {
+        resource: resource(raw.above),
+        every,
+        times,
+        action: raw.action.unwrap_or(ConditionAction::Restart),
+    })
 }
 
 fn yes() -> bool {
@@ -719,5 +819,22 @@ fn watch_config(raw: RawWatch) -> Result<WatchConfig, (&'static str, String)> {
         autostart: raw.autostart,
         keepalive: raw.keepalive,
         flapping,
+        conditions: [
+            raw.memory
+                .map(|m| {
+                    condition(
+                        m,
+                        |above: HumanSize| Resource::Memory { above: above.0 },
+                        "memory",
+                    )
+                })
+                .transpose()?,
+            raw.cpu
+                .map(|c| condition(c, |above: Percent| Resource::Cpu { above: above.0 }, "cpu"))
+                .transpose()?,
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
     })
 }

@@ -40,6 +40,10 @@ use crate::{
     tree::{Members, Trees},
     watch::{Action, Command, State, Watch},
 };
+use crate::{
+    conditions::{self, Conditions},
+    config::ConditionAction,
+};
 
 /// How often every watched process is checked for an exit no backend
 /// reported: a safety net under the backends, which should never need it.
@@ -98,6 +102,9 @@ pub struct Daemon {
     backend_failures: u64,
     /// Exits no backend reported, found by `sweep`.
     unreported_exits: u64,
+    /// Resource conditions of the watches that have any, for the process
+    /// each runs now.
+    conditions: HashMap<String, Conditions>,
     /// The `[daemon]` table and where the config came from; the watches'
     /// configs live in `watches`.
     config: Config,
@@ -164,6 +171,7 @@ pub async fn run(config: Config, ready: Option<OwnedFd>) -> Result<()> {
         options,
         backend_failures: 0,
         unreported_exits: 0,
+        conditions: HashMap::new(),
         watches: std::mem::take(&mut config.watches)
             .into_iter()
             .map(|w| (w.name.clone(), Watch::new(w)))
@@ -216,6 +224,7 @@ pub async fn run(config: Config, ready: Option<OwnedFd>) -> Result<()> {
     let mut unsaved = false;
     let mut sweep = tokio::time::interval_at((Instant::now() + SWEEP_EVERY).into(), SWEEP_EVERY);
     loop {
+        let next_check = daemon.next_check();
         tokio::select! {
             biased;
             event = daemon.backend.next_exit() => match event {
@@ -223,6 +232,7 @@ pub async fn run(config: Config, ready: Option<OwnedFd>) -> Result<()> {
                 Err(e) => daemon.backend_failed(e)?,
             },
             Some(internal) = daemon.rx.recv() => daemon.on_internal(internal),
+            _ = tokio::time::sleep_until(next_check.into()) => daemon.check_conditions(),
             result = follow_forks(&mut daemon.trees) => {
                 if let Err(e) = result {
                     log::error!("fork tracking stopped: {e:#}; tracking process groups only");
@@ -405,6 +415,7 @@ impl Daemon {
             trees.track_running(id.pid, name);
         }
         if let Some(watch) = self.watches.get_mut(name) {
+            start_conditions(&mut self.conditions, name, &watch.config.conditions);
             watch.adopt(id);
         }
         if let Err(e) = self.backend.watch(id) {
@@ -487,6 +498,7 @@ impl Daemon {
                     self.by_pid.insert(id.pid, name.to_owned());
                     self.pidfds.insert(id.pid, pidfd);
                     track(&mut self.trees, name, id.pid);
+                    start_conditions(&mut self.conditions, name, &watch.config.conditions);
                     let more = watch.spawned(id);
                     if let Err(e) = self.backend.watch(id) {
                         log::error!("{name}: cannot watch process {}: {e:#}", id.pid);
@@ -666,6 +678,71 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    /// When the next resource condition is due (far away if none is).
+    fn next_check(&self) -> Instant {
+        self.conditions
+            .values()
+            .filter_map(Conditions::next_due)
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+    }
+
+    /// Checks the resource conditions that are due, on the whole process
+    /// tree of each watch that is up, and carries out what fires.
+    fn check_conditions(&mut self) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .conditions
+            .iter()
+            .filter(|(_, c)| c.next_due().is_some_and(|d| d <= now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            let process = self
+                .watches
+                .get(&name)
+                .filter(|w| w.state() == State::Up)
+                .and_then(|w| w.process);
+            let Some(process) = process else {
+                // Nothing to measure now: look again an interval later.
+                if let Some(conditions) = self.conditions.get_mut(&name) {
+                    conditions.restart();
+                }
+                continue;
+            };
+            let reach = self.reach(&name);
+            let cgroup = match &reach {
+                Reach::Cgroup(cgroup) => Some(cgroup.clone()),
+                _ => None,
+            };
+            let Some(conditions) = self.conditions.get_mut(&name) else {
+                continue;
+            };
+            let sample = || conditions::sample(&reach.members(process.pid), cgroup.as_ref());
+            let Some(fired) = conditions.check(now, &sample) else {
+                continue;
+            };
+            let command = match fired.action {
+                ConditionAction::Restart => Some(Command::Restart),
+                ConditionAction::Stop => Some(Command::Stop),
+                ConditionAction::Notify => None,
+            };
+            log::warn!(
+                "{name}: {} (process {}): {}",
+                fired.reason,
+                process.pid,
+                match fired.action {
+                    ConditionAction::Restart => "restarting it",
+                    ConditionAction::Stop => "stopping it",
+                    ConditionAction::Notify => "notify only",
+                }
+            );
+            if let Some(command) = command {
+                self.command(&name, command);
+            }
+        }
     }
 
     /// Finds watched processes that exited without an event (their pidfd
@@ -910,6 +987,7 @@ impl Daemon {
                         self.by_pid.insert(id.pid, name.to_owned());
                         self.pidfds.insert(id.pid, spawned.pidfd);
                         track(&mut self.trees, name, id.pid);
+                        start_conditions(&mut self.conditions, name, &watch.config.conditions);
                         let more = watch.spawned(id);
                         // Watched before anything can be missed: a process
                         // that already died is reported by `watch` itself.
@@ -1049,6 +1127,7 @@ impl Daemon {
             if let Some(trees) = &mut self.trees {
                 trees.forget(name);
             }
+            self.conditions.remove(name);
             for waiter in self.waiters.remove(name).unwrap_or_default() {
                 self.answer_part(waiter.request, None);
             }
@@ -1133,7 +1212,7 @@ impl Daemon {
                             names
                                 .iter()
                                 .filter_map(|n| self.watches.get(n))
-                                .map(status_of)
+                                .map(|w| status_of(w, self.conditions.get(w.name())))
                                 .collect(),
                         )
                     },
@@ -1311,6 +1390,19 @@ fn run_helper_command(
     Ok(spawned)
 }
 
+/// A watch has a new process: its resource conditions start afresh.
+fn start_conditions(
+    all: &mut HashMap<String, Conditions>,
+    name: &str,
+    configs: &[crate::config::ResourceCondition],
+) {
+    if configs.is_empty() {
+        all.remove(name);
+    } else {
+        all.insert(name.to_owned(), Conditions::new(configs));
+    }
+}
+
 /// Counts `pid`, just started, as one of watch `name`'s processes.
 fn track(trees: &mut Option<Trees>, name: &str, pid: Pid) {
     if let Some(trees) = trees {
@@ -1362,6 +1454,26 @@ impl Reach {
         }
     }
 
+    /// The watch's live processes (its process group led by `pid`, where
+    /// nothing better is known).
+    fn members(&self, pid: Pid) -> Vec<Pid> {
+        match self {
+            Self::Cgroup(cgroup) => cgroup
+                .pids()
+                .into_iter()
+                .filter_map(|p| Pid::new(u32::try_from(p).ok()?))
+                .collect(),
+            Self::Forks(members, name) => members.of(name),
+            Self::Group => procfs::process::all_processes()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.ok()?.stat().ok())
+                .filter(|s| u32::try_from(s.pgrp).ok() == Some(pid.get()))
+                .filter_map(|s| Pid::new(u32::try_from(s.pid).ok()?))
+                .collect(),
+        }
+    }
+
     fn signal(&self, pid: Pid, signal: Signal) {
         signal_group(pid, signal);
         match self {
@@ -1376,7 +1488,7 @@ fn group_alive(pgid: Pid) -> bool {
     !matches!(killpg(pgid.as_nix(), None), Err(Errno::ESRCH))
 }
 
-fn status_of(watch: &Watch) -> serde_json::Value {
+fn status_of(watch: &Watch, conditions: Option<&Conditions>) -> serde_json::Value {
     let uptime = watch
         .started_at
         .and_then(|t| SystemTime::now().duration_since(t).ok())
@@ -1391,6 +1503,7 @@ fn status_of(watch: &Watch) -> serde_json::Value {
         "last_exit": watch.last_exit,
         "last_error": watch.last_error,
         "backoff_secs": watch.backoff.map(|(d, _)| d.as_secs_f64()),
+        "conditions": conditions.map_or(json!([]), Conditions::status),
         "stdout": watch.config.stdout,
         "stderr": watch.config.stderr,
     })

@@ -10,6 +10,7 @@ pub mod check;
 pub mod cli;
 pub mod client;
 pub mod clone3;
+pub mod conditions;
 pub mod config;
 pub mod control;
 pub mod daemon;

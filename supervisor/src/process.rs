@@ -68,7 +68,12 @@ impl StartTime {
 
 /// Nanoseconds per USER_HZ clock tick.
 pub fn ns_per_tick() -> u64 {
-    1_000_000_000 / procfs::ticks_per_second().max(1)
+    1_000_000_000 / ticks_per_second()
+}
+
+/// Clock ticks per second (USER_HZ).
+pub fn ticks_per_second() -> u64 {
+    procfs::ticks_per_second().max(1)
 }
 
 /// A particular process: its pid and when it started.
@@ -91,6 +96,8 @@ pub struct Stat {
     pub ppid: Option<Pid>,
     pub state: char,
     pub comm: String,
+    /// User + system CPU time so far, in clock ticks.
+    pub cpu_ticks: u64,
 }
 
 impl Stat {
@@ -117,6 +124,7 @@ pub fn stat(pid: Pid) -> io::Result<Option<Stat>> {
         ppid: u32::try_from(stat.ppid).ok().and_then(Pid::new),
         state: stat.state,
         comm: stat.comm,
+        cpu_ticks: stat.utime + stat.stime,
     }))
 }
 

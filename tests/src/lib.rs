@@ -417,6 +417,22 @@ impl RunningDaemon {
         }
     }
 
+    /// Waits (bounded) until `name` runs a process other than `old`.
+    pub fn wait_replaced(&self, name: &str, old: u32) -> serde_json::Value {
+        self.wait_status(name, &format!("a process in place of {old}"), |s| {
+            s["state"] == "up" && s["pid"].as_u64().is_some_and(|p| p != u64::from(old))
+        })
+    }
+
+    /// SIGKILLs `name`'s process (once it is up) and waits for its
+    /// replacement; returns the killed pid and the new status.
+    pub fn kill_and_wait_replaced(&self, name: &str) -> (u32, serde_json::Value) {
+        let up = self.wait_status(name, "up", |s| s["state"] == "up");
+        let old = up["pid"].as_u64().expect("an up watch has a pid") as u32;
+        kill9(old);
+        (old, self.wait_replaced(name, old))
+    }
+
     /// The daemon's own pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -523,6 +539,31 @@ pub fn processes_running(needle: &str) -> Vec<u32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| cmdline(pid) == needle)
         .collect()
+}
+
+/// SIGKILLs `pid`, which must exist.
+pub fn kill9(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap_or_else(|e| panic!("kill -9 {pid}: {e}"));
+}
+
+/// The resident memory of `pid`, in kB.
+pub fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no VmRSS for {pid}"))
 }
 
 /// Waits (bounded) until `pid` shows its command line: a process the

@@ -307,6 +307,14 @@ fn bad_configs_are_rejected_with_file_line_and_key() {
             ":2:11: daemon.backend: unknown backend 'magic'",
         ),
         (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nmemory = { above = \"150MB\", times = [5, 3] }\n",
+            ":4: watch[0].memory: times = [5, 3]: fire after N of the last M checks needs 1 <= N <= M",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\ncpu = { above = \"lots\" }\n",
+            ":4:17: watch[0].cpu.above: 'lots' is not a percentage (e.g. \"90%\")",
+        ),
+        (
             "[daemon]\ntracking = \"magic\"\n",
             ":2:12: daemon.tracking: unknown variant `magic`, expected one of `auto`, `cgroup`, `fork`",
         ),

@@ -269,18 +269,7 @@ stop_timeout = "500ms"
         "stop left {} of the bomb's processes",
         left.len()
     );
-    let rss_kb: u64 = std::fs::read_to_string(format!("/proc/{}/status", d.pid()))
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap();
+    let rss_kb = supervisor_tests::rss_kb(d.pid());
     assert!(
         rss_kb < 64 * 1024,
         "the daemon grew to {rss_kb} kB following the bomb"
@@ -442,15 +431,7 @@ start = "/bin/sleep 1000"
             .any(|l| l.contains("watching exits with netlink")),
         "it falls back to netlink: {log:?}"
     );
-    let first = pid_of(&d.wait_status("s", "up", |s| s["state"] == "up"));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(first as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    d.wait_status("s", "restarted", |s| {
-        s["state"] == "up" && s["pid"].as_u64() != Some(first as u64)
-    });
+    d.kill_and_wait_replaced("s");
     report(
         "backend refused",
         "daemon started without CAP_BPF/CAP_SYS_ADMIN/CAP_PERFMON: falls back to netlink, says why, restarts as before",
@@ -652,14 +633,8 @@ start = "/bin/sleep 1000"
     d.kill9_and_restart();
     let s = d.wait_status("s", "re-adopted", |s| s["state"] == "up");
     assert_eq!(pid_of(&s), first, "re-adopted, not restarted: {s}");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(first as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let s = d.wait_status("s", "restarted", |s| {
-        s["state"] == "up" && s["pid"].as_u64() != Some(first as u64)
-    });
+    supervisor_tests::kill9(first);
+    let s = d.wait_replaced("s", first);
     assert_eq!(s["restarts"], 1, "{s}");
     assert_eq!(s["last_exit"]["pid"], first, "{s}");
     let info = info(&d);
@@ -727,9 +702,7 @@ start = "/bin/sleep {marker}"
         ));
     });
     let mut stranger = stranger.unwrap();
-    let s = d.wait_status("s", "started afresh", |s| {
-        s["state"] == "up" && s["pid"].as_u64() != Some(first as u64)
-    });
+    let s = d.wait_replaced("s", first);
     assert_eq!(s["restarts"], 1, "counted as a death: {s}");
     assert!(
         supervisor::process::is_alive(stranger.id, &Default::default()),
@@ -825,15 +798,7 @@ start = "/bin/sleep 1000"
 "#,
     );
     assert_eq!(info(&d)["backend"], "ebpf");
-    let first = pid_of(&d.wait_status("s", "up", |s| s["state"] == "up"));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(first as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    d.wait_status("s", "restarted", |s| {
-        s["state"] == "up" && s["pid"].as_u64() != Some(first as u64)
-    });
+    d.kill_and_wait_replaced("s");
     report(
         "tracefs not mounted",
         "daemon started where tracefs is not mounted: mounts it, loads eBPF, restarts as before",

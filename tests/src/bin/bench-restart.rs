@@ -67,16 +67,19 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
+/// The stamping helper as a child of this process (posix_spawn).
+fn spawn_stamper(helper: &Path, fifo: &Path) -> std::io::Result<Child> {
+    Command::new(helper)
+        .arg("stamp")
+        .arg(fifo)
+        .stdin(Stdio::null())
+        .spawn()
+}
+
 /// The floor: this process kills its child, reaps it and spawns the same
 /// helper again, nothing else.
 fn floor(helper: &Path, fifo: &Path, stamps: &mut Stamps, n: usize) -> Result<Vec<f64>> {
-    let spawn = || {
-        Command::new(helper)
-            .arg("stamp")
-            .arg(fifo)
-            .stdin(Stdio::null())
-            .spawn()
-    };
+    let spawn = || spawn_stamper(helper, fifo);
     let mut child = spawn()?;
     stamps.next()?;
     let mut out = Vec::with_capacity(n);
@@ -95,17 +98,56 @@ fn floor(helper: &Path, fifo: &Path, stamps: &mut Stamps, n: usize) -> Result<Ve
     Ok(out)
 }
 
+/// The daemon's own CPU while 1,000 watches each have a memory and a CPU
+/// condition checked every second (each check reads the cgroup's
+/// cpu.stat and cgroup.procs and every member's statm).
+fn conditions_cpu(
+    supervisor: &Path,
+    dir: &Path,
+    helper: &Path,
+    fifo: &Path,
+    stamps: &mut Stamps,
+) -> Result<String> {
+    let count = 1000;
+    let window = Duration::from_secs(10);
+    eprintln!("bench: {count} watches with conditions");
+    let watches: String = (0..count)
+        .map(|i| {
+            format!(
+                "[[watch]]\nname = \"c{i}\"\nstart = [{helper:?}, \"stamp\", {fifo:?}]\n\
+                 memory = {{ above = \"1GB\", every = \"1s\" }}\ncpu = {{ above = \"90%\", every = \"1s\" }}\n"
+            )
+        })
+        .collect();
+    let daemon = Daemon::start(supervisor, dir, "conditions", "auto", &watches)?;
+    for _ in 0..count {
+        stamps.next()?;
+    }
+    // Past the first checks, which start the CPU windows.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = daemon.cpu_ms()?;
+    std::thread::sleep(window);
+    let used = daemon.cpu_ms()? - before;
+    let share = used / window.as_secs_f64() / 10.0;
+    drop(daemon);
+    while let Ok(Some(_)) = poll_stamp(stamps) {}
+    Ok(format!(
+        "\n## Resource conditions\n\n\
+         The daemon's own CPU (user + system) over {}s while {count} watches each have a memory \
+         and a CPU condition checked every second.\n\n\
+         | watches | conditions | checks/s | daemon CPU | % of one core |\n|---:|---:|---:|---:|---:|\n\
+         | {count} | {} | {} | {used:.0} ms | {share:.2}% |\n",
+        window.as_secs(),
+        2 * count,
+        2 * count
+    ))
+}
+
 /// The floor for mass failure: `count` children of this process killed
 /// at once, each reaped and spawned again in turn; milliseconds until the
 /// last replacement stamped.
 fn mass_floor(helper: &Path, fifo: &Path, stamps: &mut Stamps, count: usize) -> Result<f64> {
-    let spawn = || {
-        Command::new(helper)
-            .arg("stamp")
-            .arg(fifo)
-            .stdin(Stdio::null())
-            .spawn()
-    };
+    let spawn = || spawn_stamper(helper, fifo);
     let mut children = (0..count)
         .map(|_| spawn())
         .collect::<std::io::Result<Vec<_>>>()?;
@@ -199,19 +241,8 @@ impl Daemon {
         Ok(ns as f64 / 1e6)
     }
 
-    fn rss_kb(&self) -> Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        status
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("VmRSS:")?
-                    .trim()
-                    .strip_suffix("kB")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .context("no VmRSS")
+    fn rss_kb(&self) -> u64 {
+        supervisor_tests::rss_kb(self.child.id())
     }
 }
 
@@ -370,7 +401,7 @@ fn main() -> Result<()> {
         let pids = (0..count)
             .map(|_| stamps.next().map(|(pid, _)| pid))
             .collect::<Result<Vec<u32>>>()?;
-        let rss = daemon.rss_kb()?;
+        let rss = daemon.rss_kb();
         let cpu = daemon.cpu_ms()?;
         let t0 = monotonic_ns();
         for &pid in &pids {
@@ -393,6 +424,7 @@ fn main() -> Result<()> {
         drop(daemon);
         while let Ok(Some(_)) = poll_stamp(&mut stamps) {}
     }
+    out += &conditions_cpu(&supervisor, dir.path(), &helper, &fifo, &mut stamps)?;
     print!("{out}");
     Ok(())
 }

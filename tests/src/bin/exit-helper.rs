@@ -13,6 +13,8 @@
 //!                          grandchild's pid to PIDFILE and wait there
 //!   write-pid-file PIDFILE TEXT
 //!                          write TEXT to PIDFILE and wait (a liar)
+//!   hog MB                 hold MB megabytes of resident memory, then wait
+//!   burn MS                use a whole core for MS milliseconds, then wait
 //!   stamp FIFO             first thing: write "PID MONOTONIC_NS" to FIFO,
 //!                          then wait to be killed (restart benchmarks)
 //!   churn SECONDS          fork and reap children as fast as it can for
@@ -160,6 +162,21 @@ fn main() {
         Some("daemonize-stamp") => {
             daemonize(args.get(1).expect("PIDFILE"));
             stamp(args.get(2).expect("FIFO"), started);
+            block()
+        }
+        Some("hog") => {
+            // Resident, not just reserved: every page is written.
+            let megabytes: usize = args.get(1).expect("hog MB").parse().expect("a number");
+            let hoard = vec![1u8; megabytes << 20];
+            std::hint::black_box(&hoard);
+            block()
+        }
+        Some("burn") => {
+            let until =
+                std::time::Instant::now() + std::time::Duration::from_millis(arg(&args, 1) as u64);
+            while std::time::Instant::now() < until {
+                std::hint::black_box(0u64.wrapping_add(1));
+            }
             block()
         }
         Some("stamp") => {

@@ -1,0 +1,109 @@
+//! Conditions beyond death, end to end: real processes that use too much
+//! memory or CPU, the real daemon measuring their whole process tree.
+use serde_json::Value;
+use supervisor_tests::RunningDaemon;
+
+fn pid_of(status: &Value) -> u32 {
+    status["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no pid in {status}")) as u32
+}
+
+#[test]
+fn memory_above_its_limit_gets_a_watch_restarted() {
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "hog"
+start = ["{helper}", "hog", "64"]
+memory = { above = "32MB", every = "200ms", times = [2, 3] }
+
+[[watch]]
+name = "small"
+start = "/bin/sleep 1000"
+memory = { above = "32MB", every = "200ms", times = [2, 3] }
+"#,
+    );
+    let small = pid_of(&d.wait_status("small", "up", |s| s["state"] == "up"));
+    let first = pid_of(&d.wait_status("hog", "up", |s| s["state"] == "up"));
+    let s = d.wait_replaced("hog", first);
+    assert!(s["restarts"].as_u64() >= Some(1), "{s}");
+    let log = d.log();
+    assert!(
+        log.iter().any(|l| l.contains("hog: memory")
+            && l.contains("above 32.0MB in 2 of the last 3 checks")
+            && l.contains("restarting it")),
+        "the restart says why: {log:?}"
+    );
+    let s = d.wait_status("small", "measured", |s| {
+        s["conditions"][0]["last_value"].is_number()
+    });
+    assert_eq!((pid_of(&s), &s["restarts"]), (small, &0.into()), "{s}");
+    assert!(
+        s["conditions"][0]["last_value"].as_f64() < Some(32.0 * 1024.0 * 1024.0),
+        "{s}"
+    );
+    supervisor_tests::report(
+        "memory condition",
+        "a watch holding 64MB under a 32MB limit (2 of 3 checks): restarted; a small one beside it never",
+        1,
+        0,
+        0,
+    );
+}
+
+#[test]
+fn cpu_over_a_window_is_caught_and_idle_processes_are_not() {
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "burner"
+start = ["{helper}", "burn", "600000"]
+cpu = { above = "50%", every = "300ms", times = [2, 2], action = "stop" }
+
+[[watch]]
+name = "noted"
+start = ["{helper}", "burn", "600000"]
+cpu = { above = "50%", every = "300ms", times = [2, 2], action = "notify" }
+
+[[watch]]
+name = "idle"
+start = "/bin/sleep 1000"
+cpu = { above = "50%", every = "300ms", times = [1, 1] }
+"#,
+    );
+    let idle = pid_of(&d.wait_status("idle", "up", |s| s["state"] == "up"));
+    let noted = pid_of(&d.wait_status("noted", "up", |s| s["state"] == "up"));
+    let s = d.wait_status("burner", "stopped by its CPU condition", |s| {
+        s["state"] == "unmonitored"
+    });
+    assert_eq!(s["conditions"][0]["fired"], 1, "{s}");
+    let s = d.wait_status("noted", "noted", |s| {
+        s["conditions"][0]["fired"].as_u64() >= Some(1)
+    });
+    assert_eq!(
+        (pid_of(&s), &s["state"]),
+        (noted, &"up".into()),
+        "notify only: {s}"
+    );
+    let log = d.log();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("burner: CPU") && l.contains("above 50% in 2 of the last 2")),
+        "{log:?}"
+    );
+    let s = d.status("idle");
+    assert_eq!((pid_of(&s), &s["restarts"]), (idle, &0.into()), "{s}");
+    assert_eq!(s["conditions"][0]["fired"], 0, "{s}");
+    assert!(
+        s["conditions"][0]["last_value"].as_f64() < Some(50.0),
+        "an idle process measures low: {s}"
+    );
+    supervisor_tests::report(
+        "CPU condition",
+        "a process burning a core under a 50% limit (2 of 2 checks over 300 ms windows): stopped, or only noted; an idle long-running one never",
+        1,
+        0,
+        0,
+    );
+}
