@@ -73,6 +73,10 @@ fn reread(file: &std::fs::File) -> String {
     let mut buf = [0u8; 4096];
     while let Ok(n @ 1..) = file.read_at(&mut buf, text.len() as u64) {
         text.extend_from_slice(&buf[..n]);
+        // A short read is the end: spare the read that would say so.
+        if n < buf.len() {
+            break;
+        }
     }
     String::from_utf8(text).unwrap_or_default()
 }
