@@ -102,6 +102,9 @@ pub const DEFAULT_SOCKET: &str = "/run/supervisor.sock";
 pub struct WatchConfig {
     pub name: String,
     pub group: Option<String>,
+    /// Watches this one starts after: it waits, when they are starting
+    /// too, until they are up.
+    pub after: Vec<String>,
     /// The program and its arguments; `["/bin/sh", "-c", line]` when the
     /// config asked for a shell.
     pub argv: Vec<String>,
@@ -226,6 +229,8 @@ struct RawDaemon {
 struct RawWatch {
     name: String,
     group: Option<String>,
+    #[serde(default)]
+    after: Vec<String>,
     start: Command,
     stop: Option<Command>,
     restart: Option<Command>,
@@ -567,14 +572,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         })?;
         merged.add(file, &text)?;
     }
-    Ok(merged.into_config(path))
+    merged.into_config(path)
 }
 
 /// Parses the text of one config file (`file` names it in errors).
 pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
     let mut merged = Merged::default();
     merged.add(file, text)?;
-    Ok(merged.into_config(file))
+    merged.into_config(file)
 }
 
 /// The files of a config so far.
@@ -583,6 +588,9 @@ struct Merged {
     daemon: Option<(PathBuf, DaemonConfig)>,
     watches: Vec<WatchConfig>,
     names: HashSet<String>,
+    /// Where each watch's `after` is written, for errors found once every
+    /// file is read.
+    after_at: Vec<(PathBuf, Option<usize>, String)>,
 }
 
 impl Merged {
@@ -620,17 +628,102 @@ impl Merged {
                     message: format!("duplicate watch name '{}'", watch.name),
                 });
             }
+            self.after_at.push((
+                file.to_path_buf(),
+                spans.key_line(index, "after"),
+                format!("watch[{index}].after"),
+            ));
             self.watches.push(watch);
         }
         Ok(())
     }
 
-    fn into_config(self, source: &Path) -> Config {
-        Config {
+    /// Every name in an `after` must be a watch, and the order must have
+    /// no cycle.
+    fn check_order(&self) -> Result<(), ConfigError> {
+        let error = |i: usize, message: String| {
+            let (file, line, key) = &self.after_at[i];
+            ConfigError {
+                file: file.clone(),
+                line: *line,
+                column: None,
+                key: key.clone(),
+                message,
+            }
+        };
+        let index: std::collections::HashMap<&str, usize> = self
+            .watches
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.name.as_str(), i))
+            .collect();
+        for (i, watch) in self.watches.iter().enumerate() {
+            if let Some(unknown) = watch.after.iter().find(|n| !index.contains_key(n.as_str())) {
+                return Err(error(i, format!("no watch named '{unknown}'")));
+            }
+        }
+        // Depth-first, three colours: a grey node met again is a cycle.
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            White,
+            Grey,
+            Black,
+        }
+        fn visit(
+            i: usize,
+            watches: &[WatchConfig],
+            index: &std::collections::HashMap<&str, usize>,
+            marks: &mut [Mark],
+            path: &mut Vec<usize>,
+        ) -> Option<Vec<usize>> {
+            marks[i] = Mark::Grey;
+            path.push(i);
+            for name in &watches[i].after {
+                let j = index[name.as_str()];
+                match marks[j] {
+                    Mark::Grey => {
+                        let from = path.iter().position(|&p| p == j).unwrap_or(0);
+                        let mut cycle = path[from..].to_vec();
+                        cycle.push(j);
+                        return Some(cycle);
+                    }
+                    Mark::White => {
+                        if let Some(cycle) = visit(j, watches, index, marks, path) {
+                            return Some(cycle);
+                        }
+                    }
+                    Mark::Black => {}
+                }
+            }
+            path.pop();
+            marks[i] = Mark::Black;
+            None
+        }
+        let mut marks = vec![Mark::White; self.watches.len()];
+        for i in 0..self.watches.len() {
+            if marks[i] == Mark::White {
+                if let Some(cycle) = visit(i, &self.watches, &index, &mut marks, &mut Vec::new()) {
+                    let names: Vec<&str> = cycle
+                        .iter()
+                        .map(|&k| self.watches[k].name.as_str())
+                        .collect();
+                    return Err(error(
+                        cycle[0],
+                        format!("start order has a cycle: {}", names.join(" after ")),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn into_config(self, source: &Path) -> Result<Config, ConfigError> {
+        self.check_order()?;
+        Ok(Config {
             source: source.to_path_buf(),
             daemon: self.daemon.map(|(_, d)| d).unwrap_or_default(),
             watches: self.watches,
-        }
+        })
     }
 }
 
@@ -800,6 +893,7 @@ fn watch_config(raw: RawWatch) -> Result<WatchConfig, (&'static str, String)> {
     Ok(WatchConfig {
         name: raw.name,
         group: raw.group,
+        after: raw.after,
         argv,
         stop,
         restart,

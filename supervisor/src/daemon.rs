@@ -102,6 +102,8 @@ pub struct Daemon {
     backend_failures: u64,
     /// Exits no backend reported, found by `sweep`.
     unreported_exits: u64,
+    /// Watches waiting, in `start`, for those they start `after`.
+    ordered: std::collections::HashSet<String>,
     /// Resource conditions of the watches that have any, for the process
     /// each runs now.
     conditions: HashMap<String, Conditions>,
@@ -172,6 +174,7 @@ pub async fn run(config: Config, ready: Option<OwnedFd>) -> Result<()> {
         backend_failures: 0,
         unreported_exits: 0,
         conditions: HashMap::new(),
+        ordered: Default::default(),
         watches: std::mem::take(&mut config.watches)
             .into_iter()
             .map(|w| (w.name.clone(), Watch::new(w)))
@@ -318,7 +321,7 @@ impl Daemon {
     /// and starts the rest as the config and the operator's last word say.
     fn resume(&mut self) {
         let saved = self.state_file.load().watches;
-        let names: Vec<String> = self.watches.keys().cloned().collect();
+        let names = self.in_start_order(self.watches.keys().cloned().collect());
         for name in names {
             let previous = saved.get(&name).and_then(|entry| {
                 let id = ProcessId {
@@ -972,10 +975,18 @@ impl Daemon {
         while let Some(action) = queue.pop_front() {
             let cgroup = self.cgroup_of(name);
             let reach = self.reach(name);
+            let blocked_by = self.blocked_by(name);
             let Some(watch) = self.watches.get_mut(name) else {
                 return;
             };
             let more = match action {
+                Action::Spawn if blocked_by.is_some() => {
+                    let dependency = blocked_by.unwrap_or_default();
+                    if self.ordered.insert(name.to_owned()) {
+                        log::info!("{name}: waiting for {dependency} to be up (after)");
+                    }
+                    Vec::new()
+                }
                 Action::Spawn if watch.config.pid_file.is_some() => {
                     self.launch_daemonizing(name);
                     Vec::new()
@@ -1112,6 +1123,43 @@ impl Daemon {
             queue.extend(more);
         }
         self.settle_waiters(name);
+        self.start_ordered();
+    }
+
+    /// The first watch that `name` starts after and that is on its way up
+    /// now (a watch that is not starting holds nothing back).
+    fn blocked_by(&self, name: &str) -> Option<String> {
+        self.watches
+            .get(name)?
+            .config
+            .after
+            .iter()
+            .find(|dep| {
+                self.watches.get(dep.as_str()).is_some_and(|d| {
+                    matches!(d.state(), State::Init | State::Start | State::Restart)
+                })
+            })
+            .cloned()
+    }
+
+    /// Starts the watches that waited for others and may go now.
+    fn start_ordered(&mut self) {
+        let ready: Vec<String> = self
+            .ordered
+            .iter()
+            .filter(|n| self.blocked_by(n).is_none())
+            .cloned()
+            .collect();
+        for name in ready {
+            self.ordered.remove(&name);
+            let still_starting = self
+                .watches
+                .get(&name)
+                .is_some_and(|w| w.state() == State::Start && w.process.is_none());
+            if still_starting {
+                self.act(&name, vec![Action::Spawn]);
+            }
+        }
     }
 
     fn settle_waiters(&mut self, name: &str) {
@@ -1198,8 +1246,38 @@ impl Daemon {
             .collect();
         match target {
             Some(t) if names.is_empty() => Err(format!("no watch or group named '{t}'")),
-            _ => Ok(names),
+            _ => Ok(self.in_start_order(names)),
         }
+    }
+
+    /// `names` with each watch after those it starts `after` (the config
+    /// has no cycle), so that starting them in turn honours the order.
+    fn in_start_order(&self, names: Vec<String>) -> Vec<String> {
+        fn visit<'a>(
+            name: &'a str,
+            watches: &'a BTreeMap<String, Watch>,
+            seen: &mut std::collections::HashSet<&'a str>,
+            out: &mut Vec<&'a str>,
+        ) {
+            if !seen.insert(name) {
+                return;
+            }
+            if let Some(watch) = watches.get(name) {
+                for dep in &watch.config.after {
+                    visit(dep, watches, seen, out);
+                }
+            }
+            out.push(name);
+        }
+        let wanted: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+        let (mut seen, mut out) = (Default::default(), Vec::new());
+        for name in &names {
+            visit(name, &self.watches, &mut seen, &mut out);
+        }
+        out.into_iter()
+            .filter(|n| wanted.contains(n))
+            .map(str::to_owned)
+            .collect()
     }
 
     fn on_request(&mut self, request: Request, reply: oneshot::Sender<Response>) {

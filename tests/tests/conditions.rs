@@ -107,3 +107,53 @@ cpu = { above = "50%", every = "300ms", times = [1, 1] }
         0,
     );
 }
+
+/// The start time, in clock ticks since boot, of a running process.
+fn started(pid: u32) -> u64 {
+    supervisor::process::identify(supervisor::process::Pid::new(pid).unwrap())
+        .unwrap()
+        .start
+        .ticks()
+}
+
+#[test]
+fn after_orders_starts_at_boot_and_for_a_group() {
+    // "api" sorts first, and "db" takes 300 ms to be up (its pid file):
+    // only `after` makes api wait.
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "api"
+group = "app"
+after = ["db"]
+start = "/bin/sleep 1000"
+
+[[watch]]
+name = "db"
+group = "app"
+start = ["/bin/sh", "-c", "sleep 0.3; (setsid sh -c 'echo $$ > {dir}/db.pid; exec sleep 1000' &)"]
+pid_file = "{dir}/db.pid"
+"#,
+    );
+    for round in ["at boot", "on `start app`"] {
+        let api = pid_of(&d.wait_status("api", "up", |s| s["state"] == "up"));
+        let db = pid_of(&d.wait_status("db", "up", |s| s["state"] == "up"));
+        assert!(
+            started(api) >= started(db),
+            "{round}: api (tick {}) started before db (tick {}) was up",
+            started(api),
+            started(db)
+        );
+        if round == "at boot" {
+            assert!(d.cli(&["stop", "app"]).status.success());
+            assert!(d.cli(&["start", "app"]).status.success());
+        }
+    }
+    assert!(
+        d.log()
+            .iter()
+            .any(|l| l.contains("api: waiting for db to be up")),
+        "{:?}",
+        d.log()
+    );
+}

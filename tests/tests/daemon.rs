@@ -315,6 +315,14 @@ fn bad_configs_are_rejected_with_file_line_and_key() {
             ":4:17: watch[0].cpu.above: 'lots' is not a percentage (e.g. \"90%\")",
         ),
         (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nafter = [\"b\"]\n[[watch]]\nname = \"b\"\nstart = \"y\"\nafter = [\"a\"]\n",
+            ":4: watch[0].after: start order has a cycle: a after b after a",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nafter = [\"nope\"]\n",
+            ":4: watch[0].after: no watch named 'nope'",
+        ),
+        (
             "[daemon]\ntracking = \"magic\"\n",
             ":2:12: daemon.tracking: unknown variant `magic`, expected one of `auto`, `cgroup`, `fork`",
         ),
