@@ -742,6 +742,9 @@ impl Daemon {
                     ConditionAction::Notify => "notify only",
                 }
             );
+            if let Some(watch) = self.watches.get_mut(&name) {
+                watch.note(format!("condition: {}", fired.reason));
+            }
             if let Some(command) = command {
                 self.command(&name, command);
             }
@@ -1582,6 +1585,7 @@ fn status_of(watch: &Watch, conditions: Option<&Conditions>) -> serde_json::Valu
         "last_error": watch.last_error,
         "backoff_secs": watch.backoff.map(|(d, _)| d.as_secs_f64()),
         "conditions": conditions.map_or(json!([]), Conditions::status),
+        "events": watch.events,
         "stdout": watch.config.stdout,
         "stderr": watch.config.stderr,
     })

@@ -84,6 +84,17 @@ pub struct LastExit {
     pub pid: crate::process::Pid,
 }
 
+/// How many recent events a watch keeps for `status`.
+const RECENT_EVENTS: usize = 10;
+
+/// Something that happened to a watch, as its log line said.
+#[derive(Clone, Debug, Serialize)]
+pub struct Event {
+    #[serde(with = "crate::exit::unix_time")]
+    pub at: SystemTime,
+    pub what: String,
+}
+
 pub struct Watch {
     pub config: WatchConfig,
     state: State,
@@ -101,6 +112,8 @@ pub struct Watch {
     pub backoff: Option<(Duration, Instant)>,
     /// Commands that arrived while the watch was busy; never dropped.
     queue: VecDeque<Command>,
+    /// The last `RECENT_EVENTS` transitions and conditions, oldest first.
+    pub events: VecDeque<Event>,
 }
 
 impl Watch {
@@ -116,6 +129,7 @@ impl Watch {
             starts: VecDeque::new(),
             backoff: None,
             queue: VecDeque::new(),
+            events: VecDeque::new(),
         }
     }
 
@@ -192,8 +206,20 @@ impl Watch {
                 self.state,
                 to
             );
+            self.note(format!("moved '{}' to '{to}': {reason}", self.state));
         }
         self.state = to;
+    }
+
+    /// Remembers `what` among the watch's recent events (for `status`).
+    pub fn note(&mut self, what: String) {
+        if self.events.len() == RECENT_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(Event {
+            at: SystemTime::now(),
+            what,
+        });
     }
 
     /// Queues `command`; returns the actions for whatever can run now.

@@ -35,6 +35,15 @@ memory = { above = "32MB", every = "200ms", times = [2, 3] }
             && l.contains("restarting it")),
         "the restart says why: {log:?}"
     );
+    let s = d.status("hog");
+    assert!(
+        s["events"]
+            .as_array()
+            .is_some_and(|events| events.iter().any(|e| e["what"]
+                .as_str()
+                .is_some_and(|w| w.starts_with("condition: memory")))),
+        "the condition is among the recent events: {s}"
+    );
     let s = d.wait_status("small", "measured", |s| {
         s["conditions"][0]["last_value"].is_number()
     });

@@ -67,6 +67,18 @@ start = "/bin/sh -c 'while :; do sleep 1; done'"
         table.contains("looper") && table.contains("killed by SIGKILL"),
         "{table}"
     );
+    // The same line among the watch's recent events, with its time.
+    let s = d.status("looper");
+    assert!(
+        s["events"]
+            .as_array()
+            .is_some_and(|events| events.iter().any(|e| {
+                e["at"].is_number()
+                    && e["what"]
+                        == format!("moved 'up' to 'start': process {old} exited: killed by SIGKILL")
+            })),
+        "{s}"
+    );
 }
 
 #[test]
