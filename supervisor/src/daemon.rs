@@ -497,17 +497,7 @@ impl Daemon {
                 Vec::new()
             }
             Ok(id) => match process::pidfd_open(id.pid) {
-                Ok(pidfd) => {
-                    self.by_pid.insert(id.pid, name.to_owned());
-                    self.pidfds.insert(id.pid, pidfd);
-                    track(&mut self.trees, name, id.pid);
-                    start_conditions(&mut self.conditions, name, &watch.config.conditions);
-                    let more = watch.spawned(id);
-                    if let Err(e) = self.backend.watch(id) {
-                        log::error!("{name}: cannot watch process {}: {e:#}", id.pid);
-                    }
-                    more
-                }
+                Ok(pidfd) => self.follow(name, id, pidfd),
                 Err(e) => watch.spawn_failed(&format!("pidfd_open({}): {e}", id.pid)),
             },
             Err(e) => {
@@ -523,6 +513,25 @@ impl Daemon {
             }
         };
         self.act(name, actions);
+    }
+
+    /// Follows `id`, the process watch `name` has just started (or whose
+    /// pid file named it); returns what the watch does next.
+    fn follow(&mut self, name: &str, id: ProcessId, pidfd: OwnedFd) -> Vec<Action> {
+        self.by_pid.insert(id.pid, name.to_owned());
+        self.pidfds.insert(id.pid, pidfd);
+        track(&mut self.trees, name, id.pid);
+        let Some(watch) = self.watches.get_mut(name) else {
+            return Vec::new();
+        };
+        start_conditions(&mut self.conditions, name, &watch.config.conditions);
+        let more = watch.spawned(id);
+        // Watched before anything can be missed: a process that already
+        // died is reported by `watch` itself.
+        if let Err(e) = self.backend.watch(id) {
+            log::error!("{name}: cannot watch process {}: {e:#}", id.pid);
+        }
+        more
     }
 
     /// Replaces the config: new watches are added (and started if they
@@ -996,20 +1005,7 @@ impl Daemon {
                 }
                 Action::Spawn => match spawn::spawn(&watch.config, cgroup.as_ref(), &mut self.logs)
                 {
-                    Ok(spawned) => {
-                        let id = spawned.id;
-                        self.by_pid.insert(id.pid, name.to_owned());
-                        self.pidfds.insert(id.pid, spawned.pidfd);
-                        track(&mut self.trees, name, id.pid);
-                        start_conditions(&mut self.conditions, name, &watch.config.conditions);
-                        let more = watch.spawned(id);
-                        // Watched before anything can be missed: a process
-                        // that already died is reported by `watch` itself.
-                        if let Err(e) = self.backend.watch(id) {
-                            log::error!("{name}: cannot watch process {}: {e:#}", id.pid);
-                        }
-                        more
-                    }
+                    Ok(spawned) => self.follow(name, spawned.id, spawned.pidfd),
                     Err(e) => watch.spawn_failed(&format!("{e:#}")),
                 },
                 Action::SpawnAt(due) => {

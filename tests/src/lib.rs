@@ -541,6 +541,13 @@ pub fn processes_running(needle: &str) -> Vec<u32> {
         .collect()
 }
 
+/// The pid in a watch's `status --json`.
+pub fn pid_of(status: &serde_json::Value) -> u32 {
+    status["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no pid in {status}")) as u32
+}
+
 /// SIGKILLs `pid`, which must exist.
 pub fn kill9(pid: u32) {
     nix::sys::signal::kill(

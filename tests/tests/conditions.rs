@@ -1,13 +1,6 @@
 //! Conditions beyond death, end to end: real processes that use too much
 //! memory or CPU, the real daemon measuring their whole process tree.
-use serde_json::Value;
-use supervisor_tests::RunningDaemon;
-
-fn pid_of(status: &Value) -> u32 {
-    status["pid"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no pid in {status}")) as u32
-}
+use supervisor_tests::{pid_of, RunningDaemon};
 
 #[test]
 fn memory_above_its_limit_gets_a_watch_restarted() {

@@ -7,7 +7,7 @@ use std::{
 };
 
 use serde_json::Value;
-use supervisor_tests::{cmdline, group_members, processes_running, RunningDaemon};
+use supervisor_tests::{cmdline, group_members, pid_of, processes_running, RunningDaemon};
 
 /// A daemon running one watch, `s`, a sleep.
 fn one_sleeper() -> RunningDaemon {
@@ -18,12 +18,6 @@ name = "s"
 start = "/bin/sleep 1000"
 "#,
     )
-}
-
-fn pid_of(status: &Value) -> u32 {
-    status["pid"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no pid in {status}")) as u32
 }
 
 fn kill(pid: u32, signal: nix::sys::signal::Signal) {

@@ -12,14 +12,8 @@ use std::{
 
 use serde_json::Value;
 use supervisor_tests::{
-    cmdline, processes_running, repeat, report, supervisor_bin, Dice, RunningDaemon,
+    cmdline, pid_of, processes_running, repeat, report, supervisor_bin, Dice, RunningDaemon,
 };
-
-fn pid_of(status: &Value) -> u32 {
-    status["pid"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no pid in {status}")) as u32
-}
 
 /// Every watch's status, by `status --json`.
 fn all_status(d: &RunningDaemon) -> Vec<Value> {
