@@ -42,7 +42,11 @@ use crate::{
 };
 use crate::{
     conditions::{self, Conditions},
-    config::ConditionAction,
+    config::{ConditionAction, Probe, Readiness},
+    health::{self, Health, Outcome, Verdict},
+    helper,
+    notification::{About, HookRun, Notifier},
+    sd_notify::{self, NotifySocket},
 };
 
 /// How often every watched process is checked for an exit no backend
@@ -67,6 +71,21 @@ enum Internal {
     SpawnDue { name: String },
     /// The watch's restart command has exited.
     RestartDone { name: String },
+    /// A health check's probe of `pid` came back.
+    Probed {
+        name: String,
+        pid: Pid,
+        outcome: Outcome,
+    },
+    /// A helper process (exec check, hook) has exited or was killed.
+    HelperDone(helper::Finished),
+    /// A process of watch `name` wrote to its `NOTIFY_SOCKET`.
+    Notified {
+        name: String,
+        message: sd_notify::Message,
+    },
+    /// `start_grace` ran out for `pid` to be ready.
+    ReadyTimeout { name: String, pid: Pid },
     /// What the pid file of a self-daemonizing watch said, for launch `launch`.
     PidFile {
         name: String,
@@ -88,6 +107,38 @@ struct Waiter {
     request: u64,
 }
 
+/// What a helper process the daemon runs is for.
+enum HelperJob {
+    /// The exec health check of watch `name`'s process `process`.
+    Probe {
+        name: String,
+        process: Pid,
+        pidfd: OwnedFd,
+    },
+    /// A notification hook.
+    Hook { what: String, pidfd: OwnedFd },
+}
+
+impl HelperJob {
+    fn pidfd(&self) -> &OwnedFd {
+        match self {
+            Self::Probe { pidfd, .. } | Self::Hook { pidfd, .. } => pidfd,
+        }
+    }
+}
+
+/// A watch's sd_notify socket and the task reading it.
+struct NotifyListener {
+    address: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for NotifyListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// A request over several watches, answered when the last is done.
 struct PendingReply {
     remaining: usize,
@@ -107,6 +158,16 @@ pub struct Daemon {
     /// Resource conditions of the watches that have any, for the process
     /// each runs now.
     conditions: HashMap<String, Conditions>,
+    /// Health checks of the watches that have one, for the process each
+    /// runs now.
+    health: HashMap<String, Health>,
+    /// For HTTP health checks, made when the first is probed.
+    http: Option<reqwest::Client>,
+    /// Exec checks and hooks running now.
+    helpers: HashMap<Pid, HelperJob>,
+    /// The `NOTIFY_SOCKET` of each watch that is ready on `READY=1`.
+    notify_sockets: HashMap<String, NotifyListener>,
+    notifier: Notifier,
     /// The `[daemon]` table and where the config came from; the watches'
     /// configs live in `watches`.
     config: Config,
@@ -174,6 +235,11 @@ pub async fn run(config: Config, ready: Option<OwnedFd>) -> Result<()> {
         backend_failures: 0,
         unreported_exits: 0,
         conditions: HashMap::new(),
+        health: HashMap::new(),
+        http: None,
+        helpers: HashMap::new(),
+        notify_sockets: HashMap::new(),
+        notifier: Notifier::new(&config.notify),
         ordered: Default::default(),
         watches: std::mem::take(&mut config.watches)
             .into_iter()
@@ -420,6 +486,7 @@ impl Daemon {
         if let Some(watch) = self.watches.get_mut(name) {
             start_conditions(&mut self.conditions, name, &watch.config.conditions);
             watch.adopt(id);
+            start_health(&mut self.health, name, watch);
         }
         if let Err(e) = self.backend.watch(id) {
             log::error!("{name}: cannot watch re-adopted process {}: {e:#}", id.pid);
@@ -430,6 +497,7 @@ impl Daemon {
     /// pid file names (ours through the subreaper: it is reparented to us).
     fn launch_daemonizing(&mut self, name: &str) {
         let cgroup = self.cgroup_of(name);
+        let env = self.notify_env(name);
         let Some(watch) = self.watches.get_mut(name) else {
             return;
         };
@@ -439,7 +507,7 @@ impl Daemon {
             .clone()
             .expect("checked by the caller");
         let launched = pid_file::clear(&path)
-            .and_then(|()| spawn::spawn(&watch.config, cgroup.as_ref(), &mut self.logs));
+            .and_then(|()| spawn::spawn(&watch.config, cgroup.as_ref(), &mut self.logs, &env));
         let launcher = match launched {
             Ok(spawned) => {
                 track(&mut self.trees, name, spawned.id.pid);
@@ -526,6 +594,14 @@ impl Daemon {
         };
         start_conditions(&mut self.conditions, name, &watch.config.conditions);
         let more = watch.spawned(id);
+        start_health(&mut self.health, name, watch);
+        if watch.awaiting_ready() {
+            let (tx, name, grace) = (self.tx.clone(), name.to_owned(), watch.config.start_grace);
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                let _ = tx.send(Internal::ReadyTimeout { name, pid: id.pid });
+            });
+        }
         // Watched before anything can be missed: a process that already
         // died is reported by `watch` itself.
         if let Err(e) = self.backend.watch(id) {
@@ -559,11 +635,7 @@ impl Daemon {
             let name = config.name.clone();
             match self.watches.get_mut(&name) {
                 None => {
-                    let autostart = config.autostart;
                     self.watches.insert(name.clone(), Watch::new(config));
-                    if autostart {
-                        self.command(&name, Command::Start);
-                    }
                     added.push(name);
                 }
                 Some(watch) if watch.config == config => unchanged.push(name),
@@ -574,6 +646,13 @@ impl Daemon {
                     }
                     changed.push(name);
                 }
+            }
+        }
+        // Started once all are in, in start order: a watch may start after
+        // one added with it.
+        for name in self.in_start_order(added.clone()) {
+            if self.watches.get(&name).is_some_and(|w| w.config.autostart) {
+                self.command(&name, Command::Start);
             }
         }
         let missing_names: Vec<String> = self
@@ -594,6 +673,7 @@ impl Daemon {
             }
             gone.push(name);
         }
+        self.notifier.configure(&new.notify);
         let daemon = self.config.daemon.clone();
         self.config = Config { daemon, ..new };
         Ok(serde_json::json!({
@@ -697,6 +777,7 @@ impl Daemon {
         self.conditions
             .values()
             .filter_map(Conditions::next_due)
+            .chain(self.health.values().filter_map(Health::next_due))
             .min()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
     }
@@ -705,6 +786,7 @@ impl Daemon {
     /// tree of each watch that is up, and carries out what fires.
     fn check_conditions(&mut self) {
         let now = Instant::now();
+        self.probe_health(now);
         let due: Vec<String> = self
             .conditions
             .iter()
@@ -736,27 +818,296 @@ impl Daemon {
             let Some(fired) = conditions.check(now, &sample) else {
                 continue;
             };
-            let command = match fired.action {
-                ConditionAction::Restart => Some(Command::Restart),
-                ConditionAction::Stop => Some(Command::Stop),
-                ConditionAction::Notify => None,
+            self.fire(&name, process.pid, fired.action, fired.reason);
+        }
+    }
+
+    /// A condition or health check of watch `name` fired for its process
+    /// `pid`: said, noted, notified, and acted on.
+    fn fire(&mut self, name: &str, pid: Pid, action: ConditionAction, reason: String) {
+        log::warn!(
+            "{name}: {reason} (process {pid}): {}",
+            match action {
+                ConditionAction::Restart => "restarting it",
+                ConditionAction::Stop => "stopping it",
+                ConditionAction::Notify => "notify only",
+            }
+        );
+        if let Some(watch) = self.watches.get_mut(name) {
+            watch.condition_fired(reason);
+        }
+        self.publish(name);
+        match action {
+            ConditionAction::Restart => self.command(name, Command::Restart),
+            ConditionAction::Stop => self.command(name, Command::Stop),
+            ConditionAction::Notify => {}
+        }
+    }
+
+    /// Sends out the health probes that are due, for watches that are up
+    /// or waiting to be ready.
+    fn probe_health(&mut self, now: Instant) {
+        let due: Vec<String> = self
+            .health
+            .iter()
+            .filter(|(_, h)| h.next_due().is_some_and(|d| d <= now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            let Some(watch) = self.watches.get(&name) else {
+                continue;
             };
-            log::warn!(
-                "{name}: {} (process {}): {}",
-                fired.reason,
-                process.pid,
-                match fired.action {
-                    ConditionAction::Restart => "restarting it",
-                    ConditionAction::Stop => "stopping it",
-                    ConditionAction::Notify => "notify only",
+            let Some(health) = self.health.get_mut(&name) else {
+                continue;
+            };
+            let Some(process) = watch
+                .process
+                .filter(|_| watch.state() == State::Up || watch.awaiting_ready())
+            else {
+                // Stopping or restarting: not now.
+                health.postpone();
+                continue;
+            };
+            health.probing();
+            let check = health.config.clone();
+            let pid = process.pid;
+            if let Probe::Exec { argv } = &check.probe {
+                let config = crate::config::WatchConfig {
+                    argv: argv.clone(),
+                    ..watch.config.clone()
+                };
+                let tx = self.tx.clone();
+                let started = helper::start(&config, &[], check.timeout, move |finished| {
+                    let _ = tx.send(Internal::HelperDone(finished));
+                });
+                match started {
+                    Ok((helper, pidfd)) => {
+                        self.helpers.insert(
+                            helper,
+                            HelperJob::Probe {
+                                name,
+                                process: pid,
+                                pidfd,
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        let outcome = Outcome {
+                            ok: false,
+                            message: format!("cannot run the check: {e:#}"),
+                            latency: Duration::ZERO,
+                            at: SystemTime::now(),
+                        };
+                        self.probed(name, pid, outcome);
+                    }
                 }
+                continue;
+            }
+            let client = self.http.get_or_insert_with(health::http_client).clone();
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let outcome = health::probe(&client, &check).await;
+                let _ = tx.send(Internal::Probed { name, pid, outcome });
+            });
+        }
+    }
+
+    /// A health probe of watch `name`'s process `pid` came back.
+    fn probed(&mut self, name: String, pid: Pid, outcome: Outcome) {
+        let Some(watch) = self.watches.get_mut(&name) else {
+            return;
+        };
+        if watch.process.map(|p| p.pid) != Some(pid) {
+            return;
+        }
+        let Some(health) = self.health.get_mut(&name) else {
+            return;
+        };
+        let waiting = watch.awaiting_ready();
+        if !outcome.ok {
+            log::info!(
+                "{name}: health check ({}) failed: {}",
+                health.config.probe.describe(),
+                outcome.message
             );
-            if let Some(watch) = self.watches.get_mut(&name) {
-                watch.note(format!("condition: {}", fired.reason));
+        }
+        let message = outcome.message.clone();
+        match health.record(outcome, waiting) {
+            Verdict::Nothing => {}
+            Verdict::Ready => {
+                let actions = watch.ready(&format!("health check passed: {message}"));
+                self.act(&name, actions);
             }
-            if let Some(command) = command {
-                self.command(&name, command);
+            Verdict::Fired { action, reason } => self.fire(&name, pid, action, reason),
+        }
+    }
+
+    /// A helper process has exited (or was killed at its time limit).
+    fn helper_done(&mut self, finished: helper::Finished) {
+        let Some(job) = self.helpers.remove(&finished.pid) else {
+            return;
+        };
+        let status = match self.reaped.remove(&finished.pid) {
+            Some(status) => status,
+            None => match waitid(
+                Id::PIDFd(std::os::fd::AsFd::as_fd(job.pidfd())),
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+            ) {
+                Ok(status) => ExitStatus::from_nix(status),
+                Err(_) => ExitStatus::Unknown,
+            },
+        };
+        let ok = !finished.timed_out && status == ExitStatus::Exited(0);
+        let first_line = finished.output.lines().next().unwrap_or("").to_owned();
+        let message = if finished.timed_out {
+            format!("no answer within {:?}; killed", finished.elapsed)
+        } else if first_line.is_empty() {
+            status.to_string()
+        } else {
+            format!("{status}: {first_line}")
+        };
+        match job {
+            HelperJob::Probe { name, process, .. } => {
+                let outcome = Outcome {
+                    ok,
+                    message,
+                    latency: finished.elapsed,
+                    at: SystemTime::now(),
+                };
+                self.probed(name, process, outcome);
             }
+            HelperJob::Hook { what, .. } => {
+                if !ok {
+                    log::warn!("{what} failed: {message}");
+                }
+                for hook in self.notifier.hook_finished(ok) {
+                    self.run_hook(hook);
+                }
+            }
+        }
+    }
+
+    /// Hands what happened to watch `name` to the notifiers.
+    fn publish(&mut self, name: &str) {
+        let Some(watch) = self.watches.get_mut(name) else {
+            return;
+        };
+        let notices = watch.take_notices();
+        if notices.is_empty() {
+            return;
+        }
+        let about = About {
+            watch: name,
+            group: watch.config.group.as_deref(),
+            restarts: watch.restarts,
+        };
+        let hooks: Vec<HookRun> = notices
+            .iter()
+            .flat_map(|n| self.notifier.publish(&about, n))
+            .collect();
+        for hook in hooks {
+            self.run_hook(hook);
+        }
+    }
+
+    fn run_hook(&mut self, hook: HookRun) {
+        let config = crate::config::WatchConfig::for_command(&hook.what, hook.argv);
+        let tx = self.tx.clone();
+        match helper::start(&config, &hook.env, hook.timeout, move |finished| {
+            let _ = tx.send(Internal::HelperDone(finished));
+        }) {
+            Ok((pid, pidfd)) => {
+                self.helpers.insert(
+                    pid,
+                    HelperJob::Hook {
+                        what: hook.what,
+                        pidfd,
+                    },
+                );
+            }
+            Err(e) => {
+                log::error!("{}: cannot run: {e:#}", hook.what);
+                for hook in self.notifier.hook_not_started() {
+                    self.run_hook(hook);
+                }
+            }
+        }
+    }
+
+    /// `NOTIFY_SOCKET` for watch `name`'s processes, if it is ready on
+    /// `READY=1`; its socket is bound on first use and kept.
+    fn notify_env(&mut self, name: &str) -> Vec<(String, String)> {
+        let wants = self
+            .watches
+            .get(name)
+            .is_some_and(|w| w.config.ready == Readiness::Notify);
+        if !wants {
+            return Vec::new();
+        }
+        if !self.notify_sockets.contains_key(name) {
+            let instance = cgroup::instance_name(&self.config.daemon.socket);
+            match NotifySocket::bind(&instance, name) {
+                Ok(socket) => {
+                    let address = socket.address.clone();
+                    let (tx, watch) = (self.tx.clone(), name.to_owned());
+                    let task = tokio::spawn(async move {
+                        loop {
+                            match socket.recv().await {
+                                Ok(message) => {
+                                    let name = watch.clone();
+                                    if tx.send(Internal::Notified { name, message }).is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(e) => {
+                                    log::error!("{watch}: notify socket: {e}");
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                    self.notify_sockets
+                        .insert(name.to_owned(), NotifyListener { address, task });
+                }
+                Err(e) => {
+                    // The start goes on; without READY=1 it fails after
+                    // start_grace, which says why.
+                    log::error!("{name}: no notify socket: {e:#}");
+                    return Vec::new();
+                }
+            }
+        }
+        let address = &self.notify_sockets[name].address;
+        vec![("NOTIFY_SOCKET".to_owned(), address.clone())]
+    }
+
+    /// A process wrote to watch `name`'s notify socket: believed only if
+    /// it is one of the watch's own.
+    fn notified(&mut self, name: String, message: sd_notify::Message) {
+        let Some(process) = self.watches.get(&name).and_then(|w| w.process) else {
+            return;
+        };
+        let ours = message.sender.is_some_and(|sender| {
+            sender == process.pid || self.reach(&name).members(process.pid).contains(&sender)
+        });
+        if !ours {
+            log::warn!(
+                "{name}: ignoring a notify message from process {}, which is not the watch's",
+                message
+                    .sender
+                    .map_or("(unknown)".to_owned(), |p| p.to_string())
+            );
+            return;
+        }
+        let Some(watch) = self.watches.get_mut(&name) else {
+            return;
+        };
+        if let Some(status) = message.status {
+            watch.said = Some(status);
+        }
+        if message.ready && watch.awaiting_ready() {
+            let actions = watch.ready("READY=1");
+            self.act(&name, actions);
         }
     }
 
@@ -890,8 +1241,9 @@ impl Daemon {
                 }
             }
             Internal::StopTimeout { name, pid } => {
+                // In `start`, a process that was not ready in time.
                 let stopping = self.watches.get(&name).is_some_and(|w| {
-                    matches!(w.state(), State::Stop | State::Restart)
+                    matches!(w.state(), State::Stop | State::Restart | State::Start)
                         && w.process.is_some_and(|p| p.pid == pid)
                 });
                 if !stopping || !self.by_pid.contains_key(&pid) {
@@ -909,6 +1261,18 @@ impl Daemon {
                 self.reach(&name).signal(pid, Signal::SIGKILL);
             }
             Internal::GroupEmpty { name, status, .. } => self.finish_exit(&name, status),
+            Internal::Probed { name, pid, outcome } => self.probed(name, pid, outcome),
+            Internal::HelperDone(finished) => self.helper_done(finished),
+            Internal::Notified { name, message } => self.notified(name, message),
+            Internal::ReadyTimeout { name, pid } => {
+                let Some(watch) = self.watches.get_mut(&name) else {
+                    return;
+                };
+                if watch.awaiting_ready() && watch.process.is_some_and(|p| p.pid == pid) {
+                    let actions = watch.not_ready();
+                    self.act(&name, actions);
+                }
+            }
             Internal::PidFile {
                 name,
                 launch,
@@ -962,6 +1326,9 @@ impl Daemon {
                         if let Some(name) = self.by_pid.get(&pid).cloned() {
                             self.reaped.insert(pid, ExitStatus::from_nix(status));
                             self.confirm_gone(name, pid, None);
+                        } else if self.helpers.contains_key(&pid) {
+                            // Its task reports when its output is read.
+                            self.reaped.insert(pid, ExitStatus::from_nix(status));
                         }
                     }
                 }
@@ -988,6 +1355,10 @@ impl Daemon {
             let cgroup = self.cgroup_of(name);
             let reach = self.reach(name);
             let blocked_by = self.blocked_by(name);
+            let env = match action {
+                Action::Spawn => self.notify_env(name),
+                _ => Vec::new(),
+            };
             let Some(watch) = self.watches.get_mut(name) else {
                 return;
             };
@@ -1003,11 +1374,12 @@ impl Daemon {
                     self.launch_daemonizing(name);
                     Vec::new()
                 }
-                Action::Spawn => match spawn::spawn(&watch.config, cgroup.as_ref(), &mut self.logs)
-                {
-                    Ok(spawned) => self.follow(name, spawned.id, spawned.pidfd),
-                    Err(e) => watch.spawn_failed(&format!("{e:#}")),
-                },
+                Action::Spawn => {
+                    match spawn::spawn(&watch.config, cgroup.as_ref(), &mut self.logs, &env) {
+                        Ok(spawned) => self.follow(name, spawned.id, spawned.pidfd),
+                        Err(e) => watch.spawn_failed(&format!("{e:#}")),
+                    }
+                }
                 Action::SpawnAt(due) => {
                     let tx = self.tx.clone();
                     let name = name.to_owned();
@@ -1121,6 +1493,7 @@ impl Daemon {
             };
             queue.extend(more);
         }
+        self.publish(name);
         self.settle_waiters(name);
         self.start_ordered();
     }
@@ -1175,6 +1548,8 @@ impl Daemon {
                 trees.forget(name);
             }
             self.conditions.remove(name);
+            self.health.remove(name);
+            self.notify_sockets.remove(name);
             for waiter in self.waiters.remove(name).unwrap_or_default() {
                 self.answer_part(waiter.request, None);
             }
@@ -1289,7 +1664,13 @@ impl Daemon {
                             names
                                 .iter()
                                 .filter_map(|n| self.watches.get(n))
-                                .map(|w| status_of(w, self.conditions.get(w.name())))
+                                .map(|w| {
+                                    status_of(
+                                        w,
+                                        self.conditions.get(w.name()),
+                                        self.health.get(w.name()),
+                                    )
+                                })
                                 .collect(),
                         )
                     },
@@ -1395,6 +1776,7 @@ impl Daemon {
             "backend_failures": self.backend_failures,
             "unreported_exits": self.unreported_exits,
             "tracking": tracking,
+            "notifications": self.notifier.counters(),
         })
     }
 
@@ -1462,7 +1844,7 @@ fn run_helper_command(
         argv,
         ..config.clone()
     };
-    let spawned = spawn::spawn(&helper, cgroup, logs)?;
+    let spawned = spawn::spawn(&helper, cgroup, logs, &[])?;
     track(trees, &config.name, spawned.id.pid);
     Ok(spawned)
 }
@@ -1477,6 +1859,22 @@ fn start_conditions(
         all.remove(name);
     } else {
         all.insert(name.to_owned(), Conditions::new(configs));
+    }
+}
+
+/// A watch has a new process: its health check starts afresh (probed
+/// often while the process has yet to be ready).
+fn start_health(all: &mut HashMap<String, Health>, name: &str, watch: &Watch) {
+    match &watch.config.health {
+        Some(check) => {
+            all.insert(
+                name.to_owned(),
+                Health::new(check.clone(), watch.awaiting_ready()),
+            );
+        }
+        None => {
+            all.remove(name);
+        }
     }
 }
 
@@ -1565,7 +1963,11 @@ fn group_alive(pgid: Pid) -> bool {
     !matches!(killpg(pgid.as_nix(), None), Err(Errno::ESRCH))
 }
 
-fn status_of(watch: &Watch, conditions: Option<&Conditions>) -> serde_json::Value {
+fn status_of(
+    watch: &Watch,
+    conditions: Option<&Conditions>,
+    health: Option<&Health>,
+) -> serde_json::Value {
     let uptime = watch
         .started_at
         .and_then(|t| SystemTime::now().duration_since(t).ok())
@@ -1581,6 +1983,9 @@ fn status_of(watch: &Watch, conditions: Option<&Conditions>) -> serde_json::Valu
         "last_error": watch.last_error,
         "backoff_secs": watch.backoff.map(|(d, _)| d.as_secs_f64()),
         "conditions": conditions.map_or(json!([]), Conditions::status),
+        "ready": watch.config.ready,
+        "health": health.map(Health::status),
+        "said": watch.said,
         "events": watch.events,
         "stdout": watch.config.stdout,
         "stderr": watch.config.stderr,

@@ -34,24 +34,57 @@ pub struct Spawned {
     pub pidfd: OwnedFd,
 }
 
-/// Starts `config`'s program, inside `cgroup` when there is one.
+/// Starts `config`'s program, inside `cgroup` when there is one, with
+/// `extra_env` added to its environment.
 pub fn spawn(
     config: &WatchConfig,
     cgroup: Option<&WatchCgroup>,
     logs: &mut Logs,
+    extra_env: &[(String, String)],
 ) -> Result<Spawned> {
     let stdio = Stdio3 {
-        stdin: OwnedFd::from(std::fs::File::open("/dev/null").context("opening /dev/null")?),
+        stdin: dev_null()?,
         stdout: output(config.stdout.as_deref(), logs)?,
         stderr: output(config.stderr.as_deref(), logs)?,
     };
+    spawn_with(config, cgroup, stdio, extra_env)
+}
+
+/// Starts `config`'s program outside any cgroup with its stdout and
+/// stderr going into a pipe, whose reading end is returned.
+pub fn spawn_captured(
+    config: &WatchConfig,
+    extra_env: &[(String, String)],
+) -> Result<(Spawned, OwnedFd)> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2")?;
+    let stdio = Stdio3 {
+        stdin: dev_null()?,
+        stderr: write.try_clone().context("dup")?,
+        stdout: write,
+    };
+    Ok((spawn_with(config, None, stdio, extra_env)?, read))
+}
+
+fn spawn_with(
+    config: &WatchConfig,
+    cgroup: Option<&WatchCgroup>,
+    stdio: Stdio3,
+    extra_env: &[(String, String)],
+) -> Result<Spawned> {
+    let env = environment(config, extra_env);
     let (pid, pidfd) = if clone3::available() {
-        clone_spawn(config, cgroup, stdio)?
+        clone_spawn(config, cgroup, stdio, env)?
     } else {
-        with_command(config, stdio)?
+        with_command(config, stdio, env)?
     };
     let id = process::identify(pid).with_context(|| format!("reading the start time of {pid}"))?;
     Ok(Spawned { id, pidfd })
+}
+
+fn dev_null() -> Result<OwnedFd> {
+    Ok(OwnedFd::from(
+        std::fs::File::open("/dev/null").context("opening /dev/null")?,
+    ))
 }
 
 struct Stdio3 {
@@ -72,16 +105,25 @@ fn output(path: Option<&Path>, logs: &mut Logs) -> Result<OwnedFd> {
     }
 }
 
-/// The environment the process starts with.
-fn environment(config: &WatchConfig) -> Vec<(OsString, OsString)> {
+/// The environment the process starts with: the daemon's (unless
+/// `clear_env`), then the watch's `env`, then what the daemon adds.
+fn environment(config: &WatchConfig, extra: &[(String, String)]) -> Vec<(OsString, OsString)> {
+    let overridden = |k: &str| config.env.contains_key(k) || extra.iter().any(|(e, _)| e == k);
     let mut env: Vec<(OsString, OsString)> = if config.clear_env {
         Vec::new()
     } else {
         std::env::vars_os()
-            .filter(|(k, _)| !config.env.contains_key(k.to_string_lossy().as_ref()))
+            .filter(|(k, _)| !overridden(k.to_string_lossy().as_ref()))
             .collect()
     };
-    env.extend(config.env.iter().map(|(k, v)| (k.into(), v.into())));
+    env.extend(
+        config
+            .env
+            .iter()
+            .filter(|(k, _)| !extra.iter().any(|(e, _)| e == *k))
+            .map(|(k, v)| (k.into(), v.into())),
+    );
+    env.extend(extra.iter().map(|(k, v)| (k.into(), v.into())));
     env
 }
 
@@ -114,8 +156,8 @@ fn clone_spawn(
     config: &WatchConfig,
     cgroup: Option<&WatchCgroup>,
     stdio: Stdio3,
+    env: Vec<(OsString, OsString)>,
 ) -> Result<(Pid, OwnedFd)> {
-    let env = environment(config);
     let program = cstring(resolve(&config.argv[0], &env)?.as_os_str().as_bytes())?;
     let argv: Vec<CString> = config
         .argv
@@ -173,16 +215,17 @@ fn clone_spawn(
 
 /// Where clone3 cannot be used (and so without cgroups): std's Command,
 /// with the session set up in pre_exec.
-fn with_command(config: &WatchConfig, stdio: Stdio3) -> Result<(Pid, OwnedFd)> {
+fn with_command(
+    config: &WatchConfig,
+    stdio: Stdio3,
+    env: Vec<(OsString, OsString)>,
+) -> Result<(Pid, OwnedFd)> {
     let mut cmd = Command::new(&config.argv[0]);
     cmd.args(&config.argv[1..])
         .stdin(Stdio::from(stdio.stdin))
         .stdout(Stdio::from(stdio.stdout))
         .stderr(Stdio::from(stdio.stderr));
-    if config.clear_env {
-        cmd.env_clear();
-    }
-    cmd.envs(&config.env);
+    cmd.env_clear().envs(env);
     if let Some(dir) = &config.dir {
         cmd.current_dir(dir);
     }

@@ -15,7 +15,7 @@ use nix::sys::signal::Signal;
 use serde::Serialize;
 
 use crate::{
-    config::WatchConfig,
+    config::{NotifyEvent, Readiness, WatchConfig},
     exit::ExitStatus,
     process::ProcessId,
     state::{SavedExit, SavedWatch},
@@ -95,6 +95,15 @@ pub struct Event {
     pub what: String,
 }
 
+/// Something an operator may want to hear about, for the notifiers.
+#[derive(Clone, Debug)]
+pub struct Notice {
+    pub event: NotifyEvent,
+    pub pid: Option<crate::process::Pid>,
+    pub exit: Option<ExitStatus>,
+    pub detail: String,
+}
+
 pub struct Watch {
     pub config: WatchConfig,
     state: State,
@@ -114,6 +123,12 @@ pub struct Watch {
     queue: VecDeque<Command>,
     /// The last `RECENT_EVENTS` transitions and conditions, oldest first.
     pub events: VecDeque<Event>,
+    /// What happened since the daemon last took them, for notifications.
+    notices: Vec<Notice>,
+    /// Why the watch is starting again, until it is up (a restart).
+    restarting: Option<String>,
+    /// What the process last said of itself (sd_notify `STATUS=`).
+    pub said: Option<String>,
 }
 
 impl Watch {
@@ -130,6 +145,9 @@ impl Watch {
             backoff: None,
             queue: VecDeque::new(),
             events: VecDeque::new(),
+            notices: Vec::new(),
+            restarting: None,
+            said: None,
         }
     }
 
@@ -222,6 +240,38 @@ impl Watch {
         });
     }
 
+    fn notice(
+        &mut self,
+        event: NotifyEvent,
+        pid: Option<crate::process::Pid>,
+        exit: Option<ExitStatus>,
+        detail: String,
+    ) {
+        self.notices.push(Notice {
+            event,
+            pid,
+            exit,
+            detail,
+        });
+    }
+
+    /// What happened since the last call, oldest first.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// A resource condition or the health check fired.
+    pub fn condition_fired(&mut self, reason: String) {
+        let pid = self.process.map(|p| p.pid);
+        self.note(format!("condition: {reason}"));
+        self.notice(NotifyEvent::Condition, pid, None, reason);
+    }
+
+    /// Whether the process runs but has not yet said it is ready.
+    pub fn awaiting_ready(&self) -> bool {
+        self.state == State::Start && self.process.is_some()
+    }
+
     /// Queues `command`; returns the actions for whatever can run now.
     pub fn command(&mut self, command: Command) -> Vec<Action> {
         self.queue.push_back(command);
@@ -253,6 +303,15 @@ impl Watch {
                 self.moved(State::Stop, "stop requested");
                 vec![self.stop_action()]
             }
+            (Command::Stop, State::Start) if self.process.is_some() => {
+                self.restarting = None;
+                self.moved(State::Stop, "stop requested before it was ready");
+                vec![self.stop_action()]
+            }
+            (Command::Restart, State::Start) if self.process.is_some() => {
+                self.moved(State::Restart, "restart requested before it was ready");
+                vec![self.stop_action()]
+            }
             (Command::Restart, State::Up) => {
                 self.moved(State::Restart, "restart requested");
                 match &self.config.restart {
@@ -263,6 +322,7 @@ impl Watch {
             (Command::Restart, State::Unmonitored) => self.apply(Command::Start),
             (Command::Stop, _) => {
                 self.backoff = None;
+                self.restarting = None;
                 self.moved(State::Unmonitored, "stop requested");
                 Vec::new()
             }
@@ -312,13 +372,12 @@ impl Watch {
             return Vec::new();
         };
         self.restarts += 1;
-        self.moved(
-            State::Up,
-            &format!(
-                "restart command finished; process {} still runs",
-                process.pid
-            ),
+        let reason = format!(
+            "restart command finished; process {} still runs",
+            process.pid
         );
+        self.moved(State::Up, &reason);
+        self.notice(NotifyEvent::Restarted, Some(process.pid), None, reason);
         self.run_queue()
     }
 
@@ -326,6 +385,7 @@ impl Watch {
     fn begin_start(&mut self, reason: &str, counts_as_restart: bool) -> Vec<Action> {
         if counts_as_restart {
             self.restarts += 1;
+            self.restarting = Some(reason.to_owned());
         }
         self.moved(State::Start, reason);
         let now = Instant::now();
@@ -344,13 +404,12 @@ impl Watch {
             };
             let due = now + delay;
             self.backoff = Some((delay, due));
-            log::warn!(
-                "{} is flapping: {} starts within {:?}; next start in {:?}",
-                self.config.name,
-                self.starts.len(),
-                window,
-                delay
+            let detail = format!(
+                "{} starts within {window:?}; next start in {delay:?}",
+                self.starts.len()
             );
+            log::warn!("{} is flapping: {detail}", self.config.name);
+            self.notice(NotifyEvent::Flapping, None, None, detail);
             return vec![Action::SpawnAt(due)];
         }
         vec![Action::Spawn]
@@ -370,22 +429,77 @@ impl Watch {
         self.process = Some(process);
         self.started_at = Some(SystemTime::now());
         self.last_error = None;
-        self.moved(State::Up, &format!("process {} started", process.pid));
+        self.said = None;
         if self.starts.len() < self.config.flapping.starts as usize {
             // A calm stretch ends the backoff sequence.
             self.backoff = None;
         }
+        let waiting_for = match self.config.ready {
+            Readiness::Started => {
+                self.up(&format!("process {} started", process.pid));
+                return self.run_queue();
+            }
+            Readiness::Health => "its health check to pass",
+            Readiness::Notify => "READY=1 on $NOTIFY_SOCKET",
+        };
+        let line = format!(
+            "process {} started; waiting up to {:?} for {waiting_for}",
+            process.pid, self.config.start_grace
+        );
+        log::info!("{}: {line}", self.config.name);
+        self.note(line);
         self.run_queue()
+    }
+
+    fn up(&mut self, reason: &str) {
+        self.moved(State::Up, reason);
+        if let Some(why) = self.restarting.take() {
+            let pid = self.process.map(|p| p.pid);
+            self.notice(
+                NotifyEvent::Restarted,
+                pid,
+                None,
+                format!("{reason} (after: {why})"),
+            );
+        }
+    }
+
+    /// The process said it is ready, or its health check passed: the
+    /// watch is up.
+    pub fn ready(&mut self, how: &str) -> Vec<Action> {
+        let Some(process) = self.process.filter(|_| self.state == State::Start) else {
+            return Vec::new();
+        };
+        self.up(&format!("process {} is ready ({how})", process.pid));
+        self.run_queue()
+    }
+
+    /// The process was not ready within `start_grace`: the start failed,
+    /// and the process is stopped (then started again, with keepalive).
+    pub fn not_ready(&mut self) -> Vec<Action> {
+        let Some(process) = self.process.filter(|_| self.state == State::Start) else {
+            return Vec::new();
+        };
+        let error = format!(
+            "process {} was not ready within {:?}",
+            process.pid, self.config.start_grace
+        );
+        log::error!("{}: start failed: {error}; stopping it", self.config.name);
+        self.note(format!("start failed: {error}"));
+        self.last_error = Some(error);
+        vec![self.stop_action()]
     }
 
     pub fn spawn_failed(&mut self, error: &str) -> Vec<Action> {
         self.starts.push_back(Instant::now());
         self.last_error = Some(error.to_owned());
         log::error!("{}: start failed: {error}", self.config.name);
+        let reason = format!("start failed: {error}");
         if self.config.keepalive {
-            self.begin_start(&format!("start failed: {error}"), true)
+            self.begin_start(&reason, true)
         } else {
-            self.moved(State::Unmonitored, &format!("start failed: {error}"));
+            self.moved(State::Unmonitored, &reason);
+            self.notice(NotifyEvent::GaveUp, None, None, reason);
             self.run_queue()
         }
     }
@@ -401,16 +515,38 @@ impl Watch {
             pid: process.pid,
         });
         self.started_at = None;
-        let reason = format!("process {} exited: {status}", process.pid);
+        let reason = match self.state {
+            State::Start if self.last_error.is_none() => {
+                let error = format!(
+                    "process {} exited before it was ready: {status}",
+                    process.pid
+                );
+                self.last_error = Some(error.clone());
+                error
+            }
+            _ => format!("process {} exited: {status}", process.pid),
+        };
+        let unasked = matches!(self.state, State::Up | State::Start);
+        if unasked {
+            self.notice(
+                NotifyEvent::Exited,
+                Some(process.pid),
+                Some(status),
+                reason.clone(),
+            );
+        }
         let actions = match self.state {
             State::Stop => {
                 self.moved(State::Unmonitored, &reason);
                 Vec::new()
             }
             State::Restart => self.begin_start(&reason, true),
-            State::Up if self.config.keepalive => self.begin_start(&reason, true),
+            State::Up | State::Start if self.config.keepalive => self.begin_start(&reason, true),
             _ => {
                 self.moved(State::Unmonitored, &reason);
+                if unasked {
+                    self.notice(NotifyEvent::GaveUp, Some(process.pid), Some(status), reason);
+                }
                 Vec::new()
             }
         };

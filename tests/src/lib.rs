@@ -653,3 +653,96 @@ impl Default for Dice {
         Self::new()
     }
 }
+
+/// A TCP port free on 127.0.0.1 now (for a test server to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A webhook receiver on 127.0.0.1: keeps the JSON body of every POST,
+/// and answers 200 — or, `hanging`, never answers at all.
+pub struct WebhookReceiver {
+    pub url: String,
+    documents: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl WebhookReceiver {
+    pub fn start(hanging: bool) -> Self {
+        use std::io::Read as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a port");
+        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+        let documents = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (docs, count) = (documents.clone(), connections.clone());
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if hanging {
+                    held.push(stream);
+                    continue;
+                }
+                let mut data = Vec::new();
+                let mut buf = [0u8; 4096];
+                let body = loop {
+                    if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if data.len() >= end + 4 + length {
+                            break data[end + 4..end + 4 + length].to_vec();
+                        }
+                    }
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break Vec::new(),
+                        Ok(n) => data.extend_from_slice(&buf[..n]),
+                    }
+                };
+                if let Ok(doc) = serde_json::from_slice(&body) {
+                    docs.lock().expect("documents").push(doc);
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+        });
+        Self {
+            url,
+            documents,
+            connections,
+        }
+    }
+
+    /// Waits (bounded) for a document that `matches`; returns it.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let mut found = None;
+        wait_until(&format!("a webhook document: {what}"), || {
+            found = self
+                .documents
+                .lock()
+                .expect("documents")
+                .iter()
+                .find(|d| matches(d))
+                .cloned();
+            found.is_some()
+        });
+        found.expect("found")
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

@@ -17,6 +17,10 @@
 //!   burn MS                use a whole core for MS milliseconds, then wait
 //!   stamp FIFO             first thing: write "PID MONOTONIC_NS" to FIFO,
 //!                          then wait to be killed (restart benchmarks)
+//!   http PORT [DELAY_MS]   serve HTTP on 127.0.0.1:PORT (after DELAY_MS):
+//!                          200 to every request until SIGUSR1, 503 after
+//!   notify-ready DELAY_MS  after DELAY_MS, say `STATUS=warming up` and
+//!                          `READY=1` on $NOTIFY_SOCKET (sd_notify); wait
 //!   churn SECONDS          fork and reap children as fast as it can for
 //!                          SECONDS, then print how many (for benchmarks)
 //!   (no known mode)        with a `stamp-fifo` in the working directory,
@@ -42,6 +46,66 @@ fn block() -> ! {
     loop {
         std::thread::park();
     }
+}
+
+fn arg_or(args: &[String], i: usize, default: i32) -> i32 {
+    args.get(i).map_or(default, |_| arg(args, i))
+}
+
+static FAILING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn start_failing(_: libc::c_int) {
+    FAILING.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// A tiny HTTP server for health checks: one request per connection.
+fn serve_http(port: u16, delay_ms: i32) -> ! {
+    use std::io::Read as _;
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(
+            libc::SIGUSR1,
+            start_failing as *const () as libc::sighandler_t,
+        )
+    };
+    std::thread::sleep(std::time::Duration::from_millis(delay_ms as u64));
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("binding the port");
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        let status = if FAILING.load(std::sync::atomic::Ordering::SeqCst) {
+            "503 Service Unavailable"
+        } else {
+            "200 OK"
+        };
+        let _ = write!(
+            stream,
+            "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
+    }
+    block()
+}
+
+/// sd_notify as a service would do it, abstract socket names included.
+fn notify_systemd_style(message: &str) {
+    use std::os::linux::net::SocketAddrExt as _;
+    let target = std::env::var("NOTIFY_SOCKET").expect("NOTIFY_SOCKET is set");
+    let addr = match target.strip_prefix('@') {
+        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()),
+        None => std::os::unix::net::SocketAddr::from_pathname(&target),
+    }
+    .expect("a socket address");
+    let socket = std::os::unix::net::UnixDatagram::unbound().expect("socket");
+    socket
+        .send_to_addr(message.as_bytes(), &addr)
+        .expect("sending to NOTIFY_SOCKET");
 }
 
 fn arg(args: &[String], i: usize) -> i32 {
@@ -181,6 +245,12 @@ fn main() {
         }
         Some("stamp") => {
             stamp(args.get(1).expect("stamp FIFO"), started);
+            block()
+        }
+        Some("http") => serve_http(arg(&args, 1) as u16, arg_or(&args, 2, 0)),
+        Some("notify-ready") => {
+            std::thread::sleep(std::time::Duration::from_millis(arg(&args, 1) as u64));
+            notify_systemd_style("STATUS=warming up\nREADY=1");
             block()
         }
         // s6-supervise passes the service's name; the others nothing.

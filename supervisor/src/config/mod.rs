@@ -19,6 +19,12 @@ use serde::{de, Deserialize, Deserializer};
 
 use crate::cli::BackendArg;
 
+mod health;
+mod notify;
+
+pub use health::{HealthCheck, Probe, Readiness};
+pub use notify::{NotifyConfig, NotifyEvent, Webhook};
+
 /// A config error: where, which key, what is wrong.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}{}: {key}{message}", location(*.line, *.column), key = key_prefix(.key))]
@@ -53,6 +59,8 @@ pub struct Config {
     pub source: PathBuf,
     pub daemon: DaemonConfig,
     pub watches: Vec<WatchConfig>,
+    /// Who hears about what happens to watches.
+    pub notify: Vec<NotifyConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -134,13 +142,51 @@ pub struct WatchConfig {
     /// pid to. The supervisor follows that process, not the one it ran.
     pub pid_file: Option<PathBuf>,
     /// How long a start may take: for a `pid_file` watch, until the file
-    /// names a live process of ours.
+    /// names a live process of ours; with `ready`, until it is ready.
     pub start_grace: Duration,
+    /// When a started process counts as up.
+    pub ready: Readiness,
+    pub health: Option<HealthCheck>,
     pub autostart: bool,
     pub keepalive: bool,
     pub flapping: Flapping,
     /// Memory and CPU limits over the watch's whole process tree.
     pub conditions: Vec<ResourceCondition>,
+}
+
+impl WatchConfig {
+    /// A plain command run as the daemon runs (its user, directory and
+    /// environment), for the daemon's own helpers such as hooks; `name`
+    /// names it in errors.
+    pub fn for_command(name: &str, argv: Vec<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            group: None,
+            after: Vec::new(),
+            argv,
+            stop: None,
+            restart: None,
+            dir: None,
+            env: BTreeMap::new(),
+            clear_env: false,
+            user: None,
+            umask: None,
+            stdout: None,
+            stderr: None,
+            stop_signal: Signal::SIGTERM,
+            stop_timeout: Duration::from_secs(10),
+            stop_grace: Duration::from_secs(10),
+            restart_grace: Duration::from_secs(30),
+            pid_file: None,
+            start_grace: Duration::from_secs(5),
+            ready: Readiness::Started,
+            health: None,
+            autostart: false,
+            keepalive: false,
+            flapping: Flapping::default(),
+            conditions: Vec::new(),
+        }
+    }
 }
 
 /// A limit on what a watch's processes use, checked every `every`; it
@@ -210,6 +256,8 @@ struct RawFile {
     daemon: Option<RawDaemon>,
     #[serde(default)]
     watch: Vec<RawWatch>,
+    #[serde(default)]
+    notify: Vec<notify::RawNotify>,
 }
 
 #[derive(Deserialize, Default)]
@@ -259,6 +307,8 @@ struct RawWatch {
     flapping: Option<RawFlapping>,
     memory: Option<RawCondition<HumanSize>>,
     cpu: Option<RawCondition<Percent>>,
+    health: Option<health::RawHealth>,
+    ready: Option<Readiness>,
 }
 
 #[derive(Deserialize)]
@@ -591,6 +641,9 @@ struct Merged {
     /// Where each watch's `after` is written, for errors found once every
     /// file is read.
     after_at: Vec<(PathBuf, Option<usize>, String)>,
+    notify: Vec<NotifyConfig>,
+    /// Where each `[[notify]]`'s `watches` is written, likewise.
+    notify_at: Vec<(PathBuf, Option<usize>, String)>,
 }
 
 impl Merged {
@@ -634,6 +687,43 @@ impl Merged {
                 format!("watch[{index}].after"),
             ));
             self.watches.push(watch);
+        }
+        for (index, raw_notify) in raw.notify.into_iter().enumerate() {
+            let notify =
+                notify::notify_config(raw_notify).map_err(|(key, message)| ConfigError {
+                    file: file.to_path_buf(),
+                    line: spans.table_key_line("[[notify]]", index, key),
+                    column: None,
+                    key: format!("notify[{index}].{key}"),
+                    message,
+                })?;
+            self.notify_at.push((
+                file.to_path_buf(),
+                spans.table_key_line("[[notify]]", index, "watches"),
+                format!("notify[{index}].watches"),
+            ));
+            self.notify.push(notify);
+        }
+        Ok(())
+    }
+
+    /// What a `[[notify]]` names must be a watch or a group.
+    fn check_notify(&self) -> Result<(), ConfigError> {
+        let known: HashSet<&str> = self
+            .watches
+            .iter()
+            .flat_map(|w| std::iter::once(w.name.as_str()).chain(w.group.as_deref()))
+            .collect();
+        for (notify, (file, line, key)) in self.notify.iter().zip(&self.notify_at) {
+            if let Some(unknown) = notify.watches.iter().find(|n| !known.contains(n.as_str())) {
+                return Err(ConfigError {
+                    file: file.clone(),
+                    line: *line,
+                    column: None,
+                    key: key.clone(),
+                    message: format!("no watch or group named '{unknown}'"),
+                });
+            }
         }
         Ok(())
     }
@@ -719,10 +809,12 @@ impl Merged {
 
     fn into_config(self, source: &Path) -> Result<Config, ConfigError> {
         self.check_order()?;
+        self.check_notify()?;
         Ok(Config {
             source: source.to_path_buf(),
             daemon: self.daemon.map(|(_, d)| d).unwrap_or_default(),
             watches: self.watches,
+            notify: self.notify,
         })
     }
 }
@@ -734,31 +826,39 @@ struct Spans<'a> {
 }
 
 impl Spans<'_> {
-    fn watch_line(&self, index: usize) -> Option<usize> {
+    fn table_line(&self, header: &str, index: usize) -> Option<usize> {
         self.text
             .lines()
             .enumerate()
-            .filter(|(_, l)| l.trim_start().starts_with("[[watch]]"))
+            .filter(|(_, l)| l.trim_start().starts_with(header))
             .nth(index)
             .map(|(n, _)| n + 1)
     }
 
-    /// The line of `key` (its first dotted part) in the `index`th watch,
-    /// else the line of the watch's header.
     fn key_line(&self, index: usize, key: &str) -> Option<usize> {
-        let header = self.watch_line(index)?;
+        self.table_key_line("[[watch]]", index, key)
+    }
+
+    /// The line of `key` (its first dotted part) in the `index`th table
+    /// under `header` (as `key = ` or as its own `[table.key]`), else the
+    /// line of the table's header.
+    fn table_key_line(&self, header: &str, index: usize, key: &str) -> Option<usize> {
+        let start = self.table_line(header, index)?;
         let first = key.split('.').next().unwrap_or(key);
+        let table = header.trim_matches(|c| c == '[' || c == ']');
+        let subtable = format!("[{table}.{first}]");
         self.text
             .lines()
             .enumerate()
-            .skip(header)
-            .take_while(|(_, l)| !l.trim_start().starts_with('['))
+            .skip(start)
+            .take_while(|(_, l)| !l.trim_start().starts_with("[["))
             .find(|(_, l)| {
-                l.trim_start()
-                    .strip_prefix(first)
-                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+                let l = l.trim_start();
+                l.starts_with(&subtable)
+                    || l.strip_prefix(first)
+                        .is_some_and(|rest| rest.trim_start().starts_with('='))
             })
-            .map_or(Some(header), |(n, _)| Some(n + 1))
+            .map_or(Some(start), |(n, _)| Some(n + 1))
     }
 
     fn line_of(&self, header: &str) -> Option<usize> {
@@ -890,6 +990,20 @@ fn watch_config(raw: RawWatch) -> Result<WatchConfig, (&'static str, String)> {
     if flapping.starts == 0 {
         return Err(("flapping.starts", "must be at least 1".into()));
     }
+    let health = raw.health.map(health::health_check).transpose()?;
+    let ready = raw.ready.unwrap_or_default();
+    if ready == Readiness::Health && health.is_none() {
+        return Err((
+            "ready",
+            "\"health\" needs a [watch.health] check to pass".into(),
+        ));
+    }
+    // Waiting for a program to say it is ready takes longer than waiting
+    // for a pid file.
+    let start_grace = raw.start_grace.map_or(
+        Duration::from_secs(if ready == Readiness::Started { 5 } else { 60 }),
+        |d| d.0,
+    );
     Ok(WatchConfig {
         name: raw.name,
         group: raw.group,
@@ -909,7 +1023,9 @@ fn watch_config(raw: RawWatch) -> Result<WatchConfig, (&'static str, String)> {
         stop_grace: raw.stop_grace.map_or(Duration::from_secs(10), |d| d.0),
         restart_grace: raw.restart_grace.map_or(Duration::from_secs(30), |d| d.0),
         pid_file: raw.pid_file,
-        start_grace: raw.start_grace.map_or(Duration::from_secs(5), |d| d.0),
+        start_grace,
+        ready,
+        health,
         autostart: raw.autostart,
         keepalive: raw.keepalive,
         flapping,

@@ -1,0 +1,205 @@
+//! Health checks and readiness, end to end: real servers on 127.0.0.1,
+//! real sd_notify messages, the real daemon probing and acting.
+use supervisor_tests::{free_port, pid_of, RunningDaemon};
+
+#[test]
+fn a_server_whose_http_check_starts_failing_is_restarted_and_a_healthy_one_is_not() {
+    let (web, steady) = (free_port(), free_port());
+    let d = RunningDaemon::start(&format!(
+        r#"
+[[watch]]
+name = "web"
+start = ["{{helper}}", "http", "{web}"]
+ready = "health"
+
+[watch.health]
+http = "http://127.0.0.1:{web}/healthz"
+every = "200ms"
+timeout = "150ms"
+times = [2, 3]
+
+[[watch]]
+name = "steady"
+start = ["{{helper}}", "http", "{steady}"]
+
+[watch.health]
+tcp = "127.0.0.1:{steady}"
+every = "200ms"
+times = [1, 1]
+"#
+    ));
+    let s = d.wait_status("web", "up on its health check", |s| s["state"] == "up");
+    let first = pid_of(&s);
+    let steady_pid = pid_of(&d.wait_status("steady", "up", |s| s["state"] == "up"));
+    let s = d.wait_status("web", "a passing check in status", |s| {
+        s["health"]["last"]["ok"] == true
+    });
+    assert_eq!(s["health"]["last"]["message"], "HTTP 200", "{s}");
+    assert!(s["health"]["last"]["latency"].is_number(), "{s}");
+    assert_eq!(s["ready"], "health", "{s}");
+
+    // The server starts answering 503.
+    let out = d.cli(&["signal", "web", "USR1"]);
+    assert!(out.status.success(), "{out:?}");
+    let s = d.wait_replaced("web", first);
+    assert!(s["restarts"].as_u64() >= Some(1), "{s}");
+    let log = d.log();
+    assert!(
+        log.iter().any(|l| l.contains(&format!(
+            "web: health check (http GET http://127.0.0.1:{web}/healthz) failed 2 of the last 3 checks: HTTP 503 (expected 200-399)"
+        )) && l.contains("restarting it")),
+        "the restart says why: {log:?}"
+    );
+    // The new process is up only once its own check passed.
+    assert!(
+        log.iter().any(|l| l.contains("web moved 'start' to 'up'")
+            && l.contains("is ready (health check passed: HTTP 200)")),
+        "{log:?}"
+    );
+    let s = d.status("steady");
+    assert_eq!((pid_of(&s), &s["restarts"]), (steady_pid, &0.into()), "{s}");
+    assert_eq!(s["health"]["failures"], 0, "{s}");
+    assert_eq!(s["health"]["last"]["message"], "connected", "{s}");
+}
+
+#[test]
+fn an_exec_check_decides_by_exit_status_and_notify_only_restarts_nothing() {
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "disk"
+start = "/bin/sleep 1000"
+
+[watch.health]
+exec = ["/bin/sh", "-c", "test -e {dir}/healthy && echo OK || { echo CRITICAL - no flag; exit 2; }"]
+every = "150ms"
+times = [2, 2]
+action = "notify"
+"#,
+    );
+    let flag = d.dir.path().join("healthy");
+    std::fs::write(&flag, "").expect("flag");
+    let s = d.wait_status("disk", "a passing exec check", |s| {
+        s["health"]["last"]["ok"] == true
+    });
+    let pid = pid_of(&s);
+    assert_eq!(s["health"]["last"]["message"], "exited 0: OK", "{s}");
+    std::fs::remove_file(&flag).expect("remove flag");
+    let s = d.wait_status("disk", "the check fired", |s| s["health"]["fired"] == 1);
+    assert_eq!(
+        s["health"]["last"]["message"], "exited 2: CRITICAL - no flag",
+        "{s}"
+    );
+    assert_eq!((pid_of(&s), &s["restarts"]), (pid, &0.into()), "{s}");
+    assert!(
+        s["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["what"]
+                .as_str()
+                .is_some_and(|w| w.starts_with("condition: health check (exec /bin/sh")))),
+        "{s}"
+    );
+}
+
+#[test]
+fn a_check_that_hangs_is_cut_off_at_its_timeout() {
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "stuck"
+start = "/bin/sleep 1000"
+
+[watch.health]
+exec = ["/bin/sleep", "1000"]
+every = "300ms"
+timeout = "200ms"
+times = [1, 1]
+action = "notify"
+"#,
+    );
+    let s = d.wait_status("stuck", "a timed-out check", |s| s["health"]["fired"] == 1);
+    let message = s["health"]["last"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("no answer within"), "{s}");
+    // Killed, not left behind: no `sleep 1000` but the watch's own.
+    supervisor_tests::wait_until("the hung check to be gone", || {
+        supervisor_tests::processes_running("sleep 1000").len() <= 1
+    });
+}
+
+#[test]
+fn notify_readiness_holds_a_dependent_until_ready_1() {
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "api"
+after = ["db"]
+start = "/bin/sleep 1000"
+
+[[watch]]
+name = "db"
+start = ["{helper}", "notify-ready", "400"]
+ready = "notify"
+"#,
+    );
+    let db = d.wait_status("db", "up on READY=1", |s| s["state"] == "up");
+    assert_eq!(db["said"], "warming up", "{db}");
+    d.wait_status("api", "up", |s| s["state"] == "up");
+    let log = d.log();
+    let position = |needle: &str| {
+        log.iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle:?} not in {log:?}"))
+    };
+    assert!(
+        position("db moved 'start' to 'up'") < position("api moved 'start' to 'up'"),
+        "api started before db was ready: {log:?}"
+    );
+    assert!(log[position("db moved 'start' to 'up'")].contains("(READY=1)"));
+}
+
+#[test]
+fn a_process_never_ready_fails_its_start_and_a_strangers_ready_1_is_not_believed() {
+    use std::os::linux::net::SocketAddrExt as _;
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "mute"
+start = "/bin/sleep 1000"
+ready = "notify"
+start_grace = "1s"
+"#,
+    );
+    let s = d.wait_status("mute", "started, waiting for READY=1", |s| {
+        s["state"] == "start" && s["pid"].is_number()
+    });
+    let first = pid_of(&s);
+    // This test process is no process of the watch's.
+    let name = format!(
+        "supervisor/{}/notify/mute",
+        supervisor::cgroup::instance_name(&d.socket)
+    );
+    let address =
+        std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("address");
+    std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|s| s.send_to_addr(b"READY=1", &address))
+        .expect("sending READY=1");
+    supervisor_tests::wait_until("the stranger's message to be refused", || {
+        d.log()
+            .iter()
+            .any(|l| l.contains("mute: ignoring a notify message from process"))
+    });
+    let s = d.wait_status("mute", "a start that failed for want of READY=1", |s| {
+        s["restarts"].as_u64() >= Some(1)
+    });
+    assert_ne!(s["state"], "up", "never ready, never up: {s}");
+    let log = d.log();
+    assert!(
+        log.iter().any(|l| l.contains(&format!(
+            "mute: start failed: process {first} was not ready within 1s"
+        ))),
+        "{log:?}"
+    );
+    let out = d.cli(&["stop", "mute"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(d.status("mute")["state"], "unmonitored");
+}
