@@ -51,6 +51,11 @@ pub async fn info(socket: &Path, json: bool) -> Result<ExitCode> {
         println!("watches     {}", info["watches"]);
         println!("tracking    {}", info["tracking"].as_str().unwrap_or("?"));
         println!("{}", backend_line(&info));
+        let n = &info["notifications"];
+        println!(
+            "notices     {} webhook(s) delivered, {} failed, {} dropped; {} hook(s) failed, {} waiting",
+            n["webhooks_delivered"], n["webhooks_failed"], n["dropped"], n["hooks_failed"], n["hooks_waiting"]
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -193,8 +198,12 @@ pub async fn status(socket: &Path, args: StatusArgs) -> Result<ExitCode> {
             "{:<16} {:<12} {:>7} {:>9} {:>8}  LAST EXIT",
             "NAME", "STATE", "PID", "UPTIME", "RESTARTS"
         );
+        let one = response.watches.len() == 1;
         for w in &response.watches {
             println!("{}", row(w));
+            for line in details(w, one) {
+                println!("    {line}");
+            }
         }
         if let Some(info) = &response.summary {
             println!("\n{}", backend_line(info));
@@ -253,6 +262,66 @@ fn row(w: &Value) -> String {
         uptime,
         w["restarts"],
     )
+}
+
+/// The lines under a watch's row: its health check, conditions, what its
+/// process said of itself, and (for one watch) its recent events.
+fn details(w: &Value, events: bool) -> Vec<String> {
+    let mut lines = Vec::new();
+    let health = &w["health"];
+    if !health.is_null() {
+        let last = &health["last"];
+        let result = if last.is_null() {
+            "not probed yet".to_owned()
+        } else {
+            format!(
+                "{} ({}) in {:.1}ms",
+                if last["ok"] == true {
+                    "passed"
+                } else {
+                    "failed"
+                },
+                last["message"].as_str().unwrap_or("?"),
+                last["latency"].as_f64().unwrap_or(0.0)
+            )
+        };
+        lines.push(format!(
+            "health  {}: {result}; {} of the last {} failed, fired {}",
+            health["check"].as_str().unwrap_or("?"),
+            health["recent_failures"],
+            health["times"][1],
+            health["fired"]
+        ));
+    }
+    for c in w["conditions"].as_array().into_iter().flatten() {
+        lines.push(format!(
+            "{:<7} {} (limit {}); {} of the last {} over, fired {}",
+            c["condition"].as_str().unwrap_or("?"),
+            c["last"].as_str().unwrap_or("not measured yet"),
+            c["limit"].as_str().unwrap_or("?"),
+            c["recent_over"],
+            c["times"][1],
+            c["fired"]
+        ));
+    }
+    if let Some(said) = w["said"].as_str() {
+        lines.push(format!("said    {said}"));
+    }
+    if events {
+        for e in w["events"].as_array().into_iter().flatten() {
+            let at = e["at"]
+                .as_f64()
+                .and_then(|t| jiff::Timestamp::from_microsecond((t * 1e6) as i64).ok())
+                .map(|t| {
+                    t.to_zoned(jiff::tz::TimeZone::system())
+                        .strftime("%H:%M:%S%.3f")
+                        .to_string()
+                })
+                .unwrap_or_default();
+            lines.push(format!("{at}  {}", e["what"].as_str().unwrap_or("?")));
+        }
+    }
+    lines
 }
 
 fn short_duration(d: Duration) -> String {

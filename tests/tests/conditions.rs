@@ -159,3 +159,48 @@ pid_file = "{dir}/db.pid"
         d.log()
     );
 }
+
+#[test]
+fn after_orders_watches_added_by_a_reload() {
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "old"
+start = "/bin/sleep 1000"
+"#,
+    );
+    d.wait_status("old", "up", |s| s["state"] == "up");
+    // "api" comes first in the file and sorts first; "cache" is ready only
+    // on READY=1, 300 ms after it starts.
+    let new = d.write_config(
+        "more.toml",
+        r#"
+[[watch]]
+name = "old"
+start = "/bin/sleep 1000"
+
+[[watch]]
+name = "api"
+after = ["cache"]
+start = "/bin/sleep 1000"
+
+[[watch]]
+name = "cache"
+start = ["{helper}", "notify-ready", "300"]
+ready = "notify"
+"#,
+    );
+    let out = d.cli(&["load", new.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{out:?}");
+    d.wait_status("api", "up", |s| s["state"] == "up");
+    let log = d.log();
+    let position = |needle: &str| {
+        log.iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle:?} not in {log:?}"))
+    };
+    assert!(
+        position("cache moved 'start' to 'up'") < position("api moved 'start' to 'up'"),
+        "api started before cache was ready: {log:?}"
+    );
+}

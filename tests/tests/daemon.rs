@@ -356,6 +356,46 @@ fn bad_configs_are_rejected_with_file_line_and_key() {
             "[[watch]]\nname = \"a\"\nstart = \"x\"\nflapping = { starts = 0 }\n",
             ":4: watch[0].flapping.starts: must be at least 1",
         ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\n[watch.health]\nhttp = \"http://127.0.0.1/\"\ntcp = \"127.0.0.1:80\"\n",
+            ":4: watch[0].health: needs exactly one of http, tcp, unix or exec",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\n[watch.health]\nhttp = \"localhost:8080/health\"\n",
+            ":4: watch[0].health: http = 'localhost:8080/health': an http:// or https:// URL with a host",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\n[watch.health]\nhttp = \"http://127.0.0.1/\"\nstatus = \"600\"\n",
+            ":6:10: watch[0].health.status: '600' is not an HTTP status or range",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\n[watch.health]\ntcp = \"db\"\n",
+            ":4: watch[0].health: tcp = 'db': write host:port",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nready = \"health\"\n",
+            ":4: watch[0].ready: \"health\" needs a [watch.health] check to pass",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nready = \"soon\"\n",
+            ":4:9: watch[0].ready: unknown variant `soon`, expected one of `started`, `health`, `notify`",
+        ),
+        (
+            "[[notify]]\nevents = [\"exited\"]\n",
+            ":1: notify[0].command: a [[notify]] needs a command, a webhook or both",
+        ),
+        (
+            "[[notify]]\ncommand = \"page\"\nevents = [\"died\"]\n",
+            ":3:11: notify[0].events[0]: unknown variant `died`",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\n[[notify]]\ncommand = \"page\"\nwatches = [\"b\"]\n",
+            ":6: notify[0].watches: no watch or group named 'b'",
+        ),
+        (
+            "[[notify]]\nwebhook = \"ftp://example.com/\"\n",
+            ":2: notify[0].webhook: 'ftp://example.com/': an http:// or https:// URL with a host",
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
