@@ -483,6 +483,8 @@ impl Daemon {
         if let Some(trees) = &mut self.trees {
             trees.track_running(id.pid, name);
         }
+        // Its NOTIFY_SOCKET is the same name as before: it can still talk.
+        self.notify_env(name);
         if let Some(watch) = self.watches.get_mut(name) {
             start_conditions(&mut self.conditions, name, &watch.config.conditions);
             watch.adopt(id);

@@ -202,4 +202,11 @@ start_grace = "1s"
     let out = d.cli(&["stop", "mute"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(d.status("mute")["state"], "unmonitored");
+    supervisor_tests::report(
+        "stranger's READY=1",
+        "READY=1 sent to a watch's NOTIFY_SOCKET by a process that is not the watch's: ignored, the watch stays in start",
+        1,
+        0,
+        0,
+    );
 }
