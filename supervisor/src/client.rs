@@ -232,15 +232,7 @@ fn row(w: &Value) -> String {
     let mut last = match &w["last_exit"] {
         Value::Null => "-".to_owned(),
         exit => {
-            let at = exit["at"]
-                .as_f64()
-                .and_then(|t| jiff::Timestamp::from_microsecond((t * 1e6) as i64).ok())
-                .map(|t| {
-                    t.to_zoned(jiff::tz::TimeZone::system())
-                        .strftime("%H:%M:%S")
-                        .to_string()
-                })
-                .unwrap_or_default();
+            let at = clock(&exit["at"], "%H:%M:%S");
             format!(
                 "{} at {at} (pid {})",
                 exit["status"]["text"].as_str().unwrap_or("?"),
@@ -309,19 +301,24 @@ fn details(w: &Value, events: bool) -> Vec<String> {
     }
     if events {
         for e in w["events"].as_array().into_iter().flatten() {
-            let at = e["at"]
-                .as_f64()
-                .and_then(|t| jiff::Timestamp::from_microsecond((t * 1e6) as i64).ok())
-                .map(|t| {
-                    t.to_zoned(jiff::tz::TimeZone::system())
-                        .strftime("%H:%M:%S%.3f")
-                        .to_string()
-                })
-                .unwrap_or_default();
+            let at = clock(&e["at"], "%H:%M:%S%.3f");
             lines.push(format!("{at}  {}", e["what"].as_str().unwrap_or("?")));
         }
     }
     lines
+}
+
+/// A unix time from the daemon as local wall-clock time, in `format`.
+fn clock(unix_time: &Value, format: &str) -> String {
+    unix_time
+        .as_f64()
+        .and_then(|t| jiff::Timestamp::from_microsecond((t * 1e6) as i64).ok())
+        .map(|t| {
+            t.to_zoned(jiff::tz::TimeZone::system())
+                .strftime(format)
+                .to_string()
+        })
+        .unwrap_or_default()
 }
 
 fn short_duration(d: Duration) -> String {

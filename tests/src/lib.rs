@@ -442,6 +442,20 @@ impl RunningDaemon {
         self.log.lock().expect("log").clone()
     }
 
+    /// Asserts that the daemon logged a line containing `first` before
+    /// one containing `then`; returns the line with `first`.
+    pub fn assert_logged_in_order(&self, first: &str, then: &str) -> String {
+        let log = self.log();
+        let position = |needle: &str| {
+            log.iter()
+                .position(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("{needle:?} not in the log: {log:?}"))
+        };
+        let (a, b) = (position(first), position(then));
+        assert!(a < b, "{then:?} was logged before {first:?}: {log:?}");
+        log[a].clone()
+    }
+
     /// Waits for the daemon to exit on its own (after quit or terminate).
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + WAIT;

@@ -193,14 +193,5 @@ ready = "notify"
     let out = d.cli(&["load", new.to_str().expect("utf-8 path")]);
     assert!(out.status.success(), "{out:?}");
     d.wait_status("api", "up", |s| s["state"] == "up");
-    let log = d.log();
-    let position = |needle: &str| {
-        log.iter()
-            .position(|l| l.contains(needle))
-            .unwrap_or_else(|| panic!("{needle:?} not in {log:?}"))
-    };
-    assert!(
-        position("cache moved 'start' to 'up'") < position("api moved 'start' to 'up'"),
-        "api started before cache was ready: {log:?}"
-    );
+    d.assert_logged_in_order("cache moved 'start' to 'up'", "api moved 'start' to 'up'");
 }

@@ -144,17 +144,8 @@ ready = "notify"
     let db = d.wait_status("db", "up on READY=1", |s| s["state"] == "up");
     assert_eq!(db["said"], "warming up", "{db}");
     d.wait_status("api", "up", |s| s["state"] == "up");
-    let log = d.log();
-    let position = |needle: &str| {
-        log.iter()
-            .position(|l| l.contains(needle))
-            .unwrap_or_else(|| panic!("{needle:?} not in {log:?}"))
-    };
-    assert!(
-        position("db moved 'start' to 'up'") < position("api moved 'start' to 'up'"),
-        "api started before db was ready: {log:?}"
-    );
-    assert!(log[position("db moved 'start' to 'up'")].contains("(READY=1)"));
+    let ready = d.assert_logged_in_order("db moved 'start' to 'up'", "api moved 'start' to 'up'");
+    assert!(ready.contains("(READY=1)"), "{ready}");
 }
 
 #[test]
