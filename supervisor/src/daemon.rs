@@ -417,7 +417,9 @@ impl Daemon {
                         start: StartTime::from_ticks(ticks),
                     });
             match previous {
-                Some(id) if process::is_alive(id, &Default::default()) => self.adopt(&name, id),
+                Some(id) if process::is_alive(id, &Default::default()) => {
+                    self.adopt(&name, id, entry.ready)
+                }
                 Some(id) if entry.monitored => {
                     log::warn!(
                         "{name}: process {} died while no supervisor watched it; starting it again",
@@ -461,7 +463,7 @@ impl Daemon {
         }
     }
 
-    fn adopt(&mut self, name: &str, id: ProcessId) {
+    fn adopt(&mut self, name: &str, id: ProcessId, ready: bool) {
         let pidfd = match process::pidfd_open(id.pid) {
             Ok(fd) => fd,
             Err(e) => {
@@ -487,8 +489,11 @@ impl Daemon {
         self.notify_env(name);
         if let Some(watch) = self.watches.get_mut(name) {
             start_conditions(&mut self.conditions, name, &watch.config.conditions);
-            watch.adopt(id);
+            watch.adopt(id, ready);
             start_health(&mut self.health, name, watch);
+            if watch.awaiting_ready() {
+                ready_timer(&self.tx, name, id.pid, watch.config.start_grace);
+            }
         }
         if let Err(e) = self.backend.watch(id) {
             log::error!("{name}: cannot watch re-adopted process {}: {e:#}", id.pid);
@@ -598,11 +603,7 @@ impl Daemon {
         let more = watch.spawned(id);
         start_health(&mut self.health, name, watch);
         if watch.awaiting_ready() {
-            let (tx, name, grace) = (self.tx.clone(), name.to_owned(), watch.config.start_grace);
-            tokio::spawn(async move {
-                tokio::time::sleep(grace).await;
-                let _ = tx.send(Internal::ReadyTimeout { name, pid: id.pid });
-            });
+            ready_timer(&self.tx, name, id.pid, watch.config.start_grace);
         }
         // Watched before anything can be missed: a process that already
         // died is reported by `watch` itself.
@@ -1885,6 +1886,15 @@ fn track(trees: &mut Option<Trees>, name: &str, pid: Pid) {
     if let Some(trees) = trees {
         trees.track(pid, name);
     }
+}
+
+/// `ReadyTimeout` for `pid` once `grace` is over (ignored if it is ready).
+fn ready_timer(tx: &mpsc::UnboundedSender<Internal>, name: &str, pid: Pid, grace: Duration) {
+    let (tx, name) = (tx.clone(), name.to_owned());
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        let _ = tx.send(Internal::ReadyTimeout { name, pid });
+    });
 }
 
 /// SIGKILL for `pid`'s group (`StopTimeout`) unless it is gone by then.

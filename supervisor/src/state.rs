@@ -32,6 +32,15 @@ pub struct SavedWatch {
     /// False once an operator stopped or unmonitored it: it stays so.
     pub monitored: bool,
     pub last_exit: Option<SavedExit>,
+    /// False while its process had yet to be ready (`ready = "health"` or
+    /// `"notify"`): re-adopted, it waits to be ready again.
+    #[serde(default = "ready_unless_said")]
+    pub ready: bool,
+}
+
+/// Files from before readiness existed: their processes were up.
+fn ready_unless_said() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -164,14 +164,22 @@ impl Watch {
         });
     }
 
-    /// Runs `process`, which a previous daemon started and which still runs.
-    pub fn adopt(&mut self, process: ProcessId) {
+    /// Runs `process`, which a previous daemon started and which still
+    /// runs; `ready` says whether it had been ready (else it waits again).
+    pub fn adopt(&mut self, process: ProcessId, ready: bool) {
         self.process = Some(process);
         self.started_at = crate::process::started_at(process.start);
-        self.moved(
-            State::Up,
-            &format!("re-adopted running process {}", process.pid),
-        );
+        if ready || self.config.ready == Readiness::Started {
+            self.moved(
+                State::Up,
+                &format!("re-adopted running process {}", process.pid),
+            );
+        } else {
+            self.moved(
+                State::Start,
+                &format!("re-adopted running process {}, not yet ready", process.pid),
+            );
+        }
     }
 
     /// A previous daemon's process died while no daemon was watching.
@@ -190,6 +198,7 @@ impl Watch {
             start_ticks: self.process.map(|p| p.start.ticks()),
             restarts: self.restarts,
             monitored: self.state != State::Unmonitored,
+            ready: !self.awaiting_ready(),
             last_exit: self.last_exit.as_ref().map(|e| {
                 SavedExit::from_status(
                     e.pid.get(),

@@ -201,3 +201,37 @@ start_grace = "1s"
         0,
     );
 }
+
+#[test]
+fn a_process_re_adopted_before_it_was_ready_waits_for_ready_1_again() {
+    let mut d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "db"
+start = ["{helper}", "notify-ready", "3000"]
+ready = "notify"
+"#,
+    );
+    let s = d.wait_status("db", "started, waiting for READY=1", |s| {
+        s["state"] == "start" && s["pid"].is_number()
+    });
+    let pid = pid_of(&s);
+    // The state file must name it before the daemon dies.
+    supervisor_tests::wait_file_contains(&d.dir.path().join("state.json"), &pid.to_string());
+    d.kill9_and_restart();
+    let s = d.status("db");
+    assert_eq!(
+        (s["state"].as_str(), pid_of(&s)),
+        (Some("start"), pid),
+        "{s}"
+    );
+    // READY=1 from the same process, to the same socket name.
+    let s = d.wait_status("db", "up on READY=1", |s| s["state"] == "up");
+    assert_eq!((pid_of(&s), &s["restarts"]), (pid, &0.into()), "{s}");
+    let log = d.log();
+    assert!(
+        log.iter()
+            .any(|l| l.contains(&format!("re-adopted running process {pid}, not yet ready"))),
+        "{log:?}"
+    );
+}
