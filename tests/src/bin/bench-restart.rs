@@ -98,10 +98,12 @@ fn floor(helper: &Path, fifo: &Path, stamps: &mut Stamps, n: usize) -> Result<Ve
     Ok(out)
 }
 
-/// The daemon's own CPU while 1,000 watches each have a memory and a CPU
-/// condition checked every second (each check reads the cgroup's
-/// cpu.stat and cgroup.procs and every member's statm).
-fn conditions_cpu(
+/// The daemon's own CPU while 1,000 watches each have checks every
+/// second: a memory and a CPU condition (each reads the cgroup's cpu.stat
+/// and cgroup.procs and every member's statm), a TCP health check, an HTTP
+/// health check (a new connection and a GET each time). The TCP and HTTP
+/// checks all go to one server thread of this process, which answers 200.
+fn checks_cpu(
     supervisor: &Path,
     dir: &Path,
     helper: &Path,
@@ -110,37 +112,80 @@ fn conditions_cpu(
 ) -> Result<String> {
     let count = 1000;
     let window = Duration::from_secs(10);
-    eprintln!("bench: {count} watches with conditions");
-    let watches: String = (0..count)
-        .map(|i| {
-            format!(
-                "[[watch]]\nname = \"c{i}\"\nstart = [{helper:?}, \"stamp\", {fifo:?}]\n\
-                 memory = {{ above = \"1GB\", every = \"1s\" }}\ncpu = {{ above = \"90%\", every = \"1s\" }}\n"
-            )
-        })
-        .collect();
-    let daemon = Daemon::start(supervisor, dir, "conditions", "auto", &watches)?;
-    for _ in 0..count {
-        stamps.next()?;
+    let port = serve_http()?;
+    let kinds = [
+        (
+            "memory + CPU conditions",
+            2,
+            "memory = { above = \"1GB\", every = \"1s\" }\ncpu = { above = \"90%\", every = \"1s\" }\n".to_owned(),
+        ),
+        (
+            "TCP health check",
+            1,
+            format!("[watch.health]\ntcp = \"127.0.0.1:{port}\"\nevery = \"1s\"\n"),
+        ),
+        (
+            "HTTP health check",
+            1,
+            format!("[watch.health]\nhttp = \"http://127.0.0.1:{port}/health\"\nevery = \"1s\"\n"),
+        ),
+    ];
+    let mut out = format!(
+        "\n## Conditions and health checks\n\n\
+         The daemon's own CPU (user + system) over {}s while {count} watches each have the checks \
+         named, every second. Health checks go to one server thread of the benchmark's.\n\n\
+         | watches | checks each | checks/s | daemon CPU | % of one core |\n|---:|---|---:|---:|---:|\n",
+        window.as_secs()
+    );
+    for (k, (what, per_watch, table)) in kinds.into_iter().enumerate() {
+        eprintln!("bench: {count} watches with a {what}");
+        let watches: String = (0..count)
+            .map(|i| {
+                format!(
+                    "[[watch]]\nname = \"c{i}\"\nstart = [{helper:?}, \"stamp\", {fifo:?}]\n{table}"
+                )
+            })
+            .collect();
+        let daemon = Daemon::start(supervisor, dir, &format!("checks{k}"), "auto", &watches)?;
+        for _ in 0..count {
+            stamps.next()?;
+        }
+        // Past the first checks, which start the CPU windows.
+        std::thread::sleep(Duration::from_secs(2));
+        let before = daemon.cpu_ms()?;
+        std::thread::sleep(window);
+        let used = daemon.cpu_ms()? - before;
+        let share = used / window.as_secs_f64() / 10.0;
+        drop(daemon);
+        while let Ok(Some(_)) = poll_stamp(stamps) {}
+        out += &format!(
+            "| {count} | {what} | {} | {used:.0} ms | {share:.2}% |\n",
+            per_watch * count
+        );
     }
-    // Past the first checks, which start the CPU windows.
-    std::thread::sleep(Duration::from_secs(2));
-    let before = daemon.cpu_ms()?;
-    std::thread::sleep(window);
-    let used = daemon.cpu_ms()? - before;
-    let share = used / window.as_secs_f64() / 10.0;
-    drop(daemon);
-    while let Ok(Some(_)) = poll_stamp(stamps) {}
-    Ok(format!(
-        "\n## Resource conditions\n\n\
-         The daemon's own CPU (user + system) over {}s while {count} watches each have a memory \
-         and a CPU condition checked every second.\n\n\
-         | watches | conditions | checks/s | daemon CPU | % of one core |\n|---:|---:|---:|---:|---:|\n\
-         | {count} | {} | {} | {used:.0} ms | {share:.2}% |\n",
-        window.as_secs(),
-        2 * count,
-        2 * count
-    ))
+    Ok(out)
+}
+
+/// A server thread on 127.0.0.1 that accepts every connection and answers
+/// any request with 200 (a TCP check just connects); returns its port.
+fn serve_http() -> Result<u16> {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 2048];
+            if let Ok(n @ 1..) = stream.read(&mut buf) {
+                if buf[..n].starts_with(b"GET") {
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                }
+            }
+        }
+    });
+    Ok(port)
 }
 
 /// The floor for mass failure: `count` children of this process killed
@@ -424,7 +469,7 @@ fn main() -> Result<()> {
         drop(daemon);
         while let Ok(Some(_)) = poll_stamp(&mut stamps) {}
     }
-    out += &conditions_cpu(&supervisor, dir.path(), &helper, &fifo, &mut stamps)?;
+    out += &checks_cpu(&supervisor, dir.path(), &helper, &fifo, &mut stamps)?;
     print!("{out}");
     Ok(())
 }
