@@ -110,7 +110,7 @@ impl Conditions {
                     config: config.clone(),
                     history: VecDeque::new(),
                     last: None,
-                    next_due: next_tick(now, config.every),
+                    next_due: crate::grid::next_tick(now, config.every),
                     previous: None,
                     fired: 0,
                 })
@@ -129,7 +129,7 @@ impl Conditions {
         for state in &mut self.states {
             state.history.clear();
             state.previous = None;
-            state.next_due = next_tick(now, state.config.every);
+            state.next_due = crate::grid::next_tick(now, state.config.every);
         }
     }
 
@@ -145,7 +145,7 @@ impl Conditions {
             if state.next_due > now {
                 continue;
             }
-            state.next_due = next_tick(now, state.config.every);
+            state.next_due = crate::grid::next_tick(now, state.config.every);
             let value = match state.config.resource {
                 Resource::Memory { .. } => Some(sample.memory_bytes as f64),
                 Resource::Cpu { .. } => state.previous.and_then(|before| {
@@ -211,18 +211,6 @@ impl Conditions {
             })
             .collect()
     }
-}
-
-/// The first instant after `now` on a grid of `every` shared by the whole
-/// daemon: conditions with the same interval are checked together, in one
-/// wakeup, however their watches' starts are spread.
-fn next_tick(now: Instant, every: Duration) -> Instant {
-    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    let every_ns = every.as_nanos().max(1);
-    let since = now.saturating_duration_since(epoch).as_nanos();
-    let ticks = since / every_ns + 1;
-    epoch + Duration::from_nanos(u64::try_from(ticks * every_ns).unwrap_or(u64::MAX))
 }
 
 fn limit(resource: Resource) -> String {

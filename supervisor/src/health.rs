@@ -68,16 +68,18 @@ pub struct Health {
 impl Health {
     pub fn new(config: HealthCheck, waiting_ready: bool) -> Self {
         let now = Instant::now();
+        // A process that need not be ready first gets a whole interval
+        // to open its port.
         let first = if waiting_ready {
-            READY_PROBE_EVERY.min(config.every)
+            next_probe(now, &config, true)
         } else {
-            config.every
+            crate::grid::next_tick(now + config.every, config.every)
         };
         Self {
             config,
             started: now,
             history: VecDeque::new(),
-            next_due: Some(now + first),
+            next_due: Some(first),
             last: None,
             checks: 0,
             failures: 0,
@@ -92,7 +94,7 @@ impl Health {
 
     /// Not probed now (its process is stopping): an interval later.
     pub fn postpone(&mut self) {
-        self.next_due = Some(Instant::now() + self.config.every);
+        self.next_due = Some(next_probe(Instant::now(), &self.config, false));
     }
 
     /// A probe goes out now: no other until its outcome is in.
@@ -104,13 +106,7 @@ impl Health {
     /// has yet to be ready.
     pub fn record(&mut self, outcome: Outcome, waiting_ready: bool) -> Verdict {
         let now = Instant::now();
-        self.next_due = Some(
-            now + if waiting_ready {
-                READY_PROBE_EVERY.min(self.config.every)
-            } else {
-                self.config.every
-            },
-        );
+        self.next_due = Some(next_probe(now, &self.config, waiting_ready));
         self.checks += 1;
         let ok = outcome.ok;
         let message = outcome.message.clone();
@@ -162,6 +158,16 @@ impl Health {
             "fired": self.fired,
         })
     }
+}
+
+/// When the probe after one at `now` is due, on the daemon's shared grid.
+fn next_probe(now: Instant, config: &HealthCheck, waiting_ready: bool) -> Instant {
+    let every = if waiting_ready {
+        READY_PROBE_EVERY.min(config.every)
+    } else {
+        config.every
+    };
+    crate::grid::next_tick(now, every)
 }
 
 /// The HTTP client health checks share. Connections are not kept between

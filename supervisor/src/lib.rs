@@ -16,6 +16,7 @@ pub mod control;
 pub mod daemon;
 pub mod daemonize;
 pub mod exit;
+pub mod grid;
 pub mod health;
 pub mod helper;
 pub mod kernel;

@@ -564,3 +564,95 @@ impl Watch {
         all
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::{Pid, StartTime};
+
+    fn process(pid: u32) -> ProcessId {
+        ProcessId {
+            pid: Pid::new(pid).expect("pid"),
+            start: StartTime::from_ticks(1),
+        }
+    }
+
+    fn watch(ready: Readiness) -> Watch {
+        let mut config = WatchConfig::for_command("w", vec!["/bin/true".into()]);
+        config.ready = ready;
+        config.keepalive = true;
+        Watch::new(config)
+    }
+
+    fn events(w: &mut Watch) -> Vec<NotifyEvent> {
+        w.take_notices().into_iter().map(|n| n.event).collect()
+    }
+
+    #[test]
+    fn a_watch_that_waits_to_be_ready_is_up_only_once_it_is() {
+        let mut w = watch(Readiness::Notify);
+        assert_eq!(w.command(Command::Start), vec![Action::Spawn]);
+        assert!(w.spawned(process(10)).is_empty());
+        assert_eq!((w.state(), w.awaiting_ready()), (State::Start, true));
+        assert!(w.ready("READY=1").is_empty());
+        assert_eq!(w.state(), State::Up);
+        assert!(w.ready("READY=1").is_empty(), "once");
+        assert!(events(&mut w).is_empty(), "a first start is no restart");
+    }
+
+    #[test]
+    fn a_restart_is_told_once_the_new_process_is_ready() {
+        let mut w = watch(Readiness::Health);
+        w.command(Command::Start);
+        w.spawned(process(10));
+        w.ready("health");
+        assert_eq!(w.exited(ExitStatus::Exited(1)), vec![Action::Spawn]);
+        assert_eq!(events(&mut w), vec![NotifyEvent::Exited]);
+        w.spawned(process(11));
+        assert!(events(&mut w).is_empty(), "not up yet");
+        w.ready("health");
+        assert_eq!(events(&mut w), vec![NotifyEvent::Restarted]);
+    }
+
+    #[test]
+    fn not_ready_in_time_stops_it_and_its_exit_starts_it_again() {
+        let mut w = watch(Readiness::Notify);
+        w.command(Command::Start);
+        w.spawned(process(10));
+        assert!(matches!(w.not_ready()[..], [Action::Stop { .. }]));
+        assert!(w
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("not ready")));
+        assert_eq!(w.exited(ExitStatus::Exited(0)), vec![Action::Spawn]);
+        assert_eq!(w.restarts, 1);
+    }
+
+    #[test]
+    fn a_stop_before_it_is_ready_stops_the_process() {
+        let mut w = watch(Readiness::Notify);
+        w.command(Command::Start);
+        w.spawned(process(10));
+        assert!(matches!(
+            w.command(Command::Stop)[..],
+            [Action::Stop { .. }]
+        ));
+        assert_eq!(w.state(), State::Stop);
+        assert!(w.exited(ExitStatus::Exited(0)).is_empty());
+        assert_eq!(w.state(), State::Unmonitored);
+        assert!(events(&mut w).is_empty(), "an asked-for stop is no news");
+    }
+
+    #[test]
+    fn without_keepalive_a_death_gives_up() {
+        let mut w = watch(Readiness::Started);
+        w.config.keepalive = false;
+        w.command(Command::Start);
+        w.spawned(process(10));
+        assert!(w.exited(ExitStatus::Exited(3)).is_empty());
+        assert_eq!(
+            events(&mut w),
+            vec![NotifyEvent::Exited, NotifyEvent::GaveUp]
+        );
+    }
+}

@@ -337,6 +337,14 @@ fn main() -> Result<()> {
     let fifo = dir.path().join("stamps");
     let mut stamps = Stamps::new(&fifo)?;
     let mut out = String::new();
+    // `bench-restart N checks` measures only the checks' CPU.
+    if std::env::args().nth(2).as_deref() == Some("checks") {
+        print!(
+            "{}",
+            checks_cpu(&supervisor, dir.path(), &helper, &fifo, &mut stamps)?
+        );
+        return Ok(());
+    }
 
     out += &format!(
         "## Restart latency: kill -9 → the replacement's first instruction\n\n\
