@@ -4,6 +4,18 @@
 //! One task owns all state; backends, the control socket and timers talk to
 //! it through its `select!`. It is the subreaper of everything it starts and
 //! reaps everything, so no zombie is left.
+//!
+//! Here: the loop, starts and exits, commands and requests. Beside it, on
+//! the same `Daemon`: `checks` (resource conditions and health probes),
+//! `readiness` (sd_notify sockets and the time limit on being ready) and
+//! `notices` (what happened, handed to the notifiers).
+mod checks;
+mod notices;
+mod readiness;
+
+use checks::{start_conditions, start_health};
+use readiness::ready_timer;
+
 use std::{
     collections::{BTreeMap, HashMap},
     io::Write as _,
@@ -41,12 +53,11 @@ use crate::{
     watch::{Action, Command, State, Watch},
 };
 use crate::{
-    conditions::{self, Conditions},
-    config::{ConditionAction, Probe, Readiness},
-    health::{self, Health, Outcome, Verdict},
+    conditions::Conditions,
+    health::{Health, Outcome},
     helper,
-    notification::{About, HookRun, Notifier},
-    sd_notify::{self, NotifySocket},
+    notification::Notifier,
+    sd_notify,
 };
 
 /// How often every watched process is checked for an exit no backend
@@ -773,345 +784,6 @@ impl Daemon {
             }
         }
         Ok(())
-    }
-
-    /// When the next resource condition is due (far away if none is).
-    fn next_check(&self) -> Instant {
-        self.conditions
-            .values()
-            .filter_map(Conditions::next_due)
-            .chain(self.health.values().filter_map(Health::next_due))
-            .min()
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
-    }
-
-    /// Checks the resource conditions that are due, on the whole process
-    /// tree of each watch that is up, and carries out what fires.
-    fn check_conditions(&mut self) {
-        let now = Instant::now();
-        self.probe_health(now);
-        let due: Vec<String> = self
-            .conditions
-            .iter()
-            .filter(|(_, c)| c.next_due().is_some_and(|d| d <= now))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in due {
-            let process = self
-                .watches
-                .get(&name)
-                .filter(|w| w.state() == State::Up)
-                .and_then(|w| w.process);
-            let Some(process) = process else {
-                // Nothing to measure now: look again an interval later.
-                if let Some(conditions) = self.conditions.get_mut(&name) {
-                    conditions.restart();
-                }
-                continue;
-            };
-            let reach = self.reach(&name);
-            let cgroup = match &reach {
-                Reach::Cgroup(cgroup) => Some(cgroup.clone()),
-                _ => None,
-            };
-            let Some(conditions) = self.conditions.get_mut(&name) else {
-                continue;
-            };
-            let sample = || conditions::sample(&reach.members(process.pid), cgroup.as_ref());
-            let Some(fired) = conditions.check(now, &sample) else {
-                continue;
-            };
-            self.fire(&name, process.pid, fired.action, fired.reason);
-        }
-    }
-
-    /// A condition or health check of watch `name` fired for its process
-    /// `pid`: said, noted, notified, and acted on.
-    fn fire(&mut self, name: &str, pid: Pid, action: ConditionAction, reason: String) {
-        log::warn!(
-            "{name}: {reason} (process {pid}): {}",
-            match action {
-                ConditionAction::Restart => "restarting it",
-                ConditionAction::Stop => "stopping it",
-                ConditionAction::Notify => "notify only",
-            }
-        );
-        if let Some(watch) = self.watches.get_mut(name) {
-            watch.condition_fired(reason);
-        }
-        self.publish(name);
-        match action {
-            ConditionAction::Restart => self.command(name, Command::Restart),
-            ConditionAction::Stop => self.command(name, Command::Stop),
-            ConditionAction::Notify => {}
-        }
-    }
-
-    /// Sends out the health probes that are due, for watches that are up
-    /// or waiting to be ready.
-    fn probe_health(&mut self, now: Instant) {
-        let due: Vec<String> = self
-            .health
-            .iter()
-            .filter(|(_, h)| h.next_due().is_some_and(|d| d <= now))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in due {
-            let Some(watch) = self.watches.get(&name) else {
-                continue;
-            };
-            let Some(health) = self.health.get_mut(&name) else {
-                continue;
-            };
-            let Some(process) = watch
-                .process
-                .filter(|_| watch.state() == State::Up || watch.awaiting_ready())
-            else {
-                // Stopping or restarting: not now.
-                health.postpone();
-                continue;
-            };
-            health.probing();
-            let check = health.config.clone();
-            let pid = process.pid;
-            if let Probe::Exec { argv } = &check.probe {
-                let config = crate::config::WatchConfig {
-                    argv: argv.clone(),
-                    ..watch.config.clone()
-                };
-                let tx = self.tx.clone();
-                let started = helper::start(&config, &[], check.timeout, move |finished| {
-                    let _ = tx.send(Internal::HelperDone(finished));
-                });
-                match started {
-                    Ok((helper, pidfd)) => {
-                        self.helpers.insert(
-                            helper,
-                            HelperJob::Probe {
-                                name,
-                                process: pid,
-                                pidfd,
-                            },
-                        );
-                    }
-                    Err(e) => {
-                        let outcome = Outcome {
-                            ok: false,
-                            message: format!("cannot run the check: {e:#}"),
-                            latency: Duration::ZERO,
-                            at: SystemTime::now(),
-                        };
-                        self.probed(name, pid, outcome);
-                    }
-                }
-                continue;
-            }
-            let client = self.http.get_or_insert_with(health::http_client).clone();
-            let tx = self.tx.clone();
-            tokio::spawn(async move {
-                let outcome = health::probe(&client, &check).await;
-                let _ = tx.send(Internal::Probed { name, pid, outcome });
-            });
-        }
-    }
-
-    /// A health probe of watch `name`'s process `pid` came back.
-    fn probed(&mut self, name: String, pid: Pid, outcome: Outcome) {
-        let Some(watch) = self.watches.get_mut(&name) else {
-            return;
-        };
-        if watch.process.map(|p| p.pid) != Some(pid) {
-            return;
-        }
-        let Some(health) = self.health.get_mut(&name) else {
-            return;
-        };
-        let waiting = watch.awaiting_ready();
-        if !outcome.ok {
-            log::info!(
-                "{name}: health check ({}) failed: {}",
-                health.config.probe.describe(),
-                outcome.message
-            );
-        }
-        let message = outcome.message.clone();
-        match health.record(outcome, waiting) {
-            Verdict::Nothing => {}
-            Verdict::Ready => {
-                let actions = watch.ready(&format!("health check passed: {message}"));
-                self.act(&name, actions);
-            }
-            Verdict::Fired { action, reason } => self.fire(&name, pid, action, reason),
-        }
-    }
-
-    /// A helper process has exited (or was killed at its time limit).
-    fn helper_done(&mut self, finished: helper::Finished) {
-        let Some(job) = self.helpers.remove(&finished.pid) else {
-            return;
-        };
-        let status = match self.reaped.remove(&finished.pid) {
-            Some(status) => status,
-            None => match waitid(
-                Id::PIDFd(std::os::fd::AsFd::as_fd(job.pidfd())),
-                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
-            ) {
-                Ok(status) => ExitStatus::from_nix(status),
-                Err(_) => ExitStatus::Unknown,
-            },
-        };
-        let ok = !finished.timed_out && status == ExitStatus::Exited(0);
-        let first_line = finished.output.lines().next().unwrap_or("").to_owned();
-        let message = if finished.timed_out {
-            format!("no answer within {:?}; killed", finished.elapsed)
-        } else if first_line.is_empty() {
-            status.to_string()
-        } else {
-            format!("{status}: {first_line}")
-        };
-        match job {
-            HelperJob::Probe { name, process, .. } => {
-                let outcome = Outcome {
-                    ok,
-                    message,
-                    latency: finished.elapsed,
-                    at: SystemTime::now(),
-                };
-                self.probed(name, process, outcome);
-            }
-            HelperJob::Hook { what, .. } => {
-                if !ok {
-                    log::warn!("{what} failed: {message}");
-                }
-                for hook in self.notifier.hook_finished(ok) {
-                    self.run_hook(hook);
-                }
-            }
-        }
-    }
-
-    /// Hands what happened to watch `name` to the notifiers.
-    fn publish(&mut self, name: &str) {
-        let Some(watch) = self.watches.get_mut(name) else {
-            return;
-        };
-        let notices = watch.take_notices();
-        if notices.is_empty() {
-            return;
-        }
-        let about = About {
-            watch: name,
-            group: watch.config.group.as_deref(),
-            restarts: watch.restarts,
-        };
-        let hooks: Vec<HookRun> = notices
-            .iter()
-            .flat_map(|n| self.notifier.publish(&about, n))
-            .collect();
-        for hook in hooks {
-            self.run_hook(hook);
-        }
-    }
-
-    fn run_hook(&mut self, hook: HookRun) {
-        let config = crate::config::WatchConfig::for_command(&hook.what, hook.argv);
-        let tx = self.tx.clone();
-        match helper::start(&config, &hook.env, hook.timeout, move |finished| {
-            let _ = tx.send(Internal::HelperDone(finished));
-        }) {
-            Ok((pid, pidfd)) => {
-                self.helpers.insert(
-                    pid,
-                    HelperJob::Hook {
-                        what: hook.what,
-                        pidfd,
-                    },
-                );
-            }
-            Err(e) => {
-                log::error!("{}: cannot run: {e:#}", hook.what);
-                for hook in self.notifier.hook_not_started() {
-                    self.run_hook(hook);
-                }
-            }
-        }
-    }
-
-    /// `NOTIFY_SOCKET` for watch `name`'s processes, if it is ready on
-    /// `READY=1`; its socket is bound on first use and kept.
-    fn notify_env(&mut self, name: &str) -> Vec<(String, String)> {
-        let wants = self
-            .watches
-            .get(name)
-            .is_some_and(|w| w.config.ready == Readiness::Notify);
-        if !wants {
-            return Vec::new();
-        }
-        if !self.notify_sockets.contains_key(name) {
-            let instance = cgroup::instance_name(&self.config.daemon.socket);
-            match NotifySocket::bind(&instance, name) {
-                Ok(socket) => {
-                    let address = socket.address.clone();
-                    let (tx, watch) = (self.tx.clone(), name.to_owned());
-                    let task = tokio::spawn(async move {
-                        loop {
-                            match socket.recv().await {
-                                Ok(message) => {
-                                    let name = watch.clone();
-                                    if tx.send(Internal::Notified { name, message }).is_err() {
-                                        return;
-                                    }
-                                }
-                                Err(e) => {
-                                    log::error!("{watch}: notify socket: {e}");
-                                    return;
-                                }
-                            }
-                        }
-                    });
-                    self.notify_sockets
-                        .insert(name.to_owned(), NotifyListener { address, task });
-                }
-                Err(e) => {
-                    // The start goes on; without READY=1 it fails after
-                    // start_grace, which says why.
-                    log::error!("{name}: no notify socket: {e:#}");
-                    return Vec::new();
-                }
-            }
-        }
-        let address = &self.notify_sockets[name].address;
-        vec![("NOTIFY_SOCKET".to_owned(), address.clone())]
-    }
-
-    /// A process wrote to watch `name`'s notify socket: believed only if
-    /// it is one of the watch's own.
-    fn notified(&mut self, name: String, message: sd_notify::Message) {
-        let Some(process) = self.watches.get(&name).and_then(|w| w.process) else {
-            return;
-        };
-        let ours = message.sender.is_some_and(|sender| {
-            sender == process.pid || self.reach(&name).members(process.pid).contains(&sender)
-        });
-        if !ours {
-            log::warn!(
-                "{name}: ignoring a notify message from process {}, which is not the watch's",
-                message
-                    .sender
-                    .map_or("(unknown)".to_owned(), |p| p.to_string())
-            );
-            return;
-        }
-        let Some(watch) = self.watches.get_mut(&name) else {
-            return;
-        };
-        if let Some(status) = message.status {
-            watch.said = Some(status);
-        }
-        if message.ready && watch.awaiting_ready() {
-            let actions = watch.ready("READY=1");
-            self.act(&name, actions);
-        }
     }
 
     /// Finds watched processes that exited without an event (their pidfd
@@ -1852,49 +1524,11 @@ fn run_helper_command(
     Ok(spawned)
 }
 
-/// A watch has a new process: its resource conditions start afresh.
-fn start_conditions(
-    all: &mut HashMap<String, Conditions>,
-    name: &str,
-    configs: &[crate::config::ResourceCondition],
-) {
-    if configs.is_empty() {
-        all.remove(name);
-    } else {
-        all.insert(name.to_owned(), Conditions::new(configs));
-    }
-}
-
-/// A watch has a new process: its health check starts afresh (probed
-/// often while the process has yet to be ready).
-fn start_health(all: &mut HashMap<String, Health>, name: &str, watch: &Watch) {
-    match &watch.config.health {
-        Some(check) => {
-            all.insert(
-                name.to_owned(),
-                Health::new(check.clone(), watch.awaiting_ready()),
-            );
-        }
-        None => {
-            all.remove(name);
-        }
-    }
-}
-
 /// Counts `pid`, just started, as one of watch `name`'s processes.
 fn track(trees: &mut Option<Trees>, name: &str, pid: Pid) {
     if let Some(trees) = trees {
         trees.track(pid, name);
     }
-}
-
-/// `ReadyTimeout` for `pid` once `grace` is over (ignored if it is ready).
-fn ready_timer(tx: &mpsc::UnboundedSender<Internal>, name: &str, pid: Pid, grace: Duration) {
-    let (tx, name) = (tx.clone(), name.to_owned());
-    tokio::spawn(async move {
-        tokio::time::sleep(grace).await;
-        let _ = tx.send(Internal::ReadyTimeout { name, pid });
-    });
 }
 
 /// SIGKILL for `pid`'s group (`StopTimeout`) unless it is gone by then.

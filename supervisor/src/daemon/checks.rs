@@ -1,0 +1,263 @@
+//! The daemon's periodic checks of running watches: resource conditions
+//! and health probes, scheduled on the shared grid, their outcomes taken
+//! in, and what fires acted on (restart, stop, or only told).
+//!
+//! Measuring and judging belong to `conditions` and `health`; this part
+//! only decides when to ask, hands out exec probes as helper processes,
+//! and turns a verdict into a command of the watch's.
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant, SystemTime},
+};
+
+use nix::sys::wait::{waitid, Id, WaitPidFlag};
+
+use super::{Daemon, HelperJob, Internal, Reach};
+use crate::{
+    conditions::{self, Conditions},
+    config::{ConditionAction, Probe, ResourceCondition},
+    exit::ExitStatus,
+    health::{self, Health, Outcome, Verdict},
+    helper,
+    process::Pid,
+    watch::{Command, State, Watch},
+};
+
+impl Daemon {
+    /// When the next resource condition is due (far away if none is).
+    pub(super) fn next_check(&self) -> Instant {
+        self.conditions
+            .values()
+            .filter_map(Conditions::next_due)
+            .chain(self.health.values().filter_map(Health::next_due))
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+    }
+
+    /// Checks the resource conditions that are due, on the whole process
+    /// tree of each watch that is up, and carries out what fires.
+    pub(super) fn check_conditions(&mut self) {
+        let now = Instant::now();
+        self.probe_health(now);
+        let due: Vec<String> = self
+            .conditions
+            .iter()
+            .filter(|(_, c)| c.next_due().is_some_and(|d| d <= now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            let process = self
+                .watches
+                .get(&name)
+                .filter(|w| w.state() == State::Up)
+                .and_then(|w| w.process);
+            let Some(process) = process else {
+                // Nothing to measure now: look again an interval later.
+                if let Some(conditions) = self.conditions.get_mut(&name) {
+                    conditions.restart();
+                }
+                continue;
+            };
+            let reach = self.reach(&name);
+            let cgroup = match &reach {
+                Reach::Cgroup(cgroup) => Some(cgroup.clone()),
+                _ => None,
+            };
+            let Some(conditions) = self.conditions.get_mut(&name) else {
+                continue;
+            };
+            let sample = || conditions::sample(&reach.members(process.pid), cgroup.as_ref());
+            let Some(fired) = conditions.check(now, &sample) else {
+                continue;
+            };
+            self.fire(&name, process.pid, fired.action, fired.reason);
+        }
+    }
+
+    /// A condition or health check of watch `name` fired for its process
+    /// `pid`: said, noted, notified, and acted on.
+    pub(super) fn fire(&mut self, name: &str, pid: Pid, action: ConditionAction, reason: String) {
+        log::warn!(
+            "{name}: {reason} (process {pid}): {}",
+            match action {
+                ConditionAction::Restart => "restarting it",
+                ConditionAction::Stop => "stopping it",
+                ConditionAction::Notify => "notify only",
+            }
+        );
+        if let Some(watch) = self.watches.get_mut(name) {
+            watch.condition_fired(reason);
+        }
+        self.publish(name);
+        match action {
+            ConditionAction::Restart => self.command(name, Command::Restart),
+            ConditionAction::Stop => self.command(name, Command::Stop),
+            ConditionAction::Notify => {}
+        }
+    }
+
+    /// Sends out the health probes that are due, for watches that are up
+    /// or waiting to be ready.
+    pub(super) fn probe_health(&mut self, now: Instant) {
+        let due: Vec<String> = self
+            .health
+            .iter()
+            .filter(|(_, h)| h.next_due().is_some_and(|d| d <= now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            let Some(watch) = self.watches.get(&name) else {
+                continue;
+            };
+            let Some(health) = self.health.get_mut(&name) else {
+                continue;
+            };
+            let Some(process) = watch
+                .process
+                .filter(|_| watch.state() == State::Up || watch.awaiting_ready())
+            else {
+                // Stopping or restarting: not now.
+                health.postpone();
+                continue;
+            };
+            health.probing();
+            let check = health.config.clone();
+            let pid = process.pid;
+            if let Probe::Exec { argv } = &check.probe {
+                let config = crate::config::WatchConfig {
+                    argv: argv.clone(),
+                    ..watch.config.clone()
+                };
+                let tx = self.tx.clone();
+                let started = helper::start(&config, &[], check.timeout, move |finished| {
+                    let _ = tx.send(Internal::HelperDone(finished));
+                });
+                match started {
+                    Ok((helper, pidfd)) => {
+                        self.helpers.insert(
+                            helper,
+                            HelperJob::Probe {
+                                name,
+                                process: pid,
+                                pidfd,
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        let outcome = Outcome {
+                            ok: false,
+                            message: format!("cannot run the check: {e:#}"),
+                            latency: Duration::ZERO,
+                            at: SystemTime::now(),
+                        };
+                        self.probed(name, pid, outcome);
+                    }
+                }
+                continue;
+            }
+            let client = self.http.get_or_insert_with(health::http_client).clone();
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let outcome = health::probe(&client, &check).await;
+                let _ = tx.send(Internal::Probed { name, pid, outcome });
+            });
+        }
+    }
+
+    /// A health probe of watch `name`'s process `pid` came back.
+    pub(super) fn probed(&mut self, name: String, pid: Pid, outcome: Outcome) {
+        let Some(watch) = self.watches.get_mut(&name) else {
+            return;
+        };
+        if watch.process.map(|p| p.pid) != Some(pid) {
+            return;
+        }
+        let Some(health) = self.health.get_mut(&name) else {
+            return;
+        };
+        let waiting = watch.awaiting_ready();
+        if !outcome.ok {
+            log::info!(
+                "{name}: health check ({}) failed: {}",
+                health.config.probe.describe(),
+                outcome.message
+            );
+        }
+        let message = outcome.message.clone();
+        match health.record(outcome, waiting) {
+            Verdict::Nothing => {}
+            Verdict::Ready => {
+                let actions = watch.ready(&format!("health check passed: {message}"));
+                self.act(&name, actions);
+            }
+            Verdict::Fired { action, reason } => self.fire(&name, pid, action, reason),
+        }
+    }
+
+    /// A helper process has exited (or was killed at its time limit).
+    pub(super) fn helper_done(&mut self, finished: helper::Finished) {
+        let Some(job) = self.helpers.remove(&finished.pid) else {
+            return;
+        };
+        let status = match self.reaped.remove(&finished.pid) {
+            Some(status) => status,
+            None => match waitid(
+                Id::PIDFd(std::os::fd::AsFd::as_fd(job.pidfd())),
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+            ) {
+                Ok(status) => ExitStatus::from_nix(status),
+                Err(_) => ExitStatus::Unknown,
+            },
+        };
+        let ok = !finished.timed_out && status == ExitStatus::Exited(0);
+        let first_line = finished.output.lines().next().unwrap_or("").to_owned();
+        let message = if finished.timed_out {
+            format!("no answer within {:?}; killed", finished.elapsed)
+        } else if first_line.is_empty() {
+            status.to_string()
+        } else {
+            format!("{status}: {first_line}")
+        };
+        match job {
+            HelperJob::Probe { name, process, .. } => {
+                let outcome = Outcome {
+                    ok,
+                    message,
+                    latency: finished.elapsed,
+                    at: SystemTime::now(),
+                };
+                self.probed(name, process, outcome);
+            }
+            HelperJob::Hook { what, .. } => self.hook_done(&what, ok, &message),
+        }
+    }
+}
+
+/// A watch has a new process: its resource conditions start afresh.
+pub(super) fn start_conditions(
+    all: &mut HashMap<String, Conditions>,
+    name: &str,
+    configs: &[ResourceCondition],
+) {
+    if configs.is_empty() {
+        all.remove(name);
+    } else {
+        all.insert(name.to_owned(), Conditions::new(configs));
+    }
+}
+
+/// A watch has a new process: its health check starts afresh (probed
+/// often while the process has yet to be ready).
+pub(super) fn start_health(all: &mut HashMap<String, Health>, name: &str, watch: &Watch) {
+    match &watch.config.health {
+        Some(check) => {
+            all.insert(
+                name.to_owned(),
+                Health::new(check.clone(), watch.awaiting_ready()),
+            );
+        }
+        None => {
+            all.remove(name);
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! What happened to watches, handed to the notifiers: the notices each
+//! watch collected are published once its actions are done (so a hook
+//! never runs before the restart it reports), and the hooks the notifier
+//! releases are run as helper processes.
+use super::{Daemon, HelperJob, Internal};
+use crate::{
+    helper,
+    notification::{About, HookRun},
+};
+
+impl Daemon {
+    /// Hands what happened to watch `name` to the notifiers.
+    pub(super) fn publish(&mut self, name: &str) {
+        let Some(watch) = self.watches.get_mut(name) else {
+            return;
+        };
+        let notices = watch.take_notices();
+        if notices.is_empty() {
+            return;
+        }
+        let about = About {
+            watch: name,
+            group: watch.config.group.as_deref(),
+            restarts: watch.restarts,
+        };
+        let hooks: Vec<HookRun> = notices
+            .iter()
+            .flat_map(|n| self.notifier.publish(&about, n))
+            .collect();
+        for hook in hooks {
+            self.run_hook(hook);
+        }
+    }
+
+    pub(super) fn run_hook(&mut self, hook: HookRun) {
+        let config = crate::config::WatchConfig::for_command(&hook.what, hook.argv);
+        let tx = self.tx.clone();
+        match helper::start(&config, &hook.env, hook.timeout, move |finished| {
+            let _ = tx.send(Internal::HelperDone(finished));
+        }) {
+            Ok((pid, pidfd)) => {
+                self.helpers.insert(
+                    pid,
+                    HelperJob::Hook {
+                        what: hook.what,
+                        pidfd,
+                    },
+                );
+            }
+            Err(e) => {
+                log::error!("{}: cannot run: {e:#}", hook.what);
+                for hook in self.notifier.hook_not_started() {
+                    self.run_hook(hook);
+                }
+            }
+        }
+    }
+
+    /// A hook has finished; the notifier may release the next.
+    pub(super) fn hook_done(&mut self, what: &str, ok: bool, message: &str) {
+        if !ok {
+            log::warn!("{what} failed: {message}");
+        }
+        for hook in self.notifier.hook_finished(ok) {
+            self.run_hook(hook);
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Readiness through sd_notify: each watch that is ready on `READY=1`
+//! gets a notify socket, bound on its first start and kept; what arrives
+//! there is believed only from the watch's own processes. The time limit
+//! on being ready (`start_grace`) is set here too.
+//!
+//! The health-check way to be ready lives with the checks (`checks`).
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::{Daemon, Internal, NotifyListener};
+use crate::{
+    cgroup,
+    config::Readiness,
+    process::Pid,
+    sd_notify::{self, NotifySocket},
+};
+
+impl Daemon {
+    /// `NOTIFY_SOCKET` for watch `name`'s processes, if it is ready on
+    /// `READY=1`; its socket is bound on first use and kept.
+    pub(super) fn notify_env(&mut self, name: &str) -> Vec<(String, String)> {
+        let wants = self
+            .watches
+            .get(name)
+            .is_some_and(|w| w.config.ready == Readiness::Notify);
+        if !wants {
+            return Vec::new();
+        }
+        if !self.notify_sockets.contains_key(name) {
+            let instance = cgroup::instance_name(&self.config.daemon.socket);
+            match NotifySocket::bind(&instance, name) {
+                Ok(socket) => {
+                    let address = socket.address.clone();
+                    let (tx, watch) = (self.tx.clone(), name.to_owned());
+                    let task = tokio::spawn(async move {
+                        loop {
+                            match socket.recv().await {
+                                Ok(message) => {
+                                    let name = watch.clone();
+                                    if tx.send(Internal::Notified { name, message }).is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(e) => {
+                                    log::error!("{watch}: notify socket: {e}");
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                    self.notify_sockets
+                        .insert(name.to_owned(), NotifyListener { address, task });
+                }
+                Err(e) => {
+                    // The start goes on; without READY=1 it fails after
+                    // start_grace, which says why.
+                    log::error!("{name}: no notify socket: {e:#}");
+                    return Vec::new();
+                }
+            }
+        }
+        let address = &self.notify_sockets[name].address;
+        vec![("NOTIFY_SOCKET".to_owned(), address.clone())]
+    }
+
+    /// A process wrote to watch `name`'s notify socket: believed only if
+    /// it is one of the watch's own.
+    pub(super) fn notified(&mut self, name: String, message: sd_notify::Message) {
+        let Some(process) = self.watches.get(&name).and_then(|w| w.process) else {
+            return;
+        };
+        let ours = message.sender.is_some_and(|sender| {
+            sender == process.pid || self.reach(&name).members(process.pid).contains(&sender)
+        });
+        if !ours {
+            log::warn!(
+                "{name}: ignoring a notify message from process {}, which is not the watch's",
+                message
+                    .sender
+                    .map_or("(unknown)".to_owned(), |p| p.to_string())
+            );
+            return;
+        }
+        let Some(watch) = self.watches.get_mut(&name) else {
+            return;
+        };
+        if let Some(status) = message.status {
+            watch.said = Some(status);
+        }
+        if message.ready && watch.awaiting_ready() {
+            let actions = watch.ready("READY=1");
+            self.act(&name, actions);
+        }
+    }
+}
+
+/// `ReadyTimeout` for `pid` once `grace` is over (ignored if it is ready).
+pub(super) fn ready_timer(
+    tx: &mpsc::UnboundedSender<Internal>,
+    name: &str,
+    pid: Pid,
+    grace: Duration,
+) {
+    let (tx, name) = (tx.clone(), name.to_owned());
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        let _ = tx.send(Internal::ReadyTimeout { name, pid });
+    });
+}
