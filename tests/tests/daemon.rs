@@ -373,6 +373,10 @@ fn bad_configs_are_rejected_with_file_line_and_key() {
             ":4: watch[0].health: tcp = 'db': write host:port",
         ),
         (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\n[watch.health]\ntcp = \"127.0.0.1:5432\"\ntls_verify = false\n",
+            ":4: watch[0].health: method, status, headers and tls_verify are for http checks only",
+        ),
+        (
             "[[watch]]\nname = \"a\"\nstart = \"x\"\nready = \"health\"\n",
             ":4: watch[0].ready: \"health\" needs a [watch.health] check to pass",
         ),

@@ -235,3 +235,60 @@ ready = "notify"
         "{log:?}"
     );
 }
+
+#[test]
+fn https_checks_verify_certificates_unless_told_not_to() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("running openssl (in the base system)");
+    assert!(made.status.success(), "{made:?}");
+    let (strict, lenient) = (free_port(), free_port());
+    let server = |port: u16| {
+        format!(
+            "start = [\"openssl\", \"s_server\", \"-quiet\", \"-www\", \"-accept\", \"{port}\", \"-cert\", {cert:?}, \"-key\", {key:?}]"
+        )
+    };
+    let d = RunningDaemon::start(&format!(
+        r#"
+[[watch]]
+name = "strict"
+{}
+
+[watch.health]
+http = "https://127.0.0.1:{strict}/"
+every = "200ms"
+times = [1, 1]
+action = "notify"
+
+[[watch]]
+name = "lenient"
+{}
+ready = "health"
+
+[watch.health]
+http = "https://127.0.0.1:{lenient}/"
+tls_verify = false
+every = "200ms"
+times = [1, 1]
+action = "notify"
+"#,
+        server(strict),
+        server(lenient)
+    ));
+    let s = d.wait_status("lenient", "up on its HTTPS check", |s| s["state"] == "up");
+    assert_eq!(s["health"]["last"]["message"], "HTTP 200", "{s}");
+    let s = d.wait_status("strict", "a certificate refused", |s| {
+        s["health"]["fired"].as_u64() >= Some(1)
+    });
+    let message = s["health"]["last"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("certificate"), "{s}");
+}

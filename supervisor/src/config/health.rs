@@ -29,6 +29,8 @@ pub enum Probe {
         url: String,
         status: (u16, u16),
         headers: Vec<(String, String)>,
+        /// Whether an https server's certificate must be valid.
+        tls_verify: bool,
     },
     /// A TCP connection to `host:port` must be accepted.
     Tcp { address: String },
@@ -74,6 +76,7 @@ pub(super) struct RawHealth {
     status: Option<StatusRange>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    tls_verify: Option<bool>,
     every: Option<HumanDuration>,
     timeout: Option<HumanDuration>,
     times: Option<(u32, u32)>,
@@ -139,11 +142,14 @@ pub(super) fn health_check(raw: RawHealth) -> Result<HealthCheck, (&'static str,
             "needs exactly one of http, tcp, unix or exec".into(),
         ));
     }
-    let http_only = raw.method.is_some() || raw.status.is_some() || !raw.headers.is_empty();
+    let http_only = raw.method.is_some()
+        || raw.status.is_some()
+        || !raw.headers.is_empty()
+        || raw.tls_verify.is_some();
     if http_only && raw.http.is_none() {
         return Err((
             "health",
-            "method, status and headers are for http checks only".into(),
+            "method, status, headers and tls_verify are for http checks only".into(),
         ));
     }
     let probe = if let Some(url) = raw.http {
@@ -165,6 +171,7 @@ pub(super) fn health_check(raw: RawHealth) -> Result<HealthCheck, (&'static str,
             url,
             status: (low, high),
             headers,
+            tls_verify: raw.tls_verify.unwrap_or(true),
         }
     } else if let Some(address) = raw.tcp {
         let port = address

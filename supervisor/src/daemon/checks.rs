@@ -155,10 +155,18 @@ impl Daemon {
                 }
                 continue;
             }
-            let client = self.http.get_or_insert_with(health::http_client).clone();
+            let client = match check.probe {
+                Probe::Http { tls_verify, .. } => Some(
+                    self.http
+                        .entry(tls_verify)
+                        .or_insert_with(|| health::http_client(tls_verify))
+                        .clone(),
+                ),
+                _ => None,
+            };
             let tx = self.tx.clone();
             tokio::spawn(async move {
-                let outcome = health::probe(&client, &check).await;
+                let outcome = health::probe(client, &check).await;
                 let _ = tx.send(Internal::Probed { name, pid, outcome });
             });
         }

@@ -172,8 +172,9 @@ pub struct Daemon {
     /// Health checks of the watches that have one, for the process each
     /// runs now.
     health: HashMap<String, Health>,
-    /// For HTTP health checks, made when the first is probed.
-    http: Option<reqwest::Client>,
+    /// For HTTP health checks, made when the first is probed; one that
+    /// verifies certificates, one that does not.
+    http: HashMap<bool, reqwest::Client>,
     /// Exec checks and hooks running now.
     helpers: HashMap<Pid, HelperJob>,
     /// The `NOTIFY_SOCKET` of each watch that is ready on `READY=1`.
@@ -247,7 +248,7 @@ pub async fn run(config: Config, ready: Option<OwnedFd>) -> Result<()> {
         unreported_exits: 0,
         conditions: HashMap::new(),
         health: HashMap::new(),
-        http: None,
+        http: HashMap::new(),
         helpers: HashMap::new(),
         notify_sockets: HashMap::new(),
         notifier: Notifier::new(&config.notify),
