@@ -220,17 +220,14 @@ impl Notifier {
 /// The hook's view of a document: `SUPERVISOR_*` variables, and the whole
 /// of it in `SUPERVISOR_JSON`.
 fn environment(document: &serde_json::Value) -> Vec<(String, String)> {
-    let text = |key: &str| match &document[key] {
+    // Null is empty, a string is itself, anything else its JSON.
+    let plain = |value: &serde_json::Value| match value {
         serde_json::Value::Null => String::new(),
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    let exit = &document["exit"];
-    let field = |key: &str| match &exit[key] {
-        serde_json::Value::Null => String::new(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    let text = |key: &str| plain(&document[key]);
+    let field = |key: &str| plain(&document["exit"][key]);
     vec![
         ("SUPERVISOR_WATCH".into(), text("watch")),
         ("SUPERVISOR_GROUP".into(), text("group")),
