@@ -15,6 +15,8 @@ use nix::sys::signal::Signal;
 
 pub struct Cgroups {
     base: PathBuf,
+    /// The folder, locked (flock) while this daemon uses it.
+    lock: Option<std::fs::File>,
 }
 
 impl Cgroups {
@@ -40,7 +42,24 @@ impl Cgroups {
         }
         let base = mount.join("supervisor").join(instance);
         std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
-        Ok(Self { base })
+        Ok(Self { base, lock: None })
+    }
+
+    /// Makes the folder this daemon's alone: a second daemon that would
+    /// share it (and kill its processes as strays) is refused.
+    pub fn claim(&mut self) -> Result<()> {
+        use std::os::fd::AsRawFd as _;
+        let dir = std::fs::File::open(&self.base)
+            .with_context(|| format!("opening {}", self.base.display()))?;
+        // SAFETY: flock on an fd this function owns.
+        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            bail!(
+                "cgroup {} is in use by another supervisor",
+                self.base.display()
+            );
+        }
+        self.lock = Some(dir);
+        Ok(())
     }
 
     /// Removes this daemon's (empty) folder, once its watches' are gone.
@@ -48,11 +67,12 @@ impl Cgroups {
         let _ = std::fs::remove_dir(&self.base);
     }
 
-    /// The cgroup of watch `name`, created if needed.
-    pub fn watch(&self, name: &str) -> Result<WatchCgroup> {
+    /// The cgroup of watch `name`, created if needed; its files are kept
+    /// open with `keep_open`.
+    pub fn watch(&self, name: &str, keep_open: bool) -> Result<WatchCgroup> {
         let dir = self.base.join(name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        WatchCgroup::at(dir)
+        WatchCgroup::at(dir, keep_open)
     }
 }
 
@@ -84,49 +104,100 @@ fn reread(file: &std::fs::File) -> String {
 #[derive(Clone, Debug)]
 pub struct WatchCgroup {
     dir: PathBuf,
-    /// The cgroup folder, open, for clone3's CLONE_INTO_CGROUP: a process
-    /// born in its cgroup costs nothing, while moving one in through
-    /// `cgroup.procs` waits for an RCU grace period (milliseconds on an
-    /// idle machine).
-    fd: std::sync::Arc<std::os::fd::OwnedFd>,
-    /// `cgroup.events`, `cgroup.procs` and `cpu.stat`, kept open: they are
-    /// read after every exit (on the restart path) and at every resource
-    /// check, and reading again from offset 0 regenerates them, without
-    /// the path walk through the cgroup file system each time.
-    events: std::sync::Arc<std::fs::File>,
-    procs: std::sync::Arc<std::fs::File>,
-    cpu_stat: Option<std::sync::Arc<std::fs::File>>,
+    /// Its files, kept open while the daemon's fd limit allows (`None`:
+    /// opened at each use instead, so that hundreds of watches fit under a
+    /// limit of 1024).
+    kept: Option<std::sync::Arc<Kept>>,
+}
+
+/// A cgroup's folder and files, open.
+#[derive(Debug)]
+struct Kept {
+    /// The folder, for clone3's CLONE_INTO_CGROUP: a process born in its
+    /// cgroup costs nothing, while moving one in through `cgroup.procs`
+    /// waits for an RCU grace period (milliseconds on an idle machine).
+    dir: std::os::fd::OwnedFd,
+    /// `cgroup.events`, `cgroup.procs` and `cpu.stat`: read after every
+    /// exit (on the restart path) and at every resource check, and reading
+    /// again from offset 0 regenerates them, without the path walk through
+    /// the cgroup file system each time.
+    events: std::fs::File,
+    procs: std::fs::File,
+    cpu_stat: Option<std::fs::File>,
+}
+
+/// A cgroup's folder as clone3 takes it: kept open, or opened for one use.
+pub enum DirFd<'a> {
+    Kept(std::os::fd::BorrowedFd<'a>),
+    Opened(std::os::fd::OwnedFd),
+}
+
+impl std::os::fd::AsFd for DirFd<'_> {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Self::Kept(fd) => *fd,
+            Self::Opened(fd) => fd.as_fd(),
+        }
+    }
 }
 
 impl WatchCgroup {
-    fn at(dir: PathBuf) -> Result<Self> {
-        let fd = std::fs::File::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+    fn at(dir: PathBuf, keep_open: bool) -> Result<Self> {
         let open = |name: &str| {
             let path = dir.join(name);
-            std::fs::File::open(&path)
-                .map(std::sync::Arc::new)
-                .with_context(|| format!("opening {}", path.display()))
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))
         };
-        Ok(Self {
-            fd: std::sync::Arc::new(fd.into()),
-            events: open("cgroup.events")?,
-            procs: open("cgroup.procs")?,
-            cpu_stat: open("cpu.stat").ok(),
-            dir,
-        })
+        let kept = if keep_open {
+            Some(std::sync::Arc::new(Kept {
+                dir: open("")?.into(),
+                events: open("cgroup.events")?,
+                procs: open("cgroup.procs")?,
+                cpu_stat: open("cpu.stat").ok(),
+            }))
+        } else {
+            open("")?;
+            None
+        };
+        Ok(Self { dir, kept })
     }
 
-    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        std::os::fd::AsFd::as_fd(&*self.fd)
+    /// `name` in the cgroup, kept open or opened now.
+    fn with_file<T>(
+        &self,
+        name: &str,
+        kept: impl Fn(&Kept) -> Option<&std::fs::File>,
+        f: impl FnOnce(&std::fs::File) -> Option<T>,
+    ) -> Option<T> {
+        match self.kept.as_deref() {
+            Some(files) => f(kept(files)?),
+            None => f(&std::fs::File::open(self.dir.join(name)).ok()?),
+        }
+    }
+
+    pub fn fd(&self) -> Result<DirFd<'_>> {
+        match self.kept.as_deref() {
+            Some(kept) => Ok(DirFd::Kept(std::os::fd::AsFd::as_fd(&kept.dir))),
+            None => Ok(DirFd::Opened(
+                std::fs::File::open(&self.dir)
+                    .with_context(|| format!("opening {}", self.dir.display()))?
+                    .into(),
+            )),
+        }
     }
 
     /// Whether any process is left in it.
     pub fn populated(&self) -> bool {
         use std::os::unix::fs::FileExt as _;
         let mut buf = [0u8; 128];
-        self.events
-            .read_at(&mut buf, 0)
-            .is_ok_and(|n| buf[..n].split(|&b| b == b'\n').any(|l| l == b"populated 1"))
+        self.with_file(
+            "cgroup.events",
+            |k| Some(&k.events),
+            |file| {
+                let n = file.read_at(&mut buf, 0).ok()?;
+                Some(buf[..n].split(|&b| b == b'\n').any(|l| l == b"populated 1"))
+            },
+        )
+        .unwrap_or(false)
     }
 
     /// CPU time used by every process that ever ran in it, in µs
@@ -135,7 +206,11 @@ impl WatchCgroup {
         use std::os::unix::fs::FileExt as _;
         // usage_usec is the first line: one read of the start will do.
         let mut buf = [0u8; 128];
-        let n = self.cpu_stat.as_deref()?.read_at(&mut buf, 0).ok()?;
+        let n = self.with_file(
+            "cpu.stat",
+            |k| k.cpu_stat.as_ref(),
+            |file| file.read_at(&mut buf, 0).ok(),
+        )?;
         std::str::from_utf8(&buf[..n])
             .ok()?
             .lines()
@@ -143,10 +218,15 @@ impl WatchCgroup {
     }
 
     pub fn pids(&self) -> Vec<i32> {
-        reread(&self.procs)
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
+        self.with_file(
+            "cgroup.procs",
+            |k| Some(&k.procs),
+            |file| Some(reread(file)),
+        )
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
     }
 
     /// Sends `signal` to every process in it.

@@ -99,6 +99,11 @@ pub struct RunArgs {
     /// Run in the background; return once the daemon serves its socket.
     #[arg(long)]
     pub daemonize: bool,
+    /// Accept config files (and folders) that someone other than root or
+    /// the daemon's user owns or may write. Whoever may write them runs
+    /// commands as root.
+    #[arg(long)]
+    pub insecure_config: bool,
     /// With --daemonize: where the daemon's log goes [default:
     /// <state_dir>/supervisor.log].
     #[arg(long, value_name = "PATH", requires = "daemonize")]
@@ -148,7 +153,7 @@ pub struct BackendOptions {
     #[arg(long, value_enum, default_value = "auto", env = "SUPERVISOR_BACKEND")]
     pub backend: BackendArg,
     /// How often the poll backend looks (e.g. 500ms, 2s).
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::units::parse_duration)]
     pub poll_interval: Duration,
 }
 
@@ -174,46 +179,4 @@ pub struct TraceArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Parses `250ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration (e.g. 500ms, 10s, 2m)"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1e3,
-        "us" | "µs" => value / 1e6,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "'{other}' in '{text}' is not a time unit (use ms, s, m or h)"
-            ))
-        }
-    };
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(format!("'{text}' is not a duration (e.g. 500ms, 10s, 2m)"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5 parsecs").is_err());
-    }
 }

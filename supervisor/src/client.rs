@@ -50,6 +50,10 @@ pub async fn info(socket: &Path, json: bool) -> Result<ExitCode> {
         println!("config      {}", info["config"].as_str().unwrap_or("?"));
         println!("watches     {}", info["watches"]);
         println!("tracking    {}", info["tracking"].as_str().unwrap_or("?"));
+        println!(
+            "fds         {} open, limit {}",
+            info["fds"]["open"], info["fds"]["limit"]
+        );
         println!("{}", backend_line(&info));
         let n = &info["notifications"];
         println!(
@@ -81,7 +85,8 @@ fn backend_line(info: &Value) -> String {
 /// Checks the file here first (a bad one is reported with its location and
 /// never sent), then has the daemon load it.
 pub async fn load(socket: &Path, path: PathBuf, missing: Missing) -> Result<ExitCode> {
-    crate::config::load(&path)?;
+    // Only whether it parses: the daemon judges whom it trusts.
+    crate::config::load(&path, crate::config::Trust::Insecure)?;
     let path = std::fs::canonicalize(&path)?;
     let response = control::request(socket, &Request::Load { path, missing }).await?;
     if let Some(e) = response.error {
@@ -117,10 +122,14 @@ pub async fn log(socket: &Path, name: &str, lines: usize, follow: bool) -> Resul
     }
     let mut followers = Vec::new();
     for path in paths {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        for line in &all[all.len().saturating_sub(lines)..] {
-            println!("{line}");
+        match open_log(&path) {
+            Ok(mut file) => {
+                let tail = tail(&mut file, lines)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                std::io::Write::write_all(&mut std::io::stdout(), &tail)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => bail!("{}: {e}", path.display()),
         }
         followers.push(Follower::at_end(path));
     }
@@ -132,6 +141,84 @@ pub async fn log(socket: &Path, name: &str, lines: usize, follow: bool) -> Resul
             f.print_new()?;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A log file, opened as its folder's owner may have left it: never
+/// through a symlink, never a FIFO or device (which would block or never
+/// end).
+fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => std::io::Error::other("a symbolic link; not followed"),
+            _ => e,
+        })?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(file)
+}
+
+/// The last `lines` lines of `file`, read backwards from its end in
+/// chunks: a log of gigabytes costs what its tail costs.
+fn tail(file: &mut std::fs::File, lines: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read as _, Seek as _};
+    const CHUNK: u64 = 64 * 1024;
+    let len = file.metadata()?.len();
+    let mut start = len;
+    let mut buf: Vec<u8> = Vec::new();
+    // One more newline than lines: the one that ends the line before them.
+    let newlines = |b: &[u8]| b.iter().filter(|&&c| c == b'\n').count();
+    let wanted = lines + usize::from(len > 0);
+    while start > 0 && newlines(&buf) < wanted {
+        let from = start.saturating_sub(CHUNK);
+        let mut chunk = vec![0u8; (start - from) as usize];
+        file.seek(std::io::SeekFrom::Start(from))?;
+        file.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&buf);
+        buf = chunk;
+        start = from;
+    }
+    // Drop the partial line a chunk may have begun in, and extra lines.
+    let ends = buf.ends_with(b"\n");
+    let mut cut = 0;
+    let mut seen = 0;
+    for (i, &c) in buf.iter().enumerate().rev() {
+        if c == b'\n' && !(ends && i == buf.len() - 1) {
+            seen += 1;
+            if seen == lines {
+                cut = i + 1;
+                break;
+            }
+        }
+    }
+    if lines == 0 {
+        cut = buf.len();
+    }
+    Ok(buf.split_off(cut))
+}
+
+/// `text` with control characters (terminal escape sequences among them)
+/// shown escaped: what a watched program says must not drive the
+/// operator's terminal.
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
     }
 }
 
@@ -169,7 +256,9 @@ impl Follower {
         if meta.len() == self.offset {
             return Ok(());
         }
-        let mut file = std::fs::File::open(&self.path)?;
+        let Ok(mut file) = open_log(&self.path) else {
+            return Ok(());
+        };
         file.seek(std::io::SeekFrom::Start(self.offset))?;
         let mut new = Vec::new();
         file.read_to_end(&mut new)?;
@@ -200,9 +289,9 @@ pub async fn status(socket: &Path, args: StatusArgs) -> Result<ExitCode> {
         );
         let one = response.watches.len() == 1;
         for w in &response.watches {
-            println!("{}", row(w));
+            println!("{}", printable(&row(w)));
             for line in details(w, one) {
-                println!("    {line}");
+                println!("    {}", printable(&line));
             }
         }
         if let Some(info) = &response.summary {
@@ -328,5 +417,32 @@ fn short_duration(d: Duration) -> String {
         60..3600 => format!("{}m{}s", s / 60, s % 60),
         3600..86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
         _ => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tail_reads_the_last_lines_only() {
+        use std::io::Write as _;
+        let mut file = tempfile::tempfile().unwrap();
+        for i in 0..100_000 {
+            writeln!(file, "line {i}").unwrap();
+        }
+        assert_eq!(
+            super::tail(&mut file, 2).unwrap(),
+            b"line 99998\nline 99999\n"
+        );
+        assert_eq!(super::tail(&mut file, 0).unwrap(), b"");
+        let mut short = tempfile::tempfile().unwrap();
+        short.write_all(b"a\nb").unwrap();
+        assert_eq!(super::tail(&mut short, 5).unwrap(), b"a\nb");
+        assert_eq!(super::tail(&mut short, 1).unwrap(), b"b");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(super::printable("ok"), "ok");
+        assert_eq!(super::printable("\u{1b}[31mred"), "\\u{1b}[31mred");
     }
 }

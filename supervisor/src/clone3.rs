@@ -35,6 +35,8 @@ pub struct Plan<'a> {
     /// uid, gid and supplementary groups.
     pub user: Option<(libc::uid_t, libc::gid_t, &'a [libc::gid_t])>,
     pub umask: Option<libc::mode_t>,
+    /// RLIMIT_NOFILE to start with (the daemon's own is raised).
+    pub nofile: Option<libc::rlimit>,
     /// Become 0, 1 and 2.
     pub stdio: [BorrowedFd<'a>; 3],
     pub cgroup: Option<BorrowedFd<'a>>,
@@ -122,6 +124,7 @@ pub fn spawn(plan: &Plan<'_>) -> Result<(Pid, OwnedFd), Error> {
             .user
             .map(|(uid, gid, groups)| (uid, gid, groups.as_ptr(), groups.len())),
         umask: plan.umask,
+        nofile: plan.nofile,
         errno: AtomicI32::new(0),
     };
     let null = NULL.get().expect("checked by `available`").as_raw_fd();
@@ -213,6 +216,7 @@ struct Child {
     dir: *const libc::c_char,
     user: Option<(libc::uid_t, libc::gid_t, *const libc::gid_t, usize)>,
     umask: Option<libc::mode_t>,
+    nofile: Option<libc::rlimit>,
     errno: AtomicI32,
 }
 
@@ -243,6 +247,17 @@ extern "C" fn child_main(child: *const Child) -> ! {
             ],
         ));
         check(raw(libc::SYS_setsid, &[]));
+        if let Some(nofile) = &child.nofile {
+            check(raw(
+                libc::SYS_prlimit64,
+                &[
+                    0,
+                    libc::RLIMIT_NOFILE as libc::c_long,
+                    (nofile as *const libc::rlimit) as libc::c_long,
+                    0,
+                ],
+            ));
+        }
         if let Some(mask) = child.umask {
             raw(libc::SYS_umask, &[mask as libc::c_long]);
         }

@@ -151,6 +151,9 @@ pub fn serve(path: &Path, tx: mpsc::UnboundedSender<Incoming>) -> Result<InFligh
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    // Held while serving: of two daemons started at once on one socket,
+    // the second stops here instead of replacing the first one's socket.
+    let lock = lock_socket(path)?;
     match std::os::unix::net::UnixStream::connect(path) {
         Ok(_) => bail!(
             "{} is in use: another supervisor is running there",
@@ -171,9 +174,25 @@ pub fn serve(path: &Path, tx: mpsc::UnboundedSender<Incoming>) -> Result<InFligh
     let in_flight = InFlight::default();
     let tracker = in_flight.clone();
     tokio::spawn(async move {
+        let _lock = lock;
+        let mut pause = ACCEPT_PAUSE_MIN;
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => {
+                    pause = ACCEPT_PAUSE_MIN;
+                    stream
+                }
+                // Out of fds (EMFILE, ENFILE) or memory: the client waits
+                // in the backlog while the daemon goes on restarting its
+                // watches; spinning on the error would stop them.
+                Err(e) => {
+                    if pause == ACCEPT_PAUSE_MIN {
+                        log::warn!("control socket: accept: {e}; refusing clients for now");
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(ACCEPT_PAUSE_MAX);
+                    continue;
+                }
             };
             let tx = tx.clone();
             let tracker = tracker.clone();
@@ -185,6 +204,37 @@ pub fn serve(path: &Path, tx: mpsc::UnboundedSender<Incoming>) -> Result<InFligh
         }
     });
     Ok(in_flight)
+}
+
+const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
+
+/// Takes `<socket>.lock` (never through a symlink), or says who holds it.
+fn lock_socket(path: &Path) -> Result<std::fs::File> {
+    use std::os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _};
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    if !lock.metadata()?.is_file() {
+        bail!("{} is not a regular file", lock_path.display());
+    }
+    // SAFETY: flock on an fd this function owns.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!(
+            "{} is in use: another supervisor is starting or running there ({} is locked)",
+            path.display(),
+            lock_path.display()
+        );
+    }
+    Ok(lock)
 }
 
 async fn serve_one(
@@ -273,6 +323,19 @@ pub async fn request(path: &Path, request: &Request) -> Result<Response> {
             }
             _ => anyhow::anyhow!("connecting to {}: {e}", path.display()),
         })?;
+    // Whoever bound the path answers: a local user who squatted it in a
+    // shared folder must not be believed (or told anything).
+    let server = stream
+        .peer_cred()
+        .context("reading the server's credentials")?;
+    let own_uid = nix::unistd::geteuid().as_raw();
+    if server.uid() != 0 && server.uid() != own_uid {
+        bail!(
+            "the server on {} runs as uid {}, neither root nor you: it is no supervisor of yours, refusing to talk to it",
+            path.display(),
+            server.uid()
+        );
+    }
     let (read, mut write) = stream.into_split();
     let mut bytes = serde_json::to_vec(request)?;
     bytes.push(b'\n');

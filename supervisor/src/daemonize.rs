@@ -15,16 +15,11 @@ use nix::unistd::{fork, setsid, ForkResult};
 /// that called it exits: 0 once the daemon is ready, 1 if it died first.
 /// Must be called before any thread is started.
 pub fn detach(log: &Path) -> Result<OwnedFd> {
-    use std::os::unix::fs::OpenOptionsExt as _;
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let log_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(log)
-        .with_context(|| format!("opening the log file {}", log.display()))?;
+    let log_file = crate::safe_open::open(log, None, crate::safe_open::Access::Append)
+        .context("opening the daemon's log file")?;
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2")?;
     // SAFETY: no other thread exists yet (see above).
     if let ForkResult::Parent { .. } = unsafe { fork() }.context("fork")? {

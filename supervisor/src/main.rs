@@ -19,6 +19,13 @@ fn main() -> ExitCode {
     if let Command::SelfTestChild = cli.command {
         supervisor::check::self_test_child();
     }
+    // A client verb piped into `head` ends quietly when the pipe closes,
+    // as Unix tools do; the daemon keeps SIGPIPE ignored (its clients and
+    // webhooks may hang up on it).
+    if !matches!(cli.command, Command::Run(_)) {
+        // SAFETY: setting a signal's disposition to its default.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     // The daemon logs at its config's level unless told otherwise; the
     // other verbs only warn.
     let config = match &cli.command {
@@ -29,6 +36,21 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
+        _ => None,
+    };
+    // The state directory is checked and locked before anything else, so
+    // that a second daemon on it stops here, having touched nothing.
+    let state = match (&cli.command, &config) {
+        (Command::Run(args), Some(config)) if !args.check_config => {
+            let legacy = supervisor::cgroup::instance_name(&config.daemon.socket);
+            match supervisor::state::StateDir::open(&config.daemon.state_dir, &legacy) {
+                Ok(state) => Some(state),
+                Err(e) => {
+                    eprintln!("supervisor: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         _ => None,
     };
     // Forking must happen before any thread (the runtime's) exists.
@@ -69,7 +91,7 @@ fn main() -> ExitCode {
     let socket = control::socket_path(cli.socket.as_deref());
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args, config.expect("loaded above"), ready).await,
+            Command::Run(args) => run(args, config.expect("loaded above"), state, ready).await,
             Command::Status(args) => client::status(&socket, args).await,
             Command::Start(args) => client::command(&socket, Verb::Start, args).await,
             Command::Stop(args) => client::command(&socket, Verb::Stop, args).await,
@@ -104,7 +126,12 @@ fn main() -> ExitCode {
 }
 
 fn load(args: &RunArgs, socket: Option<&Path>) -> Result<config::Config, config::ConfigError> {
-    let mut config = config::load(&args.config)?;
+    let trust = if args.insecure_config {
+        config::Trust::Insecure
+    } else {
+        config::Trust::Owner
+    };
+    let mut config = config::load(&args.config, trust)?;
     if let Some(socket) = socket {
         config.daemon.socket = socket.to_path_buf();
     }
@@ -114,6 +141,7 @@ fn load(args: &RunArgs, socket: Option<&Path>) -> Result<config::Config, config:
 async fn run(
     args: RunArgs,
     config: config::Config,
+    state: Option<supervisor::state::StateDir>,
     ready: Option<std::os::fd::OwnedFd>,
 ) -> anyhow::Result<ExitCode> {
     if args.check_config {
@@ -127,6 +155,6 @@ async fn run(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    supervisor::daemon::run(config, ready).await?;
+    supervisor::daemon::run(config, state.expect("opened above"), ready).await?;
     Ok(ExitCode::SUCCESS)
 }

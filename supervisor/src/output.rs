@@ -4,10 +4,14 @@
 //! file that cannot be written (a full disk) costs the output, never the
 //! process.
 //!
+//! Log files are opened as the watch's user would open them, never through
+//! a symlink, a FIFO or a device (`safe_open`), at the first start and at
+//! every reopen.
+//!
 //! Owns the log files and the copying; knows nothing of watches' states.
 use std::{
     collections::HashMap,
-    fs::{File, OpenOptions},
+    fs::File,
     io::Write as _,
     os::fd::OwnedFd,
     path::{Path, PathBuf},
@@ -15,6 +19,11 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
+
+use crate::{
+    config::RunAs,
+    safe_open::{self, Access},
+};
 use tokio::io::AsyncReadExt as _;
 
 #[derive(Default)]
@@ -24,6 +33,8 @@ pub struct Logs {
 
 struct Sink {
     path: PathBuf,
+    /// Whose the file is: reopened as that user.
+    user: Option<RunAs>,
     /// `None` after a failed reopen, until the next one works.
     file: Mutex<Option<File>>,
     /// A write failed and was reported; report again only after success.
@@ -32,27 +43,22 @@ struct Sink {
 
 /// A log file is created readable by its owner only: output can hold
 /// secrets. An existing file keeps the mode it has.
-fn open(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
+fn open(path: &Path, user: Option<&RunAs>) -> std::result::Result<File, safe_open::OpenError> {
+    safe_open::open(path, user, Access::Append)
 }
 
 impl Logs {
     /// A pipe whose write end the process gets as stdout or stderr; what
     /// comes out of it is appended to `path`. Fails, with the file named,
     /// when the file cannot be opened at all.
-    pub fn pipe_to(&mut self, path: &Path) -> Result<OwnedFd> {
+    pub fn pipe_to(&mut self, path: &Path, user: Option<&RunAs>) -> Result<OwnedFd> {
         let sink = match self.sinks.get(path) {
             Some(sink) => sink.clone(),
             None => {
-                let file =
-                    open(path).with_context(|| format!("opening log file {}", path.display()))?;
+                let file = open(path, user).context("opening log file")?;
                 let sink = Arc::new(Sink {
                     path: path.to_owned(),
+                    user: user.cloned(),
                     file: Mutex::new(Some(file)),
                     failing: Mutex::new(false),
                 });
@@ -79,14 +85,11 @@ impl Logs {
     /// Reopens every log file (after a rotation moved it away).
     pub fn reopen(&self) {
         for sink in self.sinks.values() {
-            let reopened = open(&sink.path);
+            let reopened = open(&sink.path, sink.user.as_ref());
             match reopened {
                 Ok(file) => *sink.file.lock().expect("log file lock") = Some(file),
                 Err(e) => {
-                    log::error!(
-                        "cannot reopen log file {}: {e}; output is dropped until it can be",
-                        sink.path.display()
-                    );
+                    log::error!("cannot reopen log file: {e}; output is dropped until it can be");
                     *sink.file.lock().expect("log file lock") = None;
                 }
             }

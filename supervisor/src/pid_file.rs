@@ -1,9 +1,14 @@
 //! Following a program that daemonizes itself: wait (event-driven, with
-//! inotify) until its pid file names a live process that descends from
-//! us, and refuse anything else a pid file may say: garbage, pid 1, a dead
-//! pid, or a stranger's process.
+//! inotify) until its pid file names a live process of this watch (in its
+//! cgroup, else descended from its launch or from us), and refuse anything
+//! else a pid file may say: garbage, pid 1, a dead pid, a stranger's
+//! process or another watch's.
+//!
+//! The file is read as the watch's user would read it (`safe_open`): never
+//! through a symlink, never a FIFO or device, a few bytes at most, and
+//! what it holds is never quoted back.
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -11,13 +16,32 @@ use anyhow::{bail, Context as _, Result};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use tokio::io::{unix::AsyncFd, Interest};
 
-use crate::process::{self, Pid, ProcessId};
+use crate::{
+    cgroup::WatchCgroup,
+    config::RunAs,
+    process::{self, Pid, ProcessId},
+    safe_open::{self, OpenError},
+};
+
+/// More than this is no pid file.
+const PID_FILE_MAX: usize = 64;
+
+/// Who a pid file belongs to, and so how it is read and whom it may name.
+pub struct Owner {
+    /// The watch's user, as whom the file is read.
+    pub user: Option<RunAs>,
+    /// The watch's cgroup: the pid must be in it. Without one, it must
+    /// descend from the daemon (subreaper of what the launch left) or the
+    /// launch.
+    pub cgroup: Option<WatchCgroup>,
+}
 
 /// Waits until `path` names a process that descends from `ancestor` (the
 /// daemon, subreaper of whatever its children leave behind) or from
 /// `launcher`, for at most `limit`.
 pub async fn wait_for(
     path: &Path,
+    owner: &Owner,
     ancestor: Pid,
     launcher: Pid,
     limit: Duration,
@@ -50,7 +74,7 @@ pub async fn wait_for(
         // the middle of the double fork) is looked at again soon, without
         // waiting for the file to change.
         let mut recheck = remaining_time(deadline);
-        match check(path, ancestor, launcher) {
+        match check(path, owner, ancestor, launcher) {
             Ok(Some(id)) => return Ok(id),
             Ok(None) => {}
             // Named twice in a row, a dead pid is no half-written file: the
@@ -104,23 +128,25 @@ impl From<anyhow::Error> for Refused {
 }
 
 /// `Ok(None)`: not there yet; `Err`: there, but not acceptable (yet).
-fn check(path: &Path, ancestor: Pid, launcher: Pid) -> Result<Option<ProcessId>, Refused> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(anyhow::Error::new(e)
-                .context(format!("reading {}", path.display()))
-                .into())
-        }
+fn check(
+    path: &Path,
+    owner: &Owner,
+    ancestor: Pid,
+    launcher: Pid,
+) -> Result<Option<ProcessId>, Refused> {
+    let bytes = match safe_open::read_small(path, owner.user.as_ref(), PID_FILE_MAX) {
+        Ok(bytes) => bytes,
+        Err(OpenError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(anyhow::Error::new(e).into()),
     };
+    let text = String::from_utf8_lossy(&bytes);
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Ok(None);
     }
-    let pid: Pid = trimmed
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("{} holds {trimmed:?}: {e}", path.display()))?;
+    let pid: Pid = trimmed.parse().map_err(|_: String| {
+        anyhow::anyhow!("{} holds something other than a pid", path.display())
+    })?;
     if pid.get() == 1 {
         return Err(anyhow::anyhow!("{} names pid 1", path.display()).into());
     }
@@ -133,7 +159,11 @@ fn check(path: &Path, ancestor: Pid, launcher: Pid) -> Result<Option<ProcessId>,
                 .into())
         }
     };
-    if !descends_from(pid, &[ancestor, launcher]) {
+    let ours = match &owner.cgroup {
+        Some(cgroup) => cgroup.pids().into_iter().any(|p| p == pid.get() as i32),
+        None => descends_from(pid, &[ancestor, launcher]),
+    };
+    if !ours {
         return Err(anyhow::anyhow!(
             "{} names pid {pid}, which is not a process this watch started",
             path.display()
@@ -166,8 +196,8 @@ fn descends_from(pid: Pid, ancestors: &[Pid]) -> bool {
 
 /// Removes a leftover pid file before a start, so that only what the new
 /// process writes is ever read.
-pub fn clear(path: &PathBuf) -> Result<()> {
-    match std::fs::remove_file(path) {
+pub fn clear(path: &Path, user: Option<&RunAs>) -> Result<()> {
+    match safe_open::remove(path, user) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("removing stale {}", path.display())),

@@ -24,7 +24,7 @@ use anyhow::{bail, Context as _, Result};
 use crate::{
     cgroup::WatchCgroup,
     clone3,
-    config::WatchConfig,
+    config::{RunAs, WatchConfig},
     output::Logs,
     process::{self, Pid, ProcessId},
 };
@@ -44,8 +44,8 @@ pub fn spawn(
 ) -> Result<Spawned> {
     let stdio = Stdio3 {
         stdin: dev_null()?,
-        stdout: output(config.stdout.as_deref(), logs)?,
-        stderr: output(config.stderr.as_deref(), logs)?,
+        stdout: output(config.stdout.as_deref(), config.user.as_ref(), logs)?,
+        stderr: output(config.stderr.as_deref(), config.user.as_ref(), logs)?,
     };
     spawn_with(config, cgroup, stdio, extra_env)
 }
@@ -93,9 +93,9 @@ struct Stdio3 {
     stderr: OwnedFd,
 }
 
-fn output(path: Option<&Path>, logs: &mut Logs) -> Result<OwnedFd> {
+fn output(path: Option<&Path>, user: Option<&RunAs>, logs: &mut Logs) -> Result<OwnedFd> {
     match path {
-        Some(path) => logs.pipe_to(path),
+        Some(path) => logs.pipe_to(path, user),
         None => Ok(OwnedFd::from(
             std::fs::OpenOptions::new()
                 .write(true)
@@ -105,15 +105,32 @@ fn output(path: Option<&Path>, logs: &mut Logs) -> Result<OwnedFd> {
     }
 }
 
+/// What the daemon's own service manager told the daemon (systemd's
+/// readiness socket, socket activation, watchdog, invocation): said to a
+/// watch, it would speak for the daemon or take its sockets.
+const THE_DAEMONS_OWN: &[&str] = &[
+    "NOTIFY_SOCKET",
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+    "WATCHDOG_PID",
+    "WATCHDOG_USEC",
+    "INVOCATION_ID",
+];
+
 /// The environment the process starts with: the daemon's (unless
-/// `clear_env`), then the watch's `env`, then what the daemon adds.
+/// `clear_env`, and never what was meant for the daemon itself), then the
+/// watch's `env`, then what the daemon adds.
 fn environment(config: &WatchConfig, extra: &[(String, String)]) -> Vec<(OsString, OsString)> {
     let overridden = |k: &str| config.env.contains_key(k) || extra.iter().any(|(e, _)| e == k);
     let mut env: Vec<(OsString, OsString)> = if config.clear_env {
         Vec::new()
     } else {
         std::env::vars_os()
-            .filter(|(k, _)| !overridden(k.to_string_lossy().as_ref()))
+            .filter(|(k, _)| {
+                let k = k.to_string_lossy();
+                !overridden(k.as_ref()) && !THE_DAEMONS_OWN.contains(&k.as_ref())
+            })
             .collect()
     };
     env.extend(
@@ -183,6 +200,7 @@ fn clone_spawn(
         .iter()
         .flat_map(|u| u.groups.iter().map(|g| g.as_raw()))
         .collect();
+    let cgroup_dir = cgroup.map(WatchCgroup::fd).transpose()?;
     let plan = clone3::Plan {
         program: &program,
         argv: &argv,
@@ -193,12 +211,13 @@ fn clone_spawn(
             .as_ref()
             .map(|u| (u.uid.as_raw(), u.gid.as_raw(), groups.as_slice())),
         umask: config.umask.map(|m| m as libc::mode_t),
+        nofile: crate::limits::original_nofile(),
         stdio: [
             stdio.stdin.as_fd(),
             stdio.stdout.as_fd(),
             stdio.stderr.as_fd(),
         ],
-        cgroup: cgroup.map(WatchCgroup::fd),
+        cgroup: cgroup_dir.as_ref().map(std::os::fd::AsFd::as_fd),
     };
     match clone3::spawn(&plan) {
         Ok(spawned) => Ok(spawned),
@@ -231,10 +250,16 @@ fn with_command(
     }
     let umask = config.umask;
     let user = config.user.clone();
+    let nofile = crate::limits::original_nofile();
     // SAFETY: between fork and exec only async-signal-safe syscalls run.
     unsafe {
         cmd.pre_exec(move || {
             nix::unistd::setsid()?;
+            if let Some(nofile) = &nofile {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, nofile) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             if let Some(mask) = umask {
                 nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
             }

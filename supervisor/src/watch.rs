@@ -199,6 +199,7 @@ impl Watch {
             restarts: self.restarts,
             monitored: self.state != State::Unmonitored,
             ready: !self.awaiting_ready(),
+            notify_socket: None,
             last_exit: self.last_exit.as_ref().map(|e| {
                 SavedExit::from_status(
                     e.pid.get(),
@@ -301,6 +302,9 @@ impl Watch {
     fn apply(&mut self, command: Command) -> Vec<Action> {
         match (command, self.state) {
             (Command::Start | Command::Monitor, State::Unmonitored) => {
+                // A new attempt: the last one's failure is history (still
+                // in the events), not this start's answer.
+                self.last_error = None;
                 self.moved(
                     State::Init,
                     &format!("{command:?} requested").to_lowercase(),

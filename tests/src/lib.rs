@@ -497,10 +497,10 @@ impl Drop for RunningDaemon {
         let _ = self.child.wait();
         // Cgroups a test's daemon left (after quit, or a SIGKILL) go too;
         // rmdir only ever removes empty ones.
-        let instance = supervisor::cgroup::instance_name(&self.socket);
+        let instance = self.instance();
         if let Ok(cgroups) = supervisor::cgroup::Cgroups::discover(&instance) {
             for name in self.cgroup_watches() {
-                if let Ok(cgroup) = cgroups.watch(&name) {
+                if let Ok(cgroup) = cgroups.watch(&name, false) {
                     cgroup.kill_all();
                     cgroup.remove();
                 }
@@ -511,6 +511,21 @@ impl Drop for RunningDaemon {
 }
 
 impl RunningDaemon {
+    /// The daemon's instance id (its cgroup folder, its sockets' names),
+    /// as its state directory keeps it.
+    pub fn instance(&self) -> String {
+        let state_dir = std::fs::read_to_string(&self.config)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                let value = l.trim().strip_prefix("state_dir")?.trim_start();
+                Some(value.strip_prefix('=')?.trim().trim_matches('"').to_owned())
+            })
+            .map_or_else(|| self.dir.path().to_path_buf(), PathBuf::from);
+        supervisor::state::instance_of(&state_dir)
+            .unwrap_or_else(|| supervisor::cgroup::instance_name(&self.socket))
+    }
+
     fn cgroup_watches(&self) -> Vec<String> {
         std::fs::read_to_string(&self.config)
             .unwrap_or_default()
@@ -523,6 +538,17 @@ impl RunningDaemon {
             })
             .collect()
     }
+}
+
+/// The abstract name (without `@`) of the `NOTIFY_SOCKET` process `pid`
+/// was given, from its environment.
+pub fn notify_socket_of(pid: u32) -> String {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("reading environ");
+    environ
+        .split(|&b| b == 0)
+        .find_map(|kv| kv.strip_prefix(b"NOTIFY_SOCKET=@"))
+        .map(|name| String::from_utf8_lossy(name).into_owned())
+        .unwrap_or_else(|| panic!("process {pid} has no abstract NOTIFY_SOCKET"))
 }
 
 /// Every process whose process group is `pgid`.

@@ -165,10 +165,7 @@ start_grace = "1s"
     });
     let first = pid_of(&s);
     // This test process is no process of the watch's.
-    let name = format!(
-        "supervisor/{}/notify/mute",
-        supervisor::cgroup::instance_name(&d.socket)
-    );
+    let name = supervisor_tests::notify_socket_of(first);
     let address =
         std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("address");
     std::os::unix::net::UnixDatagram::unbound()

@@ -61,6 +61,21 @@ pub struct Config {
     pub watches: Vec<WatchConfig>,
     /// Who hears about what happens to watches.
     pub notify: Vec<NotifyConfig>,
+    /// Whether files others may write were accepted (`--insecure-config`);
+    /// a reload is held to the same rule.
+    pub trust: Trust,
+}
+
+/// Which config files are believed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Trust {
+    /// Only files (and their folders) that root or the daemon's own user
+    /// owns and nobody else may write: whoever may write a config runs
+    /// commands as root.
+    #[default]
+    Owner,
+    /// Any file the daemon can read.
+    Insecure,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -403,37 +418,10 @@ struct HumanDuration(Duration);
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        crate::cli::parse_duration(&text)
+        crate::units::parse_duration(&text)
             .map(HumanDuration)
             .map_err(de::Error::custom)
     }
-}
-
-/// A size: a number with B, KB, MB or GB (powers of 1024; KiB, MiB and
-/// GiB are the same), e.g. `"64KB"`, `"150MB"`.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let trimmed = text.trim();
-    let split = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
-    let (number, unit) = trimmed.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a size (e.g. 64KB, 150MB)"))?;
-    let scale: u64 = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "K" | "KB" | "KIB" => 1 << 10,
-        "M" | "MB" | "MIB" => 1 << 20,
-        "G" | "GB" | "GIB" => 1 << 30,
-        other => {
-            return Err(format!(
-                "'{other}' in '{text}' is not a size unit (use B, KB, MB or GB)"
-            ))
-        }
-    };
-    number
-        .checked_mul(scale)
-        .ok_or_else(|| format!("'{text}' is too large"))
 }
 
 struct HumanSize(u64);
@@ -441,7 +429,9 @@ struct HumanSize(u64);
 impl<'de> Deserialize<'de> for HumanSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        parse_size(&text).map(HumanSize).map_err(de::Error::custom)
+        crate::units::parse_size(&text)
+            .map(HumanSize)
+            .map_err(de::Error::custom)
     }
 }
 
@@ -465,26 +455,10 @@ struct SignalName(Signal);
 impl<'de> Deserialize<'de> for SignalName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        parse_signal(&text)
+        crate::units::parse_signal(&text)
             .map(SignalName)
             .map_err(de::Error::custom)
     }
-}
-
-/// `TERM`, `SIGTERM`, `sigterm` or `15`.
-pub fn parse_signal(text: &str) -> Result<Signal, String> {
-    let trimmed = text.trim();
-    if let Ok(n) = trimmed.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| format!("{n} is not a signal number"));
-    }
-    let upper = trimmed.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    name.parse::<Signal>()
-        .map_err(|_| format!("unknown signal '{text}' (e.g. TERM, INT, HUP, KILL, USR1)"))
 }
 
 struct Umask(u32);
@@ -587,7 +561,7 @@ impl<'de> Deserialize<'de> for LogLevel {
 
 /// Loads a file, or every `*.toml` in a directory (in name order; at most
 /// one of them may have a `[daemon]` table).
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+pub fn load(path: &Path, trust: Trust) -> Result<Config, ConfigError> {
     let whole = |message: String| ConfigError {
         file: path.to_path_buf(),
         line: None,
@@ -595,6 +569,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         key: String::new(),
         message,
     };
+    if trust == Trust::Owner {
+        trusted(path)?;
+    }
     let files: Vec<PathBuf> = if path.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| whole(format!("cannot read directory: {e}")))?
@@ -613,6 +590,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
     let mut merged = Merged::default();
     for file in &files {
+        if trust == Trust::Owner {
+            trusted(file)?;
+        }
         let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
             file: file.clone(),
             line: None,
@@ -622,14 +602,58 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         })?;
         merged.add(file, &text)?;
     }
-    merged.into_config(path)
+    merged.into_config(path, trust)
+}
+
+/// Refuses `path` if someone other than root or the daemon's user owns it
+/// or may write it, or may write the folder it is in.
+fn trusted(path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let refuse = |message: String| {
+        ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        column: None,
+        key: String::new(),
+        message: format!("{message}: whoever may write a config runs commands as root; refusing it (fix its owner and mode, or run with --insecure-config)"),
+    }
+    };
+    let own = nix::unistd::geteuid().as_raw();
+    let check = |what: &str, meta: &std::fs::Metadata, sticky_ok: bool| {
+        if meta.uid() != 0 && meta.uid() != own {
+            return Err(refuse(format!("{what} belongs to uid {}", meta.uid())));
+        }
+        let sticky = meta.mode() & 0o1000 != 0;
+        if meta.mode() & 0o022 != 0 && !(sticky_ok && sticky) {
+            return Err(refuse(format!(
+                "{what} may be written by others (mode {:o})",
+                meta.mode() & 0o7777
+            )));
+        }
+        Ok(())
+    };
+    let Ok(meta) = std::fs::metadata(path) else {
+        // Not there: reading it says so.
+        return Ok(());
+    };
+    check("it", &meta, false)?;
+    let parent = std::fs::canonicalize(path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf));
+    if let Some(dir) = parent {
+        if let Ok(meta) = std::fs::metadata(&dir) {
+            // A sticky folder (/tmp) lets nobody replace root's file.
+            check(&format!("its folder {}", dir.display()), &meta, true)?;
+        }
+    }
+    Ok(())
 }
 
 /// Parses the text of one config file (`file` names it in errors).
 pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
     let mut merged = Merged::default();
     merged.add(file, text)?;
-    merged.into_config(file)
+    merged.into_config(file, Trust::Owner)
 }
 
 /// The files of a config so far.
@@ -807,7 +831,7 @@ impl Merged {
         Ok(())
     }
 
-    fn into_config(self, source: &Path) -> Result<Config, ConfigError> {
+    fn into_config(self, source: &Path, trust: Trust) -> Result<Config, ConfigError> {
         self.check_order()?;
         self.check_notify()?;
         Ok(Config {
@@ -815,6 +839,7 @@ impl Merged {
             daemon: self.daemon.map(|(_, d)| d).unwrap_or_default(),
             watches: self.watches,
             notify: self.notify,
+            trust,
         })
     }
 }
@@ -930,22 +955,46 @@ fn command_argv(
     Ok(argv)
 }
 
-/// Checks that need more than one key; the error names the key to fix.
-fn watch_config(raw: RawWatch) -> Result<WatchConfig, (&'static str, String)> {
-    if raw.name.is_empty()
-        || raw
-            .name
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
-    {
-        return Err((
-            "name",
-            format!(
-                "'{}' is not a usable name (no spaces, slashes or empty names)",
-                raw.name
-            ),
+/// The longest watch name: it becomes a cgroup folder, an abstract socket
+/// name and a key of the state file.
+const NAME_MAX: usize = 64;
+
+/// A watch name is a path component and a word on the command line:
+/// letters, digits, `-`, `_` and `.`, not `.` or `..`. `@` is kept for the
+/// names of generated instances.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty: a watch needs a name".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("'{name}' is not a usable name"));
+    }
+    if name.len() > NAME_MAX {
+        return Err(format!(
+            "is {} characters long: at most {NAME_MAX}",
+            name.len()
         ));
     }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        let what = if bad == '@' {
+            "'@' is reserved for generated instance names".to_owned()
+        } else {
+            format!("{:?} is not allowed", bad)
+        };
+        return Err(format!(
+            "'{}' is not a usable name: {what} (use letters, digits, '-', '_' and '.')",
+            name.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that need more than one key; the error names the key to fix.
+fn watch_config(raw: RawWatch) -> Result<WatchConfig, (&'static str, String)> {
+    check_name(&raw.name).map_err(|e| ("name", e))?;
     let argv = command_argv(raw.start, raw.shell, "start")?;
     let stop = raw
         .stop

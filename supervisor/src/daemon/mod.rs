@@ -40,7 +40,7 @@ use tokio::{
 
 use crate::{
     backend::{Backend, Options},
-    cgroup::{self, Cgroups, WatchCgroup},
+    cgroup::{Cgroups, WatchCgroup},
     config::{Config, Tracking},
     control::{self, Incoming, Missing, Request, Response},
     exit::{ExitEvent, ExitStatus},
@@ -48,7 +48,7 @@ use crate::{
     pid_file,
     process::{self, Pid, ProcessId, StartTime},
     spawn,
-    state::{SavedWatch, StateFile},
+    state::{SavedWatch, StateDir},
     tree::{Members, Trees},
     watch::{Action, Command, State, Watch},
 };
@@ -194,7 +194,7 @@ pub struct Daemon {
     next_request: u64,
     terminating: Option<u64>,
     quitting: bool,
-    state_file: StateFile,
+    state_file: StateDir,
     cgroups: Option<Cgroups>,
     watch_cgroups: HashMap<String, WatchCgroup>,
     /// Fork tracking, where there are no cgroups.
@@ -213,7 +213,14 @@ pub struct Daemon {
 /// Runs the daemon until `quit` or `terminate`. `ready` (from
 /// `--daemonize`) gets a line once the socket is served and every watch
 /// has been resumed or started.
-pub async fn run(config: Config, ready: Option<OwnedFd>) -> Result<()> {
+pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -> Result<()> {
+    // After `--daemonize`, this is another process than the one that
+    // took the lock.
+    state_file.claim();
+    match crate::limits::raise_nofile() {
+        Ok(limit) => log::info!("file descriptor limit: {limit}"),
+        Err(e) => log::warn!("cannot raise the file descriptor limit: {e}"),
+    }
     // SAFETY: prctl with plain integer arguments.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         log::warn!(
@@ -238,9 +245,8 @@ pub async fn run(config: Config, ready: Option<OwnedFd>) -> Result<()> {
     unsafe { libc::malloc_trim(0) };
     let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Incoming>();
     let in_flight = control::serve(&config.daemon.socket, control_tx)?;
-    let (cgroups, trees) = tracking(&config)?;
+    let (cgroups, trees) = tracking(&config, state_file.instance())?;
     let (tx, rx) = mpsc::unbounded_channel();
-    let state_file = StateFile::new(&config.daemon.state_dir);
     let mut config = config;
     let mut daemon = Daemon {
         options,
@@ -366,11 +372,12 @@ async fn follow_forks(trees: &mut Option<Trees>) -> Result<()> {
 }
 
 /// Cgroups or fork tracking, as `[daemon] tracking` says.
-fn tracking(config: &Config) -> Result<(Option<Cgroups>, Option<Trees>)> {
+fn tracking(config: &Config, instance: &str) -> Result<(Option<Cgroups>, Option<Trees>)> {
     let tracking = config.daemon.tracking;
     if tracking != Tracking::Fork {
-        match Cgroups::discover(&cgroup::instance_name(&config.daemon.socket)) {
-            Ok(cgroups) => {
+        match Cgroups::discover(instance) {
+            Ok(mut cgroups) => {
+                cgroups.claim()?;
                 log::info!("each watch's processes are tracked in a cgroup of their own");
                 return Ok((Some(cgroups), None));
             }
@@ -398,7 +405,7 @@ impl Daemon {
     /// process that still runs (same pid, same start time), keeps counts,
     /// and starts the rest as the config and the operator's last word say.
     fn resume(&mut self) {
-        let saved = self.state_file.load().watches;
+        let mut saved = self.state_file.load().watches;
         let names = self.in_start_order(self.watches.keys().cloned().collect());
         for name in names {
             let previous = saved.get(&name).and_then(|entry| {
@@ -408,6 +415,19 @@ impl Daemon {
                 };
                 process::is_alive(id, &Default::default()).then_some(id)
             });
+            // Only a process in the watch's own cgroup is the watch's: a
+            // state file naming another is not believed.
+            if let Some(id) = previous.filter(|id| !self.in_own_cgroup(&name, id.pid)) {
+                log::warn!(
+                    "{name}: the state file names process {}, which is not in the watch's cgroup; not re-adopting it",
+                    id.pid
+                );
+                if let Some(entry) = saved.get_mut(&name) {
+                    entry.pid = None;
+                    entry.start_ticks = None;
+                }
+            }
+            let previous = previous.filter(|id| self.in_own_cgroup(&name, id.pid));
             if previous.is_none() {
                 self.clear_strays(&name);
             }
@@ -430,7 +450,7 @@ impl Daemon {
                     });
             match previous {
                 Some(id) if process::is_alive(id, &Default::default()) => {
-                    self.adopt(&name, id, entry.ready)
+                    self.adopt(&name, id, entry.ready, entry.notify_socket.as_deref())
                 }
                 Some(id) if entry.monitored => {
                     log::warn!(
@@ -475,7 +495,13 @@ impl Daemon {
         }
     }
 
-    fn adopt(&mut self, name: &str, id: ProcessId, ready: bool) {
+    /// Whether `pid` is in watch `name`'s cgroup (true without cgroups).
+    fn in_own_cgroup(&mut self, name: &str, pid: Pid) -> bool {
+        self.cgroup_of(name)
+            .is_none_or(|cgroup| cgroup.pids().contains(&(pid.get() as i32)))
+    }
+
+    fn adopt(&mut self, name: &str, id: ProcessId, ready: bool, notify_socket: Option<&str>) {
         let pidfd = match process::pidfd_open(id.pid) {
             Ok(fd) => fd,
             Err(e) => {
@@ -498,7 +524,7 @@ impl Daemon {
             trees.track_running(id.pid, name);
         }
         // Its NOTIFY_SOCKET is the same name as before: it can still talk.
-        self.notify_env(name);
+        self.notify_env(name, notify_socket);
         if let Some(watch) = self.watches.get_mut(name) {
             start_conditions(&mut self.conditions, name, &watch.config.conditions);
             watch.adopt(id, ready);
@@ -516,7 +542,7 @@ impl Daemon {
     /// pid file names (ours through the subreaper: it is reparented to us).
     fn launch_daemonizing(&mut self, name: &str) {
         let cgroup = self.cgroup_of(name);
-        let env = self.notify_env(name);
+        let env = self.notify_env(name, None);
         let Some(watch) = self.watches.get_mut(name) else {
             return;
         };
@@ -525,7 +551,7 @@ impl Daemon {
             .pid_file
             .clone()
             .expect("checked by the caller");
-        let launched = pid_file::clear(&path)
+        let launched = pid_file::clear(&path, watch.config.user.as_ref())
             .and_then(|()| spawn::spawn(&watch.config, cgroup.as_ref(), &mut self.logs, &env));
         let launcher = match launched {
             Ok(spawned) => {
@@ -542,11 +568,15 @@ impl Daemon {
         self.next_request += 1;
         self.launches.insert(name.to_owned(), launch);
         let limit = watch.config.start_grace;
+        let owner = pid_file::Owner {
+            user: watch.config.user.clone(),
+            cgroup,
+        };
         let tx = self.tx.clone();
         let name = name.to_owned();
         let ours = Pid::new(std::process::id()).expect("own pid");
         tokio::spawn(async move {
-            let result = pid_file::wait_for(&path, ours, launcher, limit)
+            let result = pid_file::wait_for(&path, &owner, ours, launcher, limit)
                 .await
                 .map_err(|e| format!("{e:#}"));
             let _ = tx.send(Internal::PidFile {
@@ -582,6 +612,22 @@ impl Daemon {
                 );
                 signal_group(id.pid, watch.config.stop_signal);
                 Vec::new()
+            }
+            Ok(id) if self.by_pid.get(&id.pid).is_some_and(|n| n != name) => {
+                let other = self.by_pid[&id.pid].clone();
+                if group_alive(launcher) {
+                    signal_group(launcher, Signal::SIGKILL);
+                }
+                watch.spawn_failed(&format!(
+                    "{} names pid {}, which is watch {other}'s process",
+                    watch
+                        .config
+                        .pid_file
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new(""))
+                        .display(),
+                    id.pid
+                ))
             }
             Ok(id) => match process::pidfd_open(id.pid) {
                 Ok(pidfd) => self.follow(name, id, pidfd),
@@ -634,7 +680,7 @@ impl Daemon {
         path: &std::path::Path,
         missing: Missing,
     ) -> Result<serde_json::Value, crate::config::ConfigError> {
-        let new = crate::config::load(path)?;
+        let new = crate::config::load(path, self.config.trust)?;
         if new.daemon != self.config.daemon {
             log::warn!(
                 "{}: [daemon] changes take effect only when the daemon starts again",
@@ -718,7 +764,11 @@ impl Daemon {
         if let Some(cgroup) = self.watch_cgroups.get(name) {
             return Some(cgroup.clone());
         }
-        let cgroup = match self.cgroups.as_ref()?.watch(name) {
+        // Four fds a watch while there are plenty; where the limit is
+        // tight (a daemon run under `ulimit -n 1024` it cannot raise), the
+        // files are opened at each use instead.
+        let keep_open = crate::limits::nofile_limit() > 16 * self.watches.len() as u64 + 1024;
+        let cgroup = match self.cgroups.as_ref()?.watch(name, keep_open) {
             Ok(cgroup) => cgroup,
             Err(e) => {
                 log::warn!("{name}: no cgroup ({e:#}); tracking its process group only");
@@ -729,25 +779,32 @@ impl Daemon {
         Some(cgroup)
     }
 
+    fn saved_watch(&self, name: &str, watch: &Watch) -> SavedWatch {
+        SavedWatch {
+            notify_socket: self.notify_sockets.get(name).map(|l| l.address.clone()),
+            ..watch.snapshot()
+        }
+    }
+
     fn save_state(&mut self) {
         let current = self.saved.len() == self.watches.len()
             && self
                 .watches
                 .iter()
-                .all(|(n, w)| self.saved.get(n) == Some(&w.snapshot()));
+                .all(|(n, w)| self.saved.get(n) == Some(&self.saved_watch(n, w)));
         if current {
             return;
         }
         let now: BTreeMap<String, SavedWatch> = self
             .watches
             .iter()
-            .map(|(n, w)| (n.clone(), w.snapshot()))
+            .map(|(n, w)| (n.clone(), self.saved_watch(n, w)))
             .collect();
         match self.state_file.save(&now) {
             Ok(()) => self.saved = now,
             Err(e) => log::error!(
                 "cannot write state file {}: {e}",
-                self.state_file.path().display()
+                self.state_file.path().join("state.json").display()
             ),
         }
     }
@@ -1032,7 +1089,7 @@ impl Daemon {
             let reach = self.reach(name);
             let blocked_by = self.blocked_by(name);
             let env = match action {
-                Action::Spawn => self.notify_env(name),
+                Action::Spawn => self.notify_env(name, None),
                 _ => Vec::new(),
             };
             let Some(watch) = self.watches.get_mut(name) else {
@@ -1379,7 +1436,7 @@ impl Daemon {
             Request::Signal { target, signal } => {
                 let response = match (
                     self.targets(Some(&target)),
-                    crate::config::parse_signal(&signal),
+                    crate::units::parse_signal(&signal),
                 ) {
                     (Err(e), _) | (_, Err(e)) => Response::error(e),
                     (Ok(names), Ok(signal)) => {
@@ -1438,6 +1495,7 @@ impl Daemon {
 
     /// What `info` (and the foot of `status`) shows of the daemon itself.
     fn info(&self) -> serde_json::Value {
+        let fds = crate::limits::fds_in_use();
         let tracking = match (&self.cgroups, &self.trees) {
             (Some(_), _) => "cgroup",
             (None, Some(_)) => "fork",
@@ -1453,6 +1511,7 @@ impl Daemon {
             "unreported_exits": self.unreported_exits,
             "tracking": tracking,
             "notifications": self.notifier.counters(),
+            "fds": { "open": fds.0, "limit": fds.1 },
         })
     }
 

@@ -10,7 +10,6 @@ use tokio::sync::mpsc;
 
 use super::{Daemon, Internal, NotifyListener};
 use crate::{
-    cgroup,
     config::Readiness,
     process::Pid,
     sd_notify::{self, NotifySocket},
@@ -19,7 +18,13 @@ use crate::{
 impl Daemon {
     /// `NOTIFY_SOCKET` for watch `name`'s processes, if it is ready on
     /// `READY=1`; its socket is bound on first use and kept.
-    pub(super) fn notify_env(&mut self, name: &str) -> Vec<(String, String)> {
+    /// `previous`: the address a re-adopted process was given, bound again
+    /// if it can be.
+    pub(super) fn notify_env(
+        &mut self,
+        name: &str,
+        previous: Option<&str>,
+    ) -> Vec<(String, String)> {
         let wants = self
             .watches
             .get(name)
@@ -28,15 +33,20 @@ impl Daemon {
             return Vec::new();
         }
         if !self.notify_sockets.contains_key(name) {
-            let instance = cgroup::instance_name(&self.config.daemon.socket);
-            match NotifySocket::bind(&instance, name) {
+            match self.bind_notify(name, previous) {
                 Ok(socket) => {
                     let address = socket.address.clone();
                     let (tx, watch) = (self.tx.clone(), name.to_owned());
                     let task = tokio::spawn(async move {
+                        let mut limiter = sd_notify::Limiter::default();
                         loop {
                             match socket.recv().await {
                                 Ok(message) => {
+                                    if !limiter.admit(&message, std::time::Instant::now())
+                                        || message.is_empty()
+                                    {
+                                        continue;
+                                    }
                                     let name = watch.clone();
                                     if tx.send(Internal::Notified { name, message }).is_err() {
                                         return;
@@ -62,6 +72,23 @@ impl Daemon {
         }
         let address = &self.notify_sockets[name].address;
         vec![("NOTIFY_SOCKET".to_owned(), address.clone())]
+    }
+
+    /// The socket at `previous` (a re-adopted process knows only that
+    /// one), else at a new random address.
+    fn bind_notify(&self, name: &str, previous: Option<&str>) -> anyhow::Result<NotifySocket> {
+        let instance = self.state_file.instance();
+        if let Some(address) =
+            previous.filter(|a| a.starts_with(&format!("@supervisor/{instance}/")))
+        {
+            match NotifySocket::bind(address) {
+                Ok(socket) => return Ok(socket),
+                Err(e) => log::warn!(
+                    "{name}: cannot bind its notify socket {address} again ({e:#}); its process cannot say READY=1 any more"
+                ),
+            }
+        }
+        NotifySocket::bind(&sd_notify::new_name(instance))
     }
 
     /// A process wrote to watch `name`'s notify socket: believed only if
