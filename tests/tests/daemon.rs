@@ -345,6 +345,14 @@ fn bad_configs_are_rejected_with_file_line_and_key() {
             ":2: watch[0].name: 'a b' is not a usable name",
         ),
         (
+            "[[watch]]\nname = \".\"\nstart = \"x\"\n",
+            ":2: watch[0].name: '.' is not a usable name",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nstop_timeout = \"99999999999999999999s\"\n",
+            ":4:16: watch[0].stop_timeout: '99999999999999999999s' is too long",
+        ),
+        (
             "[[watch]]\nname = \"a\"\nstart = \"x 'y\"\n",
             ":3: watch[0].start: cannot split 'x 'y' into words",
         ),

@@ -745,3 +745,125 @@ fn status_into_a_closed_pipe_ends_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A broken variant of `good`: cut, spliced with garbage, or a value
+/// replaced by one that is out of range.
+fn mangle(good: &str, dice: &mut supervisor_tests::Dice) -> String {
+    const POISON: &[&str] = &[
+        "\"99999999999999999999s\"",
+        "\"1e400h\"",
+        "\"..\"",
+        "\".\"",
+        "\"a@b\"",
+        "99999999999999999999999",
+        "-1",
+        "[[[",
+        "\"\\u0000\"",
+        "{ above = \"99999999999999999999GB\" }",
+        "\"18446744073709551616MB\"",
+        "[1, 2, 3]",
+    ];
+    let at = |dice: &mut supervisor_tests::Dice, s: &str| {
+        let mut i = dice.below(s.len() as u64 + 1) as usize;
+        while !s.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    match dice.below(4) {
+        0 => good[..at(dice, good)].to_owned(),
+        1 => {
+            let i = at(dice, good);
+            let junk = POISON[dice.below(POISON.len() as u64) as usize];
+            format!("{}{junk}{}", &good[..i], &good[i..])
+        }
+        _ => {
+            // Some value replaced.
+            let lines: Vec<&str> = good.lines().collect();
+            let n = dice.below(lines.len() as u64) as usize;
+            let junk = POISON[dice.below(POISON.len() as u64) as usize];
+            lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| match l.split_once('=') {
+                    Some((key, _)) if i == n => format!("{key}= {junk}"),
+                    _ => l.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    }
+}
+
+#[test]
+fn two_hundred_bad_reloads_change_nothing_and_kill_no_daemon() {
+    let watches = r#"
+[[watch]]
+name = "steady"
+start = "/bin/sleep 1000"
+stop_timeout = "5s"
+memory = { above = "500MB", every = "10s" }
+
+[[watch]]
+name = "other"
+start = ["/bin/sleep", "1000"]
+flapping = { starts = 3, within = "1m" }
+"#;
+    let d = RunningDaemon::start(watches);
+    let before: Vec<u32> = ["steady", "other"]
+        .iter()
+        .map(|n| pid_of(&d.wait_status(n, "up", |s| s["state"] == "up")))
+        .collect();
+    let good = std::fs::read_to_string(&d.config).unwrap();
+    let mut dice = supervisor_tests::Dice::new();
+    let mut sent = 0;
+    while sent < 200 {
+        let bad = mangle(&good, &mut dice);
+        // Only files that do not load: one that does would be a real
+        // reload.
+        if supervisor::config::parse(&d.config, &bad).is_ok() {
+            continue;
+        }
+        std::fs::write(&d.config, &bad).unwrap();
+        let said = d.log().iter().filter(|l| l.contains("SIGHUP:")).count();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(d.pid() as i32),
+            nix::sys::signal::SIGHUP,
+        )
+        .unwrap();
+        supervisor_tests::wait_until("the reload to be refused", || {
+            d.log().iter().filter(|l| l.contains("SIGHUP:")).count() > said
+        });
+        sent += 1;
+    }
+    let refused = d
+        .log()
+        .iter()
+        .filter(|l| l.contains("SIGHUP:") && l.contains("nothing changed"))
+        .count();
+    assert_eq!(refused, 200, "{:?}", d.log());
+    // And by `load`, a duration that used to panic the parser.
+    std::fs::write(
+        &d.config,
+        good.replace("\"5s\"", "\"99999999999999999999s\""),
+    )
+    .unwrap();
+    let out = d.cli(&["load", d.config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("too long"),
+        "{out:?}"
+    );
+    let after: Vec<u32> = ["steady", "other"]
+        .iter()
+        .map(|n| pid_of(&d.status(n)))
+        .collect();
+    assert_eq!(before, after, "a bad reload touched a watch");
+    report(
+        "bad reloads",
+        "generated broken configs (cut, spliced with garbage, out-of-range values such as a 10^20 s duration) sent by SIGHUP and load: each refused, the daemon lives, no watch touched",
+        201,
+        0,
+        0,
+    );
+}

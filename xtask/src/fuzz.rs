@@ -1,12 +1,13 @@
 //! `cargo xtask fuzz`: runs each cargo-fuzz target (the config loader, the
-//! control-protocol decoder) for a bounded time, from the seeds in
+//! control-protocol decoder, the reload path: two configs parsed and
+//! planned one over the other) for a bounded time, from the seeds in
 //! `fuzz/corpus/<target>`; new inputs go to a scratch folder, crashes to
 //! `fuzz/artifacts`. Installs cargo-fuzz (nightly) if it is missing.
 use std::process::Command;
 
 use anyhow::{Context as _, Result};
 
-const TARGETS: [&str; 2] = ["config", "control"];
+const TARGETS: [&str; 3] = ["config", "control", "reload"];
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 #[derive(clap::Args)]

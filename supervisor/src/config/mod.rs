@@ -21,6 +21,7 @@ use crate::cli::BackendArg;
 
 mod health;
 mod notify;
+pub mod reload;
 
 pub use health::{HealthCheck, Probe, Readiness};
 pub use notify::{NotifyConfig, NotifyEvent, Webhook};
@@ -845,19 +846,34 @@ impl Merged {
 }
 
 /// Where `[[watch]]` tables and `[daemon]` start, for errors found after
-/// parsing.
+/// parsing. Each header's tables are found in one pass over the file, the
+/// first time that header is asked for: looking a key up costs its table,
+/// not the file (a config of 20,000 watches was quadratic before).
 struct Spans<'a> {
     text: &'a str,
+    /// For each header asked for: the line number (0-based) and byte
+    /// offset of each line that starts such a table.
+    tables: std::cell::RefCell<std::collections::HashMap<String, std::rc::Rc<Vec<(usize, usize)>>>>,
 }
 
 impl Spans<'_> {
-    fn table_line(&self, header: &str, index: usize) -> Option<usize> {
-        self.text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| l.trim_start().starts_with(header))
-            .nth(index)
-            .map(|(n, _)| n + 1)
+    fn tables(&self, header: &str) -> std::rc::Rc<Vec<(usize, usize)>> {
+        if let Some(found) = self.tables.borrow().get(header) {
+            return found.clone();
+        }
+        let mut found = Vec::new();
+        let mut offset = 0;
+        for (n, line) in self.text.split_inclusive('\n').enumerate() {
+            if line.trim_start().starts_with(header) {
+                found.push((n, offset));
+            }
+            offset += line.len();
+        }
+        let found = std::rc::Rc::new(found);
+        self.tables
+            .borrow_mut()
+            .insert(header.to_owned(), found.clone());
+        found
     }
 
     fn key_line(&self, index: usize, key: &str) -> Option<usize> {
@@ -868,14 +884,14 @@ impl Spans<'_> {
     /// under `header` (as `key = ` or as its own `[table.key]`), else the
     /// line of the table's header.
     fn table_key_line(&self, header: &str, index: usize, key: &str) -> Option<usize> {
-        let start = self.table_line(header, index)?;
+        let (start, offset) = *self.tables(header).get(index)?;
         let first = key.split('.').next().unwrap_or(key);
         let table = header.trim_matches(|c| c == '[' || c == ']');
         let subtable = format!("[{table}.{first}]");
-        self.text
+        self.text[offset..]
             .lines()
             .enumerate()
-            .skip(start)
+            .skip(1)
             .take_while(|(_, l)| !l.trim_start().starts_with("[["))
             .find(|(_, l)| {
                 let l = l.trim_start();
@@ -883,14 +899,11 @@ impl Spans<'_> {
                     || l.strip_prefix(first)
                         .is_some_and(|rest| rest.trim_start().starts_with('='))
             })
-            .map_or(Some(start), |(n, _)| Some(n + 1))
+            .map_or(Some(start + 1), |(n, _)| Some(start + n + 1))
     }
 
     fn line_of(&self, header: &str) -> Option<usize> {
-        self.text
-            .lines()
-            .position(|l| l.trim_start().starts_with(header))
-            .map(|n| n + 1)
+        self.tables(header).first().map(|(n, _)| n + 1)
     }
 }
 
@@ -918,7 +931,13 @@ fn parse_file<'a>(file: &Path, text: &'a str) -> Result<(RawFile, Spans<'a>), Co
         let key = if key == "." { String::new() } else { key };
         error_at(inner.span(), key, inner.message().to_owned())
     })?;
-    Ok((raw, Spans { text }))
+    Ok((
+        raw,
+        Spans {
+            text,
+            tables: Default::default(),
+        },
+    ))
 }
 
 fn daemon_config(raw: RawDaemon) -> DaemonConfig {
@@ -1096,4 +1115,57 @@ fn watch_config(raw: RawWatch) -> Result<WatchConfig, (&'static str, String)> {
         .flatten()
         .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(text: &str) -> String {
+        parse(Path::new("t.toml"), text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn names_are_safe_path_components() {
+        for (name, expected) in [
+            (".", "t.toml:2: watch[0].name: '.' is not a usable name"),
+            ("..", "t.toml:2: watch[0].name: '..' is not a usable name"),
+            ("a/b", "'a/b' is not a usable name: '/' is not allowed"),
+            ("a@b", "'@' is reserved for generated instance names"),
+            ("", "is empty"),
+        ] {
+            let e = error(&format!("[[watch]]\nname = {name:?}\nstart = \"x\"\n"));
+            assert!(e.contains(expected), "{name:?}: {e}");
+        }
+        let long = "a".repeat(65);
+        assert!(error(&format!("[[watch]]\nname = \"{long}\"\nstart = \"x\"\n"))
+            .contains("at most 64"));
+        for good in ["web", "web-1", "db_2", "v1.2", "A"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn huge_values_are_errors_with_their_place() {
+        let e = error("[[watch]]\nname = \"a\"\nstart = \"x\"\nstop_timeout = \"99999999999999999999s\"\n");
+        assert_eq!(
+            e,
+            "t.toml:4:16: watch[0].stop_timeout: '99999999999999999999s' is too long (at most 10 years)"
+        );
+        let e = error("[[watch]]\nname = \"a\"\nstart = \"x\"\nmemory = { above = \"99999999999999999999GB\" }\n");
+        assert!(e.contains("memory.above") && e.contains("too large"), "{e}");
+    }
+
+    #[test]
+    fn error_lines_stay_right_in_a_big_file() {
+        let mut text = String::new();
+        for i in 0..5000 {
+            text.push_str(&format!("[[watch]]\nname = \"w{i}\"\nstart = \"x\"\n\n"));
+        }
+        text.push_str("[[watch]]\nname = \"w1\"\nstart = \"y\"\n");
+        assert_eq!(
+            error(&text),
+            "t.toml:20002: watch[5000].name: duplicate watch name 'w1'"
+        );
+    }
 }

@@ -7,11 +7,13 @@
 //!
 //! Here: the loop, starts and exits, commands and requests. Beside it, on
 //! the same `Daemon`: `checks` (resource conditions and health probes),
-//! `readiness` (sd_notify sockets and the time limit on being ready) and
-//! `notices` (what happened, handed to the notifiers).
+//! `readiness` (sd_notify sockets and the time limit on being ready),
+//! `notices` (what happened, handed to the notifiers) and `reload` (hot
+//! reload, parsed off the loop).
 mod checks;
 mod notices;
 mod readiness;
+mod reload;
 
 use checks::{start_conditions, start_health};
 use readiness::ready_timer;
@@ -97,6 +99,8 @@ enum Internal {
     },
     /// `start_grace` ran out for `pid` to be ready.
     ReadyTimeout { name: String, pid: Pid },
+    /// A config file was read and parsed (off the loop), for a reload.
+    Loaded(reload::Loaded),
     /// What the pid file of a self-daemonizing watch said, for launch `launch`.
     PidFile {
         name: String,
@@ -333,10 +337,7 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
             _ = sigusr1.recv() => daemon.logs.reopen(),
             _ = sighup.recv() => {
                 let source = daemon.config.source.clone();
-                match daemon.load(&source, Missing::default()) {
-                    Ok(summary) => log::info!("SIGHUP: reloaded {}: {summary}", source.display()),
-                    Err(e) => log::error!("SIGHUP: {e}; nothing changed"),
-                }
+                daemon.start_load(source, Missing::default(), None);
             }
             _ = sweep.tick() => daemon.sweep(),
             () = std::future::ready(()), if unsaved => {
@@ -671,81 +672,6 @@ impl Daemon {
         more
     }
 
-    /// Replaces the config: new watches are added (and started if they
-    /// autostart), changed ones take their new config and restart if they
-    /// ran, unchanged ones are not touched, missing ones go by `missing`.
-    /// A file that does not load changes nothing.
-    fn load(
-        &mut self,
-        path: &std::path::Path,
-        missing: Missing,
-    ) -> Result<serde_json::Value, crate::config::ConfigError> {
-        let new = crate::config::load(path, self.config.trust)?;
-        if new.daemon != self.config.daemon {
-            log::warn!(
-                "{}: [daemon] changes take effect only when the daemon starts again",
-                path.display()
-            );
-        }
-        let (mut added, mut changed, mut unchanged, mut gone) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut new = new;
-        let named: std::collections::HashSet<String> =
-            new.watches.iter().map(|w| w.name.clone()).collect();
-        for config in std::mem::take(&mut new.watches) {
-            let name = config.name.clone();
-            match self.watches.get_mut(&name) {
-                None => {
-                    self.watches.insert(name.clone(), Watch::new(config));
-                    added.push(name);
-                }
-                Some(watch) if watch.config == config => unchanged.push(name),
-                Some(watch) => {
-                    watch.config = config;
-                    if watch.process.is_some() {
-                        self.command(&name, Command::Restart);
-                    }
-                    changed.push(name);
-                }
-            }
-        }
-        // Started once all are in, in start order: a watch may start after
-        // one added with it.
-        for name in self.in_start_order(added.clone()) {
-            if self.watches.get(&name).is_some_and(|w| w.config.autostart) {
-                self.command(&name, Command::Start);
-            }
-        }
-        let missing_names: Vec<String> = self
-            .watches
-            .keys()
-            .filter(|n| !named.contains(*n))
-            .cloned()
-            .collect();
-        for name in missing_names {
-            match missing {
-                Missing::Leave => {}
-                Missing::Stop => self.command(&name, Command::Stop),
-                Missing::Remove => {
-                    self.removing.insert(name.clone());
-                    self.command(&name, Command::Stop);
-                    self.settle_waiters(&name);
-                }
-            }
-            gone.push(name);
-        }
-        self.notifier.configure(&new.notify);
-        let daemon = self.config.daemon.clone();
-        self.config = Config { daemon, ..new };
-        Ok(serde_json::json!({
-            "added": added,
-            "changed": changed,
-            "unchanged": unchanged,
-            "missing": gone,
-            "missing_action": missing,
-        }))
-    }
-
     fn reach(&mut self, name: &str) -> Reach {
         match (self.cgroup_of(name), &mut self.trees) {
             (Some(cgroup), _) => Reach::Cgroup(cgroup),
@@ -995,6 +921,7 @@ impl Daemon {
             }
             Internal::GroupEmpty { name, status, .. } => self.finish_exit(&name, status),
             Internal::Probed { name, pid, outcome } => self.probed(name, pid, outcome),
+            Internal::Loaded(loaded) => self.finish_load(loaded),
             Internal::HelperDone(finished) => self.helper_done(finished),
             Internal::Notified { name, message } => self.notified(name, message),
             Internal::ReadyTimeout { name, pid } => {
@@ -1468,16 +1395,7 @@ impl Daemon {
                 self.command(&name, Command::Stop);
                 self.settle_waiters(&name);
             }
-            Request::Load { path, missing } => {
-                let response = match self.load(&path, missing) {
-                    Ok(summary) => Response {
-                        summary: Some(summary),
-                        ..Response::ok(Vec::new())
-                    },
-                    Err(e) => Response::error(format!("{e}; nothing changed")),
-                };
-                let _ = reply.send(response);
-            }
+            Request::Load { path, missing } => self.start_load(path, missing, Some(reply)),
             Request::Info => {
                 let _ = reply.send(Response {
                     summary: Some(self.info()),

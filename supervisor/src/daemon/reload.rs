@@ -1,0 +1,127 @@
+//! Hot reload (`load`, SIGHUP): the config is read and parsed on a
+//! blocking thread, off the loop, so that a file of thousands of watches
+//! never holds up a restart; the loop then applies the plan
+//! (`config::reload::plan`): new watches start in start order, changed
+//! ones restart if they run, unchanged ones are not touched, missing ones
+//! go as asked. A file that does not load changes nothing.
+use std::path::PathBuf;
+
+use tokio::sync::oneshot;
+
+use super::{Daemon, Internal};
+use crate::{
+    config::{self, Config, ConfigError},
+    control::{Missing, Response},
+    watch::{Command, Watch},
+};
+
+/// A config read for a reload, and who asked.
+pub(super) struct Loaded {
+    path: PathBuf,
+    missing: Missing,
+    result: Result<Config, ConfigError>,
+    /// `None` for SIGHUP, which is answered in the log.
+    reply: Option<oneshot::Sender<Response>>,
+}
+
+impl Daemon {
+    /// Reads `path` off the loop; `finish_load` applies it.
+    pub(super) fn start_load(
+        &mut self,
+        path: PathBuf,
+        missing: Missing,
+        reply: Option<oneshot::Sender<Response>>,
+    ) {
+        let (tx, trust) = (self.tx.clone(), self.config.trust);
+        tokio::task::spawn_blocking(move || {
+            let result = config::load(&path, trust);
+            let _ = tx.send(Internal::Loaded(Loaded {
+                path,
+                missing,
+                result,
+                reply,
+            }));
+        });
+    }
+
+    pub(super) fn finish_load(&mut self, loaded: Loaded) {
+        let Loaded {
+            path,
+            missing,
+            result,
+            reply,
+        } = loaded;
+        let outcome = result.map(|new| self.apply(&path, new, missing));
+        match reply {
+            Some(reply) => {
+                let _ = reply.send(match outcome {
+                    Ok(summary) => Response {
+                        summary: Some(summary),
+                        ..Response::ok(Vec::new())
+                    },
+                    Err(e) => Response::error(format!("{e}; nothing changed")),
+                });
+            }
+            None => match outcome {
+                Ok(summary) => log::info!("SIGHUP: reloaded {}: {summary}", path.display()),
+                Err(e) => log::error!("SIGHUP: {e}; nothing changed"),
+            },
+        }
+    }
+
+    /// Replaces the config with `new`, as the module comment says.
+    fn apply(&mut self, path: &std::path::Path, mut new: Config, missing: Missing) -> serde_json::Value {
+        if new.daemon != self.config.daemon {
+            log::warn!(
+                "{}: [daemon] changes take effect only when the daemon starts again",
+                path.display()
+            );
+        }
+        let plan = config::reload::plan(
+            self.watches.values().map(|w| &w.config),
+            std::mem::take(&mut new.watches),
+        );
+        let added: Vec<String> = plan.added.iter().map(|w| w.name.clone()).collect();
+        let changed: Vec<String> = plan.changed.iter().map(|w| w.name.clone()).collect();
+        for config in plan.added {
+            self.watches.insert(config.name.clone(), Watch::new(config));
+        }
+        for config in plan.changed {
+            let name = config.name.clone();
+            if let Some(watch) = self.watches.get_mut(&name) {
+                watch.config = config;
+                if watch.process.is_some() {
+                    self.command(&name, Command::Restart);
+                }
+            }
+        }
+        // Started once all are in, in start order: a watch may start after
+        // one added with it.
+        for name in self.in_start_order(added.clone()) {
+            if self.watches.get(&name).is_some_and(|w| w.config.autostart) {
+                self.command(&name, Command::Start);
+            }
+        }
+        for name in &plan.missing {
+            match missing {
+                Missing::Leave => {}
+                Missing::Stop => self.command(name, Command::Stop),
+                Missing::Remove => {
+                    self.removing.insert(name.clone());
+                    self.command(name, Command::Stop);
+                    self.settle_waiters(name);
+                }
+            }
+        }
+        self.notifier.configure(&new.notify);
+        let daemon = self.config.daemon.clone();
+        self.config = Config { daemon, ..new };
+        serde_json::json!({
+            "added": added,
+            "changed": changed,
+            "unchanged": plan.unchanged,
+            "missing": plan.missing,
+            "missing_action": missing,
+        })
+    }
+}
