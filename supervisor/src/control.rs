@@ -173,6 +173,8 @@ pub fn serve(path: &Path, tx: mpsc::UnboundedSender<Incoming>) -> Result<InFligh
     let own_uid = nix::unistd::geteuid().as_raw();
     let in_flight = InFlight::default();
     let tracker = in_flight.clone();
+    let clients = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let max_clients = (crate::limits::nofile_limit() / 8).clamp(4, 1024) as usize;
     tokio::spawn(async move {
         let _lock = lock;
         let mut pause = ACCEPT_PAUSE_MIN;
@@ -194,9 +196,19 @@ pub fn serve(path: &Path, tx: mpsc::UnboundedSender<Incoming>) -> Result<InFligh
                     continue;
                 }
             };
+            // Each client holds an fd: past the cap, one is told so and
+            // let go, so that clients can never take the fds a restart
+            // needs.
+            let Some(slot) = ClientSlot::take(&clients, max_clients) else {
+                let _ = stream.try_write(&line(&Response::error(format!(
+                    "too many clients (at most {max_clients} at once); try again"
+                ))));
+                continue;
+            };
             let tx = tx.clone();
             let tracker = tracker.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 if let Err(e) = serve_one(stream, own_uid, tx, tracker).await {
                     log::debug!("control connection: {e:#}");
                 }
@@ -204,6 +216,27 @@ pub fn serve(path: &Path, tx: mpsc::UnboundedSender<Incoming>) -> Result<InFligh
         }
     });
     Ok(in_flight)
+}
+
+/// One of the connections served at once, given back when dropped.
+struct ClientSlot(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl ClientSlot {
+    fn take(count: &std::sync::Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(count.clone()))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(10);

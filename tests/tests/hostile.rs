@@ -867,3 +867,44 @@ flapping = { starts = 3, within = "1m" }
         0,
     );
 }
+
+#[test]
+fn at_its_fd_limit_the_daemon_refuses_clients_never_a_restart() {
+    if quiet("prlimit") {
+        return;
+    }
+    let watches: String = (0..20)
+        .map(|i| format!("[[watch]]\nname = \"w{i}\"\nstart = \"/bin/sleep 1000\"\n\n"))
+        .collect();
+    let d = RunningDaemon::start_wrapped(&["prlimit", "--nofile=128:128", "--"], "", &watches);
+    let old = pid_of(&d.wait_status("w7", "up", |s| s["state"] == "up"));
+    // Far more idle clients than the daemon has fds for.
+    let idle: Vec<_> = (0..300)
+        .filter_map(|_| std::os::unix::net::UnixStream::connect(&d.socket).ok())
+        .collect();
+    assert!(idle.len() > 100, "{} connected", idle.len());
+    supervisor_tests::kill9(old);
+    // The socket is full of idle clients: the log says when it is back.
+    supervisor_tests::wait_until("w7 to be started again", || {
+        d.log().iter().any(|l| {
+            l.contains("w7 moved 'start' to 'up'") && !l.contains(&format!("process {old} "))
+        })
+    });
+    drop(idle);
+    let s = d.wait_replaced("w7", old);
+    assert_eq!(s["state"], "up");
+    let out = d.cli(&["info", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !d.log().iter().any(|l| l.contains("start failed")),
+        "a start failed for want of fds: {:?}",
+        d.log()
+    );
+    report(
+        "fd limit",
+        "a daemon at RLIMIT_NOFILE 128 with 300 idle clients connecting: clients past its cap are refused, a killed watch is restarted",
+        1,
+        0,
+        0,
+    );
+}

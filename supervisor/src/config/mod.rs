@@ -1138,8 +1138,9 @@ mod tests {
             assert!(e.contains(expected), "{name:?}: {e}");
         }
         let long = "a".repeat(65);
-        assert!(error(&format!("[[watch]]\nname = \"{long}\"\nstart = \"x\"\n"))
-            .contains("at most 64"));
+        assert!(
+            error(&format!("[[watch]]\nname = \"{long}\"\nstart = \"x\"\n")).contains("at most 64")
+        );
         for good in ["web", "web-1", "db_2", "v1.2", "A"] {
             assert!(check_name(good).is_ok(), "{good}");
         }
@@ -1147,7 +1148,9 @@ mod tests {
 
     #[test]
     fn huge_values_are_errors_with_their_place() {
-        let e = error("[[watch]]\nname = \"a\"\nstart = \"x\"\nstop_timeout = \"99999999999999999999s\"\n");
+        let e = error(
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nstop_timeout = \"99999999999999999999s\"\n",
+        );
         assert_eq!(
             e,
             "t.toml:4:16: watch[0].stop_timeout: '99999999999999999999s' is too long (at most 10 years)"

@@ -23,10 +23,8 @@ pub fn plan<'a>(
     current: impl IntoIterator<Item = &'a WatchConfig>,
     new: Vec<WatchConfig>,
 ) -> ReloadPlan {
-    let current: std::collections::HashMap<&str, &WatchConfig> = current
-        .into_iter()
-        .map(|w| (w.name.as_str(), w))
-        .collect();
+    let current: std::collections::HashMap<&str, &WatchConfig> =
+        current.into_iter().map(|w| (w.name.as_str(), w)).collect();
     let named: HashSet<String> = new.iter().map(|w| w.name.clone()).collect();
     let mut plan = ReloadPlan::default();
     for config in new {
@@ -57,7 +55,10 @@ mod tests {
     #[test]
     fn sorts_added_changed_unchanged_and_missing() {
         let now = [watch("a", "x"), watch("b", "x"), watch("c", "x")];
-        let plan = plan(&now, vec![watch("a", "x"), watch("b", "y"), watch("d", "x")]);
+        let plan = plan(
+            &now,
+            vec![watch("a", "x"), watch("b", "y"), watch("d", "x")],
+        );
         assert_eq!(plan.added, vec![watch("d", "x")]);
         assert_eq!(plan.changed, vec![watch("b", "y")]);
         assert_eq!(plan.unchanged, vec!["a".to_owned()]);

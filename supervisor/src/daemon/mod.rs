@@ -66,6 +66,9 @@ use crate::{
 /// reported: a safety net under the backends, which should never need it.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
+/// How long a turn of the loop may spend starting watches at start-up.
+const PENDING_SLICE: Duration = Duration::from_millis(20);
+
 /// How often a process group is looked at while it empties after a stop.
 const GROUP_DRAIN_TICK: Duration = Duration::from_millis(5);
 
@@ -210,6 +213,10 @@ pub struct Daemon {
     launches: HashMap<String, u64>,
     /// What the state file holds now, to write only on change.
     saved: BTreeMap<String, SavedWatch>,
+    /// Watches to start when the daemon comes up, in start order, started
+    /// a slice per loop turn so that the control socket answers (and
+    /// restarts happen) while ten thousand of them start.
+    pending_starts: std::collections::VecDeque<String>,
     tx: mpsc::UnboundedSender<Internal>,
     rx: mpsc::UnboundedReceiver<Internal>,
 }
@@ -285,27 +292,19 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
         logs: Logs::default(),
         removing: Default::default(),
         saved: Default::default(),
+        pending_starts: Default::default(),
         tx,
         rx,
     };
     daemon.resume();
-    // Parsing a big config and starting every watch leave freed memory
-    // behind in the heap: hand it back.
-    // SAFETY: as above.
-    unsafe { libc::malloc_trim(0) };
+    let mut ready = ready;
     let mut sigchld = signal(SignalKind::child())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut sigusr1 = signal(SignalKind::user_defined1())?;
-    eprintln!(
-        "supervisor running {} watch(es) from {}, control socket {}",
-        daemon.watches.len(),
-        daemon.config.source.display(),
-        daemon.config.daemon.socket.display()
-    );
-    if let Some(ready) = ready {
-        let _ = std::fs::File::from(ready).write_all(b"ready\n");
+    if daemon.pending_starts.is_empty() {
+        daemon.announce(ready.take());
     }
     // Set after anything happened; the state file is written once a burst
     // of events is handled (the last, always-ready branch of the biased
@@ -340,6 +339,12 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
                 daemon.start_load(source, Missing::default(), None);
             }
             _ = sweep.tick() => daemon.sweep(),
+            () = std::future::ready(()), if !daemon.pending_starts.is_empty() => {
+                daemon.start_pending();
+                if daemon.pending_starts.is_empty() {
+                    daemon.announce(ready.take());
+                }
+            }
             () = std::future::ready(()), if unsaved => {
                 daemon.save_state();
                 unsaved = false;
@@ -435,7 +440,7 @@ impl Daemon {
             let watch = self.watches.get_mut(&name).expect("listed");
             let Some(entry) = saved.get(&name) else {
                 if watch.config.autostart {
-                    self.command(&name, Command::Start);
+                    self.pending_starts.push_back(name);
                 }
                 continue;
             };
@@ -459,10 +464,10 @@ impl Daemon {
                         id.pid
                     );
                     watch.died_unwatched(id.pid);
-                    self.command(&name, Command::Start);
+                    self.pending_starts.push_back(name);
                 }
                 _ if entry.monitored && watch.config.autostart => {
-                    self.command(&name, Command::Start)
+                    self.pending_starts.push_back(name)
                 }
                 _ => {}
             }
@@ -473,6 +478,36 @@ impl Daemon {
                     log::warn!("state file names watch '{name}' (pid {pid}), which the config no longer has; leaving it alone");
                 }
             }
+        }
+    }
+
+    /// Starts the next watches of `pending_starts`, for at most a few
+    /// milliseconds: then the loop looks at exits and requests again.
+    fn start_pending(&mut self) {
+        let until = Instant::now() + PENDING_SLICE;
+        while let Some(name) = self.pending_starts.pop_front() {
+            self.command(&name, Command::Start);
+            if Instant::now() >= until {
+                break;
+            }
+        }
+    }
+
+    /// Says the daemon is running, once every watch has been resumed or
+    /// started; `ready` (from `--daemonize`) gets a line.
+    fn announce(&self, ready: Option<OwnedFd>) {
+        // Parsing a big config and starting every watch leave freed memory
+        // behind in the heap: hand it back.
+        // SAFETY: malloc_trim only releases free heap memory.
+        unsafe { libc::malloc_trim(0) };
+        eprintln!(
+            "supervisor running {} watch(es) from {}, control socket {}",
+            self.watches.len(),
+            self.config.source.display(),
+            self.config.daemon.socket.display()
+        );
+        if let Some(ready) = ready {
+            let _ = std::fs::File::from(ready).write_all(b"ready\n");
         }
     }
 
@@ -1351,6 +1386,11 @@ impl Daemon {
                     Command::Start | Command::Restart | Command::Monitor => Goal::Up,
                     Command::Stop | Command::Unmonitor => Goal::Unmonitored,
                 };
+                // The operator's word comes before a start still pending
+                // from start-up.
+                if !self.pending_starts.is_empty() {
+                    self.pending_starts.retain(|n| !names.contains(n));
+                }
                 for name in &names {
                     self.waiters
                         .entry(name.clone())
@@ -1454,6 +1494,7 @@ impl Daemon {
     /// Stops every watch, then exits.
     fn terminate(&mut self, reply: Option<oneshot::Sender<Response>>) {
         log::info!("terminating: stopping every watch");
+        self.pending_starts.clear();
         let names: Vec<String> = self.watches.keys().cloned().collect();
         let (reply, _rx) = match reply {
             Some(reply) => (reply, None),

@@ -70,7 +70,12 @@ impl Daemon {
     }
 
     /// Replaces the config with `new`, as the module comment says.
-    fn apply(&mut self, path: &std::path::Path, mut new: Config, missing: Missing) -> serde_json::Value {
+    fn apply(
+        &mut self,
+        path: &std::path::Path,
+        mut new: Config,
+        missing: Missing,
+    ) -> serde_json::Value {
         if new.daemon != self.config.daemon {
             log::warn!(
                 "{}: [daemon] changes take effect only when the daemon starts again",
