@@ -853,11 +853,14 @@ struct Spans<'a> {
     text: &'a str,
     /// For each header asked for: the line number (0-based) and byte
     /// offset of each line that starts such a table.
-    tables: std::cell::RefCell<std::collections::HashMap<String, std::rc::Rc<Vec<(usize, usize)>>>>,
+    tables: std::cell::RefCell<std::collections::HashMap<String, std::rc::Rc<Tables>>>,
 }
 
+/// The line number (0-based) and byte offset of each table's header line.
+type Tables = Vec<(usize, usize)>;
+
 impl Spans<'_> {
-    fn tables(&self, header: &str) -> std::rc::Rc<Vec<(usize, usize)>> {
+    fn tables(&self, header: &str) -> std::rc::Rc<Tables> {
         if let Some(found) = self.tables.borrow().get(header) {
             return found.clone();
         }
