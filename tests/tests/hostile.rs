@@ -499,10 +499,55 @@ fn two_daemons_never_share_a_state_dir_a_socket_or_a_cgroup() {
         p2,
         "the other daemon's process was killed"
     );
+
+    // Two daemons on one socket with state directories of their own,
+    // started at once: the socket's lock lets one through.
+    let socket = dir.path().join("shared.sock");
+    let spawn_on = |state: &str| {
+        let config = dir.path().join(format!("{state}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[daemon]\nsocket = {socket:?}\nstate_dir = {:?}\n[[watch]]\nname = \"x\"\nstart = \"/bin/sleep 1000\"\n",
+                dir.path().join(state)
+            ),
+        )
+        .unwrap();
+        Command::new(supervisor_bin())
+            .args(["run", "-c"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (spawn_on("sa"), spawn_on("sb"));
+    supervisor_tests::wait_until("one daemon on the socket to be refused", || {
+        matches!(a.try_wait(), Ok(Some(_))) || matches!(b.try_wait(), Ok(Some(_)))
+    });
+    let (mut winner, refused) = if matches!(a.try_wait(), Ok(Some(_))) {
+        (b, a)
+    } else {
+        (a, b)
+    };
+    let out = refused.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is in use"),
+        "{out:?}"
+    );
+    assert!(matches!(winner.try_wait(), Ok(None)), "both ended");
+    let terminate = Command::new(supervisor_bin())
+        .arg("--socket")
+        .arg(&socket)
+        .arg("terminate")
+        .output()
+        .unwrap();
+    assert!(terminate.status.success(), "{terminate:?}");
+    let _ = winner.wait();
     report(
         "two daemons",
-        "two daemons started at once on one config (one refused, the watch run once); two daemons whose socket paths used to name one cgroup: each keeps its own",
-        2,
+        "two daemons started at once on one config (one refused, the watch run once), or on one socket with state dirs of their own (one refused); two daemons whose socket paths used to name one cgroup: each keeps its own",
+        3,
         0,
         0,
     );
@@ -717,7 +762,7 @@ fn three_hundred_watches_under_a_1024_fd_limit_all_run() {
     let open = info["fds"]["open"].as_u64().unwrap();
     assert!(open > 300 && open < 1024, "{info}");
     report(
-        "fd limit",
+        "fd limit at 1024 with 300 watches",
         "300 watches started under RLIMIT_NOFILE 1024:1024: the daemon raises its own limit, all run",
         1,
         0,
@@ -901,10 +946,30 @@ fn at_its_fd_limit_the_daemon_refuses_clients_never_a_restart() {
         d.log()
     );
     report(
-        "fd limit",
+        "fd limit: clients at the limit",
         "a daemon at RLIMIT_NOFILE 128 with 300 idle clients connecting: clients past its cap are refused, a killed watch is restarted",
         1,
         0,
         0,
     );
+}
+
+#[test]
+fn what_a_process_says_reaches_the_terminal_escaped() {
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "talker"
+start = ["/usr/bin/python3", "-c", "import os,socket,time\na=os.environ['NOTIFY_SOCKET']\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.sendto(b'STATUS=\\x1b]0;owned\\x07\\x1b[2Jcleared\\nREADY=1','\\0'+a[1:])\ntime.sleep(1000)"]
+ready = "notify"
+"#,
+    );
+    d.wait_status("talker", "ready", |s| s["state"] == "up");
+    let out = d.cli(&["status", "talker"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains('\u{1b}'),
+        "an escape sequence reached the terminal: {text:?}"
+    );
+    assert!(text.contains("\\u{1b}[2Jcleared"), "{text}");
 }

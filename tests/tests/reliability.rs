@@ -801,3 +801,83 @@ start = "/bin/sleep 1000"
         0,
     );
 }
+
+#[test]
+fn ten_thousand_watches_start_while_the_daemon_answers() {
+    // 2,000 every day; 10,000 when soaking (`cargo xtask reliability`).
+    let n = repeat(2000).min(10_000);
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("s.sock");
+    let config = dir.path().join("many.toml");
+    let mut text = format!(
+        "[daemon]\nsocket = {socket:?}\nstate_dir = {:?}\nlog_level = \"warn\"\n\n",
+        dir.path().join("state")
+    );
+    for i in 0..n {
+        text.push_str(&format!(
+            "[[watch]]\nname = \"w{i}\"\nstart = [\"/bin/sleep\", \"1000\"]\n\n"
+        ));
+    }
+    std::fs::write(&config, text).unwrap();
+    let mut daemon = Command::new(supervisor_bin())
+        .args(["run", "-c"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cli = |args: &[&str]| {
+        Command::new(supervisor_bin())
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    supervisor_tests::wait_until("info to answer", || cli(&["info"]).status.success());
+    // Answered while the starts go on: the last watch to start (in name
+    // order) is not up yet.
+    let last = (0..n).map(|i| format!("w{i}")).max().unwrap();
+    let out = cli(&["status", &last, "--json"]);
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_ne!(s[0]["state"], "up", "info answered only after every start");
+    let up = |name: &str| {
+        let out = cli(&["status", name, "--json"]);
+        serde_json::from_slice::<Value>(&out.stdout)
+            .ok()
+            .filter(|s| s[0]["state"] == "up")
+            .map(|s| s[0]["pid"].as_u64().unwrap() as u32)
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while all_status_at(&socket)
+        .iter()
+        .filter(|s| s["state"] == "up")
+        .count()
+        < n
+    {
+        assert!(Instant::now() < deadline, "{n} watches not up within 300 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let old = up("w1").unwrap();
+    supervisor_tests::kill9(old);
+    supervisor_tests::wait_until("w1 to run again", || up("w1").is_some_and(|p| p != old));
+    assert!(cli(&["terminate"]).status.success());
+    let _ = daemon.wait();
+    report(
+        "10,000 watches",
+        &format!("{n} watches (10,000 when soaking) started at once: the daemon answers while they start, all come up, a killed one is restarted, terminate stops all"),
+        1,
+        0,
+        0,
+    );
+}
+
+fn all_status_at(socket: &std::path::Path) -> Vec<Value> {
+    let out = Command::new(supervisor_bin())
+        .arg("--socket")
+        .arg(socket)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -16,6 +16,9 @@ pub struct BenchArgs {
     /// Seconds of unrelated churn per backend.
     #[arg(long, default_value_t = 5)]
     churn_secs: u64,
+    /// Watches of the scale table (launch, status and restarts under load).
+    #[arg(long, default_value_t = 10_000)]
+    scale_watches: usize,
     /// Leave the peers out (they are installed from Debian).
     #[arg(long)]
     no_peers: bool,
@@ -87,6 +90,16 @@ pub fn run(root: &Path, args: BenchArgs) -> Result<()> {
     }
     tables.push('\n');
     tables.push_str(&String::from_utf8(restart.stdout)?);
+    let scale = Command::new(root.join("target/release/bench-scale"))
+        .arg(args.scale_watches.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running bench-scale")?;
+    if !scale.status.success() {
+        bail!("bench-scale failed: {}", scale.status);
+    }
+    tables.push('\n');
+    tables.push_str(&String::from_utf8(scale.stdout)?);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()

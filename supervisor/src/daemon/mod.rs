@@ -344,6 +344,10 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
                 if daemon.pending_starts.is_empty() {
                     daemon.announce(ready.take());
                 }
+                // The other tasks (the control socket's among them) run
+                // only when this one yields, which an always-ready branch
+                // never does by itself.
+                tokio::task::yield_now().await;
             }
             () = std::future::ready(()), if unsaved => {
                 daemon.save_state();
