@@ -186,23 +186,7 @@ fn pid_files_cannot_block_exhaust_leak_or_name_another_watch() {
     let user = UserDir::new();
     let secret = secret(user.root.path());
     let pid_file = user.join("app.pid");
-    let d = RunningDaemon::start(&format!(
-        r#"
-[[watch]]
-name = "db"
-start = "/bin/sleep 1000"
-
-[[watch]]
-name = "app"
-start = ["/bin/sh", "-c", "exec sleep 1000"]
-uid = "nobody"
-gid = "nogroup"
-pid_file = {pid_file:?}
-start_grace = "500ms"
-autostart = false
-keepalive = false
-"#
-    ));
+    let d = RunningDaemon::start("[[watch]]\nname = \"db\"\nstart = \"/bin/sleep 1000\"\n");
     let db = pid_of(&d.wait_status("db", "up", |s| s["state"] == "up"));
     // Each launch, run as the service user, leaves something hostile where
     // its pid file should be.
@@ -418,6 +402,25 @@ fn a_state_dir_someone_else_controls_is_refused_and_forged_state_is_not_believed
     );
 }
 
+/// Of two daemons started at once, one ends (refused) and the other runs:
+/// the one running, and what the refused one said.
+fn one_is_refused(
+    mut a: std::process::Child,
+    mut b: std::process::Child,
+) -> (std::process::Child, String) {
+    supervisor_tests::wait_until("one of two daemons to be refused", || {
+        matches!(a.try_wait(), Ok(Some(_))) || matches!(b.try_wait(), Ok(Some(_)))
+    });
+    let (mut winner, refused) = if matches!(a.try_wait(), Ok(Some(_))) {
+        (b, a)
+    } else {
+        (a, b)
+    };
+    let out = refused.wait_with_output().unwrap();
+    assert!(matches!(winner.try_wait(), Ok(None)), "both ended");
+    (winner, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 #[test]
 fn two_daemons_never_share_a_state_dir_a_socket_or_a_cgroup() {
     if quiet("cgroups") {
@@ -446,7 +449,8 @@ fn two_daemons_never_share_a_state_dir_a_socket_or_a_cgroup() {
             .spawn()
             .unwrap()
     };
-    let (mut a, mut b) = (spawn(), spawn());
+    let (mut winner, stderr) = one_is_refused(spawn(), spawn());
+    assert!(stderr.contains("another supervisor"), "{stderr}");
     let cli = |args: &[&str]| {
         Command::new(supervisor_bin())
             .arg("--socket")
@@ -455,19 +459,6 @@ fn two_daemons_never_share_a_state_dir_a_socket_or_a_cgroup() {
             .output()
             .unwrap()
     };
-    // One of them ends, refused.
-    supervisor_tests::wait_until("one daemon to be refused", || {
-        matches!(a.try_wait(), Ok(Some(_))) || matches!(b.try_wait(), Ok(Some(_)))
-    });
-    let (mut winner, refused) = if matches!(a.try_wait(), Ok(Some(_))) {
-        (b, a)
-    } else {
-        (a, b)
-    };
-    let out = refused.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("another supervisor"), "{stderr}");
-    assert!(matches!(winner.try_wait(), Ok(None)), "both ended");
     supervisor_tests::wait_until("the watch to be up", || {
         let out = cli(&["status", "once", "--json"]);
         String::from_utf8_lossy(&out.stdout).contains("\"state\": \"up\"")
@@ -521,21 +512,8 @@ fn two_daemons_never_share_a_state_dir_a_socket_or_a_cgroup() {
             .spawn()
             .unwrap()
     };
-    let (mut a, mut b) = (spawn_on("sa"), spawn_on("sb"));
-    supervisor_tests::wait_until("one daemon on the socket to be refused", || {
-        matches!(a.try_wait(), Ok(Some(_))) || matches!(b.try_wait(), Ok(Some(_)))
-    });
-    let (mut winner, refused) = if matches!(a.try_wait(), Ok(Some(_))) {
-        (b, a)
-    } else {
-        (a, b)
-    };
-    let out = refused.wait_with_output().unwrap();
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("is in use"),
-        "{out:?}"
-    );
-    assert!(matches!(winner.try_wait(), Ok(None)), "both ended");
+    let (mut winner, stderr) = one_is_refused(spawn_on("sa"), spawn_on("sb"));
+    assert!(stderr.contains("is in use"), "{stderr}");
     let terminate = Command::new(supervisor_bin())
         .arg("--socket")
         .arg(&socket)

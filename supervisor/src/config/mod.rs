@@ -22,6 +22,11 @@ use crate::cli::BackendArg;
 mod health;
 mod notify;
 pub mod reload;
+mod spans;
+mod trust;
+
+use spans::Spans;
+use trust::trusted;
 
 pub use health::{HealthCheck, Probe, Readiness};
 pub use notify::{NotifyConfig, NotifyEvent, Webhook};
@@ -606,50 +611,6 @@ pub fn load(path: &Path, trust: Trust) -> Result<Config, ConfigError> {
     merged.into_config(path, trust)
 }
 
-/// Refuses `path` if someone other than root or the daemon's user owns it
-/// or may write it, or may write the folder it is in.
-fn trusted(path: &Path) -> Result<(), ConfigError> {
-    use std::os::unix::fs::MetadataExt as _;
-    let refuse = |message: String| {
-        ConfigError {
-        file: path.to_path_buf(),
-        line: None,
-        column: None,
-        key: String::new(),
-        message: format!("{message}: whoever may write a config runs commands as root; refusing it (fix its owner and mode, or run with --insecure-config)"),
-    }
-    };
-    let own = nix::unistd::geteuid().as_raw();
-    let check = |what: &str, meta: &std::fs::Metadata, sticky_ok: bool| {
-        if meta.uid() != 0 && meta.uid() != own {
-            return Err(refuse(format!("{what} belongs to uid {}", meta.uid())));
-        }
-        let sticky = meta.mode() & 0o1000 != 0;
-        if meta.mode() & 0o022 != 0 && !(sticky_ok && sticky) {
-            return Err(refuse(format!(
-                "{what} may be written by others (mode {:o})",
-                meta.mode() & 0o7777
-            )));
-        }
-        Ok(())
-    };
-    let Ok(meta) = std::fs::metadata(path) else {
-        // Not there: reading it says so.
-        return Ok(());
-    };
-    check("it", &meta, false)?;
-    let parent = std::fs::canonicalize(path)
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf));
-    if let Some(dir) = parent {
-        if let Ok(meta) = std::fs::metadata(&dir) {
-            // A sticky folder (/tmp) lets nobody replace root's file.
-            check(&format!("its folder {}", dir.display()), &meta, true)?;
-        }
-    }
-    Ok(())
-}
-
 /// Parses the text of one config file (`file` names it in errors).
 pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
     let mut merged = Merged::default();
@@ -842,71 +803,6 @@ impl Merged {
             notify: self.notify,
             trust,
         })
-    }
-}
-
-/// Where `[[watch]]` tables and `[daemon]` start, for errors found after
-/// parsing. Each header's tables are found in one pass over the file, the
-/// first time that header is asked for: looking a key up costs its table,
-/// not the file (a config of 20,000 watches was quadratic before).
-struct Spans<'a> {
-    text: &'a str,
-    /// For each header asked for: the line number (0-based) and byte
-    /// offset of each line that starts such a table.
-    tables: std::cell::RefCell<std::collections::HashMap<String, std::rc::Rc<Tables>>>,
-}
-
-/// The line number (0-based) and byte offset of each table's header line.
-type Tables = Vec<(usize, usize)>;
-
-impl Spans<'_> {
-    fn tables(&self, header: &str) -> std::rc::Rc<Tables> {
-        if let Some(found) = self.tables.borrow().get(header) {
-            return found.clone();
-        }
-        let mut found = Vec::new();
-        let mut offset = 0;
-        for (n, line) in self.text.split_inclusive('\n').enumerate() {
-            if line.trim_start().starts_with(header) {
-                found.push((n, offset));
-            }
-            offset += line.len();
-        }
-        let found = std::rc::Rc::new(found);
-        self.tables
-            .borrow_mut()
-            .insert(header.to_owned(), found.clone());
-        found
-    }
-
-    fn key_line(&self, index: usize, key: &str) -> Option<usize> {
-        self.table_key_line("[[watch]]", index, key)
-    }
-
-    /// The line of `key` (its first dotted part) in the `index`th table
-    /// under `header` (as `key = ` or as its own `[table.key]`), else the
-    /// line of the table's header.
-    fn table_key_line(&self, header: &str, index: usize, key: &str) -> Option<usize> {
-        let (start, offset) = *self.tables(header).get(index)?;
-        let first = key.split('.').next().unwrap_or(key);
-        let table = header.trim_matches(|c| c == '[' || c == ']');
-        let subtable = format!("[{table}.{first}]");
-        self.text[offset..]
-            .lines()
-            .enumerate()
-            .skip(1)
-            .take_while(|(_, l)| !l.trim_start().starts_with("[["))
-            .find(|(_, l)| {
-                let l = l.trim_start();
-                l.starts_with(&subtable)
-                    || l.strip_prefix(first)
-                        .is_some_and(|rest| rest.trim_start().starts_with('='))
-            })
-            .map_or(Some(start + 1), |(n, _)| Some(start + n + 1))
-    }
-
-    fn line_of(&self, header: &str) -> Option<usize> {
-        self.tables(header).first().map(|(n, _)| n + 1)
     }
 }
 
