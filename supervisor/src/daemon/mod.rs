@@ -67,7 +67,7 @@ use crate::{
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// How long a turn of the loop may spend starting watches at start-up.
-const PENDING_SLICE: Duration = Duration::from_millis(20);
+const PENDING_SLICE: Duration = Duration::from_millis(5);
 
 /// How often a process group is looked at while it empties after a stop.
 const GROUP_DRAIN_TICK: Duration = Duration::from_millis(5);
@@ -1358,7 +1358,7 @@ impl Daemon {
             Request::Status { target } => {
                 let response = match self.targets(target.as_deref()) {
                     Ok(names) => Response {
-                        summary: Some(self.info()),
+                        summary: Some(self.info(false)),
                         ..Response::ok(
                             names
                                 .iter()
@@ -1442,7 +1442,7 @@ impl Daemon {
             Request::Load { path, missing } => self.start_load(path, missing, Some(reply)),
             Request::Info => {
                 let _ = reply.send(Response {
-                    summary: Some(self.info()),
+                    summary: Some(self.info(true)),
                     ..Response::ok(Vec::new())
                 });
             }
@@ -1456,8 +1456,11 @@ impl Daemon {
     }
 
     /// What `info` (and the foot of `status`) shows of the daemon itself.
-    fn info(&self) -> serde_json::Value {
-        let fds = crate::limits::fds_in_use();
+    /// `with_fds`: count the open fds too, which lists /proc/self/fd (tens
+    /// of thousands with as many watches): for `info`, not for every
+    /// `status`.
+    fn info(&self, with_fds: bool) -> serde_json::Value {
+        let fds = with_fds.then(crate::limits::fds_in_use);
         let tracking = match (&self.cgroups, &self.trees) {
             (Some(_), _) => "cgroup",
             (None, Some(_)) => "fork",
@@ -1473,7 +1476,7 @@ impl Daemon {
             "unreported_exits": self.unreported_exits,
             "tracking": tracking,
             "notifications": self.notifier.counters(),
-            "fds": { "open": fds.0, "limit": fds.1 },
+            "fds": fds.map(|(open, limit)| json!({ "open": open, "limit": limit })),
         })
     }
 
