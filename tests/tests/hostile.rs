@@ -715,7 +715,7 @@ gid = "nogroup"
         assert!(!environ.contains(leaked), "{leaked} leaked: {environ}");
     }
     report(
-        "privilege drop",
+        "privilege drop: what a watch keeps",
         "a uid-dropped watch: no capabilities, only its user's groups, the daemon's original fd limits, none of the daemon's NOTIFY_SOCKET/LISTEN_*/INVOCATION_ID",
         1,
         0,
