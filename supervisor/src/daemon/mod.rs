@@ -427,7 +427,8 @@ impl Daemon {
             });
             // Only a process in the watch's own cgroup is the watch's: a
             // state file naming another is not believed.
-            if let Some(id) = previous.filter(|id| !self.in_own_cgroup(&name, id.pid)) {
+            let believed = previous.filter(|id| self.in_own_cgroup(&name, id.pid));
+            if let (Some(id), None) = (previous, believed) {
                 log::warn!(
                     "{name}: the state file names process {}, which is not in the watch's cgroup; not re-adopting it",
                     id.pid
@@ -437,8 +438,7 @@ impl Daemon {
                     entry.start_ticks = None;
                 }
             }
-            let previous = previous.filter(|id| self.in_own_cgroup(&name, id.pid));
-            if previous.is_none() {
+            if believed.is_none() {
                 self.clear_strays(&name);
             }
             let watch = self.watches.get_mut(&name).expect("listed");
@@ -1393,7 +1393,8 @@ impl Daemon {
                 // The operator's word comes before a start still pending
                 // from start-up.
                 if !self.pending_starts.is_empty() {
-                    self.pending_starts.retain(|n| !names.contains(n));
+                    let named: std::collections::HashSet<&String> = names.iter().collect();
+                    self.pending_starts.retain(|n| !named.contains(n));
                 }
                 for name in &names {
                     self.waiters
