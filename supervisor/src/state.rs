@@ -169,13 +169,12 @@ impl StateDir {
         }
         let lock = open_at(&dir, "lock", OFlag::O_RDWR | OFlag::O_CREAT)
             .with_context(|| format!("opening {}/lock", path.display()))?;
-        // SAFETY: flock on an fd this function owns.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if !lock_within(&lock, LOCK_PATIENCE) {
             let mut holder = String::new();
             let _ = (&lock).take(32).read_to_string(&mut holder);
             bail!(
                 "another supervisor (pid {}) is running on state_dir {}",
-                holder.trim(),
+                holder.trim_matches(|c: char| c.is_whitespace() || c == '\0'),
                 path.display()
             );
         }
@@ -193,8 +192,11 @@ impl StateDir {
     /// Writes this process's pid into the lock file (again after
     /// `--daemonize` forked), for the message a second daemon prints.
     pub fn claim(&self) {
+        use std::os::unix::fs::FileExt as _;
         let _ = self.lock.set_len(0);
-        let _ = (&self.lock).write_all(format!("{}\n", std::process::id()).as_bytes());
+        let _ = self
+            .lock
+            .write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0);
     }
 
     pub fn path(&self) -> &Path {
@@ -298,6 +300,27 @@ impl StateDir {
         file.write_all(&serde_json::to_vec(&saved)?)?;
         drop(file);
         renameat(&self.dir, "state.json.tmp", &self.dir, "state.json").map_err(io::Error::from)
+    }
+}
+
+/// How long a lock held by someone else is waited for. A daemon that was
+/// just killed can hold its lock a moment after its death: a process it
+/// was starting shares its file table until that process's first
+/// syscall.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Takes `lock` (flock), waiting at most `patience` for another holder.
+fn lock_within(lock: &File, patience: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        // SAFETY: flock on an fd the caller owns.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
