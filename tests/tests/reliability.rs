@@ -819,13 +819,24 @@ fn ten_thousand_watches_start_while_the_daemon_answers() {
         ));
     }
     std::fs::write(&config, text).unwrap();
-    let mut daemon = Command::new(supervisor_bin())
-        .args(["run", "-c"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    /// Kills the daemon (and, with it gone, nothing restarts its watches)
+    /// if the test fails half-way.
+    struct Daemon(std::process::Child);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut daemon = Daemon(
+        Command::new(supervisor_bin())
+            .args(["run", "-c"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let cli = |args: &[&str]| {
         Command::new(supervisor_bin())
             .arg("--socket")
@@ -862,7 +873,7 @@ fn ten_thousand_watches_start_while_the_daemon_answers() {
     supervisor_tests::kill9(old);
     supervisor_tests::wait_until("w1 to run again", || up("w1").is_some_and(|p| p != old));
     assert!(cli(&["terminate"]).status.success());
-    let _ = daemon.wait();
+    let _ = daemon.0.wait();
     report(
         "10,000 watches",
         &format!("{n} watches (10,000 when soaking) started at once: the daemon answers while they start, all come up, a killed one is restarted, terminate stops all"),
