@@ -27,6 +27,20 @@ pub struct BenchArgs {
     no_write: bool,
 }
 
+/// Runs the benchmark binary `bin` (release build) with `args`; returns the
+/// Markdown it prints.
+fn table(root: &Path, bin: &str, args: &[String]) -> Result<String> {
+    let out = Command::new(root.join("target/release").join(bin))
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {bin}"))?;
+    if !out.status.success() {
+        bail!("{bin} failed: {}", out.status);
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
 /// The peers, from Debian, for the side-by-side rows.
 fn install_peers() -> Result<()> {
     let have = |cmd: &str| {
@@ -62,44 +76,30 @@ fn install_peers() -> Result<()> {
 }
 
 pub fn run(root: &Path, args: BenchArgs) -> Result<()> {
-    let out = Command::new(root.join("target/release/bench-backends"))
-        .args([
-            "--kills",
-            &args.kills.to_string(),
-            "--churn-secs",
-            &args.churn_secs.to_string(),
-        ])
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("running bench-backends")?;
-    if !out.status.success() {
-        bail!("bench-backends failed: {}", out.status);
-    }
-    let mut tables = String::from_utf8(out.stdout)?;
+    let mut tables = table(
+        root,
+        "bench-backends",
+        &[
+            "--kills".to_owned(),
+            args.kills.to_string(),
+            "--churn-secs".to_owned(),
+            args.churn_secs.to_string(),
+        ],
+    )?;
     if !args.no_peers {
         install_peers()?;
     }
-    let restart = Command::new(root.join("target/release/bench-restart"))
-        .arg(args.restarts.to_string())
-        .args((!args.no_peers).then_some("--peers"))
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("running bench-restart")?;
-    if !restart.status.success() {
-        bail!("bench-restart failed: {}", restart.status);
+    let mut restart_args = vec![args.restarts.to_string()];
+    if !args.no_peers {
+        restart_args.push("--peers".to_owned());
     }
-    tables.push('\n');
-    tables.push_str(&String::from_utf8(restart.stdout)?);
-    let scale = Command::new(root.join("target/release/bench-scale"))
-        .arg(args.scale_watches.to_string())
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("running bench-scale")?;
-    if !scale.status.success() {
-        bail!("bench-scale failed: {}", scale.status);
+    for (bin, bin_args) in [
+        ("bench-restart", restart_args),
+        ("bench-scale", vec![args.scale_watches.to_string()]),
+    ] {
+        tables.push('\n');
+        tables.push_str(&table(root, bin, &bin_args)?);
     }
-    tables.push('\n');
-    tables.push_str(&String::from_utf8(scale.stdout)?);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
