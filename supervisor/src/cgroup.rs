@@ -19,28 +19,39 @@ pub struct Cgroups {
     lock: Option<std::fs::File>,
 }
 
+/// Where the cgroup2 file system is mounted.
+pub fn mount() -> Result<PathBuf> {
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let mount = mountinfo
+        .lines()
+        .find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+        })
+        .context("no cgroup2 file system is mounted")?;
+    if !mount.join("cgroup.procs").exists() {
+        bail!("{} is not a cgroup2 mount", mount.display());
+    }
+    Ok(mount)
+}
+
+/// The folder of daemon `instance`'s cgroups, under `mount`.
+pub fn instance_dir(mount: &Path, instance: &str) -> PathBuf {
+    mount.join("supervisor").join(instance)
+}
+
 impl Cgroups {
     /// Finds the cgroup2 mount and makes this daemon's folder in it. The
     /// instance name (from the socket path) stays the same across daemon
     /// restarts, so a re-adopted watch keeps its cgroup.
     pub fn discover(instance: &str) -> Result<Self> {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-            .context("reading /proc/self/mountinfo")?;
-        let mount = mountinfo
-            .lines()
-            .find_map(|line| {
-                let (left, right) = line.split_once(" - ")?;
-                (right.split_whitespace().next()? == "cgroup2")
-                    .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
-            })
-            .context("no cgroup2 file system is mounted")?;
-        if !mount.join("cgroup.procs").exists() {
-            bail!("{} is not a cgroup2 mount", mount.display());
-        }
+        let mount = mount()?;
         if !crate::clone3::available() || !crate::kernel::at_least(5, 7) {
             bail!("processes cannot be cloned into a cgroup here (clone3 CLONE_INTO_CGROUP needs x86_64 and Linux 5.7)");
         }
-        let base = mount.join("supervisor").join(instance);
+        let base = instance_dir(&mount, instance);
         std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
         Ok(Self { base, lock: None })
     }

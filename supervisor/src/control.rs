@@ -54,6 +54,29 @@ pub enum Request {
     Terminate,
 }
 
+impl Request {
+    /// How the daemon's log names a request that changes something
+    /// (`stop web`, `load /etc/app.toml`); `None` for those that only read.
+    pub fn audit_line(&self) -> Option<String> {
+        let everything = "every watch";
+        Some(match self {
+            Self::Status { .. } | Self::Info => return None,
+            Self::Command { command, target } => format!(
+                "{} {}",
+                command.verb(),
+                target.as_deref().unwrap_or(everything)
+            ),
+            Self::Signal { target, signal } => format!("signal {target} {signal}"),
+            Self::Remove { name } => format!("remove {name}"),
+            Self::Load { path, missing } => {
+                format!("load {} (missing: {missing:?})", path.display())
+            }
+            Self::Quit => "quit".to_owned(),
+            Self::Terminate => "terminate".to_owned(),
+        })
+    }
+}
+
 /// What `load` does with running watches the new config no longer has.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -99,8 +122,30 @@ impl Response {
     }
 }
 
-/// A request on its way to the daemon, with where its answer goes.
-pub type Incoming = (Request, oneshot::Sender<Response>);
+/// Who sent a request, as the kernel vouches for it (SO_PEERCRED).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub pid: Option<u32>,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "uid {}", self.uid)?;
+        match self.pid {
+            Some(pid) => write!(f, ", pid {pid}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A request on its way to the daemon, with who sent it and where its
+/// answer goes.
+pub struct Incoming {
+    pub request: Request,
+    pub from: Peer,
+    pub reply: oneshot::Sender<Response>,
+}
 
 /// The socket a CLI verb talks to: `--socket`, else `SUPERVISOR_SOCKET`,
 /// else the default (clap applies the first two).
@@ -277,6 +322,10 @@ async fn serve_one(
     in_flight: InFlight,
 ) -> Result<()> {
     let peer = stream.peer_cred().context("reading peer credentials")?;
+    let from = Peer {
+        uid: peer.uid(),
+        pid: peer.pid().and_then(|p| u32::try_from(p).ok()),
+    };
     let (read, mut write) = stream.into_split();
     if peer.uid() != 0 && peer.uid() != own_uid {
         let answer = Response::error(format!(
@@ -315,7 +364,14 @@ async fn serve_one(
             Ok(request) => {
                 let (reply, answer) = oneshot::channel();
                 in_flight.begin();
-                if tx.send((request, reply)).is_err() {
+                if tx
+                    .send(Incoming {
+                        request,
+                        from,
+                        reply,
+                    })
+                    .is_err()
+                {
                     in_flight.end();
                     return Ok(());
                 }

@@ -56,6 +56,19 @@ pub enum Command {
     Unmonitor,
 }
 
+impl Command {
+    /// The CLI verb that asks for it.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::Restart => "restart",
+            Self::Monitor => "monitor",
+            Self::Unmonitor => "unmonitor",
+        }
+    }
+}
+
 /// What the daemon must do next for this watch.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {
@@ -119,8 +132,12 @@ pub struct Watch {
     starts: VecDeque<Instant>,
     /// Current crash-loop delay and when the held start is due.
     pub backoff: Option<(Duration, Instant)>,
-    /// Commands that arrived while the watch was busy; never dropped.
-    queue: VecDeque<Command>,
+    /// Commands that arrived while the watch was busy, and whether an
+    /// operator asked for each; never dropped.
+    queue: VecDeque<(Command, bool)>,
+    /// The start under way was asked for by an operator: the crash-loop
+    /// backoff never holds it back, and it is not counted as a crash.
+    asked: bool,
     /// The last `RECENT_EVENTS` transitions and conditions, oldest first.
     pub events: VecDeque<Event>,
     /// What happened since the daemon last took them, for notifications.
@@ -129,6 +146,16 @@ pub struct Watch {
     restarting: Option<String>,
     /// What the process last said of itself (sd_notify `STATUS=`).
     pub said: Option<String>,
+    /// A launch (of a program that writes a pid file) is under way: its
+    /// outcome, `spawned` or `spawn_failed`, is still to come.
+    launching: bool,
+    /// How many starts have failed: a request waits for the outcome of a
+    /// start after it arrived, not for an older failure.
+    failures: u64,
+    /// How many times the watch has entered each state (by `State as
+    /// usize`): a request is answered by a state reached after it came,
+    /// even if a queued command moved the watch on at once.
+    entered: [u64; 6],
 }
 
 impl Watch {
@@ -148,6 +175,10 @@ impl Watch {
             notices: Vec::new(),
             restarting: None,
             said: None,
+            launching: false,
+            failures: 0,
+            asked: false,
+            entered: [0; 6],
         }
     }
 
@@ -220,10 +251,33 @@ impl Watch {
         self.state
     }
 
-    /// Waiting for its process to exit: commands queue until it has.
-    /// (`start` is either instant or a backoff that `stop` may cut short.)
+    /// Waiting for its process to exit, or for a launch an `unmonitor`
+    /// cut short to end: commands queue until then. (In `start`, a launch
+    /// is under way or a backoff runs, and `stop` applies at once.)
     pub fn busy(&self) -> bool {
         matches!(self.state, State::Stop | State::Restart)
+            || self.launching && self.state == State::Unmonitored
+    }
+
+    /// How many times the watch has entered `state`.
+    pub fn entered(&self, state: State) -> u64 {
+        self.entered[state as usize]
+    }
+
+    /// How many starts have failed so far.
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+
+    /// The launch of a program that writes a pid file has begun; its
+    /// process is known once the file names it (`spawned`).
+    pub fn launched(&mut self) {
+        self.launching = true;
+    }
+
+    fn failed(&mut self, error: String) {
+        self.failures += 1;
+        self.last_error = Some(error);
     }
 
     fn moved(&mut self, to: State, reason: &str) {
@@ -235,6 +289,7 @@ impl Watch {
                 to
             );
             self.note(format!("moved '{}' to '{to}': {reason}", self.state));
+            self.entered[to as usize] += 1;
         }
         self.state = to;
     }
@@ -282,26 +337,34 @@ impl Watch {
         self.state == State::Start && self.process.is_some()
     }
 
-    /// Queues `command`; returns the actions for whatever can run now.
+    /// Queues `command`, which the daemon decided on (a condition, a
+    /// reload, start-up); returns the actions for whatever can run now.
     pub fn command(&mut self, command: Command) -> Vec<Action> {
-        self.queue.push_back(command);
+        self.queue.push_back((command, false));
+        self.run_queue()
+    }
+
+    /// Queues `command`, which an operator asked for.
+    pub fn asked(&mut self, command: Command) -> Vec<Action> {
+        self.queue.push_back((command, true));
         self.run_queue()
     }
 
     fn run_queue(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
         while !self.busy() {
-            let Some(command) = self.queue.pop_front() else {
+            let Some((command, asked)) = self.queue.pop_front() else {
                 break;
             };
-            actions.extend(self.apply(command));
+            actions.extend(self.apply(command, asked));
         }
         actions
     }
 
-    fn apply(&mut self, command: Command) -> Vec<Action> {
+    fn apply(&mut self, command: Command, asked: bool) -> Vec<Action> {
         match (command, self.state) {
             (Command::Start | Command::Monitor, State::Unmonitored) => {
+                self.asked = asked;
                 // A new attempt: the last one's failure is history (still
                 // in the events), not this start's answer.
                 self.last_error = None;
@@ -321,18 +384,26 @@ impl Watch {
                 self.moved(State::Stop, "stop requested before it was ready");
                 vec![self.stop_action()]
             }
+            (Command::Stop, State::Start) if self.launching => {
+                // What the launch leaves behind is stopped once it is known.
+                self.restarting = None;
+                self.moved(State::Stop, "stop requested while it was starting");
+                Vec::new()
+            }
             (Command::Restart, State::Start) if self.process.is_some() => {
+                self.asked = asked;
                 self.moved(State::Restart, "restart requested before it was ready");
                 vec![self.stop_action()]
             }
             (Command::Restart, State::Up) => {
+                self.asked = asked;
                 self.moved(State::Restart, "restart requested");
                 match &self.config.restart {
                     Some(command) => vec![Action::RunRestart(command.clone())],
                     None => vec![self.stop_action()],
                 }
             }
-            (Command::Restart, State::Unmonitored) => self.apply(Command::Start),
+            (Command::Restart, State::Unmonitored) => self.apply(Command::Start, asked),
             (Command::Stop, _) => {
                 self.backoff = None;
                 self.restarting = None;
@@ -385,6 +456,7 @@ impl Watch {
             return Vec::new();
         };
         self.restarts += 1;
+        self.asked = false;
         let reason = format!(
             "restart command finished; process {} still runs",
             process.pid
@@ -394,6 +466,28 @@ impl Watch {
         self.run_queue()
     }
 
+    /// Commands queued behind a restart, once its process is gone: a
+    /// `start` or `restart` is met by the start that follows (it comes
+    /// after them), and a `stop` is carried out by this stop, so the
+    /// process is not started again first.
+    fn settle_queue_behind_restart(&mut self) {
+        if self.state != State::Restart {
+            return;
+        }
+        while let Some((Command::Start | Command::Restart | Command::Monitor, _)) =
+            self.queue.front()
+        {
+            self.queue.pop_front();
+        }
+        if let Some((Command::Stop | Command::Unmonitor, _)) = self.queue.front() {
+            let (command, _) = self.queue.pop_front().expect("looked at");
+            self.moved(
+                State::Stop,
+                &format!("{} requested during the restart", command.verb()),
+            );
+        }
+    }
+
     /// Enters `start`, now or after the crash-loop backoff.
     fn begin_start(&mut self, reason: &str, counts_as_restart: bool) -> Vec<Action> {
         if counts_as_restart {
@@ -401,6 +495,9 @@ impl Watch {
             self.restarting = Some(reason.to_owned());
         }
         self.moved(State::Start, reason);
+        if self.asked {
+            return vec![Action::Spawn];
+        }
         let now = Instant::now();
         let window = self.config.flapping.within;
         while self
@@ -438,7 +535,34 @@ impl Watch {
     }
 
     pub fn spawned(&mut self, process: ProcessId) -> Vec<Action> {
-        self.starts.push_back(Instant::now());
+        self.launching = false;
+        match self.state {
+            State::Unmonitored => {
+                log::info!(
+                    "{}: process {} left running unwatched (unmonitor requested while it was starting)",
+                    self.config.name,
+                    process.pid
+                );
+                let mut actions = vec![Action::Release];
+                actions.extend(self.run_queue());
+                return actions;
+            }
+            State::Stop => {
+                // Stopped while it was starting: what it left is stopped
+                // the whole way (stop command or signal, then SIGKILL).
+                self.process = Some(process);
+                self.started_at = Some(SystemTime::now());
+                self.note(format!(
+                    "process {} started; stopping it (stop requested while it was starting)",
+                    process.pid
+                ));
+                return vec![self.stop_action()];
+            }
+            _ => {}
+        }
+        if !std::mem::take(&mut self.asked) {
+            self.starts.push_back(Instant::now());
+        }
         self.process = Some(process);
         self.started_at = Some(SystemTime::now());
         self.last_error = None;
@@ -499,13 +623,27 @@ impl Watch {
         );
         log::error!("{}: start failed: {error}; stopping it", self.config.name);
         self.note(format!("start failed: {error}"));
-        self.last_error = Some(error);
+        self.failed(error);
         vec![self.stop_action()]
     }
 
     pub fn spawn_failed(&mut self, error: &str) -> Vec<Action> {
-        self.starts.push_back(Instant::now());
-        self.last_error = Some(error.to_owned());
+        self.launching = false;
+        match self.state {
+            State::Stop => {
+                self.moved(
+                    State::Unmonitored,
+                    &format!("stopped while it was starting (the start failed: {error})"),
+                );
+                return self.run_queue();
+            }
+            State::Unmonitored => return self.run_queue(),
+            _ => {}
+        }
+        if !std::mem::take(&mut self.asked) {
+            self.starts.push_back(Instant::now());
+        }
+        self.failed(error.to_owned());
         log::error!("{}: start failed: {error}", self.config.name);
         let reason = format!("start failed: {error}");
         if self.config.keepalive {
@@ -522,6 +660,7 @@ impl Watch {
         let Some(process) = self.process.take() else {
             return Vec::new();
         };
+        self.settle_queue_behind_restart();
         self.last_exit = Some(LastExit {
             status,
             at: SystemTime::now(),
@@ -534,7 +673,7 @@ impl Watch {
                     "process {} exited before it was ready: {status}",
                     process.pid
                 );
-                self.last_error = Some(error.clone());
+                self.failed(error.clone());
                 error
             }
             _ => format!("process {} exited: {status}", process.pid),

@@ -383,6 +383,51 @@ impl RunningDaemon {
             .expect("running supervisor")
     }
 
+    /// Starts `supervisor --socket <ours> ARGS` without waiting for it
+    /// (a command that answers only once its action is done).
+    pub fn cli_background(&self, args: &[&str]) -> Background {
+        let child = Command::new(supervisor_bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running supervisor");
+        Background {
+            what: args.join(" "),
+            child: Some(child),
+        }
+    }
+
+    /// Waits (bounded) until the daemon has logged `count` lines holding
+    /// `needle` (e.g. that a request arrived).
+    pub fn wait_logged(&self, needle: &str, count: usize) {
+        wait_until(&format!("{count} log line(s) with {needle:?}"), || {
+            self.log().iter().filter(|l| l.contains(needle)).count() >= count
+        });
+    }
+
+    /// The processes in watch `name`'s cgroup now.
+    pub fn cgroup_pids(&self, name: &str) -> Vec<i32> {
+        let procs = self
+            .cgroup_dir()
+            .expect("a cgroup2 mount")
+            .join(name)
+            .join("cgroup.procs");
+        std::fs::read_to_string(&procs)
+            .unwrap_or_else(|e| panic!("{}: {e}", procs.display()))
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// The folder of this daemon's cgroups.
+    fn cgroup_dir(&self) -> Option<PathBuf> {
+        let mount = supervisor::cgroup::mount().ok()?;
+        Some(supervisor::cgroup::instance_dir(&mount, &self.instance()))
+    }
+
     /// `status --json` of one watch.
     pub fn status(&self, name: &str) -> serde_json::Value {
         let out = self.cli(&["status", "--json", name]);
@@ -497,16 +542,24 @@ impl Drop for RunningDaemon {
         let _ = self.child.wait();
         // Cgroups a test's daemon left (after quit, or a SIGKILL) go too;
         // rmdir only ever removes empty ones.
-        let instance = self.instance();
-        if let Ok(cgroups) = supervisor::cgroup::Cgroups::discover(&instance) {
-            for name in self.cgroup_watches() {
-                if let Ok(cgroup) = cgroups.watch(&name, false) {
-                    cgroup.kill_all();
-                    cgroup.remove();
-                }
+        let Some(dir) = self.cgroup_dir() else {
+            return;
+        };
+        for name in self.cgroup_watches() {
+            let cgroup = dir.join(name);
+            let _ = std::fs::write(cgroup.join("cgroup.kill"), "1");
+            // rmdir only ever removes an empty cgroup: wait until the
+            // kill has emptied it (the kernel says so in cgroup.events).
+            let deadline = Instant::now() + WAIT;
+            while std::fs::read_to_string(cgroup.join("cgroup.events"))
+                .is_ok_and(|e| e.contains("populated 1"))
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
             }
-            cgroups.remove();
+            let _ = std::fs::remove_dir(&cgroup);
         }
+        let _ = std::fs::remove_dir(&dir);
     }
 }
 
@@ -537,6 +590,43 @@ impl RunningDaemon {
                     .map(str::to_owned)
             })
             .collect()
+    }
+}
+
+/// A CLI command running in the background; dropping it kills it.
+pub struct Background {
+    what: String,
+    child: Option<Child>,
+}
+
+impl Background {
+    /// Waits (bounded) for the command's answer.
+    pub fn answer(mut self) -> std::process::Output {
+        let child = self.child.take().expect("not yet waited for");
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(WAIT) {
+            Ok(output) => output.expect("output"),
+            Err(_) => {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                panic!("`{}` was not answered within {WAIT:?}", self.what);
+            }
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

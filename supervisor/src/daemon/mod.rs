@@ -123,6 +123,22 @@ enum Goal {
 struct Waiter {
     goal: Goal,
     request: u64,
+    /// The watch's failed starts when the request came: only a later
+    /// failure answers it.
+    failures: u64,
+    /// How often the watch had entered the goal's state when the request
+    /// came: entering it again answers the request, even if the watch has
+    /// moved on since (a `start` queued behind the `stop`).
+    entered: u64,
+}
+
+impl Goal {
+    fn state(self) -> State {
+        match self {
+            Self::Up => State::Up,
+            Self::Unmonitored => State::Unmonitored,
+        }
+    }
 }
 
 /// What a helper process the daemon runs is for.
@@ -329,7 +345,7 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
                     daemon.trees = None;
                 }
             }
-            Some((request, reply)) = control_rx.recv() => daemon.on_request(request, reply),
+            Some(incoming) = control_rx.recv() => daemon.on_request(incoming),
             _ = sigchld.recv() => daemon.reap(),
             _ = sigterm.recv() => daemon.terminate(None),
             _ = sigint.recv() => daemon.terminate(None),
@@ -596,6 +612,7 @@ impl Daemon {
         let launcher = match launched {
             Ok(spawned) => {
                 track(&mut self.trees, name, spawned.id.pid);
+                watch.launched();
                 spawned.id.pid
             }
             Err(e) => {
@@ -642,17 +659,7 @@ impl Daemon {
         let Some(watch) = self.watches.get_mut(name) else {
             return;
         };
-        let starting = watch.state() == State::Start && watch.process.is_none();
         let actions = match result {
-            Ok(id) if !starting => {
-                // Stopped while it was starting: it must not run unwatched.
-                log::warn!(
-                    "{name}: stopped while starting; stopping process {} too",
-                    id.pid
-                );
-                signal_group(id.pid, watch.config.stop_signal);
-                Vec::new()
-            }
             Ok(id) if self.by_pid.get(&id.pid).is_some_and(|n| n != name) => {
                 let other = self.by_pid[&id.pid].clone();
                 if group_alive(launcher) {
@@ -678,11 +685,7 @@ impl Daemon {
                 if group_alive(launcher) {
                     signal_group(launcher, Signal::SIGKILL);
                 }
-                if starting {
-                    watch.spawn_failed(&e)
-                } else {
-                    Vec::new()
-                }
+                watch.spawn_failed(&e)
             }
         };
         self.act(name, actions);
@@ -990,7 +993,7 @@ impl Daemon {
                 let (signal, timeout) = (watch.config.stop_signal, watch.config.stop_timeout);
                 log::warn!("{name}: stop command did not end process {pid} within its stop_grace; killing the command, sending {signal}");
                 signal_group(helper, Signal::SIGKILL);
-                self.reach(&name).signal(pid, signal);
+                self.reach(&name).stop(pid, signal);
                 stop_timer(&self.tx, &name, pid, timeout);
             }
             Internal::RestartGraceOver { name, helper } => {
@@ -1123,7 +1126,7 @@ impl Daemon {
                             }
                             None => {
                                 // Descendants that left the group get it too.
-                                reach.signal(process.pid, signal);
+                                reach.stop(process.pid, signal);
                                 stop_timer(&self.tx, name, process.pid, timeout);
                             }
                         }
@@ -1260,25 +1263,30 @@ impl Daemon {
                 .backoff
                 .map(|(delay, _)| format!("{name} is flapping: next start in {delay:?}")),
             _ => None,
-        }
-        .or_else(|| watch.last_error.as_ref().map(|e| format!("{name}: {e}")));
+        };
+        let error = watch.last_error.as_ref().map(|e| format!("{name}: {e}"));
+        let failures = watch.failures();
+        let entered = [watch.entered(State::Up), watch.entered(State::Unmonitored)];
         let Some(waiters) = self.waiters.get_mut(name) else {
             return;
         };
         let mut done = Vec::new();
         waiters.retain(|w| {
-            let reached = match w.goal {
-                Goal::Up => state == State::Up,
-                Goal::Unmonitored => state == State::Unmonitored,
-            };
-            let failed = w.goal == Goal::Up && (failure.is_some() || state == State::Unmonitored);
+            let entered = entered[w.goal as usize];
+            let reached = state == w.goal.state() || entered > w.entered;
+            let new_failure = error.clone().filter(|_| failures > w.failures);
+            let failed = w.goal == Goal::Up
+                && (failure.is_some() || new_failure.is_some() || state == State::Unmonitored);
             if reached || failed {
                 done.push((
                     w.request,
                     if reached {
                         None
                     } else {
-                        failure.clone().or(Some(format!("{name} did not start")))
+                        failure
+                            .clone()
+                            .or(new_failure)
+                            .or(Some(format!("{name} was stopped before it was up")))
                     },
                 ));
                 false
@@ -1289,6 +1297,23 @@ impl Daemon {
         for (request, error) in done {
             self.answer_part(request, error);
         }
+    }
+
+    /// Request `request` waits for watch `name` to reach `goal`.
+    fn wait_for(&mut self, name: &str, goal: Goal, request: u64) {
+        let (failures, entered) = self
+            .watches
+            .get(name)
+            .map_or((0, 0), |w| (w.failures(), w.entered(goal.state())));
+        self.waiters
+            .entry(name.to_owned())
+            .or_default()
+            .push(Waiter {
+                goal,
+                request,
+                failures,
+                entered,
+            });
     }
 
     fn answer_part(&mut self, request: u64, error: Option<String>) {
@@ -1353,7 +1378,15 @@ impl Daemon {
             .collect()
     }
 
-    fn on_request(&mut self, request: Request, reply: oneshot::Sender<Response>) {
+    fn on_request(&mut self, incoming: Incoming) {
+        let Incoming {
+            request,
+            from,
+            reply,
+        } = incoming;
+        if let Some(line) = request.audit_line() {
+            log::info!("control: {line} (from {from})");
+        }
         match request {
             Request::Status { target } => {
                 let response = match self.targets(target.as_deref()) {
@@ -1397,11 +1430,11 @@ impl Daemon {
                     self.pending_starts.retain(|n| !named.contains(n));
                 }
                 for name in &names {
-                    self.waiters
-                        .entry(name.clone())
-                        .or_default()
-                        .push(Waiter { goal, request: id });
-                    self.command(name, command);
+                    self.wait_for(name, goal, id);
+                    if let Some(watch) = self.watches.get_mut(name) {
+                        let actions = watch.asked(command);
+                        self.act(name, actions);
+                    }
                     self.settle_waiters(name);
                 }
             }
@@ -1433,10 +1466,7 @@ impl Daemon {
                 }
                 let id = self.new_request(1, reply);
                 self.removing.insert(name.clone());
-                self.waiters.entry(name.clone()).or_default().push(Waiter {
-                    goal: Goal::Unmonitored,
-                    request: id,
-                });
+                self.wait_for(&name, Goal::Unmonitored, id);
                 self.command(&name, Command::Stop);
                 self.settle_waiters(&name);
             }
@@ -1517,10 +1547,7 @@ impl Daemon {
             self.answer_part(id, None);
         }
         for name in names {
-            self.waiters.entry(name.clone()).or_default().push(Waiter {
-                goal: Goal::Unmonitored,
-                request: id,
-            });
+            self.wait_for(&name, Goal::Unmonitored, id);
             self.command(&name, Command::Stop);
             self.settle_waiters(&name);
         }
@@ -1619,6 +1646,16 @@ impl Reach {
                 .filter(|s| u32::try_from(s.pgrp).ok() == Some(pid.get()))
                 .filter_map(|s| Pid::new(u32::try_from(s.pid).ok()?))
                 .collect(),
+        }
+    }
+
+    /// Sends the stop signal, then SIGCONT as systemd does: a stopped
+    /// (SIGSTOP, ^Z) process would otherwise see its stop signal only
+    /// when SIGKILL comes after `stop_timeout`.
+    fn stop(&self, pid: Pid, signal: Signal) {
+        self.signal(pid, signal);
+        if signal != Signal::SIGKILL && signal != Signal::SIGCONT {
+            self.signal(pid, Signal::SIGCONT);
         }
     }
 
