@@ -45,6 +45,27 @@ impl fmt::Display for State {
     }
 }
 
+/// When the event a watch is handed happened, on both clocks. The daemon
+/// reads them once per event; the state machine never reads a clock, so
+/// that its tests can pass any time they like.
+#[derive(Clone, Copy, Debug)]
+pub struct Now {
+    /// For durations: flapping windows, backoff.
+    pub mono: Instant,
+    /// For what operators read: start times, exits, events.
+    pub wall: SystemTime,
+}
+
+impl Now {
+    /// The clocks now: for the daemon, at the edge.
+    pub fn read() -> Self {
+        Self {
+            mono: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+}
+
 /// What an operator asked of a watch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -156,6 +177,8 @@ pub struct Watch {
     /// usize`): a request is answered by a state reached after it came,
     /// even if a queued command moved the watch on at once.
     entered: [u64; 6],
+    /// When the event being handled happened (set by every input).
+    now: Option<Now>,
 }
 
 impl Watch {
@@ -179,6 +202,7 @@ impl Watch {
             failures: 0,
             asked: false,
             entered: [0; 6],
+            now: None,
         }
     }
 
@@ -197,9 +221,16 @@ impl Watch {
 
     /// Runs `process`, which a previous daemon started and which still
     /// runs; `ready` says whether it had been ready (else it waits again).
-    pub fn adopt(&mut self, process: ProcessId, ready: bool) {
+    pub fn adopt(
+        &mut self,
+        process: ProcessId,
+        ready: bool,
+        started_at: Option<SystemTime>,
+        now: Now,
+    ) {
+        self.now = Some(now);
         self.process = Some(process);
-        self.started_at = crate::process::started_at(process.start);
+        self.started_at = started_at;
         if ready || self.config.ready == Readiness::Started {
             self.moved(
                 State::Up,
@@ -214,10 +245,11 @@ impl Watch {
     }
 
     /// A previous daemon's process died while no daemon was watching.
-    pub fn died_unwatched(&mut self, pid: crate::process::Pid) {
+    pub fn died_unwatched(&mut self, pid: crate::process::Pid, now: Now) {
+        self.now = Some(now);
         self.last_exit = Some(LastExit {
             status: ExitStatus::Unknown,
-            at: SystemTime::now(),
+            at: now.wall,
             pid,
         });
         self.restarts += 1;
@@ -294,13 +326,17 @@ impl Watch {
         self.state = to;
     }
 
+    fn now(&self) -> Now {
+        self.now.expect("every input sets the time")
+    }
+
     /// Remembers `what` among the watch's recent events (for `status`).
-    pub fn note(&mut self, what: String) {
+    fn note(&mut self, what: String) {
         if self.events.len() == RECENT_EVENTS {
             self.events.pop_front();
         }
         self.events.push_back(Event {
-            at: SystemTime::now(),
+            at: self.now().wall,
             what,
         });
     }
@@ -326,7 +362,8 @@ impl Watch {
     }
 
     /// A resource condition or the health check fired.
-    pub fn condition_fired(&mut self, reason: String) {
+    pub fn condition_fired(&mut self, reason: String, now: Now) {
+        self.now = Some(now);
         let pid = self.process.map(|p| p.pid);
         self.note(format!("condition: {reason}"));
         self.notice(NotifyEvent::Condition, pid, None, reason);
@@ -339,13 +376,15 @@ impl Watch {
 
     /// Queues `command`, which the daemon decided on (a condition, a
     /// reload, start-up); returns the actions for whatever can run now.
-    pub fn command(&mut self, command: Command) -> Vec<Action> {
+    pub fn command(&mut self, command: Command, now: Now) -> Vec<Action> {
+        self.now = Some(now);
         self.queue.push_back((command, false));
         self.run_queue()
     }
 
     /// Queues `command`, which an operator asked for.
-    pub fn asked(&mut self, command: Command) -> Vec<Action> {
+    pub fn asked(&mut self, command: Command, now: Now) -> Vec<Action> {
+        self.now = Some(now);
         self.queue.push_back((command, true));
         self.run_queue()
     }
@@ -434,7 +473,8 @@ impl Watch {
 
     /// The restart command outlived `restart_grace` (and was killed): the
     /// process is stopped and started instead.
-    pub fn restart_command_timed_out(&mut self) -> Vec<Action> {
+    pub fn restart_command_timed_out(&mut self, now: Now) -> Vec<Action> {
+        self.now = Some(now);
         if self.state != State::Restart || self.process.is_none() {
             return Vec::new();
         }
@@ -448,7 +488,8 @@ impl Watch {
 
     /// The restart command has finished. If the process did not exit, it
     /// restarted in place (a reload): the watch is up again.
-    pub fn restart_command_done(&mut self) -> Vec<Action> {
+    pub fn restart_command_done(&mut self, now: Now) -> Vec<Action> {
+        self.now = Some(now);
         if self.state != State::Restart {
             return Vec::new();
         }
@@ -498,15 +539,9 @@ impl Watch {
         if self.asked {
             return vec![Action::Spawn];
         }
-        let now = Instant::now();
+        let now = self.now().mono;
         let window = self.config.flapping.within;
-        while self
-            .starts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > window)
-        {
-            self.starts.pop_front();
-        }
+        self.forget_old_starts(now);
         if self.starts.len() as u32 >= self.config.flapping.starts {
             let delay = match self.backoff {
                 Some((previous, _)) => (previous * 2).min(self.config.flapping.max_backoff),
@@ -525,8 +560,21 @@ impl Watch {
         vec![Action::Spawn]
     }
 
+    /// Drops the starts that have left the flapping window.
+    fn forget_old_starts(&mut self, now: Instant) {
+        let window = self.config.flapping.within;
+        while self
+            .starts
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > window)
+        {
+            self.starts.pop_front();
+        }
+    }
+
     /// A held start is due (after backoff).
-    pub fn backoff_over(&mut self) -> Vec<Action> {
+    pub fn backoff_over(&mut self, now: Now) -> Vec<Action> {
+        self.now = Some(now);
         if self.state == State::Start && self.process.is_none() {
             vec![Action::Spawn]
         } else {
@@ -534,7 +582,8 @@ impl Watch {
         }
     }
 
-    pub fn spawned(&mut self, process: ProcessId) -> Vec<Action> {
+    pub fn spawned(&mut self, process: ProcessId, now: Now) -> Vec<Action> {
+        self.now = Some(now);
         self.launching = false;
         match self.state {
             State::Unmonitored => {
@@ -551,7 +600,7 @@ impl Watch {
                 // Stopped while it was starting: what it left is stopped
                 // the whole way (stop command or signal, then SIGKILL).
                 self.process = Some(process);
-                self.started_at = Some(SystemTime::now());
+                self.started_at = Some(now.wall);
                 self.note(format!(
                     "process {} started; stopping it (stop requested while it was starting)",
                     process.pid
@@ -561,12 +610,13 @@ impl Watch {
             _ => {}
         }
         if !std::mem::take(&mut self.asked) {
-            self.starts.push_back(Instant::now());
+            self.starts.push_back(now.mono);
         }
         self.process = Some(process);
-        self.started_at = Some(SystemTime::now());
+        self.started_at = Some(now.wall);
         self.last_error = None;
         self.said = None;
+        self.forget_old_starts(now.mono);
         if self.starts.len() < self.config.flapping.starts as usize {
             // A calm stretch ends the backoff sequence.
             self.backoff = None;
@@ -603,7 +653,8 @@ impl Watch {
 
     /// The process said it is ready, or its health check passed: the
     /// watch is up.
-    pub fn ready(&mut self, how: &str) -> Vec<Action> {
+    pub fn ready(&mut self, how: &str, now: Now) -> Vec<Action> {
+        self.now = Some(now);
         let Some(process) = self.process.filter(|_| self.state == State::Start) else {
             return Vec::new();
         };
@@ -613,7 +664,8 @@ impl Watch {
 
     /// The process was not ready within `start_grace`: the start failed,
     /// and the process is stopped (then started again, with keepalive).
-    pub fn not_ready(&mut self) -> Vec<Action> {
+    pub fn not_ready(&mut self, now: Now) -> Vec<Action> {
+        self.now = Some(now);
         let Some(process) = self.process.filter(|_| self.state == State::Start) else {
             return Vec::new();
         };
@@ -627,7 +679,8 @@ impl Watch {
         vec![self.stop_action()]
     }
 
-    pub fn spawn_failed(&mut self, error: &str) -> Vec<Action> {
+    pub fn spawn_failed(&mut self, error: &str, now: Now) -> Vec<Action> {
+        self.now = Some(now);
         self.launching = false;
         match self.state {
             State::Stop => {
@@ -641,7 +694,7 @@ impl Watch {
             _ => {}
         }
         if !std::mem::take(&mut self.asked) {
-            self.starts.push_back(Instant::now());
+            self.starts.push_back(now.mono);
         }
         self.failed(error.to_owned());
         log::error!("{}: start failed: {error}", self.config.name);
@@ -656,14 +709,15 @@ impl Watch {
     }
 
     /// The process is gone (reaped). Decides what follows.
-    pub fn exited(&mut self, status: ExitStatus) -> Vec<Action> {
+    pub fn exited(&mut self, status: ExitStatus, now: Now) -> Vec<Action> {
+        self.now = Some(now);
         let Some(process) = self.process.take() else {
             return Vec::new();
         };
         self.settle_queue_behind_restart();
         self.last_exit = Some(LastExit {
             status,
-            at: SystemTime::now(),
+            at: now.wall,
             pid: process.pid,
         });
         self.started_at = None;
@@ -727,6 +781,15 @@ mod tests {
         Watch::new(config)
     }
 
+    /// A fake clock: `t(ms)` is `ms` milliseconds after a fixed start.
+    fn t(ms: u64) -> Now {
+        thread_local!(static START: Now = Now::read());
+        START.with(|start| Now {
+            mono: start.mono + Duration::from_millis(ms),
+            wall: start.wall + Duration::from_millis(ms),
+        })
+    }
+
     fn events(w: &mut Watch) -> Vec<NotifyEvent> {
         w.take_notices().into_iter().map(|n| n.event).collect()
     }
@@ -734,54 +797,54 @@ mod tests {
     #[test]
     fn a_watch_that_waits_to_be_ready_is_up_only_once_it_is() {
         let mut w = watch(Readiness::Notify);
-        assert_eq!(w.command(Command::Start), vec![Action::Spawn]);
-        assert!(w.spawned(process(10)).is_empty());
+        assert_eq!(w.command(Command::Start, t(0)), vec![Action::Spawn]);
+        assert!(w.spawned(process(10), t(0)).is_empty());
         assert_eq!((w.state(), w.awaiting_ready()), (State::Start, true));
-        assert!(w.ready("READY=1").is_empty());
+        assert!(w.ready("READY=1", t(0)).is_empty());
         assert_eq!(w.state(), State::Up);
-        assert!(w.ready("READY=1").is_empty(), "once");
+        assert!(w.ready("READY=1", t(0)).is_empty(), "once");
         assert!(events(&mut w).is_empty(), "a first start is no restart");
     }
 
     #[test]
     fn a_restart_is_told_once_the_new_process_is_ready() {
         let mut w = watch(Readiness::Health);
-        w.command(Command::Start);
-        w.spawned(process(10));
-        w.ready("health");
-        assert_eq!(w.exited(ExitStatus::Exited(1)), vec![Action::Spawn]);
+        w.command(Command::Start, t(0));
+        w.spawned(process(10), t(0));
+        w.ready("health", t(0));
+        assert_eq!(w.exited(ExitStatus::Exited(1), t(0)), vec![Action::Spawn]);
         assert_eq!(events(&mut w), vec![NotifyEvent::Exited]);
-        w.spawned(process(11));
+        w.spawned(process(11), t(0));
         assert!(events(&mut w).is_empty(), "not up yet");
-        w.ready("health");
+        w.ready("health", t(0));
         assert_eq!(events(&mut w), vec![NotifyEvent::Restarted]);
     }
 
     #[test]
     fn not_ready_in_time_stops_it_and_its_exit_starts_it_again() {
         let mut w = watch(Readiness::Notify);
-        w.command(Command::Start);
-        w.spawned(process(10));
-        assert!(matches!(w.not_ready()[..], [Action::Stop { .. }]));
+        w.command(Command::Start, t(0));
+        w.spawned(process(10), t(0));
+        assert!(matches!(w.not_ready(t(0))[..], [Action::Stop { .. }]));
         assert!(w
             .last_error
             .as_deref()
             .is_some_and(|e| e.contains("not ready")));
-        assert_eq!(w.exited(ExitStatus::Exited(0)), vec![Action::Spawn]);
+        assert_eq!(w.exited(ExitStatus::Exited(0), t(0)), vec![Action::Spawn]);
         assert_eq!(w.restarts, 1);
     }
 
     #[test]
     fn a_stop_before_it_is_ready_stops_the_process() {
         let mut w = watch(Readiness::Notify);
-        w.command(Command::Start);
-        w.spawned(process(10));
+        w.command(Command::Start, t(0));
+        w.spawned(process(10), t(0));
         assert!(matches!(
-            w.command(Command::Stop)[..],
+            w.command(Command::Stop, t(0))[..],
             [Action::Stop { .. }]
         ));
         assert_eq!(w.state(), State::Stop);
-        assert!(w.exited(ExitStatus::Exited(0)).is_empty());
+        assert!(w.exited(ExitStatus::Exited(0), t(0)).is_empty());
         assert_eq!(w.state(), State::Unmonitored);
         assert!(events(&mut w).is_empty(), "an asked-for stop is no news");
     }
@@ -790,12 +853,127 @@ mod tests {
     fn without_keepalive_a_death_gives_up() {
         let mut w = watch(Readiness::Started);
         w.config.keepalive = false;
-        w.command(Command::Start);
-        w.spawned(process(10));
-        assert!(w.exited(ExitStatus::Exited(3)).is_empty());
+        w.command(Command::Start, t(0));
+        w.spawned(process(10), t(0));
+        assert!(w.exited(ExitStatus::Exited(3), t(0)).is_empty());
         assert_eq!(
             events(&mut w),
             vec![NotifyEvent::Exited, NotifyEvent::GaveUp]
         );
+    }
+
+    #[test]
+    fn crashes_past_the_flapping_limit_back_off_doubling_and_a_calm_stretch_ends_it() {
+        let mut w = watch(Readiness::Started);
+        w.config.flapping.starts = 3;
+        w.config.flapping.within = Duration::from_secs(60);
+        w.config.flapping.max_backoff = Duration::from_secs(3);
+        w.command(Command::Start, t(0));
+        let mut pid = 10;
+        let mut crash = |w: &mut Watch, at: u64| {
+            w.spawned(process(pid), t(at));
+            pid += 1;
+            w.exited(ExitStatus::Exited(1), t(at + 1))
+        };
+        assert_eq!(crash(&mut w, 0), vec![Action::Spawn]);
+        assert_eq!(crash(&mut w, 10), vec![Action::Spawn]);
+        // The third start within the minute: held back 1 s, then 2, then 3 (the cap).
+        assert_eq!(
+            crash(&mut w, 20),
+            vec![Action::SpawnAt(t(21).mono + Duration::from_secs(1))]
+        );
+        assert_eq!(w.backoff_over(t(1021)), vec![Action::Spawn]);
+        assert_eq!(
+            crash(&mut w, 1021),
+            vec![Action::SpawnAt(t(1022).mono + Duration::from_secs(2))]
+        );
+        w.backoff_over(t(3022));
+        assert_eq!(
+            crash(&mut w, 3022),
+            vec![Action::SpawnAt(t(3023).mono + Duration::from_secs(3))]
+        );
+        assert!(events(&mut w).contains(&NotifyEvent::Flapping));
+        // Two minutes later the window holds one start: calm again.
+        w.backoff_over(t(6023));
+        w.spawned(process(99), t(126_000));
+        assert_eq!(w.backoff, None);
+        assert_eq!(
+            w.exited(ExitStatus::Exited(1), t(126_001)),
+            vec![Action::Spawn]
+        );
+    }
+
+    #[test]
+    fn an_operators_restarts_are_never_held_back() {
+        let mut w = watch(Readiness::Started);
+        w.config.flapping.starts = 2;
+        w.asked(Command::Start, t(0));
+        for i in 0..10 {
+            w.spawned(process(10 + i), t(i as u64));
+            assert!(matches!(
+                w.asked(Command::Restart, t(i as u64))[..],
+                [Action::Stop { .. }]
+            ));
+            assert_eq!(
+                w.exited(ExitStatus::Exited(0), t(i as u64)),
+                vec![Action::Spawn]
+            );
+        }
+        assert_eq!(w.backoff, None);
+    }
+
+    #[test]
+    fn a_stop_queued_behind_a_restart_stops_without_starting_again() {
+        let mut w = watch(Readiness::Started);
+        w.command(Command::Start, t(0));
+        w.spawned(process(10), t(0));
+        assert!(matches!(
+            w.asked(Command::Restart, t(1))[..],
+            [Action::Stop { .. }]
+        ));
+        assert!(w.asked(Command::Restart, t(2)).is_empty(), "queued");
+        assert!(w.asked(Command::Stop, t(3)).is_empty(), "queued");
+        assert!(w.exited(ExitStatus::Exited(0), t(4)).is_empty(), "no start");
+        assert_eq!(w.state(), State::Unmonitored);
+        assert_eq!(w.entered(State::Unmonitored), 1);
+    }
+
+    #[test]
+    fn a_stop_during_a_launch_stops_what_the_launch_leaves() {
+        let mut w = watch(Readiness::Started);
+        w.config.pid_file = Some("/run/x.pid".into());
+        assert_eq!(w.command(Command::Start, t(0)), vec![Action::Spawn]);
+        w.launched();
+        assert!(w.asked(Command::Stop, t(1)).is_empty());
+        assert_eq!(w.state(), State::Stop);
+        assert!(
+            w.asked(Command::Start, t(2)).is_empty(),
+            "queued behind the stop"
+        );
+        assert!(matches!(
+            w.spawned(process(10), t(3))[..],
+            [Action::Stop { .. }]
+        ));
+        assert_eq!(
+            w.exited(ExitStatus::Exited(0), t(4)),
+            vec![Action::Spawn],
+            "then the queued start"
+        );
+        // A stop whose launch then fails ends unmonitored, with no error.
+        w.launched();
+        w.asked(Command::Stop, t(5));
+        assert!(w.spawn_failed("no pid file", t(6)).is_empty());
+        assert_eq!((w.state(), w.failures()), (State::Unmonitored, 0));
+    }
+
+    #[test]
+    fn timestamps_come_from_the_event_not_a_clock() {
+        let mut w = watch(Readiness::Started);
+        w.command(Command::Start, t(0));
+        w.spawned(process(10), t(5_000));
+        assert_eq!(w.started_at, Some(t(5_000).wall));
+        w.exited(ExitStatus::Exited(2), t(7_000));
+        assert_eq!(w.last_exit.as_ref().map(|e| e.at), Some(t(7_000).wall));
+        assert!(w.events.iter().all(|e| e.at <= t(7_000).wall));
     }
 }

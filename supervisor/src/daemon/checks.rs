@@ -20,7 +20,7 @@ use crate::{
     health::{self, Health, Outcome, Verdict},
     helper,
     process::Pid,
-    watch::{Command, State, Watch},
+    watch::{Command, Now, State, Watch},
 };
 
 impl Daemon {
@@ -86,7 +86,7 @@ impl Daemon {
             }
         );
         if let Some(watch) = self.watches.get_mut(name) {
-            watch.condition_fired(reason);
+            watch.condition_fired(reason, Now::read());
         }
         self.publish(name);
         match action {
@@ -195,7 +195,7 @@ impl Daemon {
         match health.record(outcome, waiting) {
             Verdict::Nothing => {}
             Verdict::Ready => {
-                let actions = watch.ready(&format!("health check passed: {message}"));
+                let actions = watch.ready(&format!("health check passed: {message}"), Now::read());
                 self.act(&name, actions);
             }
             Verdict::Fired { action, reason } => self.fire(&name, pid, action, reason),

@@ -52,7 +52,7 @@ use crate::{
     spawn,
     state::{SavedWatch, StateDir},
     tree::{Members, Trees},
-    watch::{Action, Command, State, Watch},
+    watch::{Action, Command, Now, State, Watch},
 };
 use crate::{
     conditions::Conditions,
@@ -483,7 +483,7 @@ impl Daemon {
                         "{name}: process {} died while no supervisor watched it; starting it again",
                         id.pid
                     );
-                    watch.died_unwatched(id.pid);
+                    watch.died_unwatched(id.pid, Now::read());
                     self.pending_starts.push_back(name);
                 }
                 _ if entry.monitored && watch.config.autostart => {
@@ -583,7 +583,7 @@ impl Daemon {
         self.notify_env(name, notify_socket);
         if let Some(watch) = self.watches.get_mut(name) {
             start_conditions(&mut self.conditions, name, &watch.config.conditions);
-            watch.adopt(id, ready);
+            watch.adopt(id, ready, process::started_at(id.start), Now::read());
             start_health(&mut self.health, name, watch);
             if watch.awaiting_ready() {
                 ready_timer(&self.tx, name, id.pid, watch.config.start_grace);
@@ -616,7 +616,7 @@ impl Daemon {
                 spawned.id.pid
             }
             Err(e) => {
-                let actions = watch.spawn_failed(&format!("{e:#}"));
+                let actions = watch.spawn_failed(&format!("{e:#}"), Now::read());
                 self.act(name, actions);
                 return;
             }
@@ -665,27 +665,30 @@ impl Daemon {
                 if group_alive(launcher) {
                     signal_group(launcher, Signal::SIGKILL);
                 }
-                watch.spawn_failed(&format!(
-                    "{} names pid {}, which is watch {other}'s process",
-                    watch
-                        .config
-                        .pid_file
-                        .as_deref()
-                        .unwrap_or(std::path::Path::new(""))
-                        .display(),
-                    id.pid
-                ))
+                watch.spawn_failed(
+                    &format!(
+                        "{} names pid {}, which is watch {other}'s process",
+                        watch
+                            .config
+                            .pid_file
+                            .as_deref()
+                            .unwrap_or(std::path::Path::new(""))
+                            .display(),
+                        id.pid
+                    ),
+                    Now::read(),
+                )
             }
             Ok(id) => match process::pidfd_open(id.pid) {
                 Ok(pidfd) => self.follow(name, id, pidfd),
-                Err(e) => watch.spawn_failed(&format!("pidfd_open({}): {e}", id.pid)),
+                Err(e) => watch.spawn_failed(&format!("pidfd_open({}): {e}", id.pid), Now::read()),
             },
             Err(e) => {
                 // Whatever the launch left running would run unwatched.
                 if group_alive(launcher) {
                     signal_group(launcher, Signal::SIGKILL);
                 }
-                watch.spawn_failed(&e)
+                watch.spawn_failed(&e, Now::read())
             }
         };
         self.act(name, actions);
@@ -701,7 +704,7 @@ impl Daemon {
             return Vec::new();
         };
         start_conditions(&mut self.conditions, name, &watch.config.conditions);
-        let more = watch.spawned(id);
+        let more = watch.spawned(id, Now::read());
         start_health(&mut self.health, name, watch);
         if watch.awaiting_ready() {
             ready_timer(&self.tx, name, id.pid, watch.config.start_grace);
@@ -909,7 +912,7 @@ impl Daemon {
         let Some(watch) = self.watches.get_mut(name) else {
             return;
         };
-        let actions = watch.exited(status);
+        let actions = watch.exited(status, Now::read());
         self.act(name, actions);
     }
 
@@ -971,7 +974,7 @@ impl Daemon {
                     return;
                 };
                 if watch.awaiting_ready() && watch.process.is_some_and(|p| p.pid == pid) {
-                    let actions = watch.not_ready();
+                    let actions = watch.not_ready(Now::read());
                     self.act(&name, actions);
                 }
             }
@@ -999,19 +1002,19 @@ impl Daemon {
             Internal::RestartGraceOver { name, helper } => {
                 signal_group(helper, Signal::SIGKILL);
                 if let Some(watch) = self.watches.get_mut(&name) {
-                    let actions = watch.restart_command_timed_out();
+                    let actions = watch.restart_command_timed_out(Now::read());
                     self.act(&name, actions);
                 }
             }
             Internal::RestartDone { name } => {
                 if let Some(watch) = self.watches.get_mut(&name) {
-                    let actions = watch.restart_command_done();
+                    let actions = watch.restart_command_done(Now::read());
                     self.act(&name, actions);
                 }
             }
             Internal::SpawnDue { name } => {
                 if let Some(watch) = self.watches.get_mut(&name) {
-                    let actions = watch.backoff_over();
+                    let actions = watch.backoff_over(Now::read());
                     self.act(&name, actions);
                 }
             }
@@ -1047,7 +1050,7 @@ impl Daemon {
         let Some(watch) = self.watches.get_mut(name) else {
             return;
         };
-        let actions = watch.command(command);
+        let actions = watch.command(command, Now::read());
         self.act(name, actions);
     }
 
@@ -1079,7 +1082,7 @@ impl Daemon {
                 Action::Spawn => {
                     match spawn::spawn(&watch.config, cgroup.as_ref(), &mut self.logs, &env) {
                         Ok(spawned) => self.follow(name, spawned.id, spawned.pidfd),
-                        Err(e) => watch.spawn_failed(&format!("{e:#}")),
+                        Err(e) => watch.spawn_failed(&format!("{e:#}"), Now::read()),
                     }
                 }
                 Action::SpawnAt(due) => {
@@ -1432,7 +1435,7 @@ impl Daemon {
                 for name in &names {
                     self.wait_for(name, goal, id);
                     if let Some(watch) = self.watches.get_mut(name) {
-                        let actions = watch.asked(command);
+                        let actions = watch.asked(command, Now::read());
                         self.act(name, actions);
                     }
                     self.settle_waiters(name);

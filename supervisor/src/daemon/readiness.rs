@@ -13,6 +13,7 @@ use crate::{
     config::Readiness,
     process::Pid,
     sd_notify::{self, NotifySocket},
+    watch::Now,
 };
 
 impl Daemon {
@@ -116,7 +117,7 @@ impl Daemon {
             watch.said = Some(status);
         }
         if message.ready && watch.awaiting_ready() {
-            let actions = watch.ready("READY=1");
+            let actions = watch.ready("READY=1", Now::read());
             self.act(&name, actions);
         }
     }
