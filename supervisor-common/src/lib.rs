@@ -74,6 +74,39 @@ pub mod names {
     pub const EVENTS: &str = "EVENTS";
     pub const WATCHED: &str = "WATCHED";
     pub const STATS: &str = "STATS";
+
+    /// The kernel program's globals that userspace sets at load time
+    /// (`#[no_mangle]` statics there: a name cannot come from a constant,
+    /// so a test checks that each of these is in the object).
+    pub mod globals {
+        pub const REPORT_ALL: &str = "REPORT_ALL";
+        pub const NS_PER_TICK: &str = "NS_PER_TICK";
+        pub const TP_GROUP_DEAD: &str = "TP_GROUP_DEAD";
+        pub const TASK_TGID: &str = "TASK_TGID";
+        pub const TASK_REAL_PARENT: &str = "TASK_REAL_PARENT";
+        pub const TASK_GROUP_LEADER: &str = "TASK_GROUP_LEADER";
+        pub const TASK_EXIT_CODE: &str = "TASK_EXIT_CODE";
+        pub const TASK_START_BOOTTIME: &str = "TASK_START_BOOTTIME";
+        pub const TASK_SIGNAL: &str = "TASK_SIGNAL";
+        pub const SIGNAL_FLAGS: &str = "SIGNAL_FLAGS";
+        pub const SIGNAL_GROUP_EXIT_CODE: &str = "SIGNAL_GROUP_EXIT_CODE";
+        pub const SIGNAL_LIVE: &str = "SIGNAL_LIVE";
+
+        pub const ALL: [&str; 12] = [
+            REPORT_ALL,
+            NS_PER_TICK,
+            TP_GROUP_DEAD,
+            TASK_TGID,
+            TASK_REAL_PARENT,
+            TASK_GROUP_LEADER,
+            TASK_EXIT_CODE,
+            TASK_START_BOOTTIME,
+            TASK_SIGNAL,
+            SIGNAL_FLAGS,
+            SIGNAL_GROUP_EXIT_CODE,
+            SIGNAL_LIVE,
+        ];
+    }
 }
 
 /// Capacity of the watched-process map.

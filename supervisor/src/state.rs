@@ -33,6 +33,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::exit::ExitStatus;
 
+/// The version this daemon writes. The format only ever grows: a new field
+/// comes with `serde(default)`, unknown fields are ignored, and a file of
+/// any version is read (one from a newer daemon for what this one knows),
+/// because throwing it away would restart every watch.
 const VERSION: u32 = 1;
 
 /// A state file is a few hundred bytes a watch: this is far beyond any.
@@ -40,22 +44,29 @@ const STATE_MAX: u64 = 256 << 20;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Saved {
+    #[serde(default)]
     pub version: u32,
     /// The boot the file was written in (`/proc/sys/kernel/random/boot_id`):
     /// pids and start times of another boot name nothing of ours.
     #[serde(default)]
     pub boot_id: Option<String>,
+    #[serde(default)]
     pub watches: BTreeMap<String, SavedWatch>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SavedWatch {
     /// The process the watch ran, if any.
+    #[serde(default)]
     pub pid: Option<u32>,
+    #[serde(default)]
     pub start_ticks: Option<u64>,
+    #[serde(default)]
     pub restarts: u32,
     /// False once an operator stopped or unmonitored it: it stays so.
+    #[serde(default = "monitored_unless_said")]
     pub monitored: bool,
+    #[serde(default)]
     pub last_exit: Option<SavedExit>,
     /// False while its process had yet to be ready (`ready = "health"` or
     /// `"notify"`): re-adopted, it waits to be ready again.
@@ -67,6 +78,11 @@ pub struct SavedWatch {
     pub notify_socket: Option<String>,
 }
 
+/// A file that does not say keeps the watch as the config says.
+fn monitored_unless_said() -> bool {
+    true
+}
+
 /// Files from before readiness existed: their processes were up.
 fn ready_unless_said() -> bool {
     true
@@ -75,10 +91,14 @@ fn ready_unless_said() -> bool {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SavedExit {
     pub pid: u32,
+    #[serde(default)]
     pub code: Option<u8>,
+    #[serde(default)]
     pub signal: Option<i32>,
+    #[serde(default)]
     pub core_dumped: bool,
     /// Seconds since the epoch.
+    #[serde(default)]
     pub at: f64,
 }
 
@@ -229,14 +249,15 @@ impl StateDir {
             }
         };
         let mut saved = match serde_json::from_str::<Saved>(&text) {
-            Ok(saved) if saved.version == VERSION => saved,
             Ok(saved) => {
-                log::error!(
-                    "state file {} has version {}, expected {VERSION}; starting without it",
-                    shown.display(),
-                    saved.version
-                );
-                return Saved::default();
+                if saved.version > VERSION {
+                    log::warn!(
+                        "state file {} was written by a newer supervisor (version {}, this one writes {VERSION}): reading what this one knows of it",
+                        shown.display(),
+                        saved.version
+                    );
+                }
+                saved
             }
             Err(e) => {
                 let _ = renameat(&self.dir, "state.json", &self.dir, "state.json.corrupt");

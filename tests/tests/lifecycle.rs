@@ -267,3 +267,53 @@ flapping = { starts = 1000, within = "1s" }
         Expected::Unmonitored => assert!(pids.is_empty(), "{pids:?} left behind: {s}"),
     }
 }
+
+/// The state file as the daemon of the previous release wrote it
+/// (`tests/fixtures/state-v1.json`, with the live process filled in), and
+/// as a newer daemon might write it: both re-adopt the running process.
+#[test]
+fn a_state_file_of_another_version_costs_no_running_process() {
+    let fixture = include_str!("../fixtures/state-v1.json");
+    for newer in [false, true] {
+        let mut d = RunningDaemon::start(
+            r#"
+[[watch]]
+name = "svc"
+start = ["sleep", "1000"]
+
+[[watch]]
+name = "crashed"
+start = ["sh", "-c", "exit 3"]
+keepalive = false
+autostart = false
+"#,
+        );
+        let pid = pid_of(&d.wait_status("svc", "up", |s| s["state"] == "up"));
+        let state = d.dir.path().join("state.json");
+        d.kill9_and_restart_with(|| {
+            let current: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+            let svc = &current["watches"]["svc"];
+            let mut text = fixture
+                .replace("{boot_id}", current["boot_id"].as_str().unwrap())
+                .replace("{pid}", &svc["pid"].to_string())
+                .replace("{start_ticks}", &svc["start_ticks"].to_string());
+            if newer {
+                // A later version, with fields this daemon does not know.
+                text = text.replace("\"version\":1", "\"version\":7").replace(
+                    "\"ready\":true}}}",
+                    "\"ready\":true,\"cause\":{\"x\":1}}},\"future\":[1]}",
+                );
+            }
+            std::fs::write(&state, text).unwrap();
+        });
+        let s = d.wait_status("svc", "re-adopted", |s| s["state"] == "up");
+        assert_eq!(pid_of(&s), pid, "newer: {newer}: {s}");
+        assert_eq!(s["restarts"], 7, "counts come from the file: {s}");
+        let crashed = d.status("crashed");
+        assert_eq!(
+            crashed["last_exit"]["status"]["text"], "exited 3",
+            "{crashed}"
+        );
+    }
+}

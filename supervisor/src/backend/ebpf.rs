@@ -12,7 +12,10 @@ use aya::{
     programs::TracePoint,
     Ebpf, EbpfLoader,
 };
-use supervisor_common::{names, stat, ExitRecord, WatchEntry};
+use supervisor_common::{
+    names::{self, globals},
+    stat, ExitRecord, WatchEntry,
+};
 use tokio::io::{unix::AsyncFd, Interest};
 
 use super::{kernel_layout::KernelLayout, tracefs, Counters, Options, Scope, Tracked};
@@ -39,7 +42,7 @@ pub struct EbpfBackend {
 impl EbpfBackend {
     pub fn open(options: &Options) -> Result<Self> {
         if OBJECT.is_empty() {
-            bail!("this binary was built without its eBPF object (AYA_BUILD_SKIP?)");
+            bail!("not built into this binary (it was built with AYA_BUILD_SKIP or without bpf-linker)");
         }
         let tracefs = tracefs::ensure_mounted()?;
         let layout = KernelLayout::read(&tracefs)?;
@@ -52,22 +55,26 @@ impl EbpfBackend {
 
         let mut loader = EbpfLoader::new();
         loader
-            .override_global("REPORT_ALL", &report_all, true)
-            .override_global("NS_PER_TICK", &ns_per_tick, true)
-            .override_global("TP_GROUP_DEAD", &tp_group_dead, true)
-            .override_global("TASK_TGID", &layout.task_tgid, true)
-            .override_global("TASK_REAL_PARENT", &layout.task_real_parent, true)
-            .override_global("TASK_GROUP_LEADER", &layout.task_group_leader, true)
-            .override_global("TASK_EXIT_CODE", &layout.task_exit_code, true)
-            .override_global("TASK_START_BOOTTIME", &layout.task_start_boottime, true)
-            .override_global("TASK_SIGNAL", &layout.task_signal, true)
-            .override_global("SIGNAL_FLAGS", &layout.signal_flags, true)
+            .override_global(globals::REPORT_ALL, &report_all, true)
+            .override_global(globals::NS_PER_TICK, &ns_per_tick, true)
+            .override_global(globals::TP_GROUP_DEAD, &tp_group_dead, true)
+            .override_global(globals::TASK_TGID, &layout.task_tgid, true)
+            .override_global(globals::TASK_REAL_PARENT, &layout.task_real_parent, true)
+            .override_global(globals::TASK_GROUP_LEADER, &layout.task_group_leader, true)
+            .override_global(globals::TASK_EXIT_CODE, &layout.task_exit_code, true)
             .override_global(
-                "SIGNAL_GROUP_EXIT_CODE",
+                globals::TASK_START_BOOTTIME,
+                &layout.task_start_boottime,
+                true,
+            )
+            .override_global(globals::TASK_SIGNAL, &layout.task_signal, true)
+            .override_global(globals::SIGNAL_FLAGS, &layout.signal_flags, true)
+            .override_global(
+                globals::SIGNAL_GROUP_EXIT_CODE,
                 &layout.signal_group_exit_code,
                 true,
             )
-            .override_global("SIGNAL_LIVE", &layout.signal_live, true);
+            .override_global(globals::SIGNAL_LIVE, &layout.signal_live, true);
         if let Some(bytes) = options.ring_bytes {
             loader.map_max_entries(names::EVENTS, bytes);
         }
@@ -251,5 +258,29 @@ fn event_from(record: &ExitRecord) -> ExitEvent {
         seen_at: SystemTime::now(),
         discovered: false,
         kernel_ns: Some(record.ktime_ns),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each global userspace overrides must be a symbol of the object, or
+    /// the loader would fail at run time on a renamed static.
+    #[test]
+    fn every_global_userspace_sets_is_in_the_object() {
+        if OBJECT.is_empty() {
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+            assert!(!ci, "the eBPF object was not built into this test binary");
+            eprintln!("SKIPPED: built without the eBPF object (AYA_BUILD_SKIP or no bpf-linker)");
+            return;
+        }
+        for name in globals::ALL {
+            let symbol = [b"\0", name.as_bytes(), b"\0"].concat();
+            assert!(
+                OBJECT.windows(symbol.len()).any(|w| w == symbol),
+                "{name} is not a symbol of the eBPF object"
+            );
+        }
     }
 }
