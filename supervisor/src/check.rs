@@ -48,10 +48,7 @@ pub async fn run(args: CheckArgs) -> Result<ExitCode> {
         poll_interval: args.backend.poll_interval,
         ..Options::default()
     };
-    let kinds: Vec<BackendKind> = match args.backend.backend.forced() {
-        Some(kind) => vec![kind],
-        None => BackendKind::AUTO_ORDER.to_vec(),
-    };
+    let kinds = crate::backend::BackendChoice::from(args.backend.backend).candidates();
     let mut report = Report {
         backends: Vec::new(),
         selected: None,

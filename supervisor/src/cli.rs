@@ -1,9 +1,16 @@
 //! Command-line arguments: parsed and checked here, once, at the edge.
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{backend::BackendKind, process::Pid};
+use crate::{
+    backend::{BackendChoice, BackendKind},
+    process::Pid,
+    protocol::Missing,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -66,7 +73,7 @@ pub enum Command {
         path: std::path::PathBuf,
         /// What happens to watches the new config no longer has.
         #[arg(long, value_enum, default_value = "leave")]
-        missing: crate::control::Missing,
+        missing: MissingArg,
     },
     /// Show the daemon itself: exit backend and its counters (events
     /// delivered, lost and recovered), process tracking, watches.
@@ -135,14 +142,35 @@ pub enum BackendArg {
     Poll,
 }
 
-impl BackendArg {
-    pub fn forced(self) -> Option<BackendKind> {
-        match self {
-            Self::Auto => None,
-            Self::Ebpf => Some(BackendKind::Ebpf),
-            Self::Netlink => Some(BackendKind::Netlink),
-            Self::Pidfd => Some(BackendKind::Pidfd),
-            Self::Poll => Some(BackendKind::Poll),
+impl From<BackendArg> for BackendChoice {
+    fn from(arg: BackendArg) -> Self {
+        match arg {
+            BackendArg::Auto => Self::Auto,
+            BackendArg::Ebpf => Self::Only(BackendKind::Ebpf),
+            BackendArg::Netlink => Self::Only(BackendKind::Netlink),
+            BackendArg::Pidfd => Self::Only(BackendKind::Pidfd),
+            BackendArg::Poll => Self::Only(BackendKind::Poll),
+        }
+    }
+}
+
+/// What `load` does with running watches the new config no longer has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MissingArg {
+    /// Keep them as they are: running and watched.
+    Leave,
+    /// Stop them; they stay listed, unmonitored.
+    Stop,
+    /// Stop them and forget them.
+    Remove,
+}
+
+impl From<MissingArg> for Missing {
+    fn from(arg: MissingArg) -> Self {
+        match arg {
+            MissingArg::Leave => Self::Leave,
+            MissingArg::Stop => Self::Stop,
+            MissingArg::Remove => Self::Remove,
         }
     }
 }
@@ -179,4 +207,13 @@ pub struct TraceArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The socket a CLI verb talks to: `--socket`, else `SUPERVISOR_SOCKET`,
+/// else the default (clap applies the first two).
+pub fn socket_path(flag: Option<&Path>) -> PathBuf {
+    flag.map_or_else(
+        || PathBuf::from(crate::config::DEFAULT_SOCKET),
+        Path::to_path_buf,
+    )
 }

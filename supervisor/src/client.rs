@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use crate::{
     cli::{StatusArgs, TargetArgs},
-    control::{self, Missing, Request},
-    watch::Command,
+    control,
+    protocol::{Command, Missing, Request},
 };
 
 pub async fn command(socket: &Path, command: Command, args: TargetArgs) -> Result<ExitCode> {

@@ -141,7 +141,7 @@ impl ExitEvent {
             comm: None,
             kernel_ns: None,
             status: if still_ours {
-                crate::process::peek_child_status(process.pid)
+                peek_child_status(process.pid)
             } else {
                 ExitStatus::Unknown
             },
@@ -159,6 +159,19 @@ pub(crate) mod unix_time {
     pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
         let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
         s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+/// The exit status of `pid` if it is an exited child of ours, without
+/// reaping it (the reaper stays whoever owns the child).
+pub fn peek_child_status(pid: Pid) -> ExitStatus {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    match waitid(
+        Id::Pid(pid.as_nix()),
+        WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+    ) {
+        Ok(status) => ExitStatus::from_nix(status),
+        Err(_) => ExitStatus::Unknown,
     }
 }
 

@@ -26,6 +26,7 @@ pub mod output;
 pub mod pid_file;
 pub mod proc_connector;
 pub mod process;
+pub mod protocol;
 pub mod safe_open;
 pub mod sd_notify;
 pub mod spawn;

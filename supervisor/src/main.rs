@@ -3,10 +3,8 @@ use std::{path::Path, process::ExitCode};
 use clap::Parser as _;
 use supervisor::{
     cli::{Cli, Command, RunArgs},
-    client, config,
-    control::{self, Request},
-    daemonize,
-    watch::Command as Verb,
+    client, config, daemonize,
+    protocol::{Command as Verb, Request},
 };
 
 fn main() -> ExitCode {
@@ -88,7 +86,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let socket = control::socket_path(cli.socket.as_deref());
+    let socket = supervisor::cli::socket_path(cli.socket.as_deref());
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run(args, config.expect("loaded above"), state, ready).await,
@@ -109,7 +107,7 @@ fn main() -> ExitCode {
                 lines,
                 no_follow,
             } => client::log(&socket, &name, lines, !no_follow).await,
-            Command::Load { path, missing } => client::load(&socket, path, missing).await,
+            Command::Load { path, missing } => client::load(&socket, path, missing.into()).await,
             Command::Terminate => client::simple(&socket, Request::Terminate).await,
             Command::Check(args) => supervisor::check::run(args).await,
             Command::Trace(args) => supervisor::trace::run(args).await,

@@ -183,19 +183,6 @@ fn stat_state(stat: &str) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
-/// The exit status of `pid` if it is an exited child of ours, without
-/// reaping it (the reaper stays whoever owns the child).
-pub fn peek_child_status(pid: Pid) -> crate::exit::ExitStatus {
-    use nix::sys::wait::{waitid, Id, WaitPidFlag};
-    match waitid(
-        Id::Pid(pid.as_nix()),
-        WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
-    ) {
-        Ok(status) => crate::exit::ExitStatus::from_nix(status),
-        Err(_) => crate::exit::ExitStatus::Unknown,
-    }
-}
-
 /// A pidfd for `pid` (Linux 5.3+): it keeps naming that process even after
 /// the pid is reused, and turns readable when the process has exited.
 pub fn pidfd_open(pid: Pid) -> io::Result<std::os::fd::OwnedFd> {

@@ -21,10 +21,7 @@ pub async fn run(args: TraceArgs) -> Result<ExitCode> {
         poll_interval: args.backend.poll_interval,
         ..Options::default()
     };
-    let mut backend = match args.backend.backend.forced() {
-        Some(kind) => Backend::open(kind, &options).with_context(|| format!("backend {kind}"))?,
-        None => Backend::open_auto(&options)?.0,
-    };
+    let mut backend = Backend::open_chosen(args.backend.backend.into(), &options)?;
     for &pid in &args.pids {
         let id = process::identify(pid).with_context(|| format!("--pid {pid}"))?;
         backend.watch(id)?;

@@ -14,6 +14,7 @@ use std::{
 use nix::sys::signal::Signal;
 use serde::Serialize;
 
+pub use crate::protocol::Command;
 use crate::{
     config::{NotifyEvent, Readiness, WatchConfig},
     exit::ExitStatus,
@@ -62,30 +63,6 @@ impl Now {
         Self {
             mono: Instant::now(),
             wall: SystemTime::now(),
-        }
-    }
-}
-
-/// What an operator asked of a watch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Command {
-    Start,
-    Stop,
-    Restart,
-    Monitor,
-    Unmonitor,
-}
-
-impl Command {
-    /// The CLI verb that asks for it.
-    pub fn verb(self) -> &'static str {
-        match self {
-            Self::Start => "start",
-            Self::Stop => "stop",
-            Self::Restart => "restart",
-            Self::Monitor => "monitor",
-            Self::Unmonitor => "unmonitor",
         }
     }
 }

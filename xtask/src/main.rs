@@ -5,6 +5,7 @@
 //! against rustc's own LLVM), once and idempotently, saying what it does.
 mod bench;
 mod fuzz;
+mod layers;
 mod reliability;
 mod setup;
 
@@ -96,6 +97,7 @@ fn main() -> Result<()> {
         Task::Lint => {
             setup::run()?;
             cargo(&["fmt", "--all", "--check"])?;
+            layers::check(&root.join("supervisor/src"))?;
             cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])
         }
         Task::Bench(args) => {

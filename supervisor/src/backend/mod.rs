@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use crate::{
@@ -27,7 +27,7 @@ pub mod pidfd;
 pub mod poll;
 mod tracefs;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     Ebpf,
@@ -53,6 +53,40 @@ impl BackendKind {
 impl fmt::Display for BackendKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// Which backend to use: `auto` (the first of `AUTO_ORDER` that opens) or
+/// one by name; what `[daemon] backend` and `--backend` say.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    #[default]
+    Auto,
+    Only(BackendKind),
+}
+
+impl BackendChoice {
+    /// The backends this choice would try, in order.
+    pub fn candidates(self) -> Vec<BackendKind> {
+        match self {
+            Self::Auto => BackendKind::AUTO_ORDER.to_vec(),
+            Self::Only(kind) => vec![kind],
+        }
+    }
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.eq_ignore_ascii_case("auto") {
+            return Ok(Self::Auto);
+        }
+        BackendKind::AUTO_ORDER
+            .into_iter()
+            .find(|k| text.eq_ignore_ascii_case(k.name()))
+            .map(Self::Only)
+            .ok_or_else(|| format!("unknown backend '{text}' (auto, ebpf, netlink, pidfd or poll)"))
     }
 }
 
@@ -153,6 +187,16 @@ impl Backend {
             BackendKind::Poll => Imp::Poll(poll::PollBackend::open(options)?),
         };
         Ok(Self { imp })
+    }
+
+    /// Opens what `choice` says: that backend, or the first that works.
+    pub fn open_chosen(choice: BackendChoice, options: &Options) -> Result<Self> {
+        match choice {
+            BackendChoice::Only(kind) => {
+                Self::open(kind, options).with_context(|| format!("backend {kind}"))
+            }
+            BackendChoice::Auto => Ok(Self::open_auto(options)?.0),
+        }
     }
 
     /// Tries each backend in `AUTO_ORDER`, logging why each refusal

@@ -260,7 +260,7 @@ impl NetlinkBackend {
 /// so a leader's own exit that is read after its last thread has gone
 /// cannot tell which code the group left; for our children the kernel can.
 fn exact_status(pid: Pid) -> Option<ExitStatus> {
-    match process::peek_child_status(pid) {
+    match crate::exit::peek_child_status(pid) {
         ExitStatus::Unknown => None,
         known => Some(known),
     }

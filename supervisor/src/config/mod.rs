@@ -17,7 +17,7 @@ use nix::{
 };
 use serde::{de, Deserialize, Deserializer};
 
-use crate::cli::BackendArg;
+use crate::backend::BackendChoice;
 
 mod health;
 mod notify;
@@ -88,7 +88,7 @@ pub enum Trust {
 pub struct DaemonConfig {
     pub socket: PathBuf,
     pub state_dir: PathBuf,
-    pub backend: BackendArg,
+    pub backend: BackendChoice,
     /// The eBPF ring buffer's size in bytes (default: the backend's).
     pub ring_buffer: Option<u32>,
     /// The netlink socket's receive buffer in bytes (default: the
@@ -116,7 +116,7 @@ impl Default for DaemonConfig {
         Self {
             socket: PathBuf::from(DEFAULT_SOCKET),
             state_dir: PathBuf::from("/var/lib/supervisor"),
-            backend: BackendArg::Auto,
+            backend: BackendChoice::Auto,
             ring_buffer: None,
             netlink_buffer: None,
             tracking: Tracking::Auto,
@@ -533,19 +533,12 @@ impl fmt::Display for NameOrId {
     }
 }
 
-struct RawBackend(BackendArg);
+struct RawBackend(BackendChoice);
 
 impl<'de> Deserialize<'de> for RawBackend {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use clap::ValueEnum as _;
         let text = String::deserialize(d)?;
-        BackendArg::from_str(&text, true)
-            .map(RawBackend)
-            .map_err(|_| {
-                de::Error::custom(format!(
-                    "unknown backend '{text}' (auto, ebpf, netlink, pidfd or poll)"
-                ))
-            })
+        text.parse().map(RawBackend).map_err(de::Error::custom)
     }
 }
 

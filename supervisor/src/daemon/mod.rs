@@ -44,11 +44,12 @@ use crate::{
     backend::{Backend, Options},
     cgroup::{Cgroups, WatchCgroup},
     config::{Config, Tracking},
-    control::{self, Incoming, Missing, Request, Response},
+    control::{self, Incoming},
     exit::{ExitEvent, ExitStatus},
     output::Logs,
     pid_file,
     process::{self, Pid, ProcessId, StartTime},
+    protocol::{Missing, Request, Response},
     spawn,
     state::{SavedWatch, StateDir},
     tree::{Members, Trees},
@@ -260,10 +261,7 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
         netlink_rcvbuf: config.daemon.netlink_buffer,
         ..Options::default()
     };
-    let backend = match config.daemon.backend.forced() {
-        Some(kind) => Backend::open(kind, &options).with_context(|| format!("backend {kind}"))?,
-        None => Backend::open_auto(&options)?.0,
-    };
+    let backend = Backend::open_chosen(config.daemon.backend, &options)?;
     log::info!("watching exits with {}", backend.kind());
     // Loading the eBPF program parses the kernel's BTF (megabytes, freed
     // since): give that memory back so the daemon, and every fork of it,

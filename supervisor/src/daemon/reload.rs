@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use super::{Daemon, Internal};
 use crate::{
     config::{self, Config, ConfigError},
-    control::{Missing, Response},
+    protocol::{Missing, Response},
     watch::{Command, Watch},
 };
 

@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use supervisor::control::{request, Request};
+use supervisor::{control::request, protocol::Request};
 
 fn median_p99(mut ms: Vec<f64>) -> (f64, f64) {
     ms.sort_by(f64::total_cmp);
