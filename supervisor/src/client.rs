@@ -6,12 +6,11 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use serde_json::Value;
 
 use crate::{
     cli::{StatusArgs, TargetArgs},
     control,
-    protocol::{Command, Missing, Request},
+    protocol::{Command, DaemonInfo, Missing, Request, State, Summary, WatchStatus},
 };
 
 pub async fn command(socket: &Path, command: Command, args: TargetArgs) -> Result<ExitCode> {
@@ -42,23 +41,24 @@ pub async fn info(socket: &Path, json: bool) -> Result<ExitCode> {
     if let Some(e) = response.error {
         bail!("{e}");
     }
-    let info = response.summary.unwrap_or_default();
+    let Some(Summary::Info(info)) = response.summary else {
+        bail!("the daemon's answer to info holds no description of it");
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&info)?);
     } else {
-        println!("daemon pid  {}", info["pid"]);
-        println!("config      {}", info["config"].as_str().unwrap_or("?"));
-        println!("watches     {}", info["watches"]);
-        println!("tracking    {}", info["tracking"].as_str().unwrap_or("?"));
-        println!(
-            "fds         {} open, limit {}",
-            info["fds"]["open"], info["fds"]["limit"]
-        );
+        println!("daemon pid  {}", info.pid);
+        println!("config      {}", info.config.display());
+        println!("watches     {}", info.watches);
+        println!("tracking    {}", info.tracking);
+        if let Some(fds) = info.fds {
+            println!("fds         {} open, limit {}", fds.open, fds.limit);
+        }
         println!("{}", backend_line(&info));
-        let n = &info["notifications"];
+        let n = &info.notifications;
         println!(
             "notices     {} webhook(s) delivered, {} failed, {} dropped; {} hook(s) failed, {} waiting",
-            n["webhooks_delivered"], n["webhooks_failed"], n["dropped"], n["hooks_failed"], n["hooks_waiting"]
+            n.webhooks_delivered, n.webhooks_failed, n.dropped, n.hooks_failed, n.hooks_waiting
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -66,19 +66,18 @@ pub async fn info(socket: &Path, json: bool) -> Result<ExitCode> {
 
 /// "exits       ebpf: 1234 delivered, none lost" (or how many were lost
 /// and recovered by re-checking every process).
-fn backend_line(info: &Value) -> String {
-    let c = &info["counters"];
-    let lost = match c["dropped"].as_u64().unwrap_or(0) {
+fn backend_line(info: &DaemonInfo) -> String {
+    let c = &info.counters;
+    let lost = match c.dropped {
         0 => "none lost".to_owned(),
         n => format!(
             "{n} lost and recovered by {} re-check(s) of every watched process",
-            c["resyncs"]
+            c.resyncs
         ),
     };
     format!(
         "exits       {}: {} delivered, {lost}",
-        info["backend"].as_str().unwrap_or("?"),
-        c["delivered"]
+        info.backend, c.delivered
     )
 }
 
@@ -92,7 +91,7 @@ pub async fn load(socket: &Path, path: PathBuf, missing: Missing) -> Result<Exit
     if let Some(e) = response.error {
         bail!("{e}");
     }
-    if let Some(summary) = response.summary {
+    if let Some(Summary::Load(summary)) = response.summary {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     }
     Ok(ExitCode::SUCCESS)
@@ -112,9 +111,10 @@ pub async fn log(socket: &Path, name: &str, lines: usize, follow: bool) -> Resul
         bail!("{e}");
     }
     let watch = response.watches.first().context("no such watch")?;
-    let mut paths: Vec<PathBuf> = ["stdout", "stderr"]
-        .iter()
-        .filter_map(|k| watch[*k].as_str().map(PathBuf::from))
+    let mut paths: Vec<PathBuf> = [&watch.stdout, &watch.stderr]
+        .into_iter()
+        .flatten()
+        .cloned()
         .collect();
     paths.dedup();
     if paths.is_empty() {
@@ -294,114 +294,92 @@ pub async fn status(socket: &Path, args: StatusArgs) -> Result<ExitCode> {
                 println!("    {}", printable(&line));
             }
         }
-        if let Some(info) = &response.summary {
+        if let Some(Summary::Info(info)) = &response.summary {
             println!("\n{}", backend_line(info));
         }
     }
-    let states: Vec<&str> = response
-        .watches
-        .iter()
-        .filter_map(|w| w["state"].as_str())
-        .collect();
     // As god's: 0 up, 1 unmonitored, 2 anything else.
-    Ok(if states.iter().all(|s| *s == "up") {
+    let all = |state: State| response.watches.iter().all(|w| w.state == state);
+    Ok(if all(State::Up) {
         ExitCode::SUCCESS
-    } else if states.iter().all(|s| *s == "unmonitored") {
+    } else if all(State::Unmonitored) {
         ExitCode::from(1)
     } else {
         ExitCode::from(2)
     })
 }
 
-fn row(w: &Value) -> String {
-    let pid = w["pid"].as_u64().map_or("-".into(), |p| p.to_string());
-    let uptime = w["uptime_secs"]
-        .as_f64()
+fn row(w: &WatchStatus) -> String {
+    let pid = w.pid.map_or("-".into(), |p| p.to_string());
+    let uptime = w
+        .uptime_secs
         .map_or("-".into(), |s| short_duration(Duration::from_secs_f64(s)));
-    let mut last = match &w["last_exit"] {
-        Value::Null => "-".to_owned(),
-        exit => {
-            let at = clock(&exit["at"], "%H:%M:%S");
-            format!(
-                "{} at {at} (pid {})",
-                exit["status"]["text"].as_str().unwrap_or("?"),
-                exit["pid"]
-            )
-        }
+    let mut last = match &w.last_exit {
+        None => "-".to_owned(),
+        Some(exit) => format!(
+            "{} at {} (pid {})",
+            exit.status.text,
+            clock(exit.at, "%H:%M:%S"),
+            exit.pid
+        ),
     };
-    if let Some(backoff) = w["backoff_secs"].as_f64() {
+    if let Some(backoff) = w.backoff_secs {
         last.push_str(&format!("; flapping, backoff {backoff:.0}s"));
     }
-    if let Some(error) = w["last_error"].as_str() {
+    if let Some(error) = &w.last_error {
         last.push_str(&format!("; start failed: {error}"));
     }
     format!(
         "{:<16} {:<12} {:>7} {:>9} {:>8}  {last}",
-        w["name"].as_str().unwrap_or("?"),
-        w["state"].as_str().unwrap_or("?"),
-        pid,
-        uptime,
-        w["restarts"],
+        w.name, w.state, pid, uptime, w.restarts,
     )
 }
 
 /// The lines under a watch's row: its health check, conditions, what its
 /// process said of itself, and (for one watch) its recent events.
-fn details(w: &Value, events: bool) -> Vec<String> {
+fn details(w: &WatchStatus, events: bool) -> Vec<String> {
     let mut lines = Vec::new();
-    let health = &w["health"];
-    if !health.is_null() {
-        let last = &health["last"];
-        let result = if last.is_null() {
-            "not probed yet".to_owned()
-        } else {
-            format!(
+    if let Some(health) = &w.health {
+        let result = match &health.last {
+            None => "not probed yet".to_owned(),
+            Some(last) => format!(
                 "{} ({}) in {:.1}ms",
-                if last["ok"] == true {
-                    "passed"
-                } else {
-                    "failed"
-                },
-                last["message"].as_str().unwrap_or("?"),
-                last["latency"].as_f64().unwrap_or(0.0)
-            )
+                if last.ok { "passed" } else { "failed" },
+                last.message,
+                last.latency
+            ),
         };
         lines.push(format!(
             "health  {}: {result}; {} of the last {} failed, fired {}",
-            health["check"].as_str().unwrap_or("?"),
-            health["recent_failures"],
-            health["times"][1],
-            health["fired"]
+            health.check, health.recent_failures, health.times[1], health.fired
         ));
     }
-    for c in w["conditions"].as_array().into_iter().flatten() {
+    for c in &w.conditions {
         lines.push(format!(
             "{:<7} {} (limit {}); {} of the last {} over, fired {}",
-            c["condition"].as_str().unwrap_or("?"),
-            c["last"].as_str().unwrap_or("not measured yet"),
-            c["limit"].as_str().unwrap_or("?"),
-            c["recent_over"],
-            c["times"][1],
-            c["fired"]
+            c.condition,
+            c.last.as_deref().unwrap_or("not measured yet"),
+            c.limit,
+            c.recent_over,
+            c.times[1],
+            c.fired
         ));
     }
-    if let Some(said) = w["said"].as_str() {
+    if let Some(said) = &w.said {
         lines.push(format!("said    {said}"));
     }
     if events {
-        for e in w["events"].as_array().into_iter().flatten() {
-            let at = clock(&e["at"], "%H:%M:%S%.3f");
-            lines.push(format!("{at}  {}", e["what"].as_str().unwrap_or("?")));
+        for e in &w.events {
+            lines.push(format!("{}  {}", clock(e.at, "%H:%M:%S%.3f"), e.what));
         }
     }
     lines
 }
 
 /// A unix time from the daemon as local wall-clock time, in `format`.
-fn clock(unix_time: &Value, format: &str) -> String {
-    unix_time
-        .as_f64()
-        .and_then(|t| jiff::Timestamp::from_microsecond((t * 1e6) as i64).ok())
+fn clock(unix_time: f64, format: &str) -> String {
+    jiff::Timestamp::from_microsecond((unix_time * 1e6) as i64)
+        .ok()
         .map(|t| {
             t.to_zoned(jiff::tz::TimeZone::system())
                 .strftime(format)

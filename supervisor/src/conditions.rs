@@ -15,8 +15,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::json;
-
 use crate::{
     cgroup::WatchCgroup,
     config::{ConditionAction, Resource, ResourceCondition},
@@ -190,24 +188,23 @@ impl Conditions {
     }
 
     /// For `status`: each condition with its limit, last value and history.
-    pub fn status(&self) -> serde_json::Value {
+    pub fn status(&self) -> Vec<crate::protocol::ConditionStatus> {
         self.states
             .iter()
-            .map(|s| {
-                json!({
-                    "condition": match s.config.resource {
-                        Resource::Memory { .. } => "memory",
-                        Resource::Cpu { .. } => "cpu",
-                    },
-                    "limit": limit(s.config.resource),
-                    "every_secs": s.config.every.as_secs_f64(),
-                    "times": [s.config.times.0, s.config.times.1],
-                    "action": s.config.action,
-                    "last": s.last.map(|v| describe(s.config.resource, v)),
-                    "last_value": s.last,
-                    "recent_over": s.history.iter().filter(|&&o| o).count(),
-                    "fired": s.fired,
-                })
+            .map(|s| crate::protocol::ConditionStatus {
+                condition: match s.config.resource {
+                    Resource::Memory { .. } => "memory",
+                    Resource::Cpu { .. } => "cpu",
+                }
+                .to_owned(),
+                limit: limit(s.config.resource),
+                every_secs: s.config.every.as_secs_f64(),
+                times: [s.config.times.0, s.config.times.1],
+                action: s.config.action.name().to_owned(),
+                last: s.last.map(|v| describe(s.config.resource, v)),
+                last_value: s.last,
+                recent_over: s.history.iter().filter(|&&o| o).count(),
+                fired: s.fired,
             })
             .collect()
     }

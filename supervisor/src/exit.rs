@@ -76,30 +76,35 @@ impl fmt::Display for ExitStatus {
     }
 }
 
-impl Serialize for ExitStatus {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct Repr {
-            text: String,
-            code: Option<u8>,
-            signal: Option<String>,
-            core_dumped: bool,
-        }
-        let (code, signal, core_dumped) = match *self {
+impl ExitStatus {
+    /// The exit code, the signal number and whether a core was dumped: the
+    /// one mapping every report of an exit (status, state file) uses.
+    pub fn parts(self) -> (Option<u8>, Option<i32>, bool) {
+        match self {
             Self::Exited(code) => (Some(code), None, false),
             Self::Killed {
                 signal,
                 core_dumped,
-            } => (None, Some(signal_name(signal)), core_dumped),
+            } => (None, Some(signal), core_dumped),
             Self::Unknown => (None, None, false),
-        };
-        Repr {
+        }
+    }
+
+    /// As the control protocol carries it.
+    pub fn report(self) -> crate::protocol::ExitStatusReport {
+        let (code, signal, core_dumped) = self.parts();
+        crate::protocol::ExitStatusReport {
             text: self.to_string(),
             code,
-            signal,
+            signal: signal.map(signal_name),
             core_dumped,
         }
-        .serialize(s)
+    }
+}
+
+impl Serialize for ExitStatus {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.report().serialize(s)
     }
 }
 
@@ -152,14 +157,20 @@ impl ExitEvent {
 }
 
 pub(crate) mod unix_time {
-    use std::time::{SystemTime, UNIX_EPOCH};
+    use std::time::SystemTime;
 
     use serde::Serializer;
 
     pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-        s.serialize_f64(d.as_secs_f64())
+        s.serialize_f64(super::unix_seconds(*t))
     }
+}
+
+/// Seconds since the epoch, as every report of a time carries it.
+pub fn unix_seconds(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 /// The exit status of `pid` if it is an exited child of ours, without

@@ -13,7 +13,6 @@ use std::{
 };
 
 use serde::Serialize;
-use serde_json::json;
 
 use crate::config::{ConditionAction, HealthCheck, Probe};
 
@@ -143,20 +142,25 @@ impl Health {
     }
 
     /// For `status`: the check, its last outcome and its counts.
-    pub fn status(&self) -> serde_json::Value {
-        json!({
-            "check": self.config.probe.describe(),
-            "every_secs": self.config.every.as_secs_f64(),
-            "timeout_secs": self.config.timeout.as_secs_f64(),
-            "times": [self.config.times.0, self.config.times.1],
-            "start_period_secs": self.config.start_period.as_secs_f64(),
-            "action": self.config.action,
-            "last": self.last,
-            "recent_failures": self.history.iter().filter(|&&f| f).count(),
-            "checks": self.checks,
-            "failures": self.failures,
-            "fired": self.fired,
-        })
+    pub fn status(&self) -> crate::protocol::HealthStatus {
+        crate::protocol::HealthStatus {
+            check: self.config.probe.describe(),
+            every_secs: self.config.every.as_secs_f64(),
+            timeout_secs: self.config.timeout.as_secs_f64(),
+            times: [self.config.times.0, self.config.times.1],
+            start_period_secs: self.config.start_period.as_secs_f64(),
+            action: self.config.action.name().to_owned(),
+            last: self.last.as_ref().map(|o| crate::protocol::ProbeStatus {
+                ok: o.ok,
+                message: o.message.clone(),
+                latency: o.latency.as_secs_f64() * 1000.0,
+                at: crate::exit::unix_seconds(o.at),
+            }),
+            recent_failures: self.history.iter().filter(|&&f| f).count(),
+            checks: self.checks,
+            failures: self.failures,
+            fired: self.fired,
+        }
     }
 }
 

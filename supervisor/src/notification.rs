@@ -188,14 +188,14 @@ impl Notifier {
     }
 
     /// For `info`.
-    pub fn counters(&self) -> serde_json::Value {
-        json!({
-            "webhooks_delivered": self.counters.delivered.load(Ordering::Relaxed),
-            "webhooks_failed": self.counters.failed.load(Ordering::Relaxed),
-            "dropped": self.counters.dropped.load(Ordering::Relaxed),
-            "hooks_failed": self.hooks_failed,
-            "hooks_waiting": self.waiting.len(),
-        })
+    pub fn counters(&self) -> crate::protocol::NotificationCounters {
+        crate::protocol::NotificationCounters {
+            webhooks_delivered: self.counters.delivered.load(Ordering::Relaxed),
+            webhooks_failed: self.counters.failed.load(Ordering::Relaxed),
+            dropped: self.counters.dropped.load(Ordering::Relaxed),
+            hooks_failed: self.hooks_failed,
+            hooks_waiting: self.waiting.len(),
+        }
     }
 
     /// The JSON document a webhook gets (and a hook, in

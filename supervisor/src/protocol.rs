@@ -3,9 +3,34 @@
 //! one answer per line; the shape a script sees is written down in
 //! docs/protocol.md. Here only data: the socket is `control`'s, what a
 //! request does is the daemon's.
-use std::path::PathBuf;
+use std::{fmt, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+/// A watch's state, in god's vocabulary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Unmonitored,
+    Init,
+    Up,
+    Start,
+    Restart,
+    Stop,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Unmonitored => "unmonitored",
+            Self::Init => "init",
+            Self::Up => "up",
+            Self::Start => "start",
+            Self::Restart => "restart",
+            Self::Stop => "stop",
+        })
+    }
+}
 
 /// What an operator asked of a watch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -104,14 +129,14 @@ pub struct Response {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub watches: Vec<serde_json::Value>,
-    /// What a `load` changed.
+    pub watches: Vec<WatchStatus>,
+    /// The daemon (for `info` and `status`), or what a `load` changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub summary: Option<serde_json::Value>,
+    pub summary: Option<Summary>,
 }
 
 impl Response {
-    pub fn ok(watches: Vec<serde_json::Value>) -> Self {
+    pub fn ok(watches: Vec<WatchStatus>) -> Self {
         Self {
             ok: true,
             error: None,
@@ -127,5 +152,195 @@ impl Response {
             watches: Vec::new(),
             summary: None,
         }
+    }
+}
+
+/// One watch, as `status` shows it (`status --json` prints a list of these).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WatchStatus {
+    pub name: String,
+    pub group: Option<String>,
+    pub state: State,
+    /// The process it runs now.
+    pub pid: Option<u32>,
+    pub uptime_secs: Option<f64>,
+    /// Starts after the first that nobody asked for (crashes, failed
+    /// starts, restarts).
+    pub restarts: u32,
+    pub last_exit: Option<LastExitStatus>,
+    /// Why the last start failed, until one works.
+    pub last_error: Option<String>,
+    /// The crash-loop delay, while the watch is held back.
+    pub backoff_secs: Option<f64>,
+    #[serde(default)]
+    pub conditions: Vec<ConditionStatus>,
+    /// `started`, `health` or `notify`.
+    pub ready: String,
+    pub health: Option<HealthStatus>,
+    /// What the process last said of itself (sd_notify `STATUS=`).
+    pub said: Option<String>,
+    /// Recent transitions and conditions, oldest first.
+    #[serde(default)]
+    pub events: Vec<EventStatus>,
+    pub stdout: Option<PathBuf>,
+    pub stderr: Option<PathBuf>,
+}
+
+/// How a process ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatusReport {
+    /// In words: `exited 3`, `killed by SIGKILL (core dumped)`.
+    pub text: String,
+    pub code: Option<u8>,
+    /// The signal's name (`SIGKILL`).
+    pub signal: Option<String>,
+    pub core_dumped: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LastExitStatus {
+    pub status: ExitStatusReport,
+    /// Unix time, in seconds.
+    pub at: f64,
+    pub pid: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventStatus {
+    /// Unix time, in seconds.
+    pub at: f64,
+    pub what: String,
+}
+
+/// A `memory` or `cpu` condition of a watch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConditionStatus {
+    /// `memory` or `cpu`.
+    pub condition: String,
+    /// The limit in words: `150.0 MB`, `90%`.
+    pub limit: String,
+    pub every_secs: f64,
+    /// N of the last M checks: `[N, M]`.
+    pub times: [u32; 2],
+    /// `restart`, `stop` or `notify`.
+    pub action: String,
+    /// The last measurement in words, once there is one.
+    pub last: Option<String>,
+    /// The last measurement: bytes, or percent of one core.
+    pub last_value: Option<f64>,
+    /// How many of the last M checks were over the limit.
+    pub recent_over: usize,
+    pub fired: u32,
+}
+
+/// A watch's health check.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HealthStatus {
+    /// The probe in words: `http http://127.0.0.1:8080/health`.
+    pub check: String,
+    pub every_secs: f64,
+    pub timeout_secs: f64,
+    pub times: [u32; 2],
+    pub start_period_secs: f64,
+    pub action: String,
+    pub last: Option<ProbeStatus>,
+    pub recent_failures: usize,
+    pub checks: u64,
+    pub failures: u64,
+    pub fired: u32,
+}
+
+/// The result of one health probe.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProbeStatus {
+    pub ok: bool,
+    /// What the probe saw, e.g. `HTTP 503 (expected 200-399)`.
+    pub message: String,
+    /// Milliseconds.
+    pub latency: f64,
+    /// Unix time, in seconds.
+    pub at: f64,
+}
+
+/// The daemon itself, as `info` shows it (and the foot of `status`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    pub pid: u32,
+    pub config: PathBuf,
+    pub watches: usize,
+    /// The exit backend in use: `ebpf`, `netlink`, `pidfd` or `poll`.
+    pub backend: String,
+    pub counters: BackendCounters,
+    /// How often the backend failed and was opened again.
+    pub backend_failures: u64,
+    /// Exits no backend reported, found by the periodic check.
+    pub unreported_exits: u64,
+    /// `cgroup`, `fork` or `process group only`.
+    pub tracking: String,
+    pub notifications: NotificationCounters,
+    /// Open fds and the limit (`info` only: counting them lists
+    /// /proc/self/fd).
+    pub fds: Option<FdCount>,
+}
+
+/// What the exit backend counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendCounters {
+    /// Process deaths the kernel program saw, watched or not (eBPF only).
+    pub kernel_group_exits: Option<u64>,
+    /// Records the kernel delivered to userspace.
+    pub delivered: u64,
+    /// Records the kernel could not deliver (ring or socket buffer full).
+    pub dropped: u64,
+    /// Times the backend re-checked every process after a loss.
+    pub resyncs: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationCounters {
+    pub webhooks_delivered: u64,
+    pub webhooks_failed: u64,
+    /// Documents dropped because the queue was full.
+    pub dropped: u64,
+    pub hooks_failed: u64,
+    pub hooks_waiting: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdCount {
+    pub open: u64,
+    pub limit: u64,
+}
+
+/// What a `load` changed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadSummary {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub unchanged: Vec<String>,
+    pub missing: Vec<String>,
+    pub missing_action: Missing,
+}
+
+/// The `summary` of an answer: the daemon (`info`, `status`) or what a
+/// `load` changed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Summary {
+    Info(Box<DaemonInfo>),
+    Load(LoadSummary),
+}
+
+impl fmt::Display for LoadSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} added, {} changed, {} unchanged, {} missing ({:?})",
+            self.added.len(),
+            self.changed.len(),
+            self.unchanged.len(),
+            self.missing.len(),
+            self.missing_action
+        )
     }
 }

@@ -115,14 +115,7 @@ impl SavedExit {
     }
 
     pub fn from_status(pid: u32, status: ExitStatus, at: f64) -> Self {
-        let (code, signal, core_dumped) = match status {
-            ExitStatus::Exited(code) => (Some(code), None, false),
-            ExitStatus::Killed {
-                signal,
-                core_dumped,
-            } => (None, Some(signal), core_dumped),
-            ExitStatus::Unknown => (None, None, false),
-        };
+        let (code, signal, core_dumped) = status.parts();
         Self {
             pid,
             code,

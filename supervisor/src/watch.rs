@@ -7,44 +7,19 @@
 //! spawns or signals anything itself. Each transition is logged on one line.
 use std::{
     collections::VecDeque,
-    fmt,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use nix::sys::signal::Signal;
 use serde::Serialize;
 
-pub use crate::protocol::Command;
+pub use crate::protocol::{Command, State};
 use crate::{
     config::{NotifyEvent, Readiness, WatchConfig},
     exit::ExitStatus,
     process::ProcessId,
     state::{SavedExit, SavedWatch},
 };
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Unmonitored,
-    Init,
-    Up,
-    Start,
-    Restart,
-    Stop,
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Unmonitored => "unmonitored",
-            Self::Init => "init",
-            Self::Up => "up",
-            Self::Start => "start",
-            Self::Restart => "restart",
-            Self::Stop => "stop",
-        })
-    }
-}
 
 /// When the event a watch is handed happened, on both clocks. The daemon
 /// reads them once per event; the state machine never reads a clock, so

@@ -438,7 +438,18 @@ impl RunningDaemon {
                 String::from_utf8_lossy(&out.stderr)
             )
         });
-        all[0].clone()
+        let watch = all[0].clone();
+        // Every status a test reads must also be what the protocol's type
+        // reads: a field renamed on one side fails here.
+        if let Err(e) = serde_json::from_value::<supervisor::protocol::WatchStatus>(watch.clone()) {
+            panic!("status --json {name} does not decode as a WatchStatus: {e}: {watch}");
+        }
+        watch
+    }
+
+    /// `status` of one watch, typed.
+    pub fn watch(&self, name: &str) -> supervisor::protocol::WatchStatus {
+        serde_json::from_value(self.status(name)).expect("checked by status")
     }
 
     /// Polls `status` (bounded) until `done` holds; returns that status.

@@ -154,17 +154,7 @@ fn injected_failure() -> bool {
 }
 
 /// Counters a backend keeps about itself, for `check` and `status`.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct Counters {
-    /// Process deaths the kernel program saw, watched or not (eBPF only).
-    pub kernel_group_exits: Option<u64>,
-    /// Records the kernel delivered to userspace.
-    pub delivered: u64,
-    /// Records the kernel could not deliver (ring or socket buffer full).
-    pub dropped: u64,
-    /// Times the backend re-checked every process after a loss.
-    pub resyncs: u64,
-}
+pub use crate::protocol::BackendCounters as Counters;
 
 pub struct Backend {
     imp: Imp,

@@ -65,6 +65,17 @@ pub enum Readiness {
     Notify,
 }
 
+impl Readiness {
+    /// As the config and `status` spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Health => "health",
+            Self::Notify => "notify",
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHealth {

@@ -239,6 +239,17 @@ pub enum ConditionAction {
     Notify,
 }
 
+impl ConditionAction {
+    /// As the config and `status` spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Restart => "restart",
+            Self::Stop => "stop",
+            Self::Notify => "notify",
+        }
+    }
+}
+
 /// Who a watch's process runs as.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunAs {

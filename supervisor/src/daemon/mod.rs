@@ -33,7 +33,6 @@ use nix::{
         wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus},
     },
 };
-use serde_json::json;
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -49,7 +48,10 @@ use crate::{
     output::Logs,
     pid_file,
     process::{self, Pid, ProcessId, StartTime},
-    protocol::{Missing, Request, Response},
+    protocol::{
+        DaemonInfo, EventStatus, FdCount, LastExitStatus, Missing, Request, Response, Summary,
+        WatchStatus,
+    },
     spawn,
     state::{SavedWatch, StateDir},
     tree::{Members, Trees},
@@ -1392,7 +1394,7 @@ impl Daemon {
             Request::Status { target } => {
                 let response = match self.targets(target.as_deref()) {
                     Ok(names) => Response {
-                        summary: Some(self.info(false)),
+                        summary: Some(Summary::Info(Box::new(self.info(false)))),
                         ..Response::ok(
                             names
                                 .iter()
@@ -1474,7 +1476,7 @@ impl Daemon {
             Request::Load { path, missing } => self.start_load(path, missing, Some(reply)),
             Request::Info => {
                 let _ = reply.send(Response {
-                    summary: Some(self.info(true)),
+                    summary: Some(Summary::Info(Box::new(self.info(true)))),
                     ..Response::ok(Vec::new())
                 });
             }
@@ -1491,25 +1493,28 @@ impl Daemon {
     /// `with_fds`: count the open fds too, which lists /proc/self/fd (tens
     /// of thousands with as many watches): for `info`, not for every
     /// `status`.
-    fn info(&self, with_fds: bool) -> serde_json::Value {
+    fn info(&self, with_fds: bool) -> DaemonInfo {
         let fds = with_fds.then(crate::limits::fds_in_use);
         let tracking = match (&self.cgroups, &self.trees) {
             (Some(_), _) => "cgroup",
             (None, Some(_)) => "fork",
             (None, None) => "process group only",
         };
-        json!({
-            "pid": std::process::id(),
-            "config": self.config.source,
-            "watches": self.watches.len(),
-            "backend": self.backend.kind(),
-            "counters": self.backend.counters(),
-            "backend_failures": self.backend_failures,
-            "unreported_exits": self.unreported_exits,
-            "tracking": tracking,
-            "notifications": self.notifier.counters(),
-            "fds": fds.map(|(open, limit)| json!({ "open": open, "limit": limit })),
-        })
+        DaemonInfo {
+            pid: std::process::id(),
+            config: self.config.source.clone(),
+            watches: self.watches.len(),
+            backend: self.backend.kind().name().to_owned(),
+            counters: self.backend.counters(),
+            backend_failures: self.backend_failures,
+            unreported_exits: self.unreported_exits,
+            tracking: tracking.to_owned(),
+            notifications: self.notifier.counters(),
+            fds: fds.map(|(open, limit)| FdCount {
+                open: open as u64,
+                limit,
+            }),
+        }
     }
 
     fn new_request(&mut self, parts: usize, reply: oneshot::Sender<Response>) -> u64 {
@@ -1678,27 +1683,38 @@ fn status_of(
     watch: &Watch,
     conditions: Option<&Conditions>,
     health: Option<&Health>,
-) -> serde_json::Value {
+) -> WatchStatus {
     let uptime = watch
         .started_at
         .and_then(|t| SystemTime::now().duration_since(t).ok())
         .map(|d| d.as_secs_f64());
-    json!({
-        "name": watch.name(),
-        "group": watch.config.group,
-        "state": watch.state(),
-        "pid": watch.process.map(|p| p.pid),
-        "uptime_secs": uptime,
-        "restarts": watch.restarts,
-        "last_exit": watch.last_exit,
-        "last_error": watch.last_error,
-        "backoff_secs": watch.backoff.map(|(d, _)| d.as_secs_f64()),
-        "conditions": conditions.map_or(json!([]), Conditions::status),
-        "ready": watch.config.ready,
-        "health": health.map(Health::status),
-        "said": watch.said,
-        "events": watch.events,
-        "stdout": watch.config.stdout,
-        "stderr": watch.config.stderr,
-    })
+    WatchStatus {
+        name: watch.name().to_owned(),
+        group: watch.config.group.clone(),
+        state: watch.state(),
+        pid: watch.process.map(|p| p.pid.get()),
+        uptime_secs: uptime,
+        restarts: watch.restarts,
+        last_exit: watch.last_exit.as_ref().map(|e| LastExitStatus {
+            status: e.status.report(),
+            at: crate::exit::unix_seconds(e.at),
+            pid: e.pid.get(),
+        }),
+        last_error: watch.last_error.clone(),
+        backoff_secs: watch.backoff.map(|(d, _)| d.as_secs_f64()),
+        conditions: conditions.map_or_else(Vec::new, Conditions::status),
+        ready: watch.config.ready.name().to_owned(),
+        health: health.map(Health::status),
+        said: watch.said.clone(),
+        events: watch
+            .events
+            .iter()
+            .map(|e| EventStatus {
+                at: crate::exit::unix_seconds(e.at),
+                what: e.what.clone(),
+            })
+            .collect(),
+        stdout: watch.config.stdout.clone(),
+        stderr: watch.config.stderr.clone(),
+    }
 }

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use super::{Daemon, Internal};
 use crate::{
     config::{self, Config, ConfigError},
-    protocol::{Missing, Response},
+    protocol::{LoadSummary, Missing, Response, Summary},
     watch::{Command, Watch},
 };
 
@@ -56,7 +56,7 @@ impl Daemon {
             Some(reply) => {
                 let _ = reply.send(match outcome {
                     Ok(summary) => Response {
-                        summary: Some(summary),
+                        summary: Some(Summary::Load(summary)),
                         ..Response::ok(Vec::new())
                     },
                     Err(e) => Response::error(format!("{e}; nothing changed")),
@@ -70,12 +70,7 @@ impl Daemon {
     }
 
     /// Replaces the config with `new`, as the module comment says.
-    fn apply(
-        &mut self,
-        path: &std::path::Path,
-        mut new: Config,
-        missing: Missing,
-    ) -> serde_json::Value {
+    fn apply(&mut self, path: &std::path::Path, mut new: Config, missing: Missing) -> LoadSummary {
         if new.daemon != self.config.daemon {
             log::warn!(
                 "{}: [daemon] changes take effect only when the daemon starts again",
@@ -121,12 +116,12 @@ impl Daemon {
         self.notifier.configure(&new.notify);
         let daemon = self.config.daemon.clone();
         self.config = Config { daemon, ..new };
-        serde_json::json!({
-            "added": added,
-            "changed": changed,
-            "unchanged": plan.unchanged,
-            "missing": plan.missing,
-            "missing_action": missing,
-        })
+        LoadSummary {
+            added,
+            changed,
+            unchanged: plan.unchanged,
+            missing: plan.missing,
+            missing_action: missing,
+        }
     }
 }

@@ -13,7 +13,10 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use supervisor::{control::request, protocol::Request};
+use supervisor::{
+    control::request,
+    protocol::{Request, State, WatchStatus},
+};
 
 fn median_p99(mut ms: Vec<f64>) -> (f64, f64) {
     ms.sort_by(f64::total_cmp);
@@ -21,7 +24,7 @@ fn median_p99(mut ms: Vec<f64>) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
-async fn status(socket: &Path, name: &str) -> Result<serde_json::Value> {
+async fn status(socket: &Path, name: &str) -> Result<WatchStatus> {
     let response = request(
         socket,
         &Request::Status {
@@ -38,8 +41,8 @@ async fn timed_status(socket: &Path, name: &str) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64() * 1e3)
 }
 
-fn pid(status: &serde_json::Value) -> Option<u64> {
-    status["pid"].as_u64().filter(|_| status["state"] == "up")
+fn pid(status: &WatchStatus) -> Option<u32> {
+    status.pid.filter(|_| status.state == State::Up)
 }
 
 /// Kills `name`'s process; how long until another one is up, in ms.
