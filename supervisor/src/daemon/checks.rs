@@ -5,14 +5,16 @@
 //! Measuring and judging belong to `conditions` and `health`; this part
 //! only decides when to ask, hands out exec probes as helper processes,
 //! and turns a verdict into a command of the watch's.
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant, SystemTime},
-};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::wait::{waitid, Id, WaitPidFlag};
 
-use super::{Daemon, HelperJob, Internal, Reach};
+use super::{
+    reach::Reach,
+    slot::{Helper, HelperJob, WatchSlot},
+    Daemon, Internal,
+};
+
 use crate::{
     conditions::{self, Conditions},
     config::{ConditionAction, Probe, ResourceCondition},
@@ -26,10 +28,13 @@ use crate::{
 impl Daemon {
     /// When the next resource condition is due (far away if none is).
     pub(super) fn next_check(&self) -> Instant {
-        self.conditions
+        self.slots
             .values()
-            .filter_map(Conditions::next_due)
-            .chain(self.health.values().filter_map(Health::next_due))
+            .flat_map(|s| {
+                let conditions = s.conditions.as_ref().and_then(Conditions::next_due);
+                let health = s.health.as_ref().and_then(Health::next_due);
+                conditions.into_iter().chain(health)
+            })
             .min()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
     }
@@ -40,20 +45,30 @@ impl Daemon {
         let now = Instant::now();
         self.probe_health(now);
         let due: Vec<String> = self
-            .conditions
+            .slots
             .iter()
-            .filter(|(_, c)| c.next_due().is_some_and(|d| d <= now))
+            .filter(|(_, s)| {
+                s.conditions
+                    .as_ref()
+                    .and_then(Conditions::next_due)
+                    .is_some_and(|d| d <= now)
+            })
             .map(|(n, _)| n.clone())
             .collect();
         for name in due {
             let process = self
-                .watches
+                .slots
                 .get(&name)
+                .map(|s| &s.watch)
                 .filter(|w| w.state() == State::Up)
                 .and_then(|w| w.process);
             let Some(process) = process else {
                 // Nothing to measure now: look again an interval later.
-                if let Some(conditions) = self.conditions.get_mut(&name) {
+                if let Some(conditions) = self
+                    .slots
+                    .get_mut(&name)
+                    .and_then(|s| s.conditions.as_mut())
+                {
                     conditions.restart();
                 }
                 continue;
@@ -63,7 +78,11 @@ impl Daemon {
                 Reach::Cgroup(cgroup) => Some(cgroup.clone()),
                 _ => None,
             };
-            let Some(conditions) = self.conditions.get_mut(&name) else {
+            let Some(conditions) = self
+                .slots
+                .get_mut(&name)
+                .and_then(|s| s.conditions.as_mut())
+            else {
                 continue;
             };
             let sample = || conditions::sample(&reach.members(process.pid), cgroup.as_ref());
@@ -85,10 +104,10 @@ impl Daemon {
                 ConditionAction::Notify => "notify only",
             }
         );
-        if let Some(watch) = self.watches.get_mut(name) {
+        if let Some(watch) = self.slots.get_mut(name).map(|s| &mut s.watch) {
             watch.condition_fired(reason, Now::read());
         }
-        self.publish(name);
+        self.touched.insert(name.to_owned());
         match action {
             ConditionAction::Restart => self.command(name, Command::Restart),
             ConditionAction::Stop => self.command(name, Command::Stop),
@@ -100,16 +119,23 @@ impl Daemon {
     /// or waiting to be ready.
     pub(super) fn probe_health(&mut self, now: Instant) {
         let due: Vec<String> = self
-            .health
+            .slots
             .iter()
-            .filter(|(_, h)| h.next_due().is_some_and(|d| d <= now))
+            .filter(|(_, s)| {
+                s.health
+                    .as_ref()
+                    .and_then(Health::next_due)
+                    .is_some_and(|d| d <= now)
+            })
             .map(|(n, _)| n.clone())
             .collect();
         for name in due {
-            let Some(watch) = self.watches.get(&name) else {
-                continue;
-            };
-            let Some(health) = self.health.get_mut(&name) else {
+            let Some(WatchSlot {
+                watch,
+                health: Some(health),
+                ..
+            }) = self.slots.get_mut(&name)
+            else {
                 continue;
             };
             let Some(process) = watch
@@ -136,11 +162,11 @@ impl Daemon {
                     Ok((helper, pidfd)) => {
                         self.helpers.insert(
                             helper,
-                            HelperJob::Probe {
+                            Helper::new(HelperJob::Probe {
                                 name,
                                 process: pid,
                                 pidfd,
-                            },
+                            }),
                         );
                     }
                     Err(e) => {
@@ -174,15 +200,17 @@ impl Daemon {
 
     /// A health probe of watch `name`'s process `pid` came back.
     pub(super) fn probed(&mut self, name: String, pid: Pid, outcome: Outcome) {
-        let Some(watch) = self.watches.get_mut(&name) else {
+        let Some(WatchSlot {
+            watch,
+            health: Some(health),
+            ..
+        }) = self.slots.get_mut(&name)
+        else {
             return;
         };
         if watch.process.map(|p| p.pid) != Some(pid) {
             return;
         }
-        let Some(health) = self.health.get_mut(&name) else {
-            return;
-        };
         let waiting = watch.awaiting_ready();
         if !outcome.ok {
             log::info!(
@@ -204,10 +232,10 @@ impl Daemon {
 
     /// A helper process has exited (or was killed at its time limit).
     pub(super) fn helper_done(&mut self, finished: helper::Finished) {
-        let Some(job) = self.helpers.remove(&finished.pid) else {
+        let Some(Helper { job, reaped }) = self.helpers.remove(&finished.pid) else {
             return;
         };
-        let status = match self.reaped.remove(&finished.pid) {
+        let status = match reaped {
             Some(status) => status,
             None => match waitid(
                 Id::PIDFd(std::os::fd::AsFd::as_fd(job.pidfd())),
@@ -242,30 +270,13 @@ impl Daemon {
 }
 
 /// A watch has a new process: its resource conditions start afresh.
-pub(super) fn start_conditions(
-    all: &mut HashMap<String, Conditions>,
-    name: &str,
-    configs: &[ResourceCondition],
-) {
-    if configs.is_empty() {
-        all.remove(name);
-    } else {
-        all.insert(name.to_owned(), Conditions::new(configs));
-    }
+pub(super) fn start_conditions(configs: &[ResourceCondition]) -> Option<Conditions> {
+    (!configs.is_empty()).then(|| Conditions::new(configs))
 }
 
 /// A watch has a new process: its health check starts afresh (probed
 /// often while the process has yet to be ready).
-pub(super) fn start_health(all: &mut HashMap<String, Health>, name: &str, watch: &Watch) {
-    match &watch.config.health {
-        Some(check) => {
-            all.insert(
-                name.to_owned(),
-                Health::new(check.clone(), watch.awaiting_ready()),
-            );
-        }
-        None => {
-            all.remove(name);
-        }
-    }
+pub(super) fn start_health(watch: &Watch) -> Option<Health> {
+    let check = watch.config.health.as_ref()?;
+    Some(Health::new(check.clone(), watch.awaiting_ready()))
 }

@@ -2,7 +2,11 @@
 //! watch collected are published once its actions are done (so a hook
 //! never runs before the restart it reports), and the hooks the notifier
 //! releases are run as helper processes.
-use super::{Daemon, HelperJob, Internal};
+use super::{
+    slot::{Helper, HelperJob},
+    Daemon, Internal,
+};
+
 use crate::{
     helper,
     notification::{About, HookRun},
@@ -11,7 +15,7 @@ use crate::{
 impl Daemon {
     /// Hands what happened to watch `name` to the notifiers.
     pub(super) fn publish(&mut self, name: &str) {
-        let Some(watch) = self.watches.get_mut(name) else {
+        let Some(watch) = self.slots.get_mut(name).map(|s| &mut s.watch) else {
             return;
         };
         let notices = watch.take_notices();
@@ -41,10 +45,10 @@ impl Daemon {
             Ok((pid, pidfd)) => {
                 self.helpers.insert(
                     pid,
-                    HelperJob::Hook {
+                    Helper::new(HelperJob::Hook {
                         what: hook.what,
                         pidfd,
-                    },
+                    }),
                 );
             }
             Err(e) => {

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{Daemon, Internal, NotifyListener};
+use super::{Daemon, Internal};
+
 use crate::{
     config::Readiness,
     process::Pid,
@@ -27,13 +28,14 @@ impl Daemon {
         previous: Option<&str>,
     ) -> Vec<(String, String)> {
         let wants = self
-            .watches
+            .slots
             .get(name)
+            .map(|s| &s.watch)
             .is_some_and(|w| w.config.ready == Readiness::Notify);
         if !wants {
             return Vec::new();
         }
-        if !self.notify_sockets.contains_key(name) {
+        if self.slots.get(name).is_some_and(|s| s.notify.is_none()) {
             match self.bind_notify(name, previous) {
                 Ok(socket) => {
                     let address = socket.address.clone();
@@ -60,8 +62,9 @@ impl Daemon {
                             }
                         }
                     });
-                    self.notify_sockets
-                        .insert(name.to_owned(), NotifyListener { address, task });
+                    if let Some(slot) = self.slots.get_mut(name) {
+                        slot.notify = Some(NotifyListener { address, task });
+                    }
                 }
                 Err(e) => {
                     // The start goes on; without READY=1 it fails after
@@ -71,8 +74,10 @@ impl Daemon {
                 }
             }
         }
-        let address = &self.notify_sockets[name].address;
-        vec![("NOTIFY_SOCKET".to_owned(), address.clone())]
+        let Some(listener) = self.slots.get(name).and_then(|s| s.notify.as_ref()) else {
+            return Vec::new();
+        };
+        vec![("NOTIFY_SOCKET".to_owned(), listener.address.clone())]
     }
 
     /// The socket at `previous` (a re-adopted process knows only that
@@ -95,7 +100,12 @@ impl Daemon {
     /// A process wrote to watch `name`'s notify socket: believed only if
     /// it is one of the watch's own.
     pub(super) fn notified(&mut self, name: String, message: sd_notify::Message) {
-        let Some(process) = self.watches.get(&name).and_then(|w| w.process) else {
+        let Some(process) = self
+            .slots
+            .get(&name)
+            .map(|s| &s.watch)
+            .and_then(|w| w.process)
+        else {
             return;
         };
         let ours = message.sender.is_some_and(|sender| {
@@ -110,7 +120,7 @@ impl Daemon {
             );
             return;
         }
-        let Some(watch) = self.watches.get_mut(&name) else {
+        let Some(watch) = self.slots.get_mut(&name).map(|s| &mut s.watch) else {
             return;
         };
         if let Some(status) = message.status {
@@ -135,4 +145,16 @@ pub(super) fn ready_timer(
         tokio::time::sleep(grace).await;
         let _ = tx.send(Internal::ReadyTimeout { name, pid });
     });
+}
+
+/// A watch's sd_notify socket and the task reading it.
+pub(super) struct NotifyListener {
+    pub address: String,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for NotifyListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

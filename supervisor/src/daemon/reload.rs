@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use tokio::sync::oneshot;
 
-use super::{Daemon, Internal};
+use super::{slot::WatchSlot, Daemon, Internal};
+
 use crate::{
     config::{self, Config, ConfigError},
     protocol::{LoadSummary, Missing, Response, Summary},
@@ -78,17 +79,18 @@ impl Daemon {
             );
         }
         let plan = config::reload::plan(
-            self.watches.values().map(|w| &w.config),
+            self.slots.values().map(|s| &s.watch).map(|w| &w.config),
             std::mem::take(&mut new.watches),
         );
         let added: Vec<String> = plan.added.iter().map(|w| w.name.clone()).collect();
         let changed: Vec<String> = plan.changed.iter().map(|w| w.name.clone()).collect();
         for config in plan.added {
-            self.watches.insert(config.name.clone(), Watch::new(config));
+            self.slots
+                .insert(config.name.clone(), WatchSlot::new(Watch::new(config)));
         }
         for config in plan.changed {
             let name = config.name.clone();
-            if let Some(watch) = self.watches.get_mut(&name) {
+            if let Some(watch) = self.slots.get_mut(&name).map(|s| &mut s.watch) {
                 watch.config = config;
                 if watch.process.is_some() {
                     self.command(&name, Command::Restart);
@@ -98,7 +100,12 @@ impl Daemon {
         // Started once all are in, in start order: a watch may start after
         // one added with it.
         for name in self.in_start_order(added.clone()) {
-            if self.watches.get(&name).is_some_and(|w| w.config.autostart) {
+            if self
+                .slots
+                .get(&name)
+                .map(|s| &s.watch)
+                .is_some_and(|w| w.config.autostart)
+            {
                 self.command(&name, Command::Start);
             }
         }
@@ -107,9 +114,10 @@ impl Daemon {
                 Missing::Leave => {}
                 Missing::Stop => self.command(name, Command::Stop),
                 Missing::Remove => {
-                    self.removing.insert(name.clone());
+                    if let Some(slot) = self.slots.get_mut(name) {
+                        slot.removing = true;
+                    }
                     self.command(name, Command::Stop);
-                    self.settle_waiters(name);
                 }
             }
         }

@@ -1,0 +1,260 @@
+//! Effects in one place: what watches decide is queued by `act` and
+//! carried out by `settle`, once per loop turn, followed by one settle
+//! phase (notices, waiting requests, `after` ordering). No handler runs
+//! another's work.
+use std::time::Duration;
+
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    sync::mpsc,
+};
+
+use crate::{
+    process::Pid,
+    spawn,
+    watch::{Action, Command, Now, State},
+};
+
+use super::{starts::run_helper_command, Daemon, Internal};
+
+impl Daemon {
+    pub(super) fn command(&mut self, name: &str, command: Command) {
+        let Some(watch) = self.slots.get_mut(name).map(|s| &mut s.watch) else {
+            return;
+        };
+        let actions = watch.command(command, Now::read());
+        self.act(name, actions);
+    }
+
+    /// Queues what watch `name` decided, to be carried out by `settle`
+    /// (never here: no handler runs another's work); the watch is looked
+    /// at in the settle phase even if `actions` is empty.
+    pub(super) fn act(&mut self, name: &str, actions: Vec<Action>) {
+        self.touched.insert(name.to_owned());
+        self.effects
+            .extend(actions.into_iter().map(|a| (name.to_owned(), a)));
+    }
+
+    /// Carries out the queued effects, then settles: notices go out,
+    /// waiting requests are answered, and watches held back by `after`
+    /// start once they may. Runs once per loop turn, until nothing is left.
+    pub(super) fn settle(&mut self) {
+        loop {
+            while let Some((name, action)) = self.effects.pop_front() {
+                let more = self.carry_out(&name, action);
+                self.act(&name, more);
+            }
+            if self.touched.is_empty() {
+                return;
+            }
+            for name in std::mem::take(&mut self.touched) {
+                self.publish(&name);
+                self.settle_waiters(&name);
+            }
+            self.start_ordered();
+        }
+    }
+
+    /// Carries out one action of watch `name`; returns what the watch
+    /// decided next (a spawn that failed, a process already gone).
+    pub(super) fn carry_out(&mut self, name: &str, action: Action) -> Vec<Action> {
+        let cgroup = self.cgroup_of(name);
+        let reach = self.reach(name);
+        let blocked_by = self.blocked_by(name);
+        let env = match action {
+            Action::Spawn => self.notify_env(name, None),
+            _ => Vec::new(),
+        };
+        let Some(watch) = self.slots.get_mut(name).map(|s| &mut s.watch) else {
+            return Vec::new();
+        };
+        match action {
+            Action::Spawn if blocked_by.is_some() => {
+                let dependency = blocked_by.unwrap_or_default();
+                if self
+                    .slots
+                    .get_mut(name)
+                    .is_some_and(|s| !std::mem::replace(&mut s.ordered, true))
+                {
+                    log::info!("{name}: waiting for {dependency} to be up (after)");
+                }
+                Vec::new()
+            }
+            Action::Spawn if watch.config.pid_file.is_some() => {
+                self.launch_daemonizing(name);
+                Vec::new()
+            }
+            Action::Spawn => {
+                match spawn::spawn(&watch.config, cgroup.as_ref(), &mut self.logs, &env) {
+                    Ok(spawned) => self.follow(name, spawned.id, spawned.pidfd),
+                    Err(e) => watch.spawn_failed(&format!("{e:#}"), Now::read()),
+                }
+            }
+            Action::SpawnAt(due) => {
+                let tx = self.tx.clone();
+                let name = name.to_owned();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(due.into()).await;
+                    let _ = tx.send(Internal::SpawnDue { name });
+                });
+                Vec::new()
+            }
+            Action::Stop {
+                signal,
+                command,
+                timeout,
+            } => {
+                if let Some(process) = watch.process {
+                    let helper = command.and_then(|argv| {
+                        run_helper_command(
+                            &watch.config,
+                            argv,
+                            cgroup.as_ref(),
+                            &mut self.logs,
+                            &mut self.trees,
+                        )
+                        .inspect_err(|e| {
+                            log::error!("{name}: stop command failed ({e:#}); sending {signal}")
+                        })
+                        .ok()
+                    });
+                    match helper {
+                        // The command has `stop_grace` to end the process.
+                        Some(helper) => {
+                            let tx = self.tx.clone();
+                            let (name, grace) = (name.to_owned(), watch.config.stop_grace);
+                            tokio::spawn(async move {
+                                tokio::time::sleep(grace).await;
+                                let _ = tx.send(Internal::StopGraceOver {
+                                    name,
+                                    pid: process.pid,
+                                    helper: helper.id.pid,
+                                });
+                            });
+                        }
+                        None => {
+                            // Descendants that left the group get it too.
+                            reach.stop(process.pid, signal);
+                            stop_timer(&self.tx, name, process.pid, timeout);
+                        }
+                    }
+                }
+                Vec::new()
+            }
+            Action::RunRestart(argv) => {
+                match run_helper_command(
+                    &watch.config,
+                    argv,
+                    cgroup.as_ref(),
+                    &mut self.logs,
+                    &mut self.trees,
+                ) {
+                    Ok(helper) => {
+                        let tx = self.tx.clone();
+                        let (name, grace) = (name.to_owned(), watch.config.restart_grace);
+                        tokio::spawn(async move {
+                            // SAFETY: the pidfd is owned by the AsyncFd.
+                            let finished = match unsafe {
+                                AsyncFd::register_with_interest(helper.pidfd, Interest::READABLE)
+                            } {
+                                Ok(afd) => {
+                                    tokio::time::timeout(grace, afd.readable()).await.is_ok()
+                                }
+                                Err(_) => true,
+                            };
+                            let _ = tx.send(if finished {
+                                Internal::RestartDone { name }
+                            } else {
+                                Internal::RestartGraceOver {
+                                    name,
+                                    helper: helper.id.pid,
+                                }
+                            });
+                        });
+                        Vec::new()
+                    }
+                    Err(e) => {
+                        log::error!(
+                            "{name}: restart command failed ({e:#}); stopping and starting instead"
+                        );
+                        vec![Action::Stop {
+                            signal: watch.config.stop_signal,
+                            command: None,
+                            timeout: watch.config.stop_timeout,
+                        }]
+                    }
+                }
+            }
+            Action::Release => {
+                let released: Vec<Pid> = self
+                    .procs
+                    .iter()
+                    .filter(|(_, p)| p.watch == name)
+                    .map(|(pid, _)| *pid)
+                    .collect();
+                for pid in released {
+                    self.procs.remove(&pid);
+                    let _ = self.backend.unwatch(pid);
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// The first watch that `name` starts after and that is on its way up
+    /// now (a watch that is not starting holds nothing back).
+    pub(super) fn blocked_by(&self, name: &str) -> Option<String> {
+        self.slots
+            .get(name)
+            .map(|s| &s.watch)?
+            .config
+            .after
+            .iter()
+            .find(|dep| {
+                self.slots
+                    .get(dep.as_str())
+                    .map(|s| &s.watch)
+                    .is_some_and(|d| {
+                        matches!(d.state(), State::Init | State::Start | State::Restart)
+                    })
+            })
+            .cloned()
+    }
+
+    /// Starts the watches that waited for others and may go now.
+    pub(super) fn start_ordered(&mut self) {
+        let ready: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|(n, s)| s.ordered && self.blocked_by(n).is_none())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in ready {
+            if let Some(slot) = self.slots.get_mut(&name) {
+                slot.ordered = false;
+            }
+            let still_starting = self
+                .slots
+                .get(&name)
+                .map(|s| &s.watch)
+                .is_some_and(|w| w.state() == State::Start && w.process.is_none());
+            if still_starting {
+                self.act(&name, vec![Action::Spawn]);
+            }
+        }
+    }
+}
+
+/// SIGKILL for `pid`'s group (`StopTimeout`) unless it is gone by then.
+pub(super) fn stop_timer(
+    tx: &mpsc::UnboundedSender<Internal>,
+    name: &str,
+    pid: Pid,
+    timeout: Duration,
+) {
+    let (tx, name) = (tx.clone(), name.to_owned());
+    tokio::spawn(async move {
+        tokio::time::sleep(timeout).await;
+        let _ = tx.send(Internal::StopTimeout { name, pid });
+    });
+}

@@ -1,0 +1,192 @@
+//! The one exit path: however a watched process's death is learnt (the
+//! backend, the SIGCHLD reaper, the periodic sweep, a stop timeout), it is
+//! reported, then reaped, then what it left behind is drained; only then
+//! does its watch learn of it, once.
+use std::{
+    os::fd::OwnedFd,
+    time::{Duration, Instant},
+};
+
+use nix::{
+    errno::Errno,
+    sys::{
+        signal::Signal,
+        wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus},
+    },
+};
+use tokio::io::{unix::AsyncFd, Interest};
+
+use crate::{
+    exit::{ExitEvent, ExitStatus},
+    process::Pid,
+    watch::{Now, State},
+};
+
+use super::{reach::Reach, Daemon, Internal, GROUP_DRAIN_TICK};
+
+impl Daemon {
+    /// Finds watched processes that exited without an event (their pidfd
+    /// is readable) and handles them as exits.
+    pub(super) fn sweep(&mut self) {
+        let gone: Vec<(Pid, String)> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| pidfd_readable(&p.pidfd))
+            .map(|(pid, p)| (*pid, p.watch.clone()))
+            .collect();
+        for (pid, name) in gone {
+            log::warn!(
+                "{name}: process {pid} exited without an exit event; found by the periodic check"
+            );
+            self.unreported_exits += 1;
+            self.confirm_gone(name, pid, None);
+        }
+    }
+
+    pub(super) fn on_exit(&mut self, event: ExitEvent) {
+        let Some(name) = self.procs.get(&event.pid).map(|p| &p.watch).cloned() else {
+            return;
+        };
+        self.confirm_gone(name, event.pid, Some(event.status));
+    }
+
+    /// The exit event can come before the process has let go of its files
+    /// and ports: respawn only once it is really gone (reaped).
+    pub(super) fn confirm_gone(&mut self, name: String, pid: Pid, reported: Option<ExitStatus>) {
+        let exact = match self.try_reap(pid) {
+            Some(exact) => exact,
+            None => {
+                let Some(fd) = self
+                    .procs
+                    .get(&pid)
+                    .map(|p| &p.pidfd)
+                    .and_then(|fd| fd.try_clone().ok())
+                else {
+                    return;
+                };
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    // SAFETY: the cloned fd is owned by the AsyncFd.
+                    if let Ok(afd) =
+                        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+                    {
+                        let _ = afd.readable().await;
+                    }
+                    let _ = tx.send(Internal::Gone { name, pid });
+                });
+                return;
+            }
+        };
+        let status = exact.or(reported).unwrap_or(ExitStatus::Unknown);
+        self.process_gone(name, pid, status);
+    }
+
+    /// `Some(status)` once `pid` is reaped (by us now, or earlier by the
+    /// SIGCHLD reaper), `None` while it is still exiting.
+    pub(super) fn try_reap(&mut self, pid: Pid) -> Option<Option<ExitStatus>> {
+        if let Some(status) = self.procs.get_mut(&pid).and_then(|p| p.reaped.take()) {
+            return Some(Some(status));
+        }
+        let fd = self.procs.get(&pid).map(|p| &p.pidfd)?;
+        match waitid(
+            Id::PIDFd(std::os::fd::AsFd::as_fd(fd)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+        ) {
+            Ok(WaitStatus::StillAlive) => None,
+            Ok(status) => Some(Some(ExitStatus::from_nix(status))),
+            // Not our child (re-adopted): gone once its pidfd is readable.
+            Err(Errno::ECHILD) => pidfd_readable(fd).then_some(None),
+            Err(_) => Some(None),
+        }
+    }
+
+    pub(super) fn process_gone(&mut self, name: String, pid: Pid, status: ExitStatus) {
+        self.procs.remove(&pid);
+        let _ = self.backend.unwatch(pid);
+        let reach = self.reach(&name);
+        let Some(watch) = self.slots.get(&name).map(|s| &s.watch) else {
+            return;
+        };
+        // What the process left behind goes too, in its group or anywhere
+        // in its cgroup or tree: after a stop they had the stop signal and
+        // get the rest of the timeout; after a crash they are strays of a
+        // dead program and would hold its ports.
+        if reach.alive(pid) {
+            let grace = match watch.state() {
+                State::Stop | State::Restart => watch.config.stop_timeout,
+                _ => Duration::ZERO,
+            };
+            self.drain(name, pid, reach, status, grace);
+            return;
+        }
+        self.finish_exit(&name, status);
+    }
+
+    pub(super) fn finish_exit(&mut self, name: &str, status: ExitStatus) {
+        let Some(watch) = self.slots.get_mut(name).map(|s| &mut s.watch) else {
+            return;
+        };
+        let actions = watch.exited(status, Now::read());
+        self.act(name, actions);
+    }
+
+    pub(super) fn drain(
+        &self,
+        name: String,
+        pid: Pid,
+        reach: Reach,
+        status: ExitStatus,
+        grace: Duration,
+    ) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + grace;
+            let mut killed = false;
+            let mut tick = tokio::time::interval(GROUP_DRAIN_TICK);
+            while reach.alive(pid) {
+                if Instant::now() >= deadline {
+                    if !killed {
+                        log::info!("{name}: killing what process {pid} left behind");
+                        killed = true;
+                    }
+                    // Again each round: a fork in flight lands after a kill.
+                    reach.signal(pid, Signal::SIGKILL);
+                }
+                tick.tick().await;
+            }
+            let _ = tx.send(Internal::GroupEmpty { name, status });
+        });
+    }
+
+    /// Reaps every exited child, ours or orphans handed to us.
+    pub(super) fn reap(&mut self) {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                Ok(status) => {
+                    if let Some(pid) = status.pid().and_then(|p| Pid::new(p.as_raw() as u32)) {
+                        if let Some(proc) = self.procs.get_mut(&pid) {
+                            proc.reaped = Some(ExitStatus::from_nix(status));
+                            let name = proc.watch.clone();
+                            self.confirm_gone(name, pid, None);
+                        } else if let Some(helper) = self.helpers.get_mut(&pid) {
+                            // Its task reports when its output is read.
+                            helper.reaped = Some(ExitStatus::from_nix(status));
+                        }
+                    }
+                }
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    log::warn!("waitpid: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn pidfd_readable(fd: &OwnedFd) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(fd), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}

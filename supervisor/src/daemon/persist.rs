@@ -1,0 +1,234 @@
+//! The state file: what the daemon writes of each watch, and how a daemon
+//! started again picks up from it (re-adopting the processes that still
+//! run, starting the rest a slice at a time).
+use std::{
+    collections::BTreeMap,
+    io::Write as _,
+    os::fd::OwnedFd,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    process::{self, Pid, ProcessId, StartTime},
+    state::SavedWatch,
+    watch::{Command, Now},
+};
+
+use super::{
+    checks::{start_conditions, start_health},
+    readiness::ready_timer,
+    slot::ProcSlot,
+    Daemon, GROUP_DRAIN_TICK, PENDING_SLICE,
+};
+
+impl Daemon {
+    /// Picks up where the last daemon left off: re-adopts each watch's
+    /// process that still runs (same pid, same start time), keeps counts,
+    /// and starts the rest as the config and the operator's last word say.
+    pub(super) fn resume(&mut self) {
+        let mut saved = self.state_file.load().watches;
+        let names = self.in_start_order(self.slots.keys().cloned().collect());
+        for name in names {
+            let previous = saved.get(&name).and_then(|entry| {
+                let id = ProcessId {
+                    pid: Pid::new(entry.pid?)?,
+                    start: StartTime::from_ticks(entry.start_ticks?),
+                };
+                process::is_alive(id, &Default::default()).then_some(id)
+            });
+            // Only a process in the watch's own cgroup is the watch's: a
+            // state file naming another is not believed.
+            let believed = previous.filter(|id| self.in_own_cgroup(&name, id.pid));
+            if let (Some(id), None) = (previous, believed) {
+                log::warn!(
+                    "{name}: the state file names process {}, which is not in the watch's cgroup; not re-adopting it",
+                    id.pid
+                );
+                if let Some(entry) = saved.get_mut(&name) {
+                    entry.pid = None;
+                    entry.start_ticks = None;
+                }
+            }
+            if believed.is_none() {
+                self.clear_strays(&name);
+            }
+            let watch = self
+                .slots
+                .get_mut(&name)
+                .map(|s| &mut s.watch)
+                .expect("listed");
+            let Some(entry) = saved.get(&name) else {
+                if watch.config.autostart {
+                    self.pending_starts.push_back(name);
+                }
+                continue;
+            };
+            watch.restore(entry);
+            let previous =
+                entry
+                    .pid
+                    .and_then(Pid::new)
+                    .zip(entry.start_ticks)
+                    .map(|(pid, ticks)| ProcessId {
+                        pid,
+                        start: StartTime::from_ticks(ticks),
+                    });
+            match previous {
+                Some(id) if process::is_alive(id, &Default::default()) => {
+                    self.adopt(&name, id, entry.ready, entry.notify_socket.as_deref())
+                }
+                Some(id) if entry.monitored => {
+                    log::warn!(
+                        "{name}: process {} died while no supervisor watched it; starting it again",
+                        id.pid
+                    );
+                    watch.died_unwatched(id.pid, Now::read());
+                    self.pending_starts.push_back(name);
+                }
+                _ if entry.monitored && watch.config.autostart => {
+                    self.pending_starts.push_back(name)
+                }
+                _ => {}
+            }
+        }
+        for (name, entry) in &saved {
+            if !self.slots.contains_key(name) {
+                if let Some(pid) = entry.pid {
+                    log::warn!("state file names watch '{name}' (pid {pid}), which the config no longer has; leaving it alone");
+                }
+            }
+        }
+    }
+
+    /// Starts the next watches of `pending_starts`, for at most a few
+    /// milliseconds: then the loop looks at exits and requests again.
+    pub(super) fn start_pending(&mut self) {
+        let until = Instant::now() + PENDING_SLICE;
+        while let Some(name) = self.pending_starts.pop_front() {
+            self.command(&name, Command::Start);
+            self.settle();
+            if Instant::now() >= until {
+                break;
+            }
+        }
+    }
+
+    /// Says the daemon is running, once every watch has been resumed or
+    /// started; `ready` (from `--daemonize`) gets a line.
+    pub(super) fn announce(&self, ready: Option<OwnedFd>) {
+        // Parsing a big config and starting every watch leave freed memory
+        // behind in the heap: hand it back.
+        // SAFETY: malloc_trim only releases free heap memory.
+        unsafe { libc::malloc_trim(0) };
+        eprintln!(
+            "supervisor running {} watch(es) from {}, control socket {}",
+            self.slots.len(),
+            self.config.source.display(),
+            self.config.daemon.socket.display()
+        );
+        if let Some(ready) = ready {
+            let _ = std::fs::File::from(ready).write_all(b"ready\n");
+        }
+    }
+
+    /// Kills what a daemon that died in the middle of an action left in the
+    /// cgroup of a watch whose saved process is gone (a process started
+    /// just before the state file could name it, a stop command): starting
+    /// the watch afresh next to it would run it twice.
+    pub(super) fn clear_strays(&mut self, name: &str) {
+        let Some(cgroup) = self.cgroup_of(name) else {
+            return;
+        };
+        let strays = cgroup.pids();
+        if strays.is_empty() {
+            return;
+        }
+        log::warn!("{name}: processes {strays:?} run in its cgroup, unknown to the state file (a daemon died in the middle of an action): killing them before starting afresh");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while cgroup.populated() && Instant::now() < deadline {
+            cgroup.kill_all();
+            std::thread::sleep(GROUP_DRAIN_TICK);
+        }
+    }
+
+    /// Whether `pid` is in watch `name`'s cgroup (true without cgroups).
+    pub(super) fn in_own_cgroup(&mut self, name: &str, pid: Pid) -> bool {
+        self.cgroup_of(name)
+            .is_none_or(|cgroup| cgroup.pids().contains(&(pid.get() as i32)))
+    }
+
+    pub(super) fn adopt(
+        &mut self,
+        name: &str,
+        id: ProcessId,
+        ready: bool,
+        notify_socket: Option<&str>,
+    ) {
+        let pidfd = match process::pidfd_open(id.pid) {
+            Ok(fd) => fd,
+            Err(e) => {
+                log::error!(
+                    "{name}: cannot open a pidfd for {}: {e}; starting afresh",
+                    id.pid
+                );
+                self.command(name, Command::Start);
+                return;
+            }
+        };
+        // The pidfd pins the process: check it is still the one we mean.
+        if !process::is_alive(id, &Default::default()) {
+            self.command(name, Command::Start);
+            return;
+        }
+        self.procs.insert(id.pid, ProcSlot::new(name, pidfd));
+        if let Some(trees) = &mut self.trees {
+            trees.track_running(id.pid, name);
+        }
+        // Its NOTIFY_SOCKET is the same name as before: it can still talk.
+        self.notify_env(name, notify_socket);
+        if let Some(slot) = self.slots.get_mut(name) {
+            let watch = &mut slot.watch;
+            slot.conditions = start_conditions(&watch.config.conditions);
+            watch.adopt(id, ready, process::started_at(id.start), Now::read());
+            slot.health = start_health(watch);
+            if watch.awaiting_ready() {
+                ready_timer(&self.tx, name, id.pid, watch.config.start_grace);
+            }
+        }
+        if let Err(e) = self.backend.watch(id) {
+            log::error!("{name}: cannot watch re-adopted process {}: {e:#}", id.pid);
+        }
+    }
+
+    /// Writes the state file if anything in it changed since the last
+    /// write (a watch's slot keeps what was written of it).
+    pub(super) fn save_state(&mut self) {
+        let mut changed = std::mem::take(&mut self.state_stale);
+        for slot in self.slots.values_mut() {
+            let now = SavedWatch {
+                notify_socket: slot.notify.as_ref().map(|l| l.address.clone()),
+                ..slot.watch.snapshot()
+            };
+            if slot.saved.as_ref() != Some(&now) {
+                slot.saved = Some(now);
+                changed = true;
+            }
+        }
+        if !changed {
+            return;
+        }
+        let now: BTreeMap<String, SavedWatch> = self
+            .slots
+            .iter()
+            .filter_map(|(n, s)| Some((n.clone(), s.saved.clone()?)))
+            .collect();
+        if let Err(e) = self.state_file.save(&now) {
+            log::error!(
+                "cannot write state file {}: {e}",
+                self.state_file.path().join("state.json").display()
+            );
+            // Written again on the next change.
+            self.state_stale = true;
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! What the daemon keeps of each watch (`WatchSlot`) and of each watched
+//! process (`ProcSlot`): one owner each, so that adding or removing a watch
+//! or a process is one insert or one remove, and nothing is left behind in
+//! a side table. Plain data: the daemon's handlers change it.
+use std::os::fd::OwnedFd;
+
+use crate::{
+    cgroup::WatchCgroup, conditions::Conditions, exit::ExitStatus, health::Health, process::Pid,
+    state::SavedWatch, watch::Watch,
+};
+
+use super::{readiness::NotifyListener, requests::Waiter};
+
+pub(super) struct WatchSlot {
+    pub watch: Watch,
+    /// Its resource conditions, for the process it runs now.
+    pub conditions: Option<Conditions>,
+    /// Its health check, for the process it runs now.
+    pub health: Option<Health>,
+    /// Its `NOTIFY_SOCKET`, if it is ready on `READY=1`.
+    pub notify: Option<NotifyListener>,
+    /// Its cgroup, made on first use.
+    pub cgroup: Option<WatchCgroup>,
+    /// Requests waiting for it to be up or unmonitored.
+    pub waiters: Vec<Waiter>,
+    /// The launch whose pid file it waits for (a self-daemonizing program).
+    pub launch: Option<u64>,
+    /// To be forgotten once stopped.
+    pub removing: bool,
+    /// Waiting, in `start`, for those it starts `after`.
+    pub ordered: bool,
+    /// What the state file holds of it now, to write only on change.
+    pub saved: Option<SavedWatch>,
+}
+
+impl WatchSlot {
+    pub fn new(watch: Watch) -> Self {
+        Self {
+            watch,
+            conditions: None,
+            health: None,
+            notify: None,
+            cgroup: None,
+            waiters: Vec::new(),
+            launch: None,
+            removing: false,
+            ordered: false,
+            saved: None,
+        }
+    }
+}
+
+/// A watched process: whose it is, the pidfd that pins it, and its exit
+/// status if the SIGCHLD reaper got it first.
+pub(super) struct ProcSlot {
+    pub watch: String,
+    pub pidfd: OwnedFd,
+    pub reaped: Option<ExitStatus>,
+}
+
+impl ProcSlot {
+    pub fn new(watch: &str, pidfd: OwnedFd) -> Self {
+        Self {
+            watch: watch.to_owned(),
+            pidfd,
+            reaped: None,
+        }
+    }
+}
+
+/// What a helper process the daemon runs is for.
+pub(super) enum HelperJob {
+    /// The exec health check of watch `name`'s process `process`.
+    Probe {
+        name: String,
+        process: Pid,
+        pidfd: OwnedFd,
+    },
+    /// A notification hook.
+    Hook { what: String, pidfd: OwnedFd },
+}
+
+/// A helper process and its exit status, if the SIGCHLD reaper got it
+/// before its task reported.
+pub(super) struct Helper {
+    pub job: HelperJob,
+    pub reaped: Option<ExitStatus>,
+}
+
+impl Helper {
+    pub(super) fn new(job: HelperJob) -> Self {
+        Self { job, reaped: None }
+    }
+}
+
+impl HelperJob {
+    pub(super) fn pidfd(&self) -> &OwnedFd {
+        match self {
+            Self::Probe { pidfd, .. } | Self::Hook { pidfd, .. } => pidfd,
+        }
+    }
+}

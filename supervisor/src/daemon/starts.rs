@@ -1,0 +1,184 @@
+//! Starting a watch's program: a self-daemonizing one's launch and the
+//! pid file that names what it leaves, following a started process, and
+//! the helper commands (stop, restart) run as the watch's own process.
+use std::os::fd::OwnedFd;
+
+use anyhow::Result;
+use nix::sys::signal::Signal;
+
+use crate::{
+    cgroup::WatchCgroup,
+    output::Logs,
+    pid_file,
+    process::{self, Pid, ProcessId},
+    spawn,
+    tree::Trees,
+    watch::{Action, Now},
+};
+
+use super::{
+    checks::{start_conditions, start_health},
+    reach::{group_alive, signal_group},
+    readiness::ready_timer,
+    slot::ProcSlot,
+    Daemon, Internal,
+};
+
+impl Daemon {
+    /// Starts a program that daemonizes itself and follows the process its
+    /// pid file names (ours through the subreaper: it is reparented to us).
+    pub(super) fn launch_daemonizing(&mut self, name: &str) {
+        let cgroup = self.cgroup_of(name);
+        let env = self.notify_env(name, None);
+        let Some(watch) = self.slots.get_mut(name).map(|s| &mut s.watch) else {
+            return;
+        };
+        let path = watch
+            .config
+            .pid_file
+            .clone()
+            .expect("checked by the caller");
+        let launched = pid_file::clear(&path, watch.config.user.as_ref())
+            .and_then(|()| spawn::spawn(&watch.config, cgroup.as_ref(), &mut self.logs, &env));
+        let launcher = match launched {
+            Ok(spawned) => {
+                track(&mut self.trees, name, spawned.id.pid);
+                watch.launched();
+                spawned.id.pid
+            }
+            Err(e) => {
+                let actions = watch.spawn_failed(&format!("{e:#}"), Now::read());
+                self.act(name, actions);
+                return;
+            }
+        };
+        let launch = self.next_request;
+        self.next_request += 1;
+        let limit = watch.config.start_grace;
+        let owner = pid_file::Owner {
+            user: watch.config.user.clone(),
+            cgroup,
+        };
+        if let Some(slot) = self.slots.get_mut(name) {
+            slot.launch = Some(launch);
+        }
+        let tx = self.tx.clone();
+        let name = name.to_owned();
+        let ours = Pid::new(std::process::id()).expect("own pid");
+        tokio::spawn(async move {
+            let result = pid_file::wait_for(&path, &owner, ours, launcher, limit)
+                .await
+                .map_err(|e| format!("{e:#}"));
+            let _ = tx.send(Internal::PidFile {
+                name,
+                launch,
+                launcher,
+                result,
+            });
+        });
+    }
+
+    pub(super) fn pid_file_said(
+        &mut self,
+        name: &str,
+        launch: u64,
+        launcher: Pid,
+        result: Result<ProcessId, String>,
+    ) {
+        match self.slots.get_mut(name) {
+            Some(slot) if slot.launch == Some(launch) => slot.launch = None,
+            _ => return,
+        }
+        let Some(watch) = self.slots.get_mut(name).map(|s| &mut s.watch) else {
+            return;
+        };
+        let actions = match result {
+            Ok(id)
+                if self
+                    .procs
+                    .get(&id.pid)
+                    .map(|p| &p.watch)
+                    .is_some_and(|n| n != name) =>
+            {
+                let other = self.procs[&id.pid].watch.clone();
+                if group_alive(launcher) {
+                    signal_group(launcher, Signal::SIGKILL);
+                }
+                watch.spawn_failed(
+                    &format!(
+                        "{} names pid {}, which is watch {other}'s process",
+                        watch
+                            .config
+                            .pid_file
+                            .as_deref()
+                            .unwrap_or(std::path::Path::new(""))
+                            .display(),
+                        id.pid
+                    ),
+                    Now::read(),
+                )
+            }
+            Ok(id) => match process::pidfd_open(id.pid) {
+                Ok(pidfd) => self.follow(name, id, pidfd),
+                Err(e) => watch.spawn_failed(&format!("pidfd_open({}): {e}", id.pid), Now::read()),
+            },
+            Err(e) => {
+                // Whatever the launch left running would run unwatched.
+                if group_alive(launcher) {
+                    signal_group(launcher, Signal::SIGKILL);
+                }
+                watch.spawn_failed(&e, Now::read())
+            }
+        };
+        self.act(name, actions);
+    }
+
+    /// Follows `id`, the process watch `name` has just started (or whose
+    /// pid file named it); returns what the watch does next.
+    pub(super) fn follow(&mut self, name: &str, id: ProcessId, pidfd: OwnedFd) -> Vec<Action> {
+        self.procs.insert(id.pid, ProcSlot::new(name, pidfd));
+        track(&mut self.trees, name, id.pid);
+        let Some(slot) = self.slots.get_mut(name) else {
+            return Vec::new();
+        };
+        let watch = &mut slot.watch;
+        slot.conditions = start_conditions(&watch.config.conditions);
+        let more = watch.spawned(id, Now::read());
+        slot.health = start_health(watch);
+        if watch.awaiting_ready() {
+            ready_timer(&self.tx, name, id.pid, watch.config.start_grace);
+        }
+        // Watched before anything can be missed: a process that already
+        // died is reported by `watch` itself.
+        if let Err(e) = self.backend.watch(id) {
+            log::error!("{name}: cannot watch process {}: {e:#}", id.pid);
+        }
+        more
+    }
+}
+
+/// Runs a watch's stop or restart command as the watch's own process would
+/// run (user, directory, environment, cgroup). The daemon's reaper
+/// collects it.
+pub(super) fn run_helper_command(
+    config: &crate::config::WatchConfig,
+    argv: Vec<String>,
+    cgroup: Option<&WatchCgroup>,
+    logs: &mut Logs,
+    trees: &mut Option<Trees>,
+) -> Result<spawn::Spawned> {
+    let helper = crate::config::WatchConfig {
+        argv,
+        ..config.clone()
+    };
+    let spawned = spawn::spawn(&helper, cgroup, logs, &[])?;
+    track(trees, &config.name, spawned.id.pid);
+    Ok(spawned)
+}
+
+/// Counts `pid`, just started, as one of watch `name`'s processes.
+pub(super) fn track(trees: &mut Option<Trees>, name: &str, pid: Pid) {
+    if let Some(trees) = trees {
+        trees.track(pid, name);
+    }
+}
