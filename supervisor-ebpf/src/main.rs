@@ -98,6 +98,8 @@ fn count(index: u32) {
 }
 
 fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
+    // SAFETY: a helper with no arguments; the pointer is only ever read
+    // through bpf_probe_read_kernel (`field`).
     let task = unsafe { bpf_get_current_task() } as *const u8;
     let signal: *const u8 = field(task, global(&TASK_SIGNAL))?;
 
@@ -148,6 +150,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
     match EVENTS.reserve::<ExitRecord>(0) {
         Some(mut entry) => {
             entry.write(ExitRecord {
+                // SAFETY: a helper with no arguments that reads a clock.
                 ktime_ns: unsafe { bpf_ktime_get_ns() },
                 start_boottime_ns,
                 tgid,

@@ -130,6 +130,22 @@ pub struct ExitEvent {
 }
 
 impl ExitEvent {
+    /// The death of `pid` with `status`, learnt now: the one constructor,
+    /// which each backend completes with what its source knows.
+    pub fn new(pid: Pid, status: ExitStatus) -> Self {
+        Self {
+            pid,
+            process: None,
+            tid: None,
+            ppid: None,
+            comm: None,
+            status,
+            kernel_ns: None,
+            seen_at: SystemTime::now(),
+            discovered: false,
+        }
+    }
+
     /// A death found by looking rather than told: status from `waitid` if
     /// the process is our unreaped child, else unknown. A pid that now
     /// names another process is never asked: its status is not ours.
@@ -138,20 +154,15 @@ impl ExitEvent {
             crate::process::stat(process.pid),
             Ok(Some(stat)) if stat.id == process
         );
+        let status = if still_ours {
+            peek_child_status(process.pid)
+        } else {
+            ExitStatus::Unknown
+        };
         Self {
-            pid: process.pid,
             process: Some(process),
-            tid: None,
-            ppid: None,
-            comm: None,
-            kernel_ns: None,
-            status: if still_ours {
-                peek_child_status(process.pid)
-            } else {
-                ExitStatus::Unknown
-            },
-            seen_at: SystemTime::now(),
             discovered: true,
+            ..Self::new(process.pid, status)
         }
     }
 }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::Result;
-use tokio::io::{unix::AsyncFd, AsyncReadExt as _, Interest};
+use tokio::io::AsyncReadExt as _;
 
 use crate::{config::WatchConfig, process::Pid, spawn};
 
@@ -73,10 +73,7 @@ async fn collect(pipe: OwnedFd, pidfd: &OwnedFd) -> String {
         }
     }
     if let Ok(fd) = pidfd.try_clone() {
-        // SAFETY: the cloned fd is owned by the AsyncFd.
-        if let Ok(afd) = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) } {
-            let _ = afd.readable().await;
-        }
+        crate::process::exited(fd).await;
     }
     String::from_utf8_lossy(&kept).trim().to_owned()
 }

@@ -4,6 +4,7 @@
 //! Data flows one way: kernel record -> `backend` -> `exit::ExitEvent` ->
 //! (watch state machine) -> action. This crate is both the daemon/CLI
 //! binary and a library so the test suite can drive the backends directly.
+pub mod after;
 pub mod backend;
 pub mod cgroup;
 pub mod check;

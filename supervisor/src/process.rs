@@ -183,6 +183,17 @@ fn stat_state(stat: &str) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
+/// Waits until the process behind `pidfd` has exited (its pidfd turns
+/// readable): the one wait for a pidfd, for a watch's process or a helper.
+pub async fn exited(pidfd: std::os::fd::OwnedFd) {
+    use tokio::io::{unix::AsyncFd, Interest};
+    // SAFETY: the AsyncFd owns the pidfd, which stays open until it is
+    // dropped (deregistered) here.
+    if let Ok(afd) = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) } {
+        let _ = afd.readable().await;
+    }
+}
+
 /// A pidfd for `pid` (Linux 5.3+): it keeps naming that process even after
 /// the pid is reused, and turns readable when the process has exited.
 pub fn pidfd_open(pid: Pid) -> io::Result<std::os::fd::OwnedFd> {

@@ -4,7 +4,6 @@
 //!
 //! Owns the loaded program, its maps and the attachment; knows nothing of
 //! what the processes are for.
-use std::time::SystemTime;
 
 use anyhow::{bail, Context as _, Result};
 use aya::{
@@ -206,18 +205,12 @@ impl EbpfBackend {
             let _ = self.watched.remove(&tgid);
             let Some(pid) = Pid::new(tgid) else { continue };
             self.tracked.report(ExitEvent {
-                pid,
                 process: Some(ProcessId {
                     pid,
                     start: StartTime::from_ticks(entry.start_ticks),
                 }),
-                tid: None,
-                ppid: None,
-                comm: None,
-                status: ExitStatus::from_wait_status(entry.wait_status),
-                seen_at: SystemTime::now(),
                 discovered: true,
-                kernel_ns: None,
+                ..ExitEvent::new(pid, ExitStatus::from_wait_status(entry.wait_status))
             });
         }
     }
@@ -246,7 +239,6 @@ fn event_from(record: &ExitRecord) -> ExitEvent {
         .position(|&b| b == 0)
         .unwrap_or(record.comm.len());
     ExitEvent {
-        pid,
         process: Some(ProcessId {
             pid,
             start: StartTime::from_boottime_ns(record.start_boottime_ns),
@@ -254,10 +246,8 @@ fn event_from(record: &ExitRecord) -> ExitEvent {
         tid: Pid::new(record.tid),
         ppid: Pid::new(record.ppid),
         comm: Some(String::from_utf8_lossy(&record.comm[..comm_len]).into_owned()),
-        status: ExitStatus::from_wait_status(record.wait_status),
-        seen_at: SystemTime::now(),
-        discovered: false,
         kernel_ns: Some(record.ktime_ns),
+        ..ExitEvent::new(pid, ExitStatus::from_wait_status(record.wait_status))
     }
 }
 

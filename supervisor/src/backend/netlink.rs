@@ -9,7 +9,6 @@
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     os::fd::OwnedFd,
-    time::SystemTime,
 };
 
 use anyhow::{Context as _, Result};
@@ -236,15 +235,11 @@ impl NetlinkBackend {
             _ => Pid::new(exit.pid),
         };
         let event = ExitEvent {
-            pid,
-            process: None,
             tid,
             ppid: Pid::new(ppid),
             comm,
-            status: exact.unwrap_or(reported),
-            seen_at: SystemTime::now(),
-            discovered: false,
             kernel_ns: Some(exit.timestamp_ns),
+            ..ExitEvent::new(pid, exact.unwrap_or(reported))
         };
         match self.scope {
             Scope::All => self.tracked.ready.push_back(event),

@@ -7,7 +7,6 @@
 use std::{
     collections::HashMap,
     os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
-    time::SystemTime,
 };
 
 use anyhow::{bail, Context as _, Result};
@@ -125,17 +124,7 @@ impl PidfdBackend {
                 )
                 .map(ExitStatus::from_nix)
                 .unwrap_or(ExitStatus::Unknown);
-                self.tracked.report(ExitEvent {
-                    pid,
-                    process: None,
-                    tid: None,
-                    ppid: None,
-                    comm: None,
-                    status,
-                    seen_at: SystemTime::now(),
-                    discovered: false,
-                    kernel_ns: None,
-                });
+                self.tracked.report(ExitEvent::new(pid, status));
             }
         }
     }

@@ -742,57 +742,15 @@ impl Merged {
                 return Err(error(i, format!("no watch named '{unknown}'")));
             }
         }
-        // Depth-first, three colours: a grey node met again is a cycle.
-        #[derive(Clone, Copy, PartialEq)]
-        enum Mark {
-            White,
-            Grey,
-            Black,
-        }
-        fn visit(
-            i: usize,
-            watches: &[WatchConfig],
-            index: &std::collections::HashMap<&str, usize>,
-            marks: &mut [Mark],
-            path: &mut Vec<usize>,
-        ) -> Option<Vec<usize>> {
-            marks[i] = Mark::Grey;
-            path.push(i);
-            for name in &watches[i].after {
-                let j = index[name.as_str()];
-                match marks[j] {
-                    Mark::Grey => {
-                        let from = path.iter().position(|&p| p == j).unwrap_or(0);
-                        let mut cycle = path[from..].to_vec();
-                        cycle.push(j);
-                        return Some(cycle);
-                    }
-                    Mark::White => {
-                        if let Some(cycle) = visit(j, watches, index, marks, path) {
-                            return Some(cycle);
-                        }
-                    }
-                    Mark::Black => {}
-                }
-            }
-            path.pop();
-            marks[i] = Mark::Black;
-            None
-        }
-        let mut marks = vec![Mark::White; self.watches.len()];
-        for i in 0..self.watches.len() {
-            if marks[i] == Mark::White {
-                if let Some(cycle) = visit(i, &self.watches, &index, &mut marks, &mut Vec::new()) {
-                    let names: Vec<&str> = cycle
-                        .iter()
-                        .map(|&k| self.watches[k].name.as_str())
-                        .collect();
-                    return Err(error(
-                        cycle[0],
-                        format!("start order has a cycle: {}", names.join(" after ")),
-                    ));
-                }
-            }
+        let order =
+            crate::after::start_order(self.watches.iter().map(|w| w.name.as_str()), |name| {
+                index.get(name).map(|&i| self.watches[i].after.as_slice())
+            });
+        if let Err(cycle) = order {
+            return Err(error(
+                index[cycle[0]],
+                format!("start order has a cycle: {}", cycle.join(" after ")),
+            ));
         }
         Ok(())
     }

@@ -4,10 +4,7 @@
 //! another's work.
 use std::time::Duration;
 
-use tokio::{
-    io::{unix::AsyncFd, Interest},
-    sync::mpsc,
-};
+use tokio::sync::mpsc;
 
 use crate::{
     process::Pid,
@@ -58,6 +55,13 @@ impl Daemon {
     /// Carries out one action of watch `name`; returns what the watch
     /// decided next (a spawn that failed, a process already gone).
     pub(super) fn carry_out(&mut self, name: &str, action: Action) -> Vec<Action> {
+        if matches!(action, Action::Spawn) {
+            if let Some(slot) = self.slots.get_mut(name).filter(|s| s.clearing) {
+                slot.held_spawn = true;
+                log::info!("{name}: starting once the processes left in its cgroup are gone");
+                return Vec::new();
+            }
+        }
         let cgroup = self.cgroup_of(name);
         let reach = self.reach(name);
         let blocked_by = self.blocked_by(name);
@@ -153,15 +157,10 @@ impl Daemon {
                         let tx = self.tx.clone();
                         let (name, grace) = (name.to_owned(), watch.config.restart_grace);
                         tokio::spawn(async move {
-                            // SAFETY: the pidfd is owned by the AsyncFd.
-                            let finished = match unsafe {
-                                AsyncFd::register_with_interest(helper.pidfd, Interest::READABLE)
-                            } {
-                                Ok(afd) => {
-                                    tokio::time::timeout(grace, afd.readable()).await.is_ok()
-                                }
-                                Err(_) => true,
-                            };
+                            let finished =
+                                tokio::time::timeout(grace, crate::process::exited(helper.pidfd))
+                                    .await
+                                    .is_ok();
                             let _ = tx.send(if finished {
                                 Internal::RestartDone { name }
                             } else {

@@ -7,19 +7,17 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::{
+    exit::{ExitEvent, ExitStatus},
+    process::Pid,
+    watch::{Now, State},
+};
 use nix::{
     errno::Errno,
     sys::{
         signal::Signal,
         wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus},
     },
-};
-use tokio::io::{unix::AsyncFd, Interest};
-
-use crate::{
-    exit::{ExitEvent, ExitStatus},
-    process::Pid,
-    watch::{Now, State},
 };
 
 use super::{reach::Reach, Daemon, Internal, GROUP_DRAIN_TICK};
@@ -66,12 +64,7 @@ impl Daemon {
                 };
                 let tx = self.tx.clone();
                 tokio::spawn(async move {
-                    // SAFETY: the cloned fd is owned by the AsyncFd.
-                    if let Ok(afd) =
-                        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
-                    {
-                        let _ = afd.readable().await;
-                    }
+                    crate::process::exited(fd).await;
                     let _ = tx.send(Internal::Gone { name, pid });
                 });
                 return;

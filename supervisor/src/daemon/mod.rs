@@ -83,6 +83,8 @@ enum Internal {
     RestartGraceOver { name: String, helper: Pid },
     /// Nothing is left of this process group.
     GroupEmpty { name: String, status: ExitStatus },
+    /// What a previous daemon left in watch `name`'s cgroup is gone.
+    StraysGone { name: String },
     /// A start held back by the crash-loop backoff is due.
     SpawnDue { name: String },
     /// The watch's restart command has exited.
@@ -419,6 +421,7 @@ impl Daemon {
                     self.act(&name, actions);
                 }
             }
+            Internal::StraysGone { name } => self.strays_gone(&name),
             Internal::SpawnDue { name } => {
                 if let Some(watch) = self.slots.get_mut(&name).map(|s| &mut s.watch) {
                     let actions = watch.backoff_over(Now::read());

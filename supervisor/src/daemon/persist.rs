@@ -11,15 +11,18 @@ use std::{
 use crate::{
     process::{self, Pid, ProcessId, StartTime},
     state::SavedWatch,
-    watch::{Command, Now},
+    watch::{Action, Command, Now, State},
 };
 
 use super::{
     checks::{start_conditions, start_health},
     readiness::ready_timer,
     slot::ProcSlot,
-    Daemon, GROUP_DRAIN_TICK, PENDING_SLICE,
+    Daemon, Internal, GROUP_DRAIN_TICK, PENDING_SLICE,
 };
+
+/// How long the strays a previous daemon left in a cgroup are given to die.
+const STRAYS_PATIENCE: Duration = Duration::from_secs(5);
 
 impl Daemon {
     /// Picks up where the last daemon left off: re-adopts each watch's
@@ -144,10 +147,35 @@ impl Daemon {
             return;
         }
         log::warn!("{name}: processes {strays:?} run in its cgroup, unknown to the state file (a daemon died in the middle of an action): killing them before starting afresh");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while cgroup.populated() && Instant::now() < deadline {
-            cgroup.kill_all();
-            std::thread::sleep(GROUP_DRAIN_TICK);
+        if let Some(slot) = self.slots.get_mut(name) {
+            slot.clearing = true;
+        }
+        // Off the loop: the other watches resume meanwhile.
+        let (tx, name) = (self.tx.clone(), name.to_owned());
+        tokio::spawn(async move {
+            let deadline = Instant::now() + STRAYS_PATIENCE;
+            let mut tick = tokio::time::interval(GROUP_DRAIN_TICK);
+            while cgroup.populated() && Instant::now() < deadline {
+                // Again each round: a fork in flight lands after a kill.
+                cgroup.kill_all();
+                tick.tick().await;
+            }
+            if cgroup.populated() {
+                log::error!("{name}: its cgroup still holds processes after {STRAYS_PATIENCE:?} of SIGKILL; starting it anyway");
+            }
+            let _ = tx.send(Internal::StraysGone { name });
+        });
+    }
+
+    /// The strays of watch `name` are gone: a start held back goes now.
+    pub(super) fn strays_gone(&mut self, name: &str) {
+        let Some(slot) = self.slots.get_mut(name) else {
+            return;
+        };
+        slot.clearing = false;
+        let still_starting = slot.watch.state() == State::Start && slot.watch.process.is_none();
+        if std::mem::take(&mut slot.held_spawn) && still_starting {
+            self.act(name, vec![Action::Spawn]);
         }
     }
 

@@ -1,6 +1,6 @@
 //! Control requests: what each does, the requests waiting for a watch to
 //! be up or unmonitored, and what `status` and `info` answer.
-use std::{collections::BTreeMap, time::SystemTime};
+use std::time::SystemTime;
 
 use anyhow::Result;
 use tokio::sync::oneshot;
@@ -14,7 +14,7 @@ use crate::{
     watch::{Command, Now, State, Watch},
 };
 
-use super::{reach::signal_group, slot::WatchSlot, Daemon};
+use super::{reach::signal_group, Daemon};
 
 /// What a control request waits for before it is answered.
 #[derive(Clone, Copy, PartialEq)]
@@ -164,31 +164,21 @@ impl Daemon {
     /// `names` with each watch after those it starts `after` (the config
     /// has no cycle), so that starting them in turn honours the order.
     pub(super) fn in_start_order(&self, names: Vec<String>) -> Vec<String> {
-        fn visit<'a>(
-            name: &'a str,
-            watches: &'a BTreeMap<String, WatchSlot>,
-            seen: &mut std::collections::HashSet<&'a str>,
-            out: &mut Vec<&'a str>,
-        ) {
-            if !seen.insert(name) {
-                return;
-            }
-            if let Some(slot) = watches.get(name) {
-                for dep in &slot.watch.config.after {
-                    visit(dep, watches, seen, out);
-                }
-            }
-            out.push(name);
-        }
         let wanted: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
-        let (mut seen, mut out) = (Default::default(), Vec::new());
-        for name in &names {
-            visit(name, &self.slots, &mut seen, &mut out);
+        let order = crate::after::start_order(names.iter().map(String::as_str), |name| {
+            self.slots
+                .get(name)
+                .map(|s| s.watch.config.after.as_slice())
+        });
+        // The config was refused if it had a cycle.
+        match order {
+            Ok(order) => order
+                .into_iter()
+                .filter(|n| wanted.contains(n))
+                .map(str::to_owned)
+                .collect(),
+            Err(_) => names,
         }
-        out.into_iter()
-            .filter(|n| wanted.contains(n))
-            .map(str::to_owned)
-            .collect()
     }
 
     pub(super) fn on_request(&mut self, incoming: Incoming) {

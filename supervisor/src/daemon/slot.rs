@@ -31,6 +31,11 @@ pub(super) struct WatchSlot {
     pub ordered: bool,
     /// What the state file holds of it now, to write only on change.
     pub saved: Option<SavedWatch>,
+    /// What a previous daemon left in its cgroup is being killed: a start
+    /// waits (the kill would take the new process too).
+    pub clearing: bool,
+    /// A start is waiting for that.
+    pub held_spawn: bool,
 }
 
 impl WatchSlot {
@@ -46,6 +51,8 @@ impl WatchSlot {
             removing: false,
             ordered: false,
             saved: None,
+            clearing: false,
+            held_spawn: false,
         }
     }
 }
