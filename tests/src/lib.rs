@@ -795,12 +795,34 @@ impl Default for Dice {
     }
 }
 
-/// A TCP port free on 127.0.0.1 now (for a test server to take).
+/// A TCP port on 127.0.0.1 for a test server to take, kept for this test
+/// process alone: taken from below the kernel's ephemeral range (so no
+/// `bind(0)` anywhere is handed it) and claimed with a lock file that the
+/// test processes running in parallel respect. Binding port 0 and dropping
+/// the listener would leave it to whoever binds next.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    use std::os::fd::AsRawFd as _;
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("supervisor-test-ports");
+    std::fs::create_dir_all(&dir).expect("port lock folder");
+    const FIRST: u16 = 20_000;
+    const COUNT: u16 = 12_000;
+    let start = (std::process::id() as u64 * 7919 + monotonic_ns() / 1000) % COUNT as u64;
+    for i in 0..COUNT {
+        let port = FIRST + ((start + i as u64) % COUNT as u64) as u16;
+        let Ok(lock) = std::fs::File::create(dir.join(port.to_string())) else {
+            continue;
+        };
+        // SAFETY: flock on a file this function owns.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            HELD.lock().expect("held ports").push(lock);
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT);
 }
 
 /// A webhook receiver on 127.0.0.1: keeps the JSON body of every POST,
