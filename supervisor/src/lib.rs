@@ -29,6 +29,7 @@ pub mod proc_connector;
 pub mod process;
 pub mod protocol;
 pub mod safe_open;
+pub mod sched;
 pub mod sd_notify;
 pub mod spawn;
 pub mod state;

@@ -1099,3 +1099,38 @@ fn started_processes_get_stdio_and_no_fd_of_the_daemon() {
         assert_eq!(stdin, std::path::Path::new("/dev/null"));
     }
 }
+
+/// The scheduling policy of `pid` (field 41 of /proc/PID/stat).
+fn policy(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after_comm = stat.rsplit_once(')').expect("comm").1;
+    after_comm
+        .split_whitespace()
+        .nth(38)
+        .expect("policy")
+        .parse()
+        .expect("a number")
+}
+
+#[test]
+fn a_realtime_daemon_starts_normal_processes() {
+    let d = RunningDaemon::start_with(
+        "scheduling = \"realtime\"",
+        r#"
+[[watch]]
+name = "s"
+start = "/bin/sleep 1000"
+"#,
+    );
+    let s = d.wait_status("s", "up", |s| s["state"] == "up");
+    assert_eq!(
+        policy(d.pid()),
+        libc::SCHED_FIFO as u32,
+        "the daemon runs in SCHED_FIFO"
+    );
+    assert_eq!(
+        policy(pid_of(&s)),
+        libc::SCHED_OTHER as u32,
+        "its process does not"
+    );
+}

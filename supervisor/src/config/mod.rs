@@ -96,6 +96,20 @@ pub struct DaemonConfig {
     pub netlink_buffer: Option<usize>,
     pub tracking: Tracking,
     pub log_level: String,
+    pub scheduling: Scheduling,
+}
+
+/// How the daemon's own thread competes for the CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheduling {
+    /// As any process (SCHED_OTHER).
+    #[default]
+    Normal,
+    /// SCHED_FIFO at priority 1, ahead of every normal process, so that an
+    /// exit is read the moment the kernel reports it; the processes it
+    /// starts are normal again (SCHED_RESET_ON_FORK).
+    Realtime,
 }
 
 /// How a watch's processes are known, beyond its process group.
@@ -121,6 +135,7 @@ impl Default for DaemonConfig {
             netlink_buffer: None,
             tracking: Tracking::Auto,
             log_level: "info".into(),
+            scheduling: Scheduling::Normal,
         }
     }
 }
@@ -302,6 +317,7 @@ struct RawDaemon {
     netlink_buffer: Option<HumanSize>,
     tracking: Option<Tracking>,
     log_level: Option<LogLevel>,
+    scheduling: Option<Scheduling>,
 }
 
 #[derive(Deserialize)]
@@ -813,6 +829,7 @@ fn daemon_config(raw: RawDaemon) -> DaemonConfig {
             .map(|s| usize::try_from(s.0).unwrap_or(usize::MAX)),
         tracking: raw.tracking.unwrap_or(defaults.tracking),
         log_level: raw.log_level.map_or(defaults.log_level, |l| l.0),
+        scheduling: raw.scheduling.unwrap_or(defaults.scheduling),
     }
 }
 

@@ -50,7 +50,7 @@ use tokio::{
 use crate::{
     backend::{Backend, Options},
     cgroup::Cgroups,
-    config::Config,
+    config::{Config, Scheduling},
     control::{self, Incoming},
     exit::ExitStatus,
     output::Logs,
@@ -170,6 +170,15 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
     match crate::limits::raise_nofile() {
         Ok(limit) => log::info!("file descriptor limit: {limit}"),
         Err(e) => log::warn!("cannot raise the file descriptor limit: {e}"),
+    }
+    // Before any thread is made: the loop runs on this one.
+    if config.daemon.scheduling == Scheduling::Realtime {
+        match crate::sched::realtime() {
+            Ok(()) => {
+                log::info!("scheduling: SCHED_FIFO priority 1 (what it starts runs normally)")
+            }
+            Err(e) => log::warn!("scheduling = \"realtime\": {e}; running as a normal process"),
+        }
     }
     // SAFETY: prctl with plain integer arguments.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {

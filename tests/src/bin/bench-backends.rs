@@ -193,12 +193,36 @@ fn main() -> Result<()> {
     out += &format!(
         "## Detection latency: `kill()` → exit event in userspace\n\n\
          Each sample: a fresh child is watched, SIGKILLed, and timed until the backend yields its \
-         exit event; {} kills per backend ({} for poll, at a {:?} interval).\n\n\
+         exit event; {} kills per backend ({} for poll, at a {:?} interval). The `scheduling = realtime` \
+         rows read from a thread in SCHED_FIFO (reset on fork), as `[daemon] scheduling = \"realtime\"` \
+         runs the daemon.\n\n\
          | backend | n | p50 µs | p99 µs | max µs | p50 vs ebpf | p99 vs ebpf | kill→kernel p50/p99 µs | kernel→userspace p50/p99 µs |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         args.kills, args.poll_kills, args.poll_interval
     );
     let mut ebpf_ref: Option<(f64, f64)> = None;
+    let mut row = |label: &str, n: usize, result: Result<Latencies>| match result {
+        Ok(l) => {
+            let v = &l.total;
+            let (p50, p99, max) = (percentile(v, 0.5), percentile(v, 0.99), v[v.len() - 1]);
+            let reference = *ebpf_ref.get_or_insert((p50, p99));
+            let split = |v: &[f64]| {
+                if v.is_empty() {
+                    "—".to_owned()
+                } else {
+                    format!("{:.0} / {:.0}", percentile(v, 0.5), percentile(v, 0.99))
+                }
+            };
+            format!(
+                "| {label} | {n} | {p50:.0} | {p99:.0} | {max:.0} | {:.2}× | {:.2}× | {} | {} |\n",
+                p50 / reference.0,
+                p99 / reference.1,
+                split(&l.to_kernel),
+                split(&l.to_user),
+            )
+        }
+        Err(e) => format!("| {label} | — | unavailable: {e:#} | | | | | | |\n"),
+    };
     for kind in BackendKind::AUTO_ORDER {
         let (n, options) = match kind {
             BackendKind::Poll => (
@@ -211,28 +235,27 @@ fn main() -> Result<()> {
             _ => (args.kills, Options::default()),
         };
         eprintln!("bench: detection latency, {kind}, {n} kills");
-        match rt.block_on(latencies(kind, n, &options)) {
-            Ok(l) => {
-                let v = &l.total;
-                let (p50, p99, max) = (percentile(v, 0.5), percentile(v, 0.99), v[v.len() - 1]);
-                let reference = *ebpf_ref.get_or_insert((p50, p99));
-                let split = |v: &[f64]| {
-                    if v.is_empty() {
-                        "—".to_owned()
-                    } else {
-                        format!("{:.0} / {:.0}", percentile(v, 0.5), percentile(v, 0.99))
-                    }
-                };
-                out += &format!(
-                    "| {kind} | {n} | {p50:.0} | {p99:.0} | {max:.0} | {:.2}× | {:.2}× | {} | {} |\n",
-                    p50 / reference.0,
-                    p99 / reference.1,
-                    split(&l.to_kernel),
-                    split(&l.to_user),
-                );
-            }
-            Err(e) => out += &format!("| {kind} | — | unavailable: {e:#} | | | | | | |\n"),
-        }
+        out += &row(kind.name(), n, rt.block_on(latencies(kind, n, &options)));
+    }
+    // `[daemon] scheduling = "realtime"`: the reading thread in SCHED_FIFO
+    // (reset on fork, so the killed children run normally, as a daemon's).
+    for kind in [BackendKind::Ebpf, BackendKind::Netlink] {
+        eprintln!(
+            "bench: detection latency, {kind} in SCHED_FIFO, {} kills",
+            args.kills
+        );
+        let n = args.kills;
+        let result = std::thread::spawn(move || -> Result<Latencies> {
+            supervisor::sched::realtime().context("SCHED_FIFO")?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(latencies(kind, n, &Options::default()))
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the realtime thread panicked"))
+        .and_then(|r| r);
+        out += &row(&format!("{kind}, scheduling = realtime"), n, result);
     }
 
     out += &format!(
