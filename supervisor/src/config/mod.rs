@@ -996,6 +996,9 @@ fn watch_config(raw: RawWatch) -> Result<WatchConfig, (&'static str, String)> {
 }
 
 #[cfg(test)]
+mod bad;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
