@@ -91,20 +91,20 @@ pub struct Notice {
 }
 
 pub struct Watch {
-    pub config: WatchConfig,
+    config: WatchConfig,
     state: State,
     /// The process this watch runs now.
-    pub process: Option<ProcessId>,
-    pub started_at: Option<SystemTime>,
+    process: Option<ProcessId>,
+    started_at: Option<SystemTime>,
     /// Starts after the first that were not asked for.
-    pub restarts: u32,
-    pub last_exit: Option<LastExit>,
+    restarts: u32,
+    last_exit: Option<LastExit>,
     /// Why the last start failed, until one works.
-    pub last_error: Option<String>,
+    last_error: Option<String>,
     /// When recent starts happened, for flapping detection.
     starts: VecDeque<Instant>,
     /// Current crash-loop delay and when the held start is due.
-    pub backoff: Option<(Duration, Instant)>,
+    backoff: Option<(Duration, Instant)>,
     /// Commands that arrived while the watch was busy, and whether an
     /// operator asked for each; never dropped.
     queue: VecDeque<(Command, bool)>,
@@ -112,13 +112,13 @@ pub struct Watch {
     /// backoff never holds it back, and it is not counted as a crash.
     asked: bool,
     /// The last `RECENT_EVENTS` transitions and conditions, oldest first.
-    pub events: VecDeque<Event>,
+    events: VecDeque<Event>,
     /// What happened since the daemon last took them, for notifications.
     notices: Vec<Notice>,
     /// Why the watch is starting again, until it is up (a restart).
     restarting: Option<String>,
     /// What the process last said of itself (sd_notify `STATUS=`).
-    pub said: Option<String>,
+    said: Option<String>,
     /// A launch (of a program that writes a pid file) is under way: its
     /// outcome, `spawned` or `spawn_failed`, is still to come.
     launching: bool,
@@ -229,6 +229,58 @@ impl Watch {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    pub fn config(&self) -> &WatchConfig {
+        &self.config
+    }
+
+    /// Takes a changed config (a reload) for the next start.
+    pub fn reconfigure(&mut self, config: WatchConfig) {
+        self.config = config;
+    }
+
+    /// The process it runs now.
+    pub fn process(&self) -> Option<ProcessId> {
+        self.process
+    }
+
+    pub fn started_at(&self) -> Option<SystemTime> {
+        self.started_at
+    }
+
+    /// Starts after the first that were not asked for.
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+
+    pub fn last_exit(&self) -> Option<&LastExit> {
+        self.last_exit.as_ref()
+    }
+
+    /// Why the last start failed, until one works.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    /// The crash-loop delay and when the held start is due.
+    pub fn backoff(&self) -> Option<(Duration, Instant)> {
+        self.backoff
+    }
+
+    /// Recent transitions and conditions, oldest first.
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
+        self.events.iter()
+    }
+
+    /// What the process last said of itself (sd_notify `STATUS=`).
+    pub fn said(&self) -> Option<&str> {
+        self.said.as_deref()
+    }
+
+    /// The process said this of itself.
+    pub fn says(&mut self, status: String) {
+        self.said = Some(status);
     }
 
     pub fn state(&self) -> State {

@@ -603,6 +603,8 @@ start = "/bin/sleep 1005"
 "#,
     );
     kill(d.pid(), nix::sys::signal::Signal::SIGHUP);
+    // The reload is parsed off the loop: `e` exists once it is applied.
+    d.wait_logged("SIGHUP: reloaded", 1);
     d.wait_status("e", "started by the reload", |s| s["state"] == "up");
     assert_eq!(pid_of(&d.status("a")), a);
 }

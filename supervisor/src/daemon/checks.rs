@@ -61,7 +61,7 @@ impl Daemon {
                 .get(&name)
                 .map(|s| &s.watch)
                 .filter(|w| w.state() == State::Up)
-                .and_then(|w| w.process);
+                .and_then(|w| w.process());
             let Some(process) = process else {
                 // Nothing to measure now: look again an interval later.
                 if let Some(conditions) = self
@@ -139,7 +139,7 @@ impl Daemon {
                 continue;
             };
             let Some(process) = watch
-                .process
+                .process()
                 .filter(|_| watch.state() == State::Up || watch.awaiting_ready())
             else {
                 // Stopping or restarting: not now.
@@ -152,7 +152,7 @@ impl Daemon {
             if let Probe::Exec { argv } = &check.probe {
                 let config = crate::config::WatchConfig {
                     argv: argv.clone(),
-                    ..watch.config.clone()
+                    ..watch.config().clone()
                 };
                 let tx = self.tx.clone();
                 let started = helper::start(&config, &[], check.timeout, move |finished| {
@@ -208,7 +208,7 @@ impl Daemon {
         else {
             return;
         };
-        if watch.process.map(|p| p.pid) != Some(pid) {
+        if watch.process().map(|p| p.pid) != Some(pid) {
             return;
         }
         let waiting = watch.awaiting_ready();
@@ -277,6 +277,6 @@ pub(super) fn start_conditions(configs: &[ResourceCondition]) -> Option<Conditio
 /// A watch has a new process: its health check starts afresh (probed
 /// often while the process has yet to be ready).
 pub(super) fn start_health(watch: &Watch) -> Option<Health> {
-    let check = watch.config.health.as_ref()?;
+    let check = watch.config().health.as_ref()?;
     Some(Health::new(check.clone(), watch.awaiting_ready()))
 }

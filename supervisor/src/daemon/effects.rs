@@ -84,12 +84,12 @@ impl Daemon {
                 }
                 Vec::new()
             }
-            Action::Spawn if watch.config.pid_file.is_some() => {
+            Action::Spawn if watch.config().pid_file.is_some() => {
                 self.launch_daemonizing(name);
                 Vec::new()
             }
             Action::Spawn => {
-                match spawn::spawn(&watch.config, cgroup.as_ref(), &mut self.logs, &env) {
+                match spawn::spawn(watch.config(), cgroup.as_ref(), &mut self.logs, &env) {
                     Ok(spawned) => self.follow(name, spawned.id, spawned.pidfd),
                     Err(e) => watch.spawn_failed(&format!("{e:#}"), Now::read()),
                 }
@@ -108,10 +108,10 @@ impl Daemon {
                 command,
                 timeout,
             } => {
-                if let Some(process) = watch.process {
+                if let Some(process) = watch.process() {
                     let helper = command.and_then(|argv| {
                         run_helper_command(
-                            &watch.config,
+                            watch.config(),
                             argv,
                             cgroup.as_ref(),
                             &mut self.logs,
@@ -126,7 +126,7 @@ impl Daemon {
                         // The command has `stop_grace` to end the process.
                         Some(helper) => {
                             let tx = self.tx.clone();
-                            let (name, grace) = (name.to_owned(), watch.config.stop_grace);
+                            let (name, grace) = (name.to_owned(), watch.config().stop_grace);
                             tokio::spawn(async move {
                                 tokio::time::sleep(grace).await;
                                 let _ = tx.send(Internal::StopGraceOver {
@@ -147,7 +147,7 @@ impl Daemon {
             }
             Action::RunRestart(argv) => {
                 match run_helper_command(
-                    &watch.config,
+                    watch.config(),
                     argv,
                     cgroup.as_ref(),
                     &mut self.logs,
@@ -155,7 +155,7 @@ impl Daemon {
                 ) {
                     Ok(helper) => {
                         let tx = self.tx.clone();
-                        let (name, grace) = (name.to_owned(), watch.config.restart_grace);
+                        let (name, grace) = (name.to_owned(), watch.config().restart_grace);
                         tokio::spawn(async move {
                             let finished =
                                 tokio::time::timeout(grace, crate::process::exited(helper.pidfd))
@@ -177,9 +177,9 @@ impl Daemon {
                             "{name}: restart command failed ({e:#}); stopping and starting instead"
                         );
                         vec![Action::Stop {
-                            signal: watch.config.stop_signal,
+                            signal: watch.config().stop_signal,
                             command: None,
-                            timeout: watch.config.stop_timeout,
+                            timeout: watch.config().stop_timeout,
                         }]
                     }
                 }
@@ -206,7 +206,7 @@ impl Daemon {
         self.slots
             .get(name)
             .map(|s| &s.watch)?
-            .config
+            .config()
             .after
             .iter()
             .find(|dep| {
@@ -236,7 +236,7 @@ impl Daemon {
                 .slots
                 .get(&name)
                 .map(|s| &s.watch)
-                .is_some_and(|w| w.state() == State::Start && w.process.is_none());
+                .is_some_and(|w| w.state() == State::Start && w.process().is_none());
             if still_starting {
                 self.act(&name, vec![Action::Spawn]);
             }

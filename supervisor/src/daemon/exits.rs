@@ -106,7 +106,7 @@ impl Daemon {
         // dead program and would hold its ports.
         if reach.alive(pid) {
             let grace = match watch.state() {
-                State::Stop | State::Restart => watch.config.stop_timeout,
+                State::Stop | State::Restart => watch.config().stop_timeout,
                 _ => Duration::ZERO,
             };
             self.drain(name, pid, reach, status, grace);

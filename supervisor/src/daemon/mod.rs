@@ -339,7 +339,7 @@ impl Daemon {
             .slots
             .values()
             .map(|s| &s.watch)
-            .filter_map(|w| w.process)
+            .filter_map(|w| w.process())
             .filter(|p| self.procs.contains_key(&p.pid))
             .collect();
         for id in running {
@@ -361,7 +361,7 @@ impl Daemon {
                 // In `start`, a process that was not ready in time.
                 let stopping = self.slots.get(&name).map(|s| &s.watch).is_some_and(|w| {
                     matches!(w.state(), State::Stop | State::Restart | State::Start)
-                        && w.process.is_some_and(|p| p.pid == pid)
+                        && w.process().is_some_and(|p| p.pid == pid)
                 });
                 if !stopping || !self.procs.contains_key(&pid) {
                     return;
@@ -391,7 +391,7 @@ impl Daemon {
                 let Some(watch) = self.slots.get_mut(&name).map(|s| &mut s.watch) else {
                     return;
                 };
-                if watch.awaiting_ready() && watch.process.is_some_and(|p| p.pid == pid) {
+                if watch.awaiting_ready() && watch.process().is_some_and(|p| p.pid == pid) {
                     let actions = watch.not_ready(Now::read());
                     self.act(&name, actions);
                 }
@@ -407,11 +407,11 @@ impl Daemon {
                     return;
                 };
                 let stopping = matches!(watch.state(), State::Stop | State::Restart)
-                    && watch.process.is_some_and(|p| p.pid == pid);
+                    && watch.process().is_some_and(|p| p.pid == pid);
                 if !stopping || !self.procs.contains_key(&pid) {
                     return;
                 }
-                let (signal, timeout) = (watch.config.stop_signal, watch.config.stop_timeout);
+                let (signal, timeout) = (watch.config().stop_signal, watch.config().stop_timeout);
                 log::warn!("{name}: stop command did not end process {pid} within its stop_grace; killing the command, sending {signal}");
                 signal_group(helper, Signal::SIGKILL);
                 self.reach(&name).stop(pid, signal);

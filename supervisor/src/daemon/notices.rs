@@ -24,8 +24,8 @@ impl Daemon {
         }
         let about = About {
             watch: name,
-            group: watch.config.group.as_deref(),
-            restarts: watch.restarts,
+            group: watch.config().group.as_deref(),
+            restarts: watch.restarts(),
         };
         let hooks: Vec<HookRun> = notices
             .iter()

@@ -61,7 +61,7 @@ impl Daemon {
                 .map(|s| &mut s.watch)
                 .expect("listed");
             let Some(entry) = saved.get(&name) else {
-                if watch.config.autostart {
+                if watch.config().autostart {
                     self.pending_starts.push_back(name);
                 }
                 continue;
@@ -88,7 +88,7 @@ impl Daemon {
                     watch.died_unwatched(id.pid, Now::read());
                     self.pending_starts.push_back(name);
                 }
-                _ if entry.monitored && watch.config.autostart => {
+                _ if entry.monitored && watch.config().autostart => {
                     self.pending_starts.push_back(name)
                 }
                 _ => {}
@@ -173,7 +173,7 @@ impl Daemon {
             return;
         };
         slot.clearing = false;
-        let still_starting = slot.watch.state() == State::Start && slot.watch.process.is_none();
+        let still_starting = slot.watch.state() == State::Start && slot.watch.process().is_none();
         if std::mem::take(&mut slot.held_spawn) && still_starting {
             self.act(name, vec![Action::Spawn]);
         }
@@ -216,11 +216,11 @@ impl Daemon {
         self.notify_env(name, notify_socket);
         if let Some(slot) = self.slots.get_mut(name) {
             let watch = &mut slot.watch;
-            slot.conditions = start_conditions(&watch.config.conditions);
+            slot.conditions = start_conditions(&watch.config().conditions);
             watch.adopt(id, ready, process::started_at(id.start), Now::read());
             slot.health = start_health(watch);
             if watch.awaiting_ready() {
-                ready_timer(&self.tx, name, id.pid, watch.config.start_grace);
+                ready_timer(&self.tx, name, id.pid, watch.config().start_grace);
             }
         }
         if let Err(e) = self.backend.watch(id) {

@@ -31,7 +31,7 @@ impl Daemon {
             .slots
             .get(name)
             .map(|s| &s.watch)
-            .is_some_and(|w| w.config.ready == Readiness::Notify);
+            .is_some_and(|w| w.config().ready == Readiness::Notify);
         if !wants {
             return Vec::new();
         }
@@ -104,7 +104,7 @@ impl Daemon {
             .slots
             .get(&name)
             .map(|s| &s.watch)
-            .and_then(|w| w.process)
+            .and_then(|w| w.process())
         else {
             return;
         };
@@ -124,7 +124,7 @@ impl Daemon {
             return;
         };
         if let Some(status) = message.status {
-            watch.said = Some(status);
+            watch.says(status);
         }
         if message.ready && watch.awaiting_ready() {
             let actions = watch.ready("READY=1", Now::read());

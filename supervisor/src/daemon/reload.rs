@@ -79,7 +79,7 @@ impl Daemon {
             );
         }
         let plan = config::reload::plan(
-            self.slots.values().map(|s| &s.watch).map(|w| &w.config),
+            self.slots.values().map(|s| s.watch.config()),
             std::mem::take(&mut new.watches),
         );
         let added: Vec<String> = plan.added.iter().map(|w| w.name.clone()).collect();
@@ -91,8 +91,8 @@ impl Daemon {
         for config in plan.changed {
             let name = config.name.clone();
             if let Some(watch) = self.slots.get_mut(&name).map(|s| &mut s.watch) {
-                watch.config = config;
-                if watch.process.is_some() {
+                watch.reconfigure(config);
+                if watch.process().is_some() {
                     self.command(&name, Command::Restart);
                 }
             }
@@ -104,7 +104,7 @@ impl Daemon {
                 .slots
                 .get(&name)
                 .map(|s| &s.watch)
-                .is_some_and(|w| w.config.autostart)
+                .is_some_and(|w| w.config().autostart)
             {
                 self.command(&name, Command::Start);
             }

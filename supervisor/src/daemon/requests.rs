@@ -75,11 +75,11 @@ impl Daemon {
         let state = watch.state();
         let failure = match state {
             State::Start => watch
-                .backoff
+                .backoff()
                 .map(|(delay, _)| format!("{name} is flapping: next start in {delay:?}")),
             _ => None,
         };
-        let error = watch.last_error.as_ref().map(|e| format!("{name}: {e}"));
+        let error = watch.last_error().as_ref().map(|e| format!("{name}: {e}"));
         let failures = watch.failures();
         let entered = [watch.entered(State::Up), watch.entered(State::Unmonitored)];
         let Some(waiters) = self.slots.get_mut(name).map(|s| &mut s.waiters) else {
@@ -151,7 +151,7 @@ impl Daemon {
             .values()
             .map(|s| &s.watch)
             .filter(|w| {
-                target.is_none_or(|t| w.name() == t || w.config.group.as_deref() == Some(t))
+                target.is_none_or(|t| w.name() == t || w.config().group.as_deref() == Some(t))
             })
             .map(|w| w.name().to_owned())
             .collect();
@@ -168,7 +168,7 @@ impl Daemon {
         let order = crate::after::start_order(names.iter().map(String::as_str), |name| {
             self.slots
                 .get(name)
-                .map(|s| s.watch.config.after.as_slice())
+                .map(|s| s.watch.config().after.as_slice())
         });
         // The config was refused if it had a cycle.
         match order {
@@ -246,7 +246,7 @@ impl Daemon {
                         let mut running = 0;
                         for process in names
                             .iter()
-                            .filter_map(|n| self.slots.get(n).map(|s| &s.watch)?.process)
+                            .filter_map(|n| self.slots.get(n).map(|s| &s.watch)?.process())
                         {
                             signal_group(process.pid, signal);
                             running += 1;
@@ -369,36 +369,35 @@ pub(super) fn status_of(
     health: Option<&Health>,
 ) -> WatchStatus {
     let uptime = watch
-        .started_at
+        .started_at()
         .and_then(|t| SystemTime::now().duration_since(t).ok())
         .map(|d| d.as_secs_f64());
     WatchStatus {
         name: watch.name().to_owned(),
-        group: watch.config.group.clone(),
+        group: watch.config().group.clone(),
         state: watch.state(),
-        pid: watch.process.map(|p| p.pid.get()),
+        pid: watch.process().map(|p| p.pid.get()),
         uptime_secs: uptime,
-        restarts: watch.restarts,
-        last_exit: watch.last_exit.as_ref().map(|e| LastExitStatus {
+        restarts: watch.restarts(),
+        last_exit: watch.last_exit().map(|e| LastExitStatus {
             status: e.status.report(),
             at: crate::exit::unix_seconds(e.at),
             pid: e.pid.get(),
         }),
-        last_error: watch.last_error.clone(),
-        backoff_secs: watch.backoff.map(|(d, _)| d.as_secs_f64()),
+        last_error: watch.last_error().map(str::to_owned),
+        backoff_secs: watch.backoff().map(|(d, _)| d.as_secs_f64()),
         conditions: conditions.map_or_else(Vec::new, Conditions::status),
-        ready: watch.config.ready.name().to_owned(),
+        ready: watch.config().ready.name().to_owned(),
         health: health.map(Health::status),
-        said: watch.said.clone(),
+        said: watch.said().map(str::to_owned),
         events: watch
-            .events
-            .iter()
+            .events()
             .map(|e| EventStatus {
                 at: crate::exit::unix_seconds(e.at),
                 what: e.what.clone(),
             })
             .collect(),
-        stdout: watch.config.stdout.clone(),
-        stderr: watch.config.stderr.clone(),
+        stdout: watch.config().stdout.clone(),
+        stderr: watch.config().stderr.clone(),
     }
 }

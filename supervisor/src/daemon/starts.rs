@@ -34,12 +34,12 @@ impl Daemon {
             return;
         };
         let path = watch
-            .config
+            .config()
             .pid_file
             .clone()
             .expect("checked by the caller");
-        let launched = pid_file::clear(&path, watch.config.user.as_ref())
-            .and_then(|()| spawn::spawn(&watch.config, cgroup.as_ref(), &mut self.logs, &env));
+        let launched = pid_file::clear(&path, watch.config().user.as_ref())
+            .and_then(|()| spawn::spawn(watch.config(), cgroup.as_ref(), &mut self.logs, &env));
         let launcher = match launched {
             Ok(spawned) => {
                 track(&mut self.trees, name, spawned.id.pid);
@@ -54,9 +54,9 @@ impl Daemon {
         };
         let launch = self.next_request;
         self.next_request += 1;
-        let limit = watch.config.start_grace;
+        let limit = watch.config().start_grace;
         let owner = pid_file::Owner {
-            user: watch.config.user.clone(),
+            user: watch.config().user.clone(),
             cgroup,
         };
         if let Some(slot) = self.slots.get_mut(name) {
@@ -108,7 +108,7 @@ impl Daemon {
                     &format!(
                         "{} names pid {}, which is watch {other}'s process",
                         watch
-                            .config
+                            .config()
                             .pid_file
                             .as_deref()
                             .unwrap_or(std::path::Path::new(""))
@@ -142,11 +142,11 @@ impl Daemon {
             return Vec::new();
         };
         let watch = &mut slot.watch;
-        slot.conditions = start_conditions(&watch.config.conditions);
+        slot.conditions = start_conditions(&watch.config().conditions);
         let more = watch.spawned(id, Now::read());
         slot.health = start_health(watch);
         if watch.awaiting_ready() {
-            ready_timer(&self.tx, name, id.pid, watch.config.start_grace);
+            ready_timer(&self.tx, name, id.pid, watch.config().start_grace);
         }
         // Watched before anything can be missed: a process that already
         // died is reported by `watch` itself.
