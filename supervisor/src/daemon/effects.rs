@@ -2,7 +2,7 @@
 //! carried out by `settle`, once per loop turn, followed by one settle
 //! phase (notices, waiting requests, `after` ordering). No handler runs
 //! another's work.
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -12,7 +12,7 @@ use crate::{
     watch::{Action, Command, Now, State},
 };
 
-use super::{starts::run_helper_command, Daemon, Internal};
+use super::{send_at, starts::run_helper_command, Daemon, Internal};
 
 impl Daemon {
     pub(super) fn command(&mut self, name: &str, command: Command) {
@@ -95,12 +95,13 @@ impl Daemon {
                 }
             }
             Action::SpawnAt(due) => {
-                let tx = self.tx.clone();
-                let name = name.to_owned();
-                tokio::spawn(async move {
-                    tokio::time::sleep_until(due.into()).await;
-                    let _ = tx.send(Internal::SpawnDue { name });
-                });
+                send_at(
+                    &self.tx,
+                    due,
+                    Internal::SpawnDue {
+                        name: name.to_owned(),
+                    },
+                );
                 Vec::new()
             }
             Action::Stop {
@@ -125,16 +126,15 @@ impl Daemon {
                     match helper {
                         // The command has `stop_grace` to end the process.
                         Some(helper) => {
-                            let tx = self.tx.clone();
-                            let (name, grace) = (name.to_owned(), watch.config().stop_grace);
-                            tokio::spawn(async move {
-                                tokio::time::sleep(grace).await;
-                                let _ = tx.send(Internal::StopGraceOver {
-                                    name,
+                            send_at(
+                                &self.tx,
+                                Instant::now() + watch.config().stop_grace,
+                                Internal::StopGraceOver {
+                                    name: name.to_owned(),
                                     pid: process.pid,
                                     helper: helper.id.pid,
-                                });
-                            });
+                                },
+                            );
                         }
                         None => {
                             // Descendants that left the group get it too.
@@ -251,9 +251,10 @@ pub(super) fn stop_timer(
     pid: Pid,
     timeout: Duration,
 ) {
-    let (tx, name) = (tx.clone(), name.to_owned());
-    tokio::spawn(async move {
-        tokio::time::sleep(timeout).await;
-        let _ = tx.send(Internal::StopTimeout { name, pid });
-    });
+    let name = name.to_owned();
+    send_at(
+        tx,
+        Instant::now() + timeout,
+        Internal::StopTimeout { name, pid },
+    );
 }

@@ -440,3 +440,14 @@ impl Daemon {
         }
     }
 }
+
+/// Hands `message` to the loop at `due`: the one timer every delay of the
+/// daemon goes through (each message says which process or launch it is
+/// for, so that the handler can tell a stale one).
+fn send_at(tx: &mpsc::UnboundedSender<Internal>, due: Instant, message: Internal) {
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep_until(due.into()).await;
+        let _ = tx.send(message);
+    });
+}

@@ -140,11 +140,12 @@ pub(super) fn ready_timer(
     pid: Pid,
     grace: Duration,
 ) {
-    let (tx, name) = (tx.clone(), name.to_owned());
-    tokio::spawn(async move {
-        tokio::time::sleep(grace).await;
-        let _ = tx.send(Internal::ReadyTimeout { name, pid });
-    });
+    let name = name.to_owned();
+    super::send_at(
+        tx,
+        std::time::Instant::now() + grace,
+        Internal::ReadyTimeout { name, pid },
+    );
 }
 
 /// A watch's sd_notify socket and the task reading it.
