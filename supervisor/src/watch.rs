@@ -13,6 +13,8 @@ use std::{
 use nix::sys::signal::Signal;
 use serde::Serialize;
 
+use self::timers::Timers;
+pub use self::timers::{Delay, Timer};
 pub use crate::protocol::{Command, State};
 use crate::{
     config::{NotifyEvent, Readiness, WatchConfig},
@@ -47,19 +49,22 @@ impl Now {
 pub enum Action {
     /// Start the process now.
     Spawn,
-    /// Start it at this instant (crash-loop backoff).
-    SpawnAt(Instant),
-    /// Send this signal to the process group (or run the stop command),
-    /// and SIGKILL the group after the timeout if it has not exited.
-    Stop {
-        signal: Signal,
-        command: Option<Vec<String>>,
-        timeout: Duration,
-    },
-    /// Run the restart command; `restart_command_done` follows.
+    /// Send this (stop) signal to every process of the watch, then
+    /// SIGCONT, so that a stopped one sees it.
+    Signal(Signal),
+    /// SIGKILL every process of the watch.
+    Kill,
+    /// Run the stop command; `stop_command_failed` follows if it cannot.
+    RunStop(Vec<String>),
+    /// Run the restart command; `restart_command_done` follows when it
+    /// has exited, `restart_command_failed` if it cannot run.
     RunRestart(Vec<String>),
+    /// Kill the stop or restart command if it still runs.
+    KillCommand,
     /// Stop watching the process (it keeps running).
     Release,
+    /// Hand `timer` back to `timer_fired` at `at`.
+    Timer { at: Instant, timer: Timer },
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -129,6 +134,8 @@ pub struct Watch {
     /// usize`): a request is answered by a state reached after it came,
     /// even if a queued command moved the watch on at once.
     entered: [u64; 6],
+    /// The delays armed now.
+    timers: Timers,
     /// When the event being handled happened (set by every input).
     now: Option<Now>,
 }
@@ -154,6 +161,7 @@ impl Watch {
             failures: 0,
             asked: false,
             entered: [0; 6],
+            timers: Timers::default(),
             now: None,
         }
     }
@@ -172,14 +180,15 @@ impl Watch {
     }
 
     /// Runs `process`, which a previous daemon started and which still
-    /// runs; `ready` says whether it had been ready (else it waits again).
+    /// runs; `ready` says whether it had been ready (else it waits again,
+    /// for a whole `start_grace`).
     pub fn adopt(
         &mut self,
         process: ProcessId,
         ready: bool,
         started_at: Option<SystemTime>,
         now: Now,
-    ) {
+    ) -> Vec<Action> {
         self.now = Some(now);
         self.process = Some(process);
         self.started_at = started_at;
@@ -188,11 +197,13 @@ impl Watch {
                 State::Up,
                 &format!("re-adopted running process {}", process.pid),
             );
+            Vec::new()
         } else {
             self.moved(
                 State::Start,
                 &format!("re-adopted running process {}, not yet ready", process.pid),
             );
+            vec![self.arm(Delay::Ready, self.config.start_grace)]
         }
     }
 
@@ -334,6 +345,14 @@ impl Watch {
         self.now.expect("every input sets the time")
     }
 
+    /// Asks for `delay` to end `after` from now.
+    fn arm(&mut self, delay: Delay, after: Duration) -> Action {
+        Action::Timer {
+            at: self.now().mono + after,
+            timer: self.timers.arm(delay),
+        }
+    }
+
     /// Remembers `what` among the watch's recent events (for `status`).
     fn note(&mut self, what: String) {
         if self.events.len() == RECENT_EVENTS {
@@ -420,12 +439,12 @@ impl Watch {
             (Command::Start | Command::Monitor, _) => Vec::new(),
             (Command::Stop, State::Up) => {
                 self.moved(State::Stop, "stop requested");
-                vec![self.stop_action()]
+                self.begin_stop()
             }
             (Command::Stop, State::Start) if self.process.is_some() => {
                 self.restarting = None;
                 self.moved(State::Stop, "stop requested before it was ready");
-                vec![self.stop_action()]
+                self.begin_stop()
             }
             (Command::Stop, State::Start) if self.launching => {
                 // What the launch leaves behind is stopped once it is known.
@@ -436,25 +455,31 @@ impl Watch {
             (Command::Restart, State::Start) if self.process.is_some() => {
                 self.asked = asked;
                 self.moved(State::Restart, "restart requested before it was ready");
-                vec![self.stop_action()]
+                self.begin_stop()
             }
             (Command::Restart, State::Up) => {
                 self.asked = asked;
                 self.moved(State::Restart, "restart requested");
-                match &self.config.restart {
-                    Some(command) => vec![Action::RunRestart(command.clone())],
-                    None => vec![self.stop_action()],
+                match self.config.restart.clone() {
+                    Some(command) => vec![
+                        Action::RunRestart(command),
+                        self.arm(Delay::RestartGrace, self.config.restart_grace),
+                    ],
+                    None => self.begin_stop(),
                 }
             }
             (Command::Restart, State::Unmonitored) => self.apply(Command::Start, asked),
             (Command::Stop, _) => {
                 self.backoff = None;
+                self.timers.disarm(Delay::Backoff);
                 self.restarting = None;
                 self.moved(State::Unmonitored, "stop requested");
                 Vec::new()
             }
             (Command::Unmonitor, _) => {
                 self.backoff = None;
+                self.timers.disarm(Delay::Backoff);
+                self.timers.disarm_process();
                 let release = self.process.take().is_some();
                 self.moved(State::Unmonitored, "unmonitor requested");
                 if release {
@@ -465,50 +490,6 @@ impl Watch {
             }
             (Command::Restart, _) => Vec::new(),
         }
-    }
-
-    fn stop_action(&self) -> Action {
-        Action::Stop {
-            signal: self.config.stop_signal,
-            command: self.config.stop.clone(),
-            timeout: self.config.stop_timeout,
-        }
-    }
-
-    /// The restart command outlived `restart_grace` (and was killed): the
-    /// process is stopped and started instead.
-    pub fn restart_command_timed_out(&mut self, now: Now) -> Vec<Action> {
-        self.now = Some(now);
-        if self.state != State::Restart || self.process.is_none() {
-            return Vec::new();
-        }
-        log::warn!(
-            "{}: restart command still ran after {:?}; stopping and starting instead",
-            self.config.name,
-            self.config.restart_grace
-        );
-        vec![self.stop_action()]
-    }
-
-    /// The restart command has finished. If the process did not exit, it
-    /// restarted in place (a reload): the watch is up again.
-    pub fn restart_command_done(&mut self, now: Now) -> Vec<Action> {
-        self.now = Some(now);
-        if self.state != State::Restart {
-            return Vec::new();
-        }
-        let Some(process) = self.process else {
-            return Vec::new();
-        };
-        self.restarts += 1;
-        self.asked = false;
-        let reason = format!(
-            "restart command finished; process {} still runs",
-            process.pid
-        );
-        self.moved(State::Up, &reason);
-        self.notice(NotifyEvent::Restarted, Some(process.pid), None, reason);
-        self.run_queue()
     }
 
     /// Commands queued behind a restart, once its process is gone: a
@@ -559,7 +540,7 @@ impl Watch {
             );
             log::warn!("{} is flapping: {detail}", self.config.name);
             self.notice(NotifyEvent::Flapping, None, None, detail);
-            return vec![Action::SpawnAt(due)];
+            return vec![self.arm(Delay::Backoff, delay)];
         }
         vec![Action::Spawn]
     }
@@ -573,16 +554,6 @@ impl Watch {
             .is_some_and(|t| now.saturating_duration_since(*t) > window)
         {
             self.starts.pop_front();
-        }
-    }
-
-    /// A held start is due (after backoff).
-    pub fn backoff_over(&mut self, now: Now) -> Vec<Action> {
-        self.now = Some(now);
-        if self.state == State::Start && self.process.is_none() {
-            vec![Action::Spawn]
-        } else {
-            Vec::new()
         }
     }
 
@@ -609,7 +580,7 @@ impl Watch {
                     "process {} started; stopping it (stop requested while it was starting)",
                     process.pid
                 ));
-                return vec![self.stop_action()];
+                return self.begin_stop();
             }
             _ => {}
         }
@@ -639,7 +610,9 @@ impl Watch {
         );
         log::info!("{}: {line}", self.config.name);
         self.note(line);
-        self.run_queue()
+        let mut actions = vec![self.arm(Delay::Ready, self.config.start_grace)];
+        actions.extend(self.run_queue());
+        actions
     }
 
     fn up(&mut self, reason: &str) {
@@ -662,14 +635,14 @@ impl Watch {
         let Some(process) = self.process.filter(|_| self.state == State::Start) else {
             return Vec::new();
         };
+        self.timers.disarm(Delay::Ready);
         self.up(&format!("process {} is ready ({how})", process.pid));
         self.run_queue()
     }
 
     /// The process was not ready within `start_grace`: the start failed,
     /// and the process is stopped (then started again, with keepalive).
-    pub fn not_ready(&mut self, now: Now) -> Vec<Action> {
-        self.now = Some(now);
+    pub(super) fn not_ready(&mut self) -> Vec<Action> {
         let Some(process) = self.process.filter(|_| self.state == State::Start) else {
             return Vec::new();
         };
@@ -680,7 +653,7 @@ impl Watch {
         log::error!("{}: start failed: {error}; stopping it", self.config.name);
         self.note(format!("start failed: {error}"));
         self.failed(error);
-        vec![self.stop_action()]
+        self.begin_stop()
     }
 
     pub fn spawn_failed(&mut self, error: &str, now: Now) -> Vec<Action> {
@@ -718,6 +691,7 @@ impl Watch {
         let Some(process) = self.process.take() else {
             return Vec::new();
         };
+        self.timers.disarm_process();
         self.settle_queue_behind_restart();
         self.last_exit = Some(LastExit {
             status,
@@ -766,218 +740,7 @@ impl Watch {
     }
 }
 
+mod ladder;
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::process::{Pid, StartTime};
-
-    fn process(pid: u32) -> ProcessId {
-        ProcessId {
-            pid: Pid::new(pid).expect("pid"),
-            start: StartTime::from_ticks(1),
-        }
-    }
-
-    fn watch(ready: Readiness) -> Watch {
-        let mut config = WatchConfig::for_command("w", vec!["/bin/true".into()]);
-        config.ready = ready;
-        config.keepalive = true;
-        Watch::new(config)
-    }
-
-    /// A fake clock: `t(ms)` is `ms` milliseconds after a fixed start.
-    fn t(ms: u64) -> Now {
-        thread_local!(static START: Now = Now::read());
-        START.with(|start| Now {
-            mono: start.mono + Duration::from_millis(ms),
-            wall: start.wall + Duration::from_millis(ms),
-        })
-    }
-
-    fn events(w: &mut Watch) -> Vec<NotifyEvent> {
-        w.take_notices().into_iter().map(|n| n.event).collect()
-    }
-
-    #[test]
-    fn a_watch_that_waits_to_be_ready_is_up_only_once_it_is() {
-        let mut w = watch(Readiness::Notify);
-        assert_eq!(w.command(Command::Start, t(0)), vec![Action::Spawn]);
-        assert!(w.spawned(process(10), t(0)).is_empty());
-        assert_eq!((w.state(), w.awaiting_ready()), (State::Start, true));
-        assert!(w.ready("READY=1", t(0)).is_empty());
-        assert_eq!(w.state(), State::Up);
-        assert!(w.ready("READY=1", t(0)).is_empty(), "once");
-        assert!(events(&mut w).is_empty(), "a first start is no restart");
-    }
-
-    #[test]
-    fn a_restart_is_told_once_the_new_process_is_ready() {
-        let mut w = watch(Readiness::Health);
-        w.command(Command::Start, t(0));
-        w.spawned(process(10), t(0));
-        w.ready("health", t(0));
-        assert_eq!(w.exited(ExitStatus::Exited(1), t(0)), vec![Action::Spawn]);
-        assert_eq!(events(&mut w), vec![NotifyEvent::Exited]);
-        w.spawned(process(11), t(0));
-        assert!(events(&mut w).is_empty(), "not up yet");
-        w.ready("health", t(0));
-        assert_eq!(events(&mut w), vec![NotifyEvent::Restarted]);
-    }
-
-    #[test]
-    fn not_ready_in_time_stops_it_and_its_exit_starts_it_again() {
-        let mut w = watch(Readiness::Notify);
-        w.command(Command::Start, t(0));
-        w.spawned(process(10), t(0));
-        assert!(matches!(w.not_ready(t(0))[..], [Action::Stop { .. }]));
-        assert!(w
-            .last_error
-            .as_deref()
-            .is_some_and(|e| e.contains("not ready")));
-        assert_eq!(w.exited(ExitStatus::Exited(0), t(0)), vec![Action::Spawn]);
-        assert_eq!(w.restarts, 1);
-    }
-
-    #[test]
-    fn a_stop_before_it_is_ready_stops_the_process() {
-        let mut w = watch(Readiness::Notify);
-        w.command(Command::Start, t(0));
-        w.spawned(process(10), t(0));
-        assert!(matches!(
-            w.command(Command::Stop, t(0))[..],
-            [Action::Stop { .. }]
-        ));
-        assert_eq!(w.state(), State::Stop);
-        assert!(w.exited(ExitStatus::Exited(0), t(0)).is_empty());
-        assert_eq!(w.state(), State::Unmonitored);
-        assert!(events(&mut w).is_empty(), "an asked-for stop is no news");
-    }
-
-    #[test]
-    fn without_keepalive_a_death_gives_up() {
-        let mut w = watch(Readiness::Started);
-        w.config.keepalive = false;
-        w.command(Command::Start, t(0));
-        w.spawned(process(10), t(0));
-        assert!(w.exited(ExitStatus::Exited(3), t(0)).is_empty());
-        assert_eq!(
-            events(&mut w),
-            vec![NotifyEvent::Exited, NotifyEvent::GaveUp]
-        );
-    }
-
-    #[test]
-    fn crashes_past_the_flapping_limit_back_off_doubling_and_a_calm_stretch_ends_it() {
-        let mut w = watch(Readiness::Started);
-        w.config.flapping.starts = 3;
-        w.config.flapping.within = Duration::from_secs(60);
-        w.config.flapping.max_backoff = Duration::from_secs(3);
-        w.command(Command::Start, t(0));
-        let mut pid = 10;
-        let mut crash = |w: &mut Watch, at: u64| {
-            w.spawned(process(pid), t(at));
-            pid += 1;
-            w.exited(ExitStatus::Exited(1), t(at + 1))
-        };
-        assert_eq!(crash(&mut w, 0), vec![Action::Spawn]);
-        assert_eq!(crash(&mut w, 10), vec![Action::Spawn]);
-        // The third start within the minute: held back 1 s, then 2, then 3 (the cap).
-        assert_eq!(
-            crash(&mut w, 20),
-            vec![Action::SpawnAt(t(21).mono + Duration::from_secs(1))]
-        );
-        assert_eq!(w.backoff_over(t(1021)), vec![Action::Spawn]);
-        assert_eq!(
-            crash(&mut w, 1021),
-            vec![Action::SpawnAt(t(1022).mono + Duration::from_secs(2))]
-        );
-        w.backoff_over(t(3022));
-        assert_eq!(
-            crash(&mut w, 3022),
-            vec![Action::SpawnAt(t(3023).mono + Duration::from_secs(3))]
-        );
-        assert!(events(&mut w).contains(&NotifyEvent::Flapping));
-        // Two minutes later the window holds one start: calm again.
-        w.backoff_over(t(6023));
-        w.spawned(process(99), t(126_000));
-        assert_eq!(w.backoff, None);
-        assert_eq!(
-            w.exited(ExitStatus::Exited(1), t(126_001)),
-            vec![Action::Spawn]
-        );
-    }
-
-    #[test]
-    fn an_operators_restarts_are_never_held_back() {
-        let mut w = watch(Readiness::Started);
-        w.config.flapping.starts = 2;
-        w.asked(Command::Start, t(0));
-        for i in 0..10 {
-            w.spawned(process(10 + i), t(i as u64));
-            assert!(matches!(
-                w.asked(Command::Restart, t(i as u64))[..],
-                [Action::Stop { .. }]
-            ));
-            assert_eq!(
-                w.exited(ExitStatus::Exited(0), t(i as u64)),
-                vec![Action::Spawn]
-            );
-        }
-        assert_eq!(w.backoff, None);
-    }
-
-    #[test]
-    fn a_stop_queued_behind_a_restart_stops_without_starting_again() {
-        let mut w = watch(Readiness::Started);
-        w.command(Command::Start, t(0));
-        w.spawned(process(10), t(0));
-        assert!(matches!(
-            w.asked(Command::Restart, t(1))[..],
-            [Action::Stop { .. }]
-        ));
-        assert!(w.asked(Command::Restart, t(2)).is_empty(), "queued");
-        assert!(w.asked(Command::Stop, t(3)).is_empty(), "queued");
-        assert!(w.exited(ExitStatus::Exited(0), t(4)).is_empty(), "no start");
-        assert_eq!(w.state(), State::Unmonitored);
-        assert_eq!(w.entered(State::Unmonitored), 1);
-    }
-
-    #[test]
-    fn a_stop_during_a_launch_stops_what_the_launch_leaves() {
-        let mut w = watch(Readiness::Started);
-        w.config.pid_file = Some("/run/x.pid".into());
-        assert_eq!(w.command(Command::Start, t(0)), vec![Action::Spawn]);
-        w.launched();
-        assert!(w.asked(Command::Stop, t(1)).is_empty());
-        assert_eq!(w.state(), State::Stop);
-        assert!(
-            w.asked(Command::Start, t(2)).is_empty(),
-            "queued behind the stop"
-        );
-        assert!(matches!(
-            w.spawned(process(10), t(3))[..],
-            [Action::Stop { .. }]
-        ));
-        assert_eq!(
-            w.exited(ExitStatus::Exited(0), t(4)),
-            vec![Action::Spawn],
-            "then the queued start"
-        );
-        // A stop whose launch then fails ends unmonitored, with no error.
-        w.launched();
-        w.asked(Command::Stop, t(5));
-        assert!(w.spawn_failed("no pid file", t(6)).is_empty());
-        assert_eq!((w.state(), w.failures()), (State::Unmonitored, 0));
-    }
-
-    #[test]
-    fn timestamps_come_from_the_event_not_a_clock() {
-        let mut w = watch(Readiness::Started);
-        w.command(Command::Start, t(0));
-        w.spawned(process(10), t(5_000));
-        assert_eq!(w.started_at, Some(t(5_000).wall));
-        w.exited(ExitStatus::Exited(2), t(7_000));
-        assert_eq!(w.last_exit.as_ref().map(|e| e.at), Some(t(7_000).wall));
-        assert!(w.events.iter().all(|e| e.at <= t(7_000).wall));
-    }
-}
+mod tests;
+mod timers;

@@ -2,9 +2,7 @@
 //! carried out by `settle`, once per loop turn, followed by one settle
 //! phase (notices, waiting requests, `after` ordering). No handler runs
 //! another's work.
-use std::time::{Duration, Instant};
-
-use tokio::sync::mpsc;
+use nix::sys::signal::Signal;
 
 use crate::{
     process::Pid,
@@ -12,7 +10,10 @@ use crate::{
     watch::{Action, Command, Now, State},
 };
 
-use super::{send_at, starts::run_helper_command, Daemon, Internal};
+use super::{
+    exits::pidfd_readable, reach::signal_group, slot::Command as HelperCommand,
+    starts::run_helper_command, Daemon, Internal,
+};
 
 impl Daemon {
     pub(super) fn command(&mut self, name: &str, command: Command) {
@@ -72,6 +73,7 @@ impl Daemon {
         let Some(watch) = self.slots.get_mut(name).map(|s| &mut s.watch) else {
             return Vec::new();
         };
+        let restart = matches!(action, Action::RunRestart(_));
         match action {
             Action::Spawn if blocked_by.is_some() => {
                 let dependency = blocked_by.unwrap_or_default();
@@ -94,95 +96,79 @@ impl Daemon {
                     Err(e) => watch.spawn_failed(&format!("{e:#}"), Now::read()),
                 }
             }
-            Action::SpawnAt(due) => {
-                send_at(
-                    &self.tx,
-                    due,
-                    Internal::SpawnDue {
-                        name: name.to_owned(),
-                    },
-                );
+            Action::Timer { at, timer } => {
+                let serial = self.slots.get(name).map_or(0, |s| s.serial);
+                self.timers
+                    .insert_at((name.to_owned(), serial, timer), at.into());
                 Vec::new()
             }
-            Action::Stop {
-                signal,
-                command,
-                timeout,
-            } => {
+            Action::Signal(signal) => {
                 if let Some(process) = watch.process() {
-                    let helper = command.and_then(|argv| {
-                        run_helper_command(
-                            watch.config(),
-                            argv,
-                            cgroup.as_ref(),
-                            &mut self.logs,
-                            &mut self.trees,
-                        )
-                        .inspect_err(|e| {
-                            log::error!("{name}: stop command failed ({e:#}); sending {signal}")
-                        })
-                        .ok()
-                    });
-                    match helper {
-                        // The command has `stop_grace` to end the process.
-                        Some(helper) => {
-                            send_at(
-                                &self.tx,
-                                Instant::now() + watch.config().stop_grace,
-                                Internal::StopGraceOver {
-                                    name: name.to_owned(),
-                                    pid: process.pid,
-                                    helper: helper.id.pid,
-                                },
-                            );
-                        }
-                        None => {
-                            // Descendants that left the group get it too.
-                            reach.stop(process.pid, signal);
-                            stop_timer(&self.tx, name, process.pid, timeout);
-                        }
-                    }
+                    // Descendants that left the group get it too.
+                    reach.stop(process.pid, signal);
                 }
                 Vec::new()
             }
-            Action::RunRestart(argv) => {
-                match run_helper_command(
+            Action::Kill => {
+                let Some(pid) = watch.process().map(|p| p.pid) else {
+                    return Vec::new();
+                };
+                if self
+                    .procs
+                    .get(&pid)
+                    .is_some_and(|p| pidfd_readable(&p.pidfd))
+                {
+                    log::warn!("{name}: process {pid} exited without an exit event");
+                    self.unreported_exits += 1;
+                    self.confirm_gone(name.to_owned(), pid, None);
+                } else {
+                    reach.signal(pid, Signal::SIGKILL);
+                }
+                Vec::new()
+            }
+            Action::RunStop(argv) | Action::RunRestart(argv) => {
+                let ran = run_helper_command(
                     watch.config(),
                     argv,
                     cgroup.as_ref(),
                     &mut self.logs,
                     &mut self.trees,
-                ) {
-                    Ok(helper) => {
-                        let tx = self.tx.clone();
-                        let (name, grace) = (name.to_owned(), watch.config().restart_grace);
-                        tokio::spawn(async move {
-                            let finished =
-                                tokio::time::timeout(grace, crate::process::exited(helper.pidfd))
-                                    .await
-                                    .is_ok();
-                            let _ = tx.send(if finished {
-                                Internal::RestartDone { name }
-                            } else {
-                                Internal::RestartGraceOver {
-                                    name,
-                                    helper: helper.id.pid,
-                                }
-                            });
-                        });
-                        Vec::new()
+                );
+                let spawned = match ran {
+                    Ok(spawned) => spawned,
+                    Err(e) if restart => {
+                        return watch.restart_command_failed(&format!("{e:#}"), Now::read())
                     }
-                    Err(e) => {
-                        log::error!(
-                            "{name}: restart command failed ({e:#}); stopping and starting instead"
-                        );
-                        vec![Action::Stop {
-                            signal: watch.config().stop_signal,
-                            command: None,
-                            timeout: watch.config().stop_timeout,
-                        }]
+                    Err(e) => return watch.stop_command_failed(&format!("{e:#}"), Now::read()),
+                };
+                let helper = spawned.id.pid;
+                if restart {
+                    match spawned.pidfd.try_clone() {
+                        Ok(pidfd) => {
+                            let (tx, name) = (self.tx.clone(), name.to_owned());
+                            tokio::spawn(async move {
+                                crate::process::exited(pidfd).await;
+                                let _ = tx.send(Internal::RestartDone { name, helper });
+                            });
+                        }
+                        Err(e) => log::error!("{name}: restart command {helper}: {e}"),
                     }
                 }
+                if let Some(slot) = self.slots.get_mut(name) {
+                    slot.command = Some(HelperCommand {
+                        pid: helper,
+                        pidfd: spawned.pidfd,
+                    });
+                }
+                Vec::new()
+            }
+            Action::KillCommand => {
+                if let Some(command) = self.slots.get_mut(name).and_then(|s| s.command.take()) {
+                    if !pidfd_readable(&command.pidfd) {
+                        signal_group(command.pid, Signal::SIGKILL);
+                    }
+                }
+                Vec::new()
             }
             Action::Release => {
                 let released: Vec<Pid> = self
@@ -242,19 +228,4 @@ impl Daemon {
             }
         }
     }
-}
-
-/// SIGKILL for `pid`'s group (`StopTimeout`) unless it is gone by then.
-pub(super) fn stop_timer(
-    tx: &mpsc::UnboundedSender<Internal>,
-    name: &str,
-    pid: Pid,
-    timeout: Duration,
-) {
-    let name = name.to_owned();
-    send_at(
-        tx,
-        Instant::now() + timeout,
-        Internal::StopTimeout { name, pid },
-    );
 }

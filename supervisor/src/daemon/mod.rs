@@ -27,9 +27,7 @@ mod slot;
 mod starts;
 
 use self::{
-    effects::stop_timer,
-    exits::pidfd_readable,
-    reach::{follow_forks, signal_group, tracking},
+    reach::{follow_forks, tracking},
     requests::PendingReply,
     slot::{Helper, ProcSlot, WatchSlot},
 };
@@ -41,11 +39,11 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use nix::sys::signal::Signal;
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::mpsc,
 };
+use tokio_util::time::DelayQueue;
 
 use crate::{
     backend::{Backend, Options},
@@ -58,7 +56,7 @@ use crate::{
     protocol::Missing,
     state::StateDir,
     tree::Trees,
-    watch::{Action, Now, State, Watch},
+    watch::{Action, Now, Timer, Watch},
 };
 use crate::{health::Outcome, helper, notification::Notifier, sd_notify};
 
@@ -75,20 +73,12 @@ const GROUP_DRAIN_TICK: Duration = Duration::from_millis(5);
 enum Internal {
     /// The process has exited for good (its pidfd turned readable).
     Gone { name: String, pid: Pid },
-    /// `stop_timeout` ran out for this process.
-    StopTimeout { name: String, pid: Pid },
-    /// `stop_grace` ran out for the stop command (`helper`) of this process.
-    StopGraceOver { name: String, pid: Pid, helper: Pid },
-    /// `restart_grace` ran out for the watch's restart command `helper`.
-    RestartGraceOver { name: String, helper: Pid },
     /// Nothing is left of this process group.
     GroupEmpty { name: String, status: ExitStatus },
     /// What a previous daemon left in watch `name`'s cgroup is gone.
     StraysGone { name: String },
-    /// A start held back by the crash-loop backoff is due.
-    SpawnDue { name: String },
-    /// The watch's restart command has exited.
-    RestartDone { name: String },
+    /// The watch's restart command `helper` has exited.
+    RestartDone { name: String, helper: Pid },
     /// A health check's probe of `pid` came back.
     Probed {
         name: String,
@@ -102,8 +92,6 @@ enum Internal {
         name: String,
         message: sd_notify::Message,
     },
-    /// `start_grace` ran out for `pid` to be ready.
-    ReadyTimeout { name: String, pid: Pid },
     /// A config file was read and parsed (off the loop), for a reload.
     Loaded(reload::Loaded),
     /// What the pid file of a self-daemonizing watch said, for launch `launch`.
@@ -156,6 +144,9 @@ pub struct Daemon {
     effects: std::collections::VecDeque<(String, Action)>,
     /// Watches that changed since the last settle phase.
     touched: std::collections::BTreeSet<String>,
+    /// The delays the watches asked for, with the name and serial of the
+    /// slot that asked.
+    timers: DelayQueue<(String, u64, Timer)>,
     tx: mpsc::UnboundedSender<Internal>,
     rx: mpsc::UnboundedReceiver<Internal>,
 }
@@ -230,6 +221,7 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
         pending_starts: Default::default(),
         effects: Default::default(),
         touched: Default::default(),
+        timers: DelayQueue::new(),
         tx,
         rx,
     };
@@ -260,6 +252,9 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
                 Err(e) => daemon.backend_failed(e)?,
             },
             Some(internal) = daemon.rx.recv() => daemon.on_internal(internal),
+            Some(due) = std::future::poll_fn(|cx| daemon.timers.poll_expired(cx)) => {
+                daemon.timer_fired(due.into_inner());
+            }
             _ = tokio::time::sleep_until(next_check.into()) => daemon.check_conditions(),
             result = follow_forks(&mut daemon.trees) => {
                 if let Err(e) = result {
@@ -357,97 +352,38 @@ impl Daemon {
                     self.confirm_gone(name, pid, None);
                 }
             }
-            Internal::StopTimeout { name, pid } => {
-                // In `start`, a process that was not ready in time.
-                let stopping = self.slots.get(&name).map(|s| &s.watch).is_some_and(|w| {
-                    matches!(w.state(), State::Stop | State::Restart | State::Start)
-                        && w.process().is_some_and(|p| p.pid == pid)
-                });
-                if !stopping || !self.procs.contains_key(&pid) {
-                    return;
-                }
-                if self
-                    .procs
-                    .get(&pid)
-                    .map(|p| &p.pidfd)
-                    .is_some_and(pidfd_readable)
-                {
-                    log::warn!("{name}: process {pid} exited without an exit event");
-                    self.unreported_exits += 1;
-                    self.confirm_gone(name, pid, None);
-                    return;
-                }
-                log::warn!(
-                    "{name}: process {pid} outlived its stop timeout; sending SIGKILL to its group"
-                );
-                self.reach(&name).signal(pid, Signal::SIGKILL);
-            }
             Internal::GroupEmpty { name, status, .. } => self.finish_exit(&name, status),
             Internal::Probed { name, pid, outcome } => self.probed(name, pid, outcome),
             Internal::Loaded(loaded) => self.finish_load(loaded),
             Internal::HelperDone(finished) => self.helper_done(finished),
             Internal::Notified { name, message } => self.notified(name, message),
-            Internal::ReadyTimeout { name, pid } => {
-                let Some(watch) = self.slots.get_mut(&name).map(|s| &mut s.watch) else {
-                    return;
-                };
-                if watch.awaiting_ready() && watch.process().is_some_and(|p| p.pid == pid) {
-                    let actions = watch.not_ready(Now::read());
-                    self.act(&name, actions);
-                }
-            }
             Internal::PidFile {
                 name,
                 launch,
                 launcher,
                 result,
             } => self.pid_file_said(&name, launch, launcher, result),
-            Internal::StopGraceOver { name, pid, helper } => {
-                let Some(watch) = self.slots.get(&name).map(|s| &s.watch) else {
+            Internal::RestartDone { name, helper } => {
+                let Some(slot) = self.slots.get_mut(&name) else {
                     return;
                 };
-                let stopping = matches!(watch.state(), State::Stop | State::Restart)
-                    && watch.process().is_some_and(|p| p.pid == pid);
-                if !stopping || !self.procs.contains_key(&pid) {
-                    return;
-                }
-                let (signal, timeout) = (watch.config().stop_signal, watch.config().stop_timeout);
-                log::warn!("{name}: stop command did not end process {pid} within its stop_grace; killing the command, sending {signal}");
-                signal_group(helper, Signal::SIGKILL);
-                self.reach(&name).stop(pid, signal);
-                stop_timer(&self.tx, &name, pid, timeout);
-            }
-            Internal::RestartGraceOver { name, helper } => {
-                signal_group(helper, Signal::SIGKILL);
-                if let Some(watch) = self.slots.get_mut(&name).map(|s| &mut s.watch) {
-                    let actions = watch.restart_command_timed_out(Now::read());
-                    self.act(&name, actions);
-                }
-            }
-            Internal::RestartDone { name } => {
-                if let Some(watch) = self.slots.get_mut(&name).map(|s| &mut s.watch) {
-                    let actions = watch.restart_command_done(Now::read());
+                if slot.command.as_ref().is_some_and(|c| c.pid == helper) {
+                    slot.command = None;
+                    let actions = slot.watch.restart_command_done(Now::read());
                     self.act(&name, actions);
                 }
             }
             Internal::StraysGone { name } => self.strays_gone(&name),
-            Internal::SpawnDue { name } => {
-                if let Some(watch) = self.slots.get_mut(&name).map(|s| &mut s.watch) {
-                    let actions = watch.backoff_over(Now::read());
-                    self.act(&name, actions);
-                }
-            }
         }
     }
-}
 
-/// Hands `message` to the loop at `due`: the one timer every delay of the
-/// daemon goes through (each message says which process or launch it is
-/// for, so that the handler can tell a stale one).
-fn send_at(tx: &mpsc::UnboundedSender<Internal>, due: Instant, message: Internal) {
-    let tx = tx.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep_until(due.into()).await;
-        let _ = tx.send(message);
-    });
+    /// A delay watch `name` asked for is over; it goes to the slot that
+    /// asked for it, not to a later watch of the same name.
+    fn timer_fired(&mut self, (name, serial, timer): (String, u64, Timer)) {
+        let Some(slot) = self.slots.get_mut(&name).filter(|s| s.serial == serial) else {
+            return;
+        };
+        let actions = slot.watch.timer_fired(timer, Now::read());
+        self.act(&name, actions);
+    }
 }

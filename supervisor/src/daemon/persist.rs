@@ -16,7 +16,6 @@ use crate::{
 
 use super::{
     checks::{start_conditions, start_health},
-    readiness::ready_timer,
     slot::ProcSlot,
     Daemon, Internal, GROUP_DRAIN_TICK, PENDING_SLICE,
 };
@@ -217,11 +216,9 @@ impl Daemon {
         if let Some(slot) = self.slots.get_mut(name) {
             let watch = &mut slot.watch;
             slot.conditions = start_conditions(&watch.config().conditions);
-            watch.adopt(id, ready, process::started_at(id.start), Now::read());
+            let actions = watch.adopt(id, ready, process::started_at(id.start), Now::read());
             slot.health = start_health(watch);
-            if watch.awaiting_ready() {
-                ready_timer(&self.tx, name, id.pid, watch.config().start_grace);
-            }
+            self.act(name, actions);
         }
         if let Err(e) = self.backend.watch(id) {
             log::error!("{name}: cannot watch re-adopted process {}: {e:#}", id.pid);

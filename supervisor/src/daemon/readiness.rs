@@ -4,15 +4,11 @@
 //! on being ready (`start_grace`) is set here too.
 //!
 //! The health-check way to be ready lives with the checks (`checks`).
-use std::time::Duration;
-
-use tokio::sync::mpsc;
 
 use super::{Daemon, Internal};
 
 use crate::{
     config::Readiness,
-    process::Pid,
     sd_notify::{self, NotifySocket},
     watch::Now,
 };
@@ -131,21 +127,6 @@ impl Daemon {
             self.act(&name, actions);
         }
     }
-}
-
-/// `ReadyTimeout` for `pid` once `grace` is over (ignored if it is ready).
-pub(super) fn ready_timer(
-    tx: &mpsc::UnboundedSender<Internal>,
-    name: &str,
-    pid: Pid,
-    grace: Duration,
-) {
-    let name = name.to_owned();
-    super::send_at(
-        tx,
-        std::time::Instant::now() + grace,
-        Internal::ReadyTimeout { name, pid },
-    );
 }
 
 /// A watch's sd_notify socket and the task reading it.

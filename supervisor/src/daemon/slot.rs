@@ -2,7 +2,10 @@
 //! process (`ProcSlot`): one owner each, so that adding or removing a watch
 //! or a process is one insert or one remove, and nothing is left behind in
 //! a side table. Plain data: the daemon's handlers change it.
-use std::os::fd::OwnedFd;
+use std::{
+    os::fd::OwnedFd,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use crate::{
     cgroup::WatchCgroup, conditions::Conditions, exit::ExitStatus, health::Health, process::Pid,
@@ -13,6 +16,12 @@ use super::{readiness::NotifyListener, requests::Waiter};
 
 pub(super) struct WatchSlot {
     pub watch: Watch,
+    /// Tells this slot from an earlier one of the same name (a watch
+    /// removed and added again): a timer it asked for is handed back only
+    /// to it.
+    pub serial: u64,
+    /// Its stop or restart command, while it may still run.
+    pub command: Option<Command>,
     /// Its resource conditions, for the process it runs now.
     pub conditions: Option<Conditions>,
     /// Its health check, for the process it runs now.
@@ -38,10 +47,21 @@ pub(super) struct WatchSlot {
     pub held_spawn: bool,
 }
 
+/// A stop or restart command the daemon runs for a watch.
+pub(super) struct Command {
+    pub pid: Pid,
+    /// Pins the process: its group is killed only while it runs, never
+    /// once its pid may name a stranger.
+    pub pidfd: OwnedFd,
+}
+
 impl WatchSlot {
     pub fn new(watch: Watch) -> Self {
+        static SERIAL: AtomicU64 = AtomicU64::new(0);
         Self {
             watch,
+            serial: SERIAL.fetch_add(1, Ordering::Relaxed),
+            command: None,
             conditions: None,
             health: None,
             notify: None,

@@ -19,7 +19,6 @@ use crate::{
 use super::{
     checks::{start_conditions, start_health},
     reach::{group_alive, signal_group},
-    readiness::ready_timer,
     slot::ProcSlot,
     Daemon, Internal,
 };
@@ -145,9 +144,6 @@ impl Daemon {
         slot.conditions = start_conditions(&watch.config().conditions);
         let more = watch.spawned(id, Now::read());
         slot.health = start_health(watch);
-        if watch.awaiting_ready() {
-            ready_timer(&self.tx, name, id.pid, watch.config().start_grace);
-        }
         // Watched before anything can be missed: a process that already
         // died is reported by `watch` itself.
         if let Err(e) = self.backend.watch(id) {
