@@ -50,6 +50,9 @@ pub async fn info(socket: &Path, json: bool) -> Result<ExitCode> {
         println!("daemon pid  {}", info.pid);
         println!("config      {}", info.config.display());
         println!("watches     {}", info.watches);
+        if info.starting > 0 {
+            println!("starting    {} still to be started", info.starting);
+        }
         println!("tracking    {}", info.tracking);
         if let Some(fds) = info.fds {
             println!("fds         {} open, limit {}", fds.open, fds.limit);

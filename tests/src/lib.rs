@@ -25,18 +25,35 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Waits, at most `WAIT`, until `done` holds; fails naming `what`. For
+/// The one bounded wait every other is built on: looks at `done` every
+/// few milliseconds until it holds (true) or `limit` is over (false). For
 /// conditions no event announces (a file a process writes, a process
-/// appearing), looked at every few milliseconds.
-pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen within {WAIT:?}"
-        );
+/// appearing, a state the daemon reports when asked).
+pub fn poll_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Waits, at most `WAIT`, until `done` holds; fails naming `what`.
+pub fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    wait_within(WAIT, what, done);
+}
+
+/// Waits, at most `limit` (for what takes longer than `WAIT`: thousands
+/// of watches), until `done` holds; fails naming `what`.
+pub fn wait_within(limit: Duration, what: &str, done: impl FnMut() -> bool) {
+    assert!(
+        poll_until(limit, done),
+        "{what} did not happen within {limit:?}"
+    );
 }
 
 /// Waits until `path` exists and contains `text`.
@@ -144,21 +161,13 @@ impl Helper {
     /// Waits (bounded) until the main thread has exited: the process is a
     /// zombie, or lives on in its other threads.
     pub fn wait_main_thread_exited(&mut self) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let stat = process::stat(self.pid())
+        let pid = self.pid();
+        wait_until(&format!("the main thread of {pid} to exit"), || {
+            process::stat(pid)
                 .expect("stat")
-                .expect("process exists");
-            if stat.has_exited() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "main thread of {} did not exit within {WAIT:?}",
-                self.pid()
-            );
-            std::thread::yield_now();
-        }
+                .expect("process exists")
+                .has_exited()
+        });
     }
 
     pub fn read_line(&mut self) -> String {
@@ -204,6 +213,18 @@ pub async fn assert_nothing_before_sentinel(backend: &mut Backend, context: &str
         sentinel.pid(),
         "{context}: expected only the sentinel's exit, got {event:?}"
     );
+}
+
+/// What `info` says of the daemon on `socket`, if one answers there.
+pub fn info_of(socket: &std::path::Path) -> Option<supervisor::protocol::DaemonInfo> {
+    let request = supervisor::protocol::Request::Info;
+    match block_on(supervisor::control::request(socket, &request))
+        .ok()?
+        .summary?
+    {
+        supervisor::protocol::Summary::Info(info) => Some(*info),
+        _ => None,
+    }
 }
 
 /// A current-thread tokio runtime for one test.
@@ -284,7 +305,7 @@ impl RunningDaemon {
         std::fs::write(&config, Self::expand(&header, dir.path(), watches))
             .expect("writing config");
         let wrapper: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
-        let (child, log) = Self::launch(&wrapper, &config);
+        let (child, log) = Self::launch(&wrapper, &config, &socket);
         Self {
             wrapper,
             dir,
@@ -324,14 +345,17 @@ impl RunningDaemon {
         self.child.kill().expect("SIGKILL the daemon");
         self.child.wait().expect("reap the daemon");
         meanwhile();
-        let (child, log) = Self::launch(&self.wrapper, &self.config);
+        let (child, log) = Self::launch(&self.wrapper, &self.config, &self.socket);
         self.child = child;
         self.log = log;
     }
 
+    /// Starts the daemon and waits until its socket says it is up, with
+    /// every watch of the config started (`info`'s `starting` is 0).
     fn launch(
         wrapper: &[String],
         config: &std::path::Path,
+        socket: &std::path::Path,
     ) -> (Child, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
@@ -341,6 +365,8 @@ impl RunningDaemon {
             }
             None => Command::new(supervisor_bin()),
         };
+        // A socket a killed daemon left would refuse connections until the
+        // new one binds; one that answers is ours.
         let mut child = command
             .args(["run", "-c"])
             .arg(config)
@@ -350,23 +376,24 @@ impl RunningDaemon {
             .spawn()
             .expect("spawning supervisor run");
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().expect("stderr");
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.starts_with("supervisor running") {
-                    let _ = ready_tx.send(());
-                }
                 eprintln!("[daemon] {line}");
                 sink.lock().expect("log").push(line);
             }
         });
-        if ready_rx.recv_timeout(WAIT).is_err() {
+        let mut exited = None;
+        let up = poll_until(WAIT, || {
+            exited = child.try_wait().ok().flatten();
+            exited.is_some() || info_of(socket).is_some_and(|i| i.starting == 0)
+        });
+        if !up || exited.is_some() {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "the daemon did not come up within {WAIT:?}: {:?}",
+                "the daemon did not come up within {WAIT:?} (exited: {exited:?}): {:?}",
                 log.lock().unwrap()
             );
         }
@@ -406,6 +433,18 @@ impl RunningDaemon {
         wait_until(&format!("{count} log line(s) with {needle:?}"), || {
             self.log().iter().filter(|l| l.contains(needle)).count() >= count
         });
+    }
+
+    /// Waits (bounded) for a log line that `matches` (`what` says which,
+    /// if it does not come); returns it.
+    pub fn wait_log_line(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        let mut found = None;
+        let came = poll_until(WAIT, || {
+            found = self.log().into_iter().find(|l| matches(l));
+            found.is_some()
+        });
+        assert!(came, "no log line {what} within {WAIT:?}: {:?}", self.log());
+        found.expect("found")
     }
 
     /// The processes in watch `name`'s cgroup now.
@@ -459,18 +498,16 @@ impl RunningDaemon {
         what: &str,
         done: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let status = self.status(name);
-            if done(&status) {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name}: {what} did not happen within {WAIT:?}; last status {status}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let mut last = serde_json::Value::Null;
+        let reached = poll_until(WAIT, || {
+            last = self.status(name);
+            done(&last)
+        });
+        assert!(
+            reached,
+            "{name}: {what} did not happen within {WAIT:?}; last status {last}"
+        );
+        last
     }
 
     /// Waits (bounded) until `name` runs a process other than `old`.
@@ -514,17 +551,12 @@ impl RunningDaemon {
 
     /// Waits for the daemon to exit on its own (after quit or terminate).
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not exit within {WAIT:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let mut status = None;
+        wait_until("the daemon to exit", || {
+            status = self.child.try_wait().expect("try_wait");
+            status.is_some()
+        });
+        status.expect("exited")
     }
 }
 
@@ -541,10 +573,7 @@ impl Drop for RunningDaemon {
                 .stderr(Stdio::null())
                 .spawn()
             {
-                let deadline = Instant::now() + WAIT;
-                while matches!(terminate.try_wait(), Ok(None)) && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+                poll_until(WAIT, || !matches!(terminate.try_wait(), Ok(None)));
                 let _ = terminate.kill();
                 let _ = terminate.wait();
             }
@@ -561,13 +590,10 @@ impl Drop for RunningDaemon {
             let _ = std::fs::write(cgroup.join("cgroup.kill"), "1");
             // rmdir only ever removes an empty cgroup: wait until the
             // kill has emptied it (the kernel says so in cgroup.events).
-            let deadline = Instant::now() + WAIT;
-            while std::fs::read_to_string(cgroup.join("cgroup.events"))
-                .is_ok_and(|e| e.contains("populated 1"))
-                && Instant::now() < deadline
-            {
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            poll_until(WAIT, || {
+                !std::fs::read_to_string(cgroup.join("cgroup.events"))
+                    .is_ok_and(|e| e.contains("populated 1"))
+            });
             let _ = std::fs::remove_dir(&cgroup);
         }
         let _ = std::fs::remove_dir(&dir);

@@ -343,10 +343,7 @@ start = ["/bin/sh", "-c", "{script}"]
         vec![second],
         "no duplicate started"
     );
-    assert!(d
-        .log()
-        .iter()
-        .any(|l| l.contains(&format!("re-adopted running process {second}"))));
+    d.wait_logged(&format!("re-adopted running process {second}"), 1);
 
     // Not the new daemon's child, still kept alive, status still decoded.
     kill(second, nix::sys::signal::Signal::SIGKILL);
@@ -386,11 +383,7 @@ fn a_corrupt_state_file_is_set_aside() {
     let s = d.wait_status("s", "up", |s| s["state"] == "up");
     assert_ne!(pid_of(&s), first);
     assert!(d.dir.path().join("state.json.corrupt").exists());
-    assert!(
-        d.log().iter().any(|l| l.contains("is corrupt")),
-        "{:?}",
-        d.log()
-    );
+    d.wait_logged("is corrupt", 1);
     supervisor_tests::report(
         "corrupt state file",
         "garbage in the state file: set aside and reported; the daemon starts",
@@ -676,21 +669,15 @@ stop_timeout = "500ms"
         ),
     );
     let wait_worker = |not: Option<u32>| {
-        let deadline = Instant::now() + supervisor_tests::WAIT;
-        loop {
-            let found: Vec<u32> = processes_running(&worker)
+        let mut found = Vec::new();
+        supervisor_tests::wait_until("the worker running, once", || {
+            found = processes_running(&worker)
                 .into_iter()
                 .filter(|p| Some(*p) != not)
                 .collect();
-            if let [one] = found[..] {
-                return one;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "worker not (uniquely) running: {found:?}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+            found.len() == 1
+        });
+        found[0]
     };
     let master = pid_of(&d.wait_status("master", "up", |s| s["state"] == "up"));
     let first_worker = wait_worker(None);

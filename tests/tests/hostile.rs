@@ -346,13 +346,9 @@ fn a_state_dir_someone_else_controls_is_refused_and_forged_state_is_not_believed
         s["state"] == "up" && s["pid"].is_number()
     });
     assert_ne!(pid_of(&s), stranger.id(), "the stranger was re-adopted");
-    assert!(
-        d.log()
-            .iter()
-            .any(|l| l.contains("not in the watch's cgroup")),
-        "{:?}",
-        d.log()
-    );
+    d.wait_log_line("refusing the stranger", |l| {
+        l.contains("not in the watch's cgroup")
+    });
     // The state was written (not through the planted symlink).
     supervisor_tests::wait_until("the state file to name the new process", || {
         std::fs::read_to_string(state.join("state.json"))
@@ -385,10 +381,9 @@ fn a_state_dir_someone_else_controls_is_refused_and_forged_state_is_not_believed
     );
     let s = d.wait_status("a", "up", |s| s["state"] == "up" && s["pid"].is_number());
     assert_ne!(pid_of(&s), stranger.id());
-    assert!(d
-        .log()
-        .iter()
-        .any(|l| l.contains("before the machine last booted")));
+    d.wait_log_line("refusing a pid of an earlier boot", |l| {
+        l.contains("before the machine last booted")
+    });
     drop(d);
     assert!(matches!(stranger.try_wait(), Ok(None)));
     let _ = stranger.kill();

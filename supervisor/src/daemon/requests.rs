@@ -303,6 +303,7 @@ impl Daemon {
             pid: std::process::id(),
             config: self.config.source.clone(),
             watches: self.slots.len(),
+            starting: self.pending_starts.len(),
             backend: self.backend.kind().name().to_owned(),
             counters: self.backend.counters(),
             backend_failures: self.backend_failures,
