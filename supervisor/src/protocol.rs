@@ -186,6 +186,16 @@ pub struct WatchStatus {
     pub stderr: Option<PathBuf>,
 }
 
+/// As `status --json` prints it (one line), for messages.
+impl fmt::Display for WatchStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match serde_json::to_string(self) {
+            Ok(json) => f.write_str(&json),
+            Err(_) => write!(f, "{self:?}"),
+        }
+    }
+}
+
 /// How a process ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitStatusReport {

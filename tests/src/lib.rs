@@ -8,6 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use supervisor::protocol::{
+    ConditionStatus, HealthStatus, LastExitStatus, ProbeStatus, State, WatchStatus,
+};
 use supervisor::{
     backend::{Backend, BackendKind, Options},
     exit::ExitEvent,
@@ -467,8 +470,8 @@ impl RunningDaemon {
         Some(supervisor::cgroup::instance_dir(&mount, &self.instance()))
     }
 
-    /// `status --json` of one watch.
-    pub fn status(&self, name: &str) -> serde_json::Value {
+    /// `status --json` of one watch, as the CLI prints it.
+    pub fn status_json(&self, name: &str) -> serde_json::Value {
         let out = self.cli(&["status", "--json", name]);
         let text = String::from_utf8_lossy(&out.stdout);
         let all: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
@@ -477,18 +480,16 @@ impl RunningDaemon {
                 String::from_utf8_lossy(&out.stderr)
             )
         });
-        let watch = all[0].clone();
-        // Every status a test reads must also be what the protocol's type
-        // reads: a field renamed on one side fails here.
-        if let Err(e) = serde_json::from_value::<supervisor::protocol::WatchStatus>(watch.clone()) {
-            panic!("status --json {name} does not decode as a WatchStatus: {e}: {watch}");
-        }
-        watch
+        all[0].clone()
     }
 
-    /// `status` of one watch, typed.
-    pub fn watch(&self, name: &str) -> supervisor::protocol::WatchStatus {
-        serde_json::from_value(self.status(name)).expect("checked by status")
+    /// `status --json` of one watch, read as the protocol's type (a field
+    /// renamed on one side fails here).
+    pub fn status(&self, name: &str) -> WatchStatus {
+        let json = self.status_json(name);
+        serde_json::from_value(json.clone()).unwrap_or_else(|e| {
+            panic!("status --json {name} does not decode as a WatchStatus: {e}: {json}")
+        })
     }
 
     /// Polls `status` (bounded) until `done` holds; returns that status.
@@ -496,13 +497,16 @@ impl RunningDaemon {
         &self,
         name: &str,
         what: &str,
-        done: impl Fn(&serde_json::Value) -> bool,
-    ) -> serde_json::Value {
-        let mut last = serde_json::Value::Null;
+        done: impl Fn(&WatchStatus) -> bool,
+    ) -> WatchStatus {
+        let mut last = None;
         let reached = poll_until(WAIT, || {
-            last = self.status(name);
-            done(&last)
+            let status = self.status(name);
+            let done = done(&status);
+            last = Some(status);
+            done
         });
+        let last = last.expect("polled once");
         assert!(
             reached,
             "{name}: {what} did not happen within {WAIT:?}; last status {last}"
@@ -511,17 +515,17 @@ impl RunningDaemon {
     }
 
     /// Waits (bounded) until `name` runs a process other than `old`.
-    pub fn wait_replaced(&self, name: &str, old: u32) -> serde_json::Value {
+    pub fn wait_replaced(&self, name: &str, old: u32) -> WatchStatus {
         self.wait_status(name, &format!("a process in place of {old}"), |s| {
-            s["state"] == "up" && s["pid"].as_u64().is_some_and(|p| p != u64::from(old))
+            s.state == State::Up && s.pid.is_some_and(|p| p != old)
         })
     }
 
     /// SIGKILLs `name`'s process (once it is up) and waits for its
     /// replacement; returns the killed pid and the new status.
-    pub fn kill_and_wait_replaced(&self, name: &str) -> (u32, serde_json::Value) {
-        let up = self.wait_status(name, "up", |s| s["state"] == "up");
-        let old = up["pid"].as_u64().expect("an up watch has a pid") as u32;
+    pub fn kill_and_wait_replaced(&self, name: &str) -> (u32, WatchStatus) {
+        let up = self.wait_status(name, "up", |s| s.state == State::Up);
+        let old = pid_of(&up);
         kill9(old);
         (old, self.wait_replaced(name, old))
     }
@@ -709,10 +713,58 @@ pub fn processes_running(needle: &str) -> Vec<u32> {
 }
 
 /// The pid in a watch's `status --json`.
-pub fn pid_of(status: &serde_json::Value) -> u32 {
-    status["pid"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no pid in {status}")) as u32
+pub fn pid_of(status: &WatchStatus) -> u32 {
+    status.pid.unwrap_or_else(|| panic!("no pid in {status}"))
+}
+
+/// What tests read of a status and know is there (it fails, showing the
+/// status, if it is not).
+pub trait StatusExt {
+    /// The last process's exit.
+    fn exit(&self) -> &LastExitStatus;
+    /// The health check.
+    fn health(&self) -> &HealthStatus;
+    /// The health check's last probe, if there was one yet.
+    fn last_probe(&self) -> Option<&ProbeStatus>;
+    /// The health check's last probe.
+    fn probe(&self) -> &ProbeStatus;
+    /// The watch's `i`th condition.
+    fn condition(&self, i: usize) -> &ConditionStatus;
+    /// Whether one of its recent events says `what`.
+    fn has_event(&self, what: &str) -> bool;
+}
+
+impl StatusExt for WatchStatus {
+    fn exit(&self) -> &LastExitStatus {
+        self.last_exit
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: no last exit in {self}", self.name))
+    }
+
+    fn health(&self) -> &HealthStatus {
+        self.health
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: no health check in {self}", self.name))
+    }
+
+    fn last_probe(&self) -> Option<&ProbeStatus> {
+        self.health.as_ref()?.last.as_ref()
+    }
+
+    fn probe(&self) -> &ProbeStatus {
+        self.last_probe()
+            .unwrap_or_else(|| panic!("{}: no probe yet in {self}", self.name))
+    }
+
+    fn condition(&self, i: usize) -> &ConditionStatus {
+        self.conditions
+            .get(i)
+            .unwrap_or_else(|| panic!("{}: no condition {i} in {self}", self.name))
+    }
+
+    fn has_event(&self, what: &str) -> bool {
+        self.events.iter().any(|e| e.what.contains(what))
+    }
 }
 
 /// SIGKILLs `pid`, which must exist.

@@ -1,6 +1,6 @@
 //! Conditions beyond death, end to end: real processes that use too much
 //! memory or CPU, the real daemon measuring their whole process tree.
-use supervisor_tests::{pid_of, RunningDaemon};
+use supervisor_tests::{pid_of, RunningDaemon, State, StatusExt};
 
 #[test]
 fn memory_above_its_limit_gets_a_watch_restarted() {
@@ -17,10 +17,10 @@ start = "/bin/sleep 1000"
 memory = { above = "32MB", every = "200ms", times = [2, 3] }
 "#,
     );
-    let small = pid_of(&d.wait_status("small", "up", |s| s["state"] == "up"));
-    let first = pid_of(&d.wait_status("hog", "up", |s| s["state"] == "up"));
+    let small = pid_of(&d.wait_status("small", "up", |s| s.state == State::Up));
+    let first = pid_of(&d.wait_status("hog", "up", |s| s.state == State::Up));
     let s = d.wait_replaced("hog", first);
-    assert!(s["restarts"].as_u64() >= Some(1), "{s}");
+    assert!(s.restarts >= 1, "{s}");
     let log = d.log();
     assert!(
         log.iter().any(|l| l.contains("hog: memory")
@@ -30,19 +30,19 @@ memory = { above = "32MB", every = "200ms", times = [2, 3] }
     );
     let s = d.status("hog");
     assert!(
-        s["events"]
-            .as_array()
-            .is_some_and(|events| events.iter().any(|e| e["what"]
-                .as_str()
-                .is_some_and(|w| w.starts_with("condition: memory")))),
+        s.events
+            .iter()
+            .any(|e| e.what.starts_with("condition: memory")),
         "the condition is among the recent events: {s}"
     );
     let s = d.wait_status("small", "measured", |s| {
-        s["conditions"][0]["last_value"].is_number()
+        s.conditions.first().is_some_and(|c| c.last_value.is_some())
     });
-    assert_eq!((pid_of(&s), &s["restarts"]), (small, &0.into()), "{s}");
+    assert_eq!((pid_of(&s), s.restarts), (small, 0), "{s}");
     assert!(
-        s["conditions"][0]["last_value"].as_f64() < Some(32.0 * 1024.0 * 1024.0),
+        s.condition(0)
+            .last_value
+            .is_some_and(|v| v < 32.0 * 1024.0 * 1024.0),
         "{s}"
     );
     supervisor_tests::report(
@@ -74,18 +74,18 @@ start = "/bin/sleep 1000"
 cpu = { above = "50%", every = "300ms", times = [1, 1] }
 "#,
     );
-    let idle = pid_of(&d.wait_status("idle", "up", |s| s["state"] == "up"));
-    let noted = pid_of(&d.wait_status("noted", "up", |s| s["state"] == "up"));
+    let idle = pid_of(&d.wait_status("idle", "up", |s| s.state == State::Up));
+    let noted = pid_of(&d.wait_status("noted", "up", |s| s.state == State::Up));
     let s = d.wait_status("burner", "stopped by its CPU condition", |s| {
-        s["state"] == "unmonitored"
+        s.state == State::Unmonitored
     });
-    assert_eq!(s["conditions"][0]["fired"], 1, "{s}");
+    assert_eq!(s.condition(0).fired, 1, "{s}");
     let s = d.wait_status("noted", "noted", |s| {
-        s["conditions"][0]["fired"].as_u64() >= Some(1)
+        s.conditions.first().is_some_and(|c| c.fired >= 1)
     });
     assert_eq!(
-        (pid_of(&s), &s["state"]),
-        (noted, &"up".into()),
+        (pid_of(&s), s.state),
+        (noted, State::Up),
         "notify only: {s}"
     );
     let log = d.log();
@@ -95,10 +95,10 @@ cpu = { above = "50%", every = "300ms", times = [1, 1] }
         "{log:?}"
     );
     let s = d.status("idle");
-    assert_eq!((pid_of(&s), &s["restarts"]), (idle, &0.into()), "{s}");
-    assert_eq!(s["conditions"][0]["fired"], 0, "{s}");
+    assert_eq!((pid_of(&s), s.restarts), (idle, 0), "{s}");
+    assert_eq!(s.condition(0).fired, 0, "{s}");
     assert!(
-        s["conditions"][0]["last_value"].as_f64() < Some(50.0),
+        s.condition(0).last_value.is_some_and(|v| v < 50.0),
         "an idle process measures low: {s}"
     );
     supervisor_tests::report(
@@ -138,8 +138,8 @@ pid_file = "{dir}/db.pid"
 "#,
     );
     for round in ["at boot", "on `start app`"] {
-        let api = pid_of(&d.wait_status("api", "up", |s| s["state"] == "up"));
-        let db = pid_of(&d.wait_status("db", "up", |s| s["state"] == "up"));
+        let api = pid_of(&d.wait_status("api", "up", |s| s.state == State::Up));
+        let db = pid_of(&d.wait_status("db", "up", |s| s.state == State::Up));
         assert!(
             started(api) >= started(db),
             "{round}: api (tick {}) started before db (tick {}) was up",
@@ -169,7 +169,7 @@ name = "old"
 start = "/bin/sleep 1000"
 "#,
     );
-    d.wait_status("old", "up", |s| s["state"] == "up");
+    d.wait_status("old", "up", |s| s.state == State::Up);
     // "api" comes first in the file and sorts first; "cache" is ready only
     // on READY=1, 300 ms after it starts.
     let new = d.write_config(
@@ -192,6 +192,6 @@ ready = "notify"
     );
     let out = d.cli(&["load", new.to_str().expect("utf-8 path")]);
     assert!(out.status.success(), "{out:?}");
-    d.wait_status("api", "up", |s| s["state"] == "up");
+    d.wait_status("api", "up", |s| s.state == State::Up);
     d.assert_logged_in_order("cache moved 'start' to 'up'", "api moved 'start' to 'up'");
 }

@@ -6,8 +6,9 @@ use std::{
     time::Instant,
 };
 
-use serde_json::Value;
-use supervisor_tests::{cmdline, group_members, pid_of, processes_running, RunningDaemon};
+use supervisor_tests::{
+    cmdline, group_members, pid_of, processes_running, RunningDaemon, State, StatusExt,
+};
 
 /// A daemon running one watch, `s`, a sleep.
 fn one_sleeper() -> RunningDaemon {
@@ -33,18 +34,15 @@ name = "looper"
 start = "/bin/sh -c 'while :; do sleep 1; done'"
 "#,
     );
-    let first = d.wait_status("looper", "up", |s| s["state"] == "up");
+    let first = d.wait_status("looper", "up", |s| s.state == State::Up);
     let old = pid_of(&first);
     kill(old, nix::sys::signal::Signal::SIGKILL);
     let second = d.wait_status("looper", "a new process", |s| {
-        s["state"] == "up" && s["pid"] != first["pid"]
+        s.state == State::Up && s.pid != first.pid
     });
-    assert_eq!(second["restarts"], 1, "{second}");
-    assert_eq!(
-        second["last_exit"]["status"]["text"], "killed by SIGKILL",
-        "{second}"
-    );
-    assert_eq!(second["last_exit"]["pid"], old, "{second}");
+    assert_eq!(second.restarts, 1, "{second}");
+    assert_eq!(second.exit().status.text, "killed by SIGKILL", "{second}");
+    assert_eq!(second.exit().pid, old, "{second}");
     assert!(
         group_members(old).is_empty(),
         "the old group's `sleep` was left behind"
@@ -64,13 +62,11 @@ start = "/bin/sh -c 'while :; do sleep 1; done'"
     // The same line among the watch's recent events, with its time.
     let s = d.status("looper");
     assert!(
-        s["events"]
-            .as_array()
-            .is_some_and(|events| events.iter().any(|e| {
-                e["at"].is_number()
-                    && e["what"]
-                        == format!("moved 'up' to 'start': process {old} exited: killed by SIGKILL")
-            })),
+        s.events.iter().any(|e| {
+            e.at > 0.0
+                && e.what
+                    == format!("moved 'up' to 'start': process {old} exited: killed by SIGKILL")
+        }),
         "{s}"
     );
 }
@@ -87,10 +83,7 @@ stop_timeout = "300ms"
 "#,
     );
     let up = d.wait_status("stubborn", "up with its children", |s| {
-        s["state"] == "up"
-            && s["pid"]
-                .as_u64()
-                .is_some_and(|p| group_members(p as u32).len() >= 3)
+        s.state == State::Up && s.pid.is_some_and(|p| group_members(p).len() >= 3)
     });
     let pid = pid_of(&up);
     let t0 = Instant::now();
@@ -104,11 +97,8 @@ stop_timeout = "300ms"
     // `stop` answers when the stop is done, and no sooner than the timeout.
     assert!(took.as_millis() >= 300, "stop returned after {took:?}");
     let after = d.status("stubborn");
-    assert_eq!(after["state"], "unmonitored", "{after}");
-    assert_eq!(
-        after["last_exit"]["status"]["text"], "killed by SIGKILL",
-        "{after}"
-    );
+    assert_eq!(after.state, State::Unmonitored, "{after}");
+    assert_eq!(after.exit().status.text, "killed by SIGKILL", "{after}");
     assert_eq!(
         group_members(pid),
         Vec::<u32>::new(),
@@ -128,12 +118,10 @@ start = ["/bin/sh", "-c", "exit 3"]
 flapping = { starts = 3, within = "60s", max_backoff = "30s" }
 "#,
     );
-    let s = d.wait_status("crasher", "flapping backoff", |s| {
-        s["backoff_secs"].is_number()
-    });
-    assert_eq!(s["state"], "start", "{s}");
-    assert!(s["restarts"].as_u64().unwrap() >= 3, "{s}");
-    assert_eq!(s["last_exit"]["status"]["text"], "exited 3", "{s}");
+    let s = d.wait_status("crasher", "flapping backoff", |s| s.backoff_secs.is_some());
+    assert_eq!(s.state, State::Start, "{s}");
+    assert!(s.restarts >= 3, "{s}");
+    assert_eq!(s.exit().status.text, "exited 3", "{s}");
     assert!(d.log().iter().any(|l| l.contains("crasher is flapping")));
     // A stop cuts the backoff short.
     let out = d.cli(&["stop", "crasher"]);
@@ -142,7 +130,7 @@ flapping = { starts = 3, within = "60s", max_backoff = "30s" }
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(d.status("crasher")["state"], "unmonitored");
+    assert_eq!(d.status("crasher").state, State::Unmonitored);
 }
 
 #[test]
@@ -161,18 +149,18 @@ start = "/bin/sleep 1000"
 autostart = false
 "#,
     );
-    d.wait_status("a", "up", |s| s["state"] == "up");
-    assert_eq!(d.status("b")["state"], "unmonitored");
+    d.wait_status("a", "up", |s| s.state == State::Up);
+    assert_eq!(d.status("b").state, State::Unmonitored);
     let out = d.cli(&["start", "g"]);
     assert!(out.status.success());
     // `start` answered: both are up now, without waiting.
-    assert_eq!(d.status("b")["state"], "up");
-    let a_pid = d.status("a")["pid"].clone();
+    assert_eq!(d.status("b").state, State::Up);
+    let a_pid = d.status("a").pid;
     assert!(d.cli(&["restart", "a"]).status.success());
     let a = d.status("a");
-    assert_eq!(a["state"], "up");
-    assert_ne!(a["pid"], a_pid, "restart started a new process");
-    assert_eq!(a["restarts"], 1);
+    assert_eq!(a.state, State::Up);
+    assert_ne!(a.pid, a_pid, "restart started a new process");
+    assert_eq!(a.restarts, 1);
     assert_eq!(
         d.cli(&["status"]).status.code(),
         Some(0),
@@ -186,7 +174,7 @@ autostart = false
 #[test]
 fn quit_leaves_processes_running_terminate_stops_them() {
     let mut d = one_sleeper();
-    let pid = pid_of(&d.wait_status("s", "up", |s| s["state"] == "up"));
+    let pid = pid_of(&d.wait_status("s", "up", |s| s.state == State::Up));
     assert!(d.cli(&["quit"]).status.success());
     assert!(d.wait_exit().success());
     assert!(
@@ -196,7 +184,7 @@ fn quit_leaves_processes_running_terminate_stops_them() {
     kill(pid, nix::sys::signal::Signal::SIGKILL);
 
     let mut d = one_sleeper();
-    let pid = pid_of(&d.wait_status("s", "up", |s| s["state"] == "up"));
+    let pid = pid_of(&d.wait_status("s", "up", |s| s.state == State::Up));
     assert!(d.cli(&["terminate"]).status.success());
     assert!(d.wait_exit().success());
     assert!(group_members(pid).is_empty(), "terminate stops everything");
@@ -205,7 +193,7 @@ fn quit_leaves_processes_running_terminate_stops_them() {
 #[test]
 fn bad_control_requests_get_errors_and_change_nothing() {
     let d = one_sleeper();
-    let pid = d.wait_status("s", "up", |s| s["state"] == "up")["pid"].clone();
+    let pid = d.wait_status("s", "up", |s| s.state == State::Up).pid;
     let ask = |bytes: &[u8]| {
         let mut stream = UnixStream::connect(&d.socket).expect("connect");
         stream.write_all(bytes).expect("write");
@@ -223,8 +211,8 @@ fn bad_control_requests_get_errors_and_change_nothing() {
     huge.push(b'\n');
     assert!(ask(&huge).contains("longer than"));
     let after = d.status("s");
-    assert_eq!(after["state"], "up");
-    assert_eq!(after["pid"], pid, "nothing was touched");
+    assert_eq!(after.state, State::Up);
+    assert_eq!(after.pid, pid, "nothing was touched");
     supervisor_tests::report("hostile control requests", "malformed, oversized, truncated and unknown requests on the control socket: errors, nothing changed", 1, 0, 0);
 }
 
@@ -255,7 +243,11 @@ fn other_users_are_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("permission denied: uid 65534"), "{stderr}");
-    assert_eq!(d.status("s")["state"], "up", "the refused stop did nothing");
+    assert_eq!(
+        d.status("s").state,
+        State::Up,
+        "the refused stop did nothing"
+    );
     supervisor_tests::report(
         "another user",
         "a non-root user connecting to the control socket: refused (SO_PEERCRED)",
@@ -327,17 +319,17 @@ start = ["/bin/sh", "-c", "{script}"]
 "#
     ));
     let cmdline = format!("/bin/sh -c {script}");
-    let first = pid_of(&d.wait_status("looper", "up", |s| s["state"] == "up"));
+    let first = pid_of(&d.wait_status("looper", "up", |s| s.state == State::Up));
     kill(first, nix::sys::signal::Signal::SIGKILL);
     let second = pid_of(&d.wait_status("looper", "restarted", |s| {
-        s["state"] == "up" && s["pid"].as_u64() != Some(first as u64)
+        s.state == State::Up && s.pid != Some(first)
     }));
 
     d.kill9_and_restart();
-    let s = d.wait_status("looper", "re-adopted", |s| s["state"] == "up");
+    let s = d.wait_status("looper", "re-adopted", |s| s.state == State::Up);
     assert_eq!(pid_of(&s), second, "the running process is re-adopted: {s}");
-    assert_eq!(s["restarts"], 1, "restart count kept: {s}");
-    assert_eq!(s["last_exit"]["status"]["text"], "killed by SIGKILL", "{s}");
+    assert_eq!(s.restarts, 1, "restart count kept: {s}");
+    assert_eq!(s.exit().status.text, "killed by SIGKILL", "{s}");
     assert_eq!(
         processes_running(&cmdline),
         vec![second],
@@ -348,10 +340,10 @@ start = ["/bin/sh", "-c", "{script}"]
     // Not the new daemon's child, still kept alive, status still decoded.
     kill(second, nix::sys::signal::Signal::SIGKILL);
     let s = d.wait_status("looper", "restarted by the new daemon", |s| {
-        s["state"] == "up" && s["pid"].as_u64() != Some(second as u64)
+        s.state == State::Up && s.pid != Some(second)
     });
-    assert_eq!(s["restarts"], 2, "{s}");
-    assert_eq!(s["last_exit"]["pid"], second);
+    assert_eq!(s.restarts, 2, "{s}");
+    assert_eq!(s.exit().pid, second);
     let third = pid_of(&s);
     supervisor_tests::wait_exec(third);
     assert_eq!(processes_running(&cmdline), vec![third]);
@@ -359,13 +351,10 @@ start = ["/bin/sh", "-c", "{script}"]
     // Dies while no daemon runs: started again, counted.
     d.kill9_and_restart_with(|| kill(third, nix::sys::signal::Signal::SIGKILL));
     let s = d.wait_status("looper", "started after dying unwatched", |s| {
-        s["state"] == "up" && s["pid"].as_u64() != Some(third as u64)
+        s.state == State::Up && s.pid != Some(third)
     });
-    assert_eq!(s["restarts"], 3, "{s}");
-    assert_eq!(
-        s["last_exit"]["status"]["text"], "exit status unknown",
-        "{s}"
-    );
+    assert_eq!(s.restarts, 3, "{s}");
+    assert_eq!(s.exit().status.text, "exit status unknown", "{s}");
     supervisor_tests::wait_exec(pid_of(&s));
     assert_eq!(processes_running(&cmdline).len(), 1);
     supervisor_tests::report("daemon SIGKILLed, then started again", "the daemon SIGKILLed, a watched process killed meanwhile: survivors re-adopted, the dead one restarted, counts kept", 1, 0, 0);
@@ -374,13 +363,13 @@ start = ["/bin/sh", "-c", "{script}"]
 #[test]
 fn a_corrupt_state_file_is_set_aside() {
     let mut d = one_sleeper();
-    let first = pid_of(&d.wait_status("s", "up", |s| s["state"] == "up"));
+    let first = pid_of(&d.wait_status("s", "up", |s| s.state == State::Up));
     let state = d.dir.path().join("state.json");
     d.kill9_and_restart_with(|| {
         std::fs::write(&state, b"{\"version\": 1, \"watches\": {\"s\": {\"pid\": ").unwrap();
         kill(first, nix::sys::signal::Signal::SIGKILL);
     });
-    let s = d.wait_status("s", "up", |s| s["state"] == "up");
+    let s = d.wait_status("s", "up", |s| s.state == State::Up);
     assert_ne!(pid_of(&s), first);
     assert!(d.dir.path().join("state.json.corrupt").exists());
     d.wait_logged("is corrupt", 1);
@@ -411,7 +400,7 @@ pid_file = "{dir}/forker.pid"
             .parse::<u32>()
             .unwrap()
     };
-    let s = d.wait_status("forker", "up", |s| s["state"] == "up");
+    let s = d.wait_status("forker", "up", |s| s.state == State::Up);
     let first = pid_of(&s);
     assert_eq!(
         first,
@@ -429,12 +418,12 @@ pid_file = "{dir}/forker.pid"
 
     kill(first, nix::sys::signal::Signal::SIGKILL);
     let s = d.wait_status("forker", "restarted", |s| {
-        s["state"] == "up" && s["pid"].as_u64() != Some(first as u64)
+        s.state == State::Up && s.pid != Some(first)
     });
     assert_eq!(pid_of(&s), read_pid());
-    assert_eq!(s["restarts"], 1, "{s}");
-    assert_eq!(s["last_exit"]["status"]["text"], "killed by SIGKILL", "{s}");
-    assert_eq!(s["last_exit"]["pid"], first);
+    assert_eq!(s.restarts, 1, "{s}");
+    assert_eq!(s.exit().status.text, "killed by SIGKILL", "{s}");
+    assert_eq!(s.exit().pid, first);
 }
 
 #[test]
@@ -476,8 +465,8 @@ autostart = false
         );
         assert!(stderr.contains(expected), "{text:?}: {stderr}");
         let s = d.status("liar");
-        assert_eq!(s["state"], "unmonitored", "{s}");
-        assert!(s["pid"].is_null());
+        assert_eq!(s.state, State::Unmonitored, "{s}");
+        assert!(s.pid.is_none());
     }
     // Nobody was signalled: the test process (named by one pid file) lives.
     supervisor_tests::report("lying pid files", "pid files naming pid 1, a process not started by the watch, a dead pid, or garbage: refused, nothing signalled", 1, 0, 0);
@@ -498,7 +487,7 @@ name = "c"
 start = "/bin/sleep 1003"
 "#,
     );
-    let up = |n: &str| pid_of(&d.wait_status(n, "up", |s| s["state"] == "up"));
+    let up = |n: &str| pid_of(&d.wait_status(n, "up", |s| s.state == State::Up));
     let (a, b, c) = (up("a"), up("b"), up("c"));
 
     let bad = d.write_config(
@@ -538,15 +527,25 @@ start = "/bin/sleep 1004"
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["added"], serde_json::json!(["d"]));
-    assert_eq!(summary["changed"], serde_json::json!(["b"]));
-    assert_eq!(summary["unchanged"], serde_json::json!(["a"]));
-    assert_eq!(summary["missing"], serde_json::json!(["c"]));
+    let summary: supervisor::protocol::LoadSummary = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            &summary.added[..],
+            &summary.changed[..],
+            &summary.unchanged[..],
+            &summary.missing[..]
+        ),
+        (
+            &["d".to_owned()][..],
+            &["b".into()][..],
+            &["a".into()][..],
+            &["c".into()][..]
+        )
+    );
 
     assert_eq!(up("a"), a, "an unchanged watch keeps running untouched");
     let b2 = pid_of(&d.wait_status("b", "restarted with its new command", |s| {
-        s["state"] == "up" && s["pid"].as_u64() != Some(b as u64)
+        s.state == State::Up && s.pid != Some(b)
     }));
     assert_eq!(cmdline(b2), "/bin/sleep 2002");
     let d_pid = up("d");
@@ -560,9 +559,9 @@ start = "/bin/sleep 1004"
     // `signal` reaches the process; keepalive brings it back.
     assert!(d.cli(&["signal", "d", "USR1"]).status.success());
     let s = d.wait_status("d", "restarted after SIGUSR1", |s| {
-        s["restarts"] == 1 && s["state"] == "up"
+        s.restarts == 1 && s.state == State::Up
     });
-    assert_eq!(s["last_exit"]["status"]["text"], "killed by SIGUSR1");
+    assert_eq!(s.exit().status.text, "killed by SIGUSR1");
     let out = d.cli(&["signal", "d", "SIGWHAT"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown signal 'SIGWHAT'"));
 
@@ -583,7 +582,7 @@ name = "a"
 start = "/bin/sleep 1001"
 "#,
     );
-    let a = pid_of(&d.wait_status("a", "up", |s| s["state"] == "up"));
+    let a = pid_of(&d.wait_status("a", "up", |s| s.state == State::Up));
     d.write_config(
         "supervisor.toml",
         r#"
@@ -598,7 +597,7 @@ start = "/bin/sleep 1005"
     kill(d.pid(), nix::sys::signal::Signal::SIGHUP);
     // The reload is parsed off the loop: `e` exists once it is applied.
     d.wait_logged("SIGHUP: reloaded", 1);
-    d.wait_status("e", "started by the reload", |s| s["state"] == "up");
+    d.wait_status("e", "started by the reload", |s| s.state == State::Up);
     assert_eq!(pid_of(&d.status("a")), a);
 }
 
@@ -679,7 +678,7 @@ stop_timeout = "500ms"
         });
         found[0]
     };
-    let master = pid_of(&d.wait_status("master", "up", |s| s["state"] == "up"));
+    let master = pid_of(&d.wait_status("master", "up", |s| s.state == State::Up));
     let first_worker = wait_worker(None);
     assert_ne!(
         pgid_of(first_worker),
@@ -689,7 +688,7 @@ stop_timeout = "500ms"
 
     kill(master, nix::sys::signal::Signal::SIGKILL);
     d.wait_status("master", "restarted", |s| {
-        s["state"] == "up" && s["pid"].as_u64() != Some(master as u64)
+        s.state == State::Up && s.pid != Some(master)
     });
     let second_worker = wait_worker(Some(first_worker));
     assert!(
@@ -729,7 +728,7 @@ stop = ["/bin/sh", "-c", "kill -USR2 $(cat {dir}/svc.pid)"]
 restart = ["/bin/sh", "-c", "kill -HUP $(cat {dir}/svc.pid)"]
 "#,
     );
-    let pid = pid_of(&d.wait_status("svc", "up", |s| s["state"] == "up"));
+    let pid = pid_of(&d.wait_status("svc", "up", |s| s.state == State::Up));
     let pid_file = d.dir.path().join("svc.pid");
     supervisor_tests::wait_until("the service writing its pid", || {
         std::fs::read_to_string(&pid_file).is_ok_and(|p| p.trim() == pid.to_string())
@@ -738,16 +737,16 @@ restart = ["/bin/sh", "-c", "kill -HUP $(cat {dir}/svc.pid)"]
     // The restart command reloads in place: same process, counted.
     assert!(d.cli(&["restart", "svc"]).status.success());
     let s = d.status("svc");
-    assert_eq!((s["state"].as_str(), pid_of(&s)), (Some("up"), pid), "{s}");
-    assert_eq!(s["restarts"], 1);
+    assert_eq!((s.state, pid_of(&s)), (State::Up, pid), "{s}");
+    assert_eq!(s.restarts, 1);
     let reloads = d.dir.path().join("reloads");
     supervisor_tests::wait_file_contains(&reloads, "reloaded");
 
     // The stop command is what stops it, not the stop signal.
     assert!(d.cli(&["stop", "svc"]).status.success());
     let s = d.status("svc");
-    assert_eq!(s["state"], "unmonitored");
-    assert_eq!(s["last_exit"]["status"]["text"], "killed by SIGUSR2", "{s}");
+    assert_eq!(s.state, State::Unmonitored);
+    assert_eq!(s.exit().status.text, "killed by SIGUSR2", "{s}");
 }
 
 #[test]
@@ -763,14 +762,14 @@ restart = ["/bin/sh", "-c", "echo $$ > {dir}/restarter.pid; exec sleep 1000"]
 restart_grace = "300ms"
 "#,
     );
-    let first = pid_of(&d.wait_status("svc", "up", |s| s["state"] == "up"));
+    let first = pid_of(&d.wait_status("svc", "up", |s| s.state == State::Up));
 
     // The restart command never finishes: after restart_grace it is
     // killed and the process replaced the plain way.
     let started = Instant::now();
     assert!(d.cli(&["restart", "svc"]).status.success());
     let s = d.wait_status("svc", "a new process", |s| {
-        s["state"] == "up" && s["pid"].as_u64().is_some_and(|p| p != first as u64)
+        s.state == State::Up && s.pid.is_some_and(|p| p != first)
     });
     assert!(
         started.elapsed() >= std::time::Duration::from_millis(300),
@@ -782,16 +781,16 @@ restart_grace = "300ms"
     });
     // Stopped the plain way: with the stop command, which hangs in turn
     // until stop_grace, then the stop signal.
-    assert_eq!(s["last_exit"]["status"]["text"], "killed by SIGTERM", "{s}");
+    assert_eq!(s.exit().status.text, "killed by SIGTERM", "{s}");
 
     // The stop command never ends the process: after stop_grace the stop
     // signal does.
     let second = pid_of(&s);
     assert!(d.cli(&["stop", "svc"]).status.success());
     let s = d.status("svc");
-    assert_eq!(s["state"], "unmonitored", "{s}");
-    assert_eq!(s["last_exit"]["pid"], second, "{s}");
-    assert_eq!(s["last_exit"]["status"]["text"], "killed by SIGTERM", "{s}");
+    assert_eq!(s.state, State::Unmonitored, "{s}");
+    assert_eq!(s.exit().pid, second, "{s}");
+    assert_eq!(s.exit().status.text, "killed by SIGTERM", "{s}");
     let stopper = std::fs::read_to_string(d.dir.path().join("stopper.pid")).unwrap();
     supervisor_tests::wait_until("the hung stop command to be killed", || {
         !std::path::Path::new(&format!("/proc/{}", stopper.trim())).exists()
@@ -809,7 +808,7 @@ stdout = "{dir}/talker.log"
 stderr = "{dir}/talker.log"
 "#,
     );
-    d.wait_status("talker", "up", |s| s["state"] == "up");
+    d.wait_status("talker", "up", |s| s.state == State::Up);
     let log = d.dir.path().join("talker.log");
     supervisor_tests::wait_file_contains(&log, "out-3");
     supervisor_tests::wait_file_contains(&log, "err-3");
@@ -831,7 +830,7 @@ stderr = "{dir}/talker.log"
     supervisor_tests::wait_file_contains(&log, "out-");
     let s = d.status("talker");
     assert_eq!(
-        s["restarts"], 0,
+        s.restarts, 0,
         "rotating the log did not touch the process: {s}"
     );
 }
@@ -858,7 +857,7 @@ env = { FOO = "bar", PATH = "/usr/bin:/bin" }
 stdout = "{dir}/who.log"
 "#,
     );
-    d.wait_status("who", "up", |s| s["state"] == "up");
+    d.wait_status("who", "up", |s| s.state == State::Up);
     let log = d.dir.path().join("who.log");
     supervisor_tests::wait_file_contains(&log, "uid=");
     let line = std::fs::read_to_string(&log).unwrap();
@@ -922,8 +921,9 @@ fn daemonize_returns_once_serving_and_reports_failures() {
         "{}",
         String::from_utf8_lossy(&status.stderr)
     );
-    let watches: Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(watches[0]["state"], "up");
+    let watches: Vec<supervisor_tests::WatchStatus> =
+        serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(watches[0].state, State::Up);
     assert!(
         dir.path().join("supervisor.log").exists(),
         "the log went to the state dir"
@@ -957,7 +957,7 @@ fn started_processes_get_stdio_and_no_fd_of_the_daemon() {
     let d = RunningDaemon::start(&watches);
     for i in 0..20 {
         let name = format!("s{i}");
-        let pid = pid_of(&d.wait_status(&name, "up", |s| s["state"] == "up"));
+        let pid = pid_of(&d.wait_status(&name, "up", |s| s.state == State::Up));
         let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
             .expect("reading the process's fds")
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -997,7 +997,7 @@ name = "s"
 start = "/bin/sleep 1000"
 "#,
     );
-    let s = d.wait_status("s", "up", |s| s["state"] == "up");
+    let s = d.wait_status("s", "up", |s| s.state == State::Up);
     assert_eq!(
         policy(d.pid()),
         libc::SCHED_FIFO as u32,

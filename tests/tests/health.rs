@@ -1,6 +1,6 @@
 //! Health checks and readiness, end to end: real servers on 127.0.0.1,
 //! real sd_notify messages, the real daemon probing and acting.
-use supervisor_tests::{free_port, pid_of, RunningDaemon};
+use supervisor_tests::{free_port, pid_of, RunningDaemon, State, StatusExt};
 
 #[test]
 fn a_server_whose_http_check_starts_failing_is_restarted_and_a_healthy_one_is_not() {
@@ -28,21 +28,21 @@ every = "200ms"
 times = [1, 1]
 "#
     ));
-    let s = d.wait_status("web", "up on its health check", |s| s["state"] == "up");
+    let s = d.wait_status("web", "up on its health check", |s| s.state == State::Up);
     let first = pid_of(&s);
-    let steady_pid = pid_of(&d.wait_status("steady", "up", |s| s["state"] == "up"));
+    let steady_pid = pid_of(&d.wait_status("steady", "up", |s| s.state == State::Up));
     let s = d.wait_status("web", "a passing check in status", |s| {
-        s["health"]["last"]["ok"] == true
+        s.last_probe().is_some_and(|l| l.ok)
     });
-    assert_eq!(s["health"]["last"]["message"], "HTTP 200", "{s}");
-    assert!(s["health"]["last"]["latency"].is_number(), "{s}");
-    assert_eq!(s["ready"], "health", "{s}");
+    assert_eq!(s.probe().message, "HTTP 200", "{s}");
+    assert!(s.probe().latency >= 0.0, "{s}");
+    assert_eq!(s.ready, "health", "{s}");
 
     // The server starts answering 503.
     let out = d.cli(&["signal", "web", "USR1"]);
     assert!(out.status.success(), "{out:?}");
     let s = d.wait_replaced("web", first);
-    assert!(s["restarts"].as_u64() >= Some(1), "{s}");
+    assert!(s.restarts >= 1, "{s}");
     let log = d.log();
     assert!(
         log.iter().any(|l| l.contains(&format!(
@@ -57,9 +57,9 @@ times = [1, 1]
         "{log:?}"
     );
     let s = d.status("steady");
-    assert_eq!((pid_of(&s), &s["restarts"]), (steady_pid, &0.into()), "{s}");
-    assert_eq!(s["health"]["failures"], 0, "{s}");
-    assert_eq!(s["health"]["last"]["message"], "connected", "{s}");
+    assert_eq!((pid_of(&s), s.restarts), (steady_pid, 0), "{s}");
+    assert_eq!(s.health().failures, 0, "{s}");
+    assert_eq!(s.probe().message, "connected", "{s}");
 }
 
 #[test]
@@ -80,23 +80,20 @@ action = "notify"
     let flag = d.dir.path().join("healthy");
     std::fs::write(&flag, "").expect("flag");
     let s = d.wait_status("disk", "a passing exec check", |s| {
-        s["health"]["last"]["ok"] == true
+        s.last_probe().is_some_and(|l| l.ok)
     });
     let pid = pid_of(&s);
-    assert_eq!(s["health"]["last"]["message"], "exited 0: OK", "{s}");
+    assert_eq!(s.probe().message, "exited 0: OK", "{s}");
     std::fs::remove_file(&flag).expect("remove flag");
-    let s = d.wait_status("disk", "the check fired", |s| s["health"]["fired"] == 1);
-    assert_eq!(
-        s["health"]["last"]["message"], "exited 2: CRITICAL - no flag",
-        "{s}"
-    );
-    assert_eq!((pid_of(&s), &s["restarts"]), (pid, &0.into()), "{s}");
+    let s = d.wait_status("disk", "the check fired", |s| {
+        s.health.as_ref().is_some_and(|h| h.fired == 1)
+    });
+    assert_eq!(s.probe().message, "exited 2: CRITICAL - no flag", "{s}");
+    assert_eq!((pid_of(&s), s.restarts), (pid, 0), "{s}");
     assert!(
-        s["events"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|e| e["what"]
-                .as_str()
-                .is_some_and(|w| w.starts_with("condition: health check (exec /bin/sh")))),
+        s.events
+            .iter()
+            .any(|e| e.what.starts_with("condition: health check (exec /bin/sh")),
         "{s}"
     );
 }
@@ -117,8 +114,10 @@ times = [1, 1]
 action = "notify"
 "#,
     );
-    let s = d.wait_status("stuck", "a timed-out check", |s| s["health"]["fired"] == 1);
-    let message = s["health"]["last"]["message"].as_str().unwrap_or_default();
+    let s = d.wait_status("stuck", "a timed-out check", |s| {
+        s.health.as_ref().is_some_and(|h| h.fired == 1)
+    });
+    let message = s.probe().message.as_str();
     assert!(message.starts_with("no answer within"), "{s}");
     // Killed, not left behind: no `sleep 1000` but the watch's own.
     supervisor_tests::wait_until("the hung check to be gone", || {
@@ -141,9 +140,9 @@ start = ["{helper}", "notify-ready", "400"]
 ready = "notify"
 "#,
     );
-    let db = d.wait_status("db", "up on READY=1", |s| s["state"] == "up");
-    assert_eq!(db["said"], "warming up", "{db}");
-    d.wait_status("api", "up", |s| s["state"] == "up");
+    let db = d.wait_status("db", "up on READY=1", |s| s.state == State::Up);
+    assert_eq!(db.said.as_deref(), Some("warming up"), "{db}");
+    d.wait_status("api", "up", |s| s.state == State::Up);
     let ready = d.assert_logged_in_order("db moved 'start' to 'up'", "api moved 'start' to 'up'");
     assert!(ready.contains("(READY=1)"), "{ready}");
 }
@@ -161,7 +160,7 @@ start_grace = "1s"
 "#,
     );
     let s = d.wait_status("mute", "started, waiting for READY=1", |s| {
-        s["state"] == "start" && s["pid"].is_number()
+        s.state == State::Start && s.pid.is_some()
     });
     let first = pid_of(&s);
     // This test process is no process of the watch's.
@@ -177,9 +176,9 @@ start_grace = "1s"
             .any(|l| l.contains("mute: ignoring a notify message from process"))
     });
     let s = d.wait_status("mute", "a start that failed for want of READY=1", |s| {
-        s["restarts"].as_u64() >= Some(1)
+        s.restarts >= 1
     });
-    assert_ne!(s["state"], "up", "never ready, never up: {s}");
+    assert_ne!(s.state, State::Up, "never ready, never up: {s}");
     let log = d.log();
     assert!(
         log.iter().any(|l| l.contains(&format!(
@@ -189,7 +188,7 @@ start_grace = "1s"
     );
     let out = d.cli(&["stop", "mute"]);
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(d.status("mute")["state"], "unmonitored");
+    assert_eq!(d.status("mute").state, State::Unmonitored);
     supervisor_tests::report(
         "stranger's READY=1",
         "READY=1 sent to a watch's NOTIFY_SOCKET by a process that is not the watch's: ignored, the watch stays in start",
@@ -210,21 +209,17 @@ ready = "notify"
 "#,
     );
     let s = d.wait_status("db", "started, waiting for READY=1", |s| {
-        s["state"] == "start" && s["pid"].is_number()
+        s.state == State::Start && s.pid.is_some()
     });
     let pid = pid_of(&s);
     // The state file must name it before the daemon dies.
     supervisor_tests::wait_file_contains(&d.dir.path().join("state.json"), &pid.to_string());
     d.kill9_and_restart();
     let s = d.status("db");
-    assert_eq!(
-        (s["state"].as_str(), pid_of(&s)),
-        (Some("start"), pid),
-        "{s}"
-    );
+    assert_eq!((s.state, pid_of(&s)), (State::Start, pid), "{s}");
     // READY=1 from the same process, to the same socket name.
-    let s = d.wait_status("db", "up on READY=1", |s| s["state"] == "up");
-    assert_eq!((pid_of(&s), &s["restarts"]), (pid, &0.into()), "{s}");
+    let s = d.wait_status("db", "up on READY=1", |s| s.state == State::Up);
+    assert_eq!((pid_of(&s), s.restarts), (pid, 0), "{s}");
     let log = d.log();
     assert!(
         log.iter()
@@ -281,11 +276,11 @@ action = "notify"
         server(strict),
         server(lenient)
     ));
-    let s = d.wait_status("lenient", "up on its HTTPS check", |s| s["state"] == "up");
-    assert_eq!(s["health"]["last"]["message"], "HTTP 200", "{s}");
+    let s = d.wait_status("lenient", "up on its HTTPS check", |s| s.state == State::Up);
+    assert_eq!(s.probe().message, "HTTP 200", "{s}");
     let s = d.wait_status("strict", "a certificate refused", |s| {
-        s["health"]["fired"].as_u64() >= Some(1)
+        s.health.as_ref().is_some_and(|h| h.fired >= 1)
     });
-    let message = s["health"]["last"]["message"].as_str().unwrap_or_default();
+    let message = s.probe().message.as_str();
     assert!(message.contains("certificate"), "{s}");
 }

@@ -11,7 +11,7 @@ use std::{
 
 use nix::unistd::{chown, Gid, Group, Uid, User};
 use serde_json::Value;
-use supervisor_tests::{pid_of, report, supervisor_bin, RunningDaemon};
+use supervisor_tests::{pid_of, report, supervisor_bin, RunningDaemon, State};
 
 /// The unprivileged service user the watches run as (Debian's `nobody`).
 fn service_user() -> (Uid, Gid) {
@@ -84,7 +84,7 @@ fn assert_secret_untouched(path: &Path) {
     );
 }
 
-fn status_all(d: &RunningDaemon) -> Vec<Value> {
+fn status_all(d: &RunningDaemon) -> Vec<supervisor_tests::WatchStatus> {
     let out = d.cli(&["status", "--json"]);
     serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("status: {out:?}"))
 }
@@ -118,14 +118,14 @@ fn log_files_are_opened_as_the_watch_user_never_through_symlinks_or_fifos() {
         watch("ok", "ok.log")
     ));
     // The FIFO blocked nothing: every watch answers, the good one is up.
-    d.wait_status("ok", "up", |s| s["state"] == "up");
+    d.wait_status("ok", "up", |s| s.state == State::Up);
     for (name, why) in [
         ("sym", "is a symbolic link"),
         ("new", "is a symbolic link"),
         ("fifo", "not a regular file"),
     ] {
-        let s = d.wait_status(name, "a refused log file", |s| s["last_error"].is_string());
-        let error = s["last_error"].as_str().unwrap();
+        let s = d.wait_status(name, "a refused log file", |s| s.last_error.is_some());
+        let error = s.last_error.as_deref().unwrap();
         assert!(
             error.contains(why) && error.contains(&format!("{name}.log")),
             "{name}: {s}"
@@ -160,7 +160,7 @@ fn log_files_are_opened_as_the_watch_user_never_through_symlinks_or_fifos() {
     });
     assert_secret_untouched(&secret);
     let s = d.status("ok");
-    assert_eq!((s["state"].as_str(), pid_of(&s)), (Some("up"), before));
+    assert_eq!((s.state, pid_of(&s)), (State::Up, before));
     // `supervisor log` does not follow it either, nor print the secret.
     let out = d.cli(&["log", "ok", "--no-follow"]);
     assert!(!out.status.success(), "{out:?}");
@@ -187,7 +187,7 @@ fn pid_files_cannot_block_exhaust_leak_or_name_another_watch() {
     let secret = secret(user.root.path());
     let pid_file = user.join("app.pid");
     let d = RunningDaemon::start("[[watch]]\nname = \"db\"\nstart = \"/bin/sleep 1000\"\n");
-    let db = pid_of(&d.wait_status("db", "up", |s| s["state"] == "up"));
+    let db = pid_of(&d.wait_status("db", "up", |s| s.state == State::Up));
     // Each launch, run as the service user, leaves something hostile where
     // its pid file should be.
     let cases: Vec<(&str, String, &str)> = vec![
@@ -245,18 +245,14 @@ keepalive = false
         assert!(stderr.contains(expected), "{what}: {stderr}");
         assert!(!stderr.contains("TOP-SECRET"), "{what}: quoted: {stderr}");
         // Meanwhile the daemon answered: it was never blocked.
-        assert_eq!(d.status("db")["state"], "up");
+        assert_eq!(d.status("db").state, State::Up);
         let s = d.status("app");
-        assert_eq!(s["state"], "unmonitored", "{what}: {s}");
+        assert_eq!(s.state, State::Unmonitored, "{what}: {s}");
         // db was never signalled, neither by the refusal nor by a stop.
         let out = d.cli(&["stop", "app"]);
         assert!(out.status.success(), "{out:?}");
         let s = d.status("db");
-        assert_eq!(
-            (s["state"].as_str(), pid_of(&s)),
-            (Some("up"), db),
-            "{what}"
-        );
+        assert_eq!((s.state, pid_of(&s)), (State::Up, db), "{what}");
         let _ = std::fs::remove_file(&pid_file);
     }
     let rss = supervisor_tests::rss_kb(d.pid());
@@ -343,7 +339,7 @@ fn a_state_dir_someone_else_controls_is_refused_and_forged_state_is_not_believed
         "[[watch]]\nname = \"a\"\nstart = \"/bin/sleep 1000\"\n",
     );
     let s = d.wait_status("a", "up with its own process", |s| {
-        s["state"] == "up" && s["pid"].is_number()
+        s.state == State::Up && s.pid.is_some()
     });
     assert_ne!(pid_of(&s), stranger.id(), "the stranger was re-adopted");
     d.wait_log_line("refusing the stranger", |l| {
@@ -379,7 +375,7 @@ fn a_state_dir_someone_else_controls_is_refused_and_forged_state_is_not_believed
         &format!("state_dir = {state:?}"),
         "[[watch]]\nname = \"a\"\nstart = \"/bin/sleep 1000\"\n",
     );
-    let s = d.wait_status("a", "up", |s| s["state"] == "up" && s["pid"].is_number());
+    let s = d.wait_status("a", "up", |s| s.state == State::Up && s.pid.is_some());
     assert_ne!(pid_of(&s), stranger.id());
     d.wait_log_line("refusing a pid of an earlier boot", |l| {
         l.contains("before the machine last booted")
@@ -474,11 +470,11 @@ fn two_daemons_never_share_a_state_dir_a_socket_or_a_cgroup() {
         "[[watch]]\nname = \"w\"\nstart = \"/bin/sleep 1000\"\n",
     );
     assert_ne!(one.instance(), two.instance());
-    let p1 = pid_of(&one.wait_status("w", "up", |s| s["state"] == "up"));
-    let p2 = pid_of(&two.wait_status("w", "up", |s| s["state"] == "up"));
+    let p1 = pid_of(&one.wait_status("w", "up", |s| s.state == State::Up));
+    let p2 = pid_of(&two.wait_status("w", "up", |s| s.state == State::Up));
     let mut one = one;
     one.kill9_and_restart();
-    let s = one.wait_status("w", "re-adopted", |s| s["state"] == "up");
+    let s = one.wait_status("w", "re-adopted", |s| s.state == State::Up);
     assert_eq!(pid_of(&s), p1);
     assert_eq!(
         pid_of(&two.status("w")),
@@ -536,7 +532,7 @@ start = ["{helper}", "notify-ready", "1500"]
 ready = "notify"
 "#,
     );
-    let s = d.wait_status("slow", "started", |s| s["pid"].is_number());
+    let s = d.wait_status("slow", "started", |s| s.pid.is_some());
     let pid = pid_of(&s);
     let name = supervisor_tests::notify_socket_of(pid);
     assert!(
@@ -555,7 +551,7 @@ ready = "notify"
         }
     }
     assert!(sent > 100, "sent {sent}");
-    let s = d.wait_status("slow", "ready despite the flood", |s| s["state"] == "up");
+    let s = d.wait_status("slow", "ready despite the flood", |s| s.state == State::Up);
     assert_eq!(pid_of(&s), pid);
     let refusals = d
         .log()
@@ -675,7 +671,7 @@ uid = "nobody"
 gid = "nogroup"
 "#,
     );
-    let pid = pid_of(&d.wait_status("plain", "up", |s| s["state"] == "up"));
+    let pid = pid_of(&d.wait_status("plain", "up", |s| s.state == State::Up));
     supervisor_tests::wait_exec(pid);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     for cap in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
@@ -728,7 +724,11 @@ fn three_hundred_watches_under_a_1024_fd_limit_all_run() {
         .collect();
     let d = RunningDaemon::start_wrapped(&["prlimit", "--nofile=1024:1024", "--"], "", &watches);
     supervisor_tests::wait_until("300 watches up", || {
-        status_all(&d).iter().filter(|s| s["state"] == "up").count() == 300
+        status_all(&d)
+            .iter()
+            .filter(|s| s.state == State::Up)
+            .count()
+            == 300
     });
     let out = d.cli(&["info", "--json"]);
     let info: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -750,7 +750,7 @@ fn status_into_a_closed_pipe_ends_quietly() {
             .map(|i| format!("[[watch]]\nname = \"w{i}\"\nstart = \"/bin/sleep 1000\"\n\n"))
             .collect::<String>(),
     );
-    d.wait_status("w199", "up", |s| s["state"] == "up");
+    d.wait_status("w199", "up", |s| s.state == State::Up);
     let out = Command::new("/bin/sh")
         .arg("-c")
         .arg(format!(
@@ -830,7 +830,7 @@ flapping = { starts = 3, within = "1m" }
     let d = RunningDaemon::start(watches);
     let before: Vec<u32> = ["steady", "other"]
         .iter()
-        .map(|n| pid_of(&d.wait_status(n, "up", |s| s["state"] == "up")))
+        .map(|n| pid_of(&d.wait_status(n, "up", |s| s.state == State::Up)))
         .collect();
     let good = std::fs::read_to_string(&d.config).unwrap();
     let mut dice = supervisor_tests::Dice::new();
@@ -895,7 +895,7 @@ fn at_its_fd_limit_the_daemon_refuses_clients_never_a_restart() {
         .map(|i| format!("[[watch]]\nname = \"w{i}\"\nstart = \"/bin/sleep 1000\"\n\n"))
         .collect();
     let d = RunningDaemon::start_wrapped(&["prlimit", "--nofile=128:128", "--"], "", &watches);
-    let old = pid_of(&d.wait_status("w7", "up", |s| s["state"] == "up"));
+    let old = pid_of(&d.wait_status("w7", "up", |s| s.state == State::Up));
     // Far more idle clients than the daemon has fds for.
     let idle: Vec<_> = (0..300)
         .filter_map(|_| std::os::unix::net::UnixStream::connect(&d.socket).ok())
@@ -910,7 +910,7 @@ fn at_its_fd_limit_the_daemon_refuses_clients_never_a_restart() {
     });
     drop(idle);
     let s = d.wait_replaced("w7", old);
-    assert_eq!(s["state"], "up");
+    assert_eq!(s.state, State::Up);
     let out = d.cli(&["info", "--json"]);
     assert!(out.status.success(), "{out:?}");
     assert!(
@@ -937,7 +937,7 @@ start = ["/usr/bin/python3", "-c", "import os,socket,time\na=os.environ['NOTIFY_
 ready = "notify"
 "#,
     );
-    d.wait_status("talker", "ready", |s| s["state"] == "up");
+    d.wait_status("talker", "ready", |s| s.state == State::Up);
     let out = d.cli(&["status", "talker"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -33,9 +33,9 @@ start = ["/bin/sh", "-c", "trap 'while [ ! -e {dir}/go ]; do sleep 0.01; done; e
 #[test]
 fn a_stop_sent_during_a_restart_is_carried_out() {
     let d = RunningDaemon::start(SLOW_TO_DIE);
-    let first = pid_of(&d.wait_status("svc", "up", |s| s["state"] == "up"));
+    let first = pid_of(&d.wait_status("svc", "up", |s| s.state == State::Up));
     let restart = d.cli_background(&["restart", "svc"]);
-    d.wait_status("svc", "restarting", |s| s["state"] == "restart");
+    d.wait_status("svc", "restarting", |s| s.state == State::Restart);
     let stop = d.cli_background(&["stop", "svc"]);
     d.wait_logged("control: stop svc", 1);
     std::fs::write(d.dir.path().join("go"), "").unwrap();
@@ -46,8 +46,8 @@ fn a_stop_sent_during_a_restart_is_carried_out() {
         "the restart is told the stop overtook it: {restart:?}"
     );
     let s = d.status("svc");
-    assert_eq!(s["state"], "unmonitored", "{s}");
-    assert!(s["pid"].is_null(), "{s}");
+    assert_eq!(s.state, State::Unmonitored, "{s}");
+    assert!(s.pid.is_none(), "{s}");
     assert!(!alive(first));
     assert!(d.cgroup_pids("svc").is_empty(), "nothing was started again");
 }
@@ -75,9 +75,9 @@ fn pid_in(d: &RunningDaemon) -> u32 {
 fn a_stop_while_a_pid_file_program_starts_stops_what_it_leaves_behind() {
     let d = RunningDaemon::start(SLOW_LAUNCH);
     let start = d.cli_background(&["start", "svc"]);
-    d.wait_status("svc", "starting", |s| s["state"] == "start");
+    d.wait_status("svc", "starting", |s| s.state == State::Start);
     let stop = d.cli_background(&["stop", "svc"]);
-    d.wait_status("svc", "stopping", |s| s["state"] == "stop");
+    d.wait_status("svc", "stopping", |s| s.state == State::Stop);
     std::fs::write(d.dir.path().join("go"), "").unwrap();
     answered_ok("stop during a launch", &stop.answer());
     assert!(!start.answer().status.success(), "the start was overtaken");
@@ -86,7 +86,7 @@ fn a_stop_while_a_pid_file_program_starts_stops_what_it_leaves_behind() {
         !alive(left),
         "the daemon the launch left ({left}) ignores SIGTERM, and is killed after stop_timeout"
     );
-    assert_eq!(d.status("svc")["state"], "unmonitored");
+    assert_eq!(d.status("svc").state, State::Unmonitored);
     assert!(d.cgroup_pids("svc").is_empty());
 }
 
@@ -94,16 +94,16 @@ fn a_stop_while_a_pid_file_program_starts_stops_what_it_leaves_behind() {
 fn stop_then_start_during_a_launch_runs_the_program_once_at_a_time() {
     let d = RunningDaemon::start(SLOW_LAUNCH);
     let _start = d.cli_background(&["start", "svc"]);
-    d.wait_status("svc", "starting", |s| s["state"] == "start");
+    d.wait_status("svc", "starting", |s| s.state == State::Start);
     let stop = d.cli_background(&["stop", "svc"]);
-    d.wait_status("svc", "stopping", |s| s["state"] == "stop");
+    d.wait_status("svc", "stopping", |s| s.state == State::Stop);
     let again = d.cli_background(&["start", "svc"]);
     d.wait_logged("control: start svc", 2);
     std::fs::write(d.dir.path().join("go"), "").unwrap();
     answered_ok("stop", &stop.answer());
     answered_ok("the start after the stop", &again.answer());
     let s = d.status("svc");
-    assert_eq!(s["state"], "up", "{s}");
+    assert_eq!(s.state, State::Up, "{s}");
     assert_eq!(pid_of(&s), pid_in(&d));
     assert_eq!(
         d.cgroup_pids("svc"),
@@ -138,7 +138,7 @@ start_grace = "5s"
         "a start answered by the attempt it waited for",
         &second.answer(),
     );
-    assert_eq!(d.status("svc")["state"], "up");
+    assert_eq!(d.status("svc").state, State::Up);
 }
 
 #[test]
@@ -150,7 +150,7 @@ name = "svc"
 start = ["sleep", "1000"]
 "#,
     );
-    d.wait_status("svc", "up", |s| s["state"] == "up");
+    d.wait_status("svc", "up", |s| s.state == State::Up);
     let clients: Vec<Background> = (0..30)
         .map(|_| d.cli_background(&["restart", "svc"]))
         .collect();
@@ -158,7 +158,7 @@ start = ["sleep", "1000"]
         answered_ok("one of 30 restarts", &client.answer());
     }
     let s = d.status("svc");
-    assert_eq!(s["state"], "up", "{s}");
+    assert_eq!(s.state, State::Up, "{s}");
     assert_eq!(d.cgroup_pids("svc"), vec![pid_of(&s) as i32], "{s}");
 }
 
@@ -172,7 +172,7 @@ start = ["sleep", "1000"]
 stop_timeout = "5s"
 "#,
     );
-    let pid = pid_of(&d.wait_status("svc", "up", |s| s["state"] == "up"));
+    let pid = pid_of(&d.wait_status("svc", "up", |s| s.state == State::Up));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGSTOP,
@@ -181,7 +181,8 @@ stop_timeout = "5s"
     answered_ok("stop of a stopped process", &d.cli(&["stop", "svc"]));
     let s = d.status("svc");
     assert_eq!(
-        s["last_exit"]["status"]["text"], "killed by SIGTERM",
+        s.exit().status.text,
+        "killed by SIGTERM",
         "the stop signal, not the SIGKILL after stop_timeout: {s}"
     );
 }
@@ -204,7 +205,7 @@ stop_timeout = "2s"
 flapping = { starts = 1000, within = "1s" }
 "#,
     );
-    d.wait_status("svc", "up", |s| s["state"] == "up");
+    d.wait_status("svc", "up", |s| s.state == State::Up);
     let mut dice = Dice::new();
     let mut expected = Expected::Up;
     let mut clients = Vec::new();
@@ -213,7 +214,7 @@ flapping = { starts = 1000, within = "1s" }
     for step in 0..repeat(40) {
         let verb = ["start", "stop", "restart", "kill", "load"][dice.below(5) as usize];
         if verb == "kill" {
-            if let Some(pid) = d.status("svc")["pid"].as_u64() {
+            if let Some(pid) = d.status("svc").pid {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid as i32),
                     nix::sys::signal::Signal::SIGKILL,
@@ -258,8 +259,8 @@ flapping = { starts = 1000, within = "1s" }
         }
     }
     let s = d.wait_status("svc", &format!("{expected:?}"), |s| match expected {
-        Expected::Up => s["state"] == "up",
-        Expected::Unmonitored => s["state"] == "unmonitored",
+        Expected::Up => s.state == State::Up,
+        Expected::Unmonitored => s.state == State::Unmonitored,
     });
     let pids = d.cgroup_pids("svc");
     match expected {
@@ -288,7 +289,7 @@ keepalive = false
 autostart = false
 "#,
         );
-        let pid = pid_of(&d.wait_status("svc", "up", |s| s["state"] == "up"));
+        let pid = pid_of(&d.wait_status("svc", "up", |s| s.state == State::Up));
         let state = d.dir.path().join("state.json");
         d.kill9_and_restart_with(|| {
             let current: serde_json::Value =
@@ -307,13 +308,10 @@ autostart = false
             }
             std::fs::write(&state, text).unwrap();
         });
-        let s = d.wait_status("svc", "re-adopted", |s| s["state"] == "up");
+        let s = d.wait_status("svc", "re-adopted", |s| s.state == State::Up);
         assert_eq!(pid_of(&s), pid, "newer: {newer}: {s}");
-        assert_eq!(s["restarts"], 7, "counts come from the file: {s}");
+        assert_eq!(s.restarts, 7, "counts come from the file: {s}");
         let crashed = d.status("crashed");
-        assert_eq!(
-            crashed["last_exit"]["status"]["text"], "exited 3",
-            "{crashed}"
-        );
+        assert_eq!(crashed.exit().status.text, "exited 3", "{crashed}");
     }
 }

@@ -1,7 +1,7 @@
 //! Notifications, end to end: a hook command and a webhook receiver on
 //! 127.0.0.1 hear what happened to a real process, and a receiver that
 //! never answers holds up no restart.
-use supervisor_tests::{kill9, pid_of, wait_until, RunningDaemon, WebhookReceiver};
+use supervisor_tests::{kill9, pid_of, wait_until, RunningDaemon, State, WebhookReceiver};
 
 #[test]
 fn a_hook_and_a_webhook_get_the_documents_of_an_exit_and_its_restart() {
@@ -31,7 +31,7 @@ command = ["/bin/sh", "-c", "env | grep ^SUPERVISOR_ | sort > {{dir}}/hook.$SUPE
 "#,
         url = receiver.url
     ));
-    let quiet = pid_of(&d.wait_status("quiet", "up", |s| s["state"] == "up"));
+    let quiet = pid_of(&d.wait_status("quiet", "up", |s| s.state == State::Up));
     let (old, s) = d.kill_and_wait_replaced("app");
     let new = pid_of(&s);
 
@@ -113,7 +113,7 @@ retries = 5
 "#,
         url = receiver.url
     ));
-    let mut pid = pid_of(&d.wait_status("app", "up", |s| s["state"] == "up"));
+    let mut pid = pid_of(&d.wait_status("app", "up", |s| s.state == State::Up));
     for _ in 0..5 {
         kill9(pid);
         pid = pid_of(&d.wait_replaced("app", pid));
@@ -128,7 +128,7 @@ retries = 5
         "one delivery at a time, in order"
     );
     let s = d.status("app");
-    assert_eq!(s["restarts"], 5, "{s}");
+    assert_eq!(s.restarts, 5, "{s}");
     let log = d.log();
     assert!(
         !log.iter().any(|l| l.contains("flapping")),

@@ -3,7 +3,7 @@
 //! carry exactly the documented fields.
 use serde_json::Value;
 use supervisor::protocol::{DaemonInfo, LoadSummary, WatchStatus};
-use supervisor_tests::RunningDaemon;
+use supervisor_tests::{RunningDaemon, State, StatusExt};
 
 const DOC: &str = include_str!("../../docs/protocol.md");
 
@@ -79,14 +79,18 @@ every = "1s"
 "#
     ));
     let up = d.wait_status("web", "up and measured", |s| {
-        s["state"] == "up"
-            && !s["health"]["last"].is_null()
-            && !s["conditions"][0]["last"].is_null()
+        s.state == State::Up
+            && s.last_probe().is_some()
+            && s.conditions.first().is_some_and(|c| c.last.is_some())
     });
-    let pid = up["pid"].as_u64().unwrap() as u32;
+    let pid = supervisor_tests::pid_of(&up);
     supervisor_tests::kill9(pid);
-    let s = d.wait_replaced("web", pid);
-    same_fields(&example("WatchStatus"), &s, "status --json");
+    d.wait_replaced("web", pid);
+    same_fields(
+        &example("WatchStatus"),
+        &d.status_json("web"),
+        "status --json",
+    );
     let out = d.cli(&["info", "--json"]);
     let info: Value = serde_json::from_slice(&out.stdout).expect("info --json");
     same_fields(&example("DaemonInfo"), &info, "info --json");

@@ -13,19 +13,12 @@ use std::{
 use serde_json::Value;
 use supervisor_tests::{
     cmdline, pid_of, processes_running, repeat, report, supervisor_bin, wait_within, Dice,
-    RunningDaemon,
+    RunningDaemon, State, StatusExt, WatchStatus,
 };
 
 /// Every watch's status, by `status --json`.
-fn all_status(d: &RunningDaemon) -> Vec<Value> {
-    let out = d.cli(&["status", "--json"]);
-    match serde_json::from_slice::<Value>(&out.stdout) {
-        Ok(Value::Array(all)) => all,
-        other => panic!(
-            "status --json: {other:?} {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
+fn all_status(d: &RunningDaemon) -> Vec<WatchStatus> {
+    all_status_at(&d.socket)
 }
 
 /// The pids in the cgroup `pid` is in (itself included).
@@ -95,8 +88,8 @@ stop_timeout = "300ms"
         &["restart"],
         &["load", &config],
     ];
-    d.wait_status("a", "up", |s| s["state"] == "up");
-    d.wait_status("b", "up", |s| s["state"] == "up");
+    d.wait_status("a", "up", |s| s.state == State::Up);
+    d.wait_status("b", "up", |s| s.state == State::Up);
     for i in 0..times {
         let action = actions[dice.below(actions.len() as u64) as usize];
         let mut cli = Command::new(supervisor_bin())
@@ -129,8 +122,8 @@ stop_timeout = "300ms"
             "round {i} ({action:?}): start: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let pa = pid_of(&d.wait_status("a", "up", |s| s["state"] == "up"));
-        let pb = pid_of(&d.wait_status("b", "up", |s| s["state"] == "up"));
+        let pa = pid_of(&d.wait_status("a", "up", |s| s.state == State::Up));
+        let pb = pid_of(&d.wait_status("b", "up", |s| s.state == State::Up));
         supervisor_tests::wait_exec(pa);
         assert_eq!(
             processes_running(&a),
@@ -166,7 +159,7 @@ stop_timeout = "300ms"
 }
 
 fn cmdline_of_b(d: &RunningDaemon) -> String {
-    let pid = pid_of(&d.wait_status("b", "up", |s| s["state"] == "up"));
+    let pid = pid_of(&d.wait_status("b", "up", |s| s.state == State::Up));
     cmdline(pid)
 }
 
@@ -196,8 +189,8 @@ fn mass_death_again_and_again_loses_nothing() {
             || {
                 pids = all_status(&d)
                     .iter()
-                    .filter(|s| s["state"] == "up")
-                    .filter_map(|s| s["pid"].as_u64().map(|p| p as u32))
+                    .filter(|s| s.state == State::Up)
+                    .filter_map(|s| s.pid)
                     .filter(|p| !old.contains(p))
                     .collect();
                 pids.len() == count as usize
@@ -243,7 +236,7 @@ start = ["/bin/sh", "-c", "f() {{ if [ $1 -gt 0 ]; then f $(($1-1)) & setsid sh 
 stop_timeout = "500ms"
 "#
     ));
-    d.wait_status("bomb", "up", |s| s["state"] == "up");
+    d.wait_status("bomb", "up", |s| s.state == State::Up);
     let sleeper = format!("sleep {marker}");
     supervisor_tests::wait_until("the bomb to go off", || {
         processes_running(&sleeper).len() >= 500
@@ -298,7 +291,7 @@ start = "/bin/false"
     let elapsed = started.elapsed();
     let share = used / elapsed.as_secs_f64() / 10.0;
     let s = d.status("crasher");
-    assert!(s["backoff_secs"].is_number(), "still backing off: {s}");
+    assert!(s.backoff_secs.is_some(), "still backing off: {s}");
     assert!(
         share < 5.0,
         "the daemon used {share:.1}% of a core ({used:.1} ms in {elapsed:?}) while a watch crash-looped"
@@ -364,7 +357,7 @@ stdout = "/proc/no-such-dir/out.log"
             full.path.join("talker.log")
         ),
     );
-    let talker = pid_of(&d.wait_status("talker", "up", |s| s["state"] == "up"));
+    let talker = pid_of(&d.wait_status("talker", "up", |s| s.state == State::Up));
     supervisor_tests::wait_until("the daemon to say the log cannot be written", || {
         d.log().iter().any(|l| l.contains("talker.log"))
     });
@@ -375,18 +368,13 @@ stdout = "/proc/no-such-dir/out.log"
             .any(|l| l.contains("cannot write state file"))
     });
     let s = d.status("talker");
-    assert_eq!(
-        (s["state"].as_str(), pid_of(&s)),
-        (Some("up"), talker),
-        "{s}"
-    );
-    assert_eq!(s["restarts"], 0, "{s}");
-    let s = d.wait_status("nowhere", "a clear reason", |s| s["last_error"].is_string());
+    assert_eq!((s.state, pid_of(&s)), (State::Up, talker), "{s}");
+    assert_eq!(s.restarts, 0, "{s}");
+    let s = d.wait_status("nowhere", "a clear reason", |s| s.last_error.is_some());
     assert!(
-        s["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("/proc/no-such-dir/out.log"),
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("/proc/no-such-dir/out.log")),
         "the reason names the file: {s}"
     );
     report(
@@ -436,7 +424,7 @@ start = "/bin/sleep 1000"
 }
 
 /// `info --json` of the daemon.
-fn info(d: &RunningDaemon) -> Value {
+fn info(d: &RunningDaemon) -> supervisor::protocol::DaemonInfo {
     let out = d.cli(&["info", "--json"]);
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("info --json: {e}: {}", String::from_utf8_lossy(&out.stderr)))
@@ -457,12 +445,12 @@ fn exit_storm(backend: &str, n: u32) {
         &format!("backend = \"{backend}\"\nring_buffer = \"4KB\"\nnetlink_buffer = \"4KB\""),
         &watches,
     );
-    assert_eq!(info(&d)["backend"], backend);
+    assert_eq!(info(&d).backend, backend);
     let up = |old: &[u32]| -> Vec<u32> {
         all_status(&d)
             .iter()
-            .filter(|s| s["state"] == "up")
-            .filter_map(|s| s["pid"].as_u64().map(|p| p as u32))
+            .filter(|s| s.state == State::Up)
+            .filter_map(|s| s.pid)
             .filter(|p| !old.contains(p))
             .collect()
     };
@@ -492,10 +480,10 @@ fn exit_storm(backend: &str, n: u32) {
         let running = processes_running(&format!("/bin/sleep {}", base + i));
         assert_eq!(running.len(), 1, "{backend}: w{i} runs {running:?}");
     }
-    let counters = &info(&d)["counters"];
+    let counters = info(&d).counters;
     assert!(
-        counters["dropped"].as_u64() > Some(0) && counters["resyncs"].as_u64() > Some(0),
-        "{backend}: the storm was meant to overflow the buffer: {counters}"
+        counters.dropped > 0 && counters.resyncs > 0,
+        "{backend}: the storm was meant to overflow the buffer: {counters:?}"
     );
     let text = String::from_utf8_lossy(&d.cli(&["status"]).stdout).into_owned();
     assert!(
@@ -506,7 +494,7 @@ fn exit_storm(backend: &str, n: u32) {
         &format!("exit storm ({backend})"),
         &format!(
             "{count} watched processes SIGKILLed at once amid thousands of unrelated exits a second, 4KB buffers: {} records dropped, recovered by {} re-check(s)",
-            counters["dropped"], counters["resyncs"]
+            counters.dropped, counters.resyncs
         ),
         1,
         0,
@@ -541,7 +529,7 @@ name = "s"
 start = "/bin/sleep 1000"
 "#,
     );
-    let pid = pid_of(&d.wait_status("s", "up", |s| s["state"] == "up"));
+    let pid = pid_of(&d.wait_status("s", "up", |s| s.state == State::Up));
     // Fifty clients that start a request and never finish it.
     let idle: Vec<UnixStream> = (0..50)
         .map(|_| {
@@ -587,7 +575,7 @@ start = "/bin/sleep 1000"
         !drip.is_finished(),
         "status had to wait for the dripping client"
     );
-    assert_eq!((s["state"].as_str(), pid_of(&s)), (Some("up"), pid), "{s}");
+    assert_eq!((s.state, pid_of(&s)), (State::Up, pid), "{s}");
     assert_eq!(
         drip.join().unwrap(),
         "cut off",
@@ -595,7 +583,7 @@ start = "/bin/sleep 1000"
     );
     drop(idle);
     let s = d.status("s");
-    assert_eq!((s["state"].as_str(), pid_of(&s)), (Some("up"), pid), "{s}");
+    assert_eq!((s.state, pid_of(&s)), (State::Up, pid), "{s}");
     report(
         "slow and idle clients",
         "50 clients idle mid-request, one dripping a byte every 400 ms, one hanging up mid-request: others served at once, the slow one cut off after 5 s, nothing changed",
@@ -617,19 +605,19 @@ name = "s"
 start = "/bin/sleep 1000"
 "#,
     );
-    let first = pid_of(&d.wait_status("s", "up", |s| s["state"] == "up"));
+    let first = pid_of(&d.wait_status("s", "up", |s| s.state == State::Up));
     // Re-adopted by a new daemon, the process is no child of the daemon:
     // no SIGCHLD, only the backend, can tell of its death.
     d.kill9_and_restart();
-    let s = d.wait_status("s", "re-adopted", |s| s["state"] == "up");
+    let s = d.wait_status("s", "re-adopted", |s| s.state == State::Up);
     assert_eq!(pid_of(&s), first, "re-adopted, not restarted: {s}");
     supervisor_tests::kill9(first);
     let s = d.wait_replaced("s", first);
-    assert_eq!(s["restarts"], 1, "{s}");
-    assert_eq!(s["last_exit"]["pid"], first, "{s}");
+    assert_eq!(s.restarts, 1, "{s}");
+    assert_eq!(s.exit().pid, first, "{s}");
     let info = info(&d);
-    assert_eq!(info["backend_failures"], 1, "{info}");
-    assert_eq!(info["backend"], backend, "re-attached: {info}");
+    assert_eq!(info.backend_failures, 1, "{info:?}");
+    assert_eq!(info.backend, backend, "re-attached: {info:?}");
     let log = d.log();
     assert!(
         log.iter()
@@ -674,7 +662,7 @@ name = "s"
 start = "/bin/sleep {marker}"
 "#
     ));
-    let first = pid_of(&d.wait_status("s", "up", |s| s["state"] == "up"));
+    let first = pid_of(&d.wait_status("s", "up", |s| s.state == State::Up));
     // While no daemon runs, the process dies and a stranger gets its pid:
     // the state file now names the stranger's pid.
     let mut stranger = None;
@@ -693,7 +681,7 @@ start = "/bin/sleep {marker}"
     });
     let mut stranger = stranger.unwrap();
     let s = d.wait_replaced("s", first);
-    assert_eq!(s["restarts"], 1, "counted as a death: {s}");
+    assert_eq!(s.restarts, 1, "counted as a death: {s}");
     assert!(
         supervisor::process::is_alive(stranger.id, &Default::default()),
         "the stranger holding the old pid was left alone"
@@ -737,8 +725,8 @@ start = ["/bin/sh", "-c", "echo secret=$SECRET; exec sleep 1000"]
 stdout = "{dir}/without.log"
 "#,
     );
-    d.wait_status("with-secret", "up", |s| s["state"] == "up");
-    d.wait_status("without", "up", |s| s["state"] == "up");
+    d.wait_status("with-secret", "up", |s| s.state == State::Up);
+    d.wait_status("without", "up", |s| s.state == State::Up);
     let dir = d.dir.path();
     supervisor_tests::wait_file_contains(&dir.join("with-secret.log"), "secret=hunter2");
     supervisor_tests::wait_file_contains(&dir.join("without.log"), "secret=");
@@ -787,7 +775,7 @@ name = "s"
 start = "/bin/sleep 1000"
 "#,
     );
-    assert_eq!(info(&d)["backend"], "ebpf");
+    assert_eq!(info(&d).backend, "ebpf");
     d.kill_and_wait_replaced("s");
     report(
         "tracefs not mounted",
@@ -846,19 +834,23 @@ fn ten_thousand_watches_start_while_the_daemon_answers() {
     // order) is not up yet.
     let last = (0..n).map(|i| format!("w{i}")).max().unwrap();
     let out = cli(&["status", &last, "--json"]);
-    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_ne!(s[0]["state"], "up", "info answered only after every start");
+    let s: Vec<WatchStatus> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_ne!(
+        s[0].state,
+        State::Up,
+        "info answered only after every start"
+    );
     let up = |name: &str| {
         let out = cli(&["status", name, "--json"]);
-        serde_json::from_slice::<Value>(&out.stdout)
+        serde_json::from_slice::<Vec<WatchStatus>>(&out.stdout)
             .ok()
-            .filter(|s| s[0]["state"] == "up")
-            .map(|s| s[0]["pid"].as_u64().unwrap() as u32)
+            .filter(|s| s[0].state == State::Up)
+            .map(|s| pid_of(&s[0]))
     };
     wait_within(Duration::from_secs(300), &format!("{n} watches up"), || {
         all_status_at(&socket)
             .iter()
-            .filter(|s| s["state"] == "up")
+            .filter(|s| s.state == State::Up)
             .count()
             == n
     });
@@ -876,12 +868,18 @@ fn ten_thousand_watches_start_while_the_daemon_answers() {
     );
 }
 
-fn all_status_at(socket: &std::path::Path) -> Vec<Value> {
+fn all_status_at(socket: &std::path::Path) -> Vec<WatchStatus> {
     let out = Command::new(supervisor_bin())
         .arg("--socket")
         .arg(socket)
         .args(["status", "--json"])
         .output()
         .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status --json: {e}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
