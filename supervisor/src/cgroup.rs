@@ -123,7 +123,7 @@ pub struct WatchCgroup {
 
 /// A cgroup's folder and files, open.
 #[derive(Debug)]
-struct Kept {
+pub struct Kept {
     /// The folder, for clone3's CLONE_INTO_CGROUP: a process born in its
     /// cgroup costs nothing, while moving one in through `cgroup.procs`
     /// waits for an RCU grace period (milliseconds on an idle machine).
@@ -137,16 +137,18 @@ struct Kept {
     cpu_stat: Option<std::fs::File>,
 }
 
-/// A cgroup's folder as clone3 takes it: kept open, or opened for one use.
-pub enum DirFd<'a> {
-    Kept(std::os::fd::BorrowedFd<'a>),
+/// A cgroup's folder as clone3 takes it: kept open (shared with the
+/// watch's cgroup, so that a start prepared on the loop and made on a
+/// spawner thread holds it), or opened for one use.
+pub enum DirFd {
+    Kept(std::sync::Arc<Kept>),
     Opened(std::os::fd::OwnedFd),
 }
 
-impl std::os::fd::AsFd for DirFd<'_> {
+impl std::os::fd::AsFd for DirFd {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         match self {
-            Self::Kept(fd) => *fd,
+            Self::Kept(kept) => kept.dir.as_fd(),
             Self::Opened(fd) => fd.as_fd(),
         }
     }
@@ -185,9 +187,9 @@ impl WatchCgroup {
         }
     }
 
-    pub fn fd(&self) -> Result<DirFd<'_>> {
-        match self.kept.as_deref() {
-            Some(kept) => Ok(DirFd::Kept(std::os::fd::AsFd::as_fd(&kept.dir))),
+    pub fn fd(&self) -> Result<DirFd> {
+        match &self.kept {
+            Some(kept) => Ok(DirFd::Kept(kept.clone())),
             None => Ok(DirFd::Opened(
                 std::fs::File::open(&self.dir)
                     .with_context(|| format!("opening {}", self.dir.display()))?

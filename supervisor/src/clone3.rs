@@ -7,10 +7,15 @@
 //! The child does not get a copy of the daemon's file descriptors, which
 //! are thousands with as many watches (pidfds, cgroups) and would each be
 //! copied and closed again at every start: it shares the table
-//! (CLONE_FILES) and unshares only fds 0-5 (close_range with
-//! CLOSE_RANGE_UNSHARE). Fds 3-5 are slots kept for that from the
-//! daemon's first instruction (`reserve_fd_slots`): the parent points them
-//! at the child's stdin, stdout and stderr just before the clone.
+//! (CLONE_FILES) and unshares only fds 0-11 (close_range with
+//! CLOSE_RANGE_UNSHARE). Fds 3-11 are slots kept for that from the
+//! daemon's first instruction (`reserve_fd_slots`), three sets of three:
+//! the parent points one set at the child's stdin, stdout and stderr just
+//! before the clone, and the child makes them its 0-2. A thread spawns
+//! through its own set (the daemon's spawner threads each have one, every
+//! other thread shares the first), each set under its own lock, so that
+//! two threads starting processes at once never hand each other's files
+//! to their children.
 //!
 //! Owns the child's side between clone and exec. It shares the daemon's
 //! memory while the daemon's thread is suspended, so it makes raw
@@ -52,8 +57,35 @@ pub enum Error {
     Child(std::io::Error),
 }
 
-/// The first of the three fd slots; the child keeps fds below `SLOTS + 3`.
+/// The first fd slot.
 const SLOTS: libc::c_int = 3;
+
+/// Sets of three slots: the first for any thread, one each for the
+/// spawner threads.
+const SETS: usize = 3;
+
+/// How many threads can have a set of their own (`use_own_slots`).
+pub const OWN_SETS: usize = SETS - 1;
+
+/// The child keeps fds below this (copied, not shared) until its exec,
+/// which closes the slots it did not take as 0-2 (they are CLOEXEC).
+const SLOTS_END: libc::c_int = SLOTS + 3 * SETS as libc::c_int;
+
+/// One lock per set: a set is filled, cloned with and emptied by one
+/// thread at a time.
+static SET_LOCKS: [std::sync::Mutex<()>; SETS] = [const { std::sync::Mutex::new(()) }; SETS];
+
+thread_local! {
+    /// The set this thread spawns through.
+    static SET: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Makes this thread spawn through set `n` (1..=`OWN_SETS`), which no
+/// other thread may use.
+pub fn use_own_slots(n: usize) {
+    assert!((1..SETS).contains(&n), "slot set {n} does not exist");
+    SET.with(|set| set.set(n));
+}
 
 /// /dev/null, which the slots point at between starts, so that they hold
 /// no log pipe open.
@@ -64,7 +96,7 @@ static NULL: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
 pub fn reserve_fd_slots() -> std::io::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg};
     let null = std::fs::File::open("/dev/null")?;
-    let high = fcntl(&null, FcntlArg::F_DUPFD_CLOEXEC(SLOTS + 3))?;
+    let high = fcntl(&null, FcntlArg::F_DUPFD_CLOEXEC(SLOTS_END))?;
     drop(null);
     // SAFETY: `high` was just returned by fcntl and is owned by nobody else.
     let null = unsafe { OwnedFd::from_raw_fd(high) };
@@ -77,7 +109,7 @@ pub fn reserve_fd_slots() -> std::io::Result<()> {
             }
         }
     }
-    for slot in SLOTS..SLOTS + 3 {
+    for slot in SLOTS..SLOTS_END {
         // SAFETY: dup3 onto a slot number this module owns.
         if unsafe { libc::dup3(null.as_raw_fd(), slot, libc::O_CLOEXEC) } < 0 {
             return Err(std::io::Error::last_os_error());
@@ -97,9 +129,9 @@ pub fn available() -> bool {
     })
 }
 
-/// Points the slots at `fds` (or back at /dev/null).
-fn fill_slots(fds: [libc::c_int; 3]) -> std::io::Result<()> {
-    for (slot, fd) in (SLOTS..).zip(fds) {
+/// Points the slots from `first` at `fds` (or back at /dev/null).
+fn fill_slots(first: libc::c_int, fds: [libc::c_int; 3]) -> std::io::Result<()> {
+    for (slot, fd) in (first..).zip(fds) {
         // SAFETY: dup3 onto a slot number this module owns.
         if unsafe { libc::dup3(fd, slot, libc::O_CLOEXEC) } < 0 {
             return Err(std::io::Error::last_os_error());
@@ -125,6 +157,7 @@ pub fn spawn(plan: &Plan<'_>) -> Result<(Pid, OwnedFd), Error> {
             .map(|(uid, gid, groups)| (uid, gid, groups.as_ptr(), groups.len())),
         umask: plan.umask,
         nofile: plan.nofile,
+        slots: SLOTS + 3 * SET.with(std::cell::Cell::get) as libc::c_int,
         errno: AtomicI32::new(0),
     };
     let null = NULL.get().expect("checked by `available`").as_raw_fd();
@@ -155,11 +188,15 @@ pub fn spawn(plan: &Plan<'_>) -> Result<(Pid, OwnedFd), Error> {
     // SAFETY: `child`, `argv`, `envp`, `stack` and what they point to live
     // until after the clone, and the parent is suspended until the child
     // has exec'ed or exited.
-    let ret = match fill_slots(plan.stdio.map(|fd| fd.as_raw_fd())) {
+    let set = SET_LOCKS[SET.with(std::cell::Cell::get)]
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let ret = match fill_slots(child.slots, plan.stdio.map(|fd| fd.as_raw_fd())) {
         Ok(()) => unsafe { clone3_vfork(&mut args, &child) },
         Err(e) => -(e.raw_os_error().unwrap_or(libc::EBADF) as libc::c_long),
     };
-    let _ = fill_slots([null; 3]);
+    let _ = fill_slots(child.slots, [null; 3]);
+    drop(set);
     let _ = nix::sys::signal::pthread_sigmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
         Some(&saved),
@@ -217,6 +254,8 @@ struct Child {
     user: Option<(libc::uid_t, libc::gid_t, *const libc::gid_t, usize)>,
     umask: Option<libc::mode_t>,
     nofile: Option<libc::rlimit>,
+    /// The first of the three slots that become its 0-2.
+    slots: libc::c_int,
     errno: AtomicI32,
 }
 
@@ -236,12 +275,12 @@ extern "C" fn child_main(child: *const Child) -> ! {
                 fail(ret)
             }
         };
-        // The fd table is the daemon's: first, a copy of fds 0-5 only
-        // (everything from 6 up is left out, not copied and closed).
+        // The fd table is the daemon's: first, a copy of fds 0-11 only
+        // (everything from 12 up is left out, not copied and closed).
         check(raw(
             libc::SYS_close_range,
             &[
-                (SLOTS + 3) as libc::c_long,
+                SLOTS_END as libc::c_long,
                 libc::c_long::from(u32::MAX),
                 CLOSE_RANGE_UNSHARE,
             ],
@@ -293,11 +332,15 @@ extern "C" fn child_main(child: *const Child) -> ! {
                 8,
             ],
         ));
-        // The slots become 0-2; they close themselves at the exec.
+        // Its slots become 0-2; all slots close themselves at the exec.
         for target in 0..3 {
             check(raw(
                 libc::SYS_dup3,
-                &[(SLOTS + target) as libc::c_long, target as libc::c_long, 0],
+                &[
+                    (child.slots + target) as libc::c_long,
+                    target as libc::c_long,
+                    0,
+                ],
             ));
         }
         if !child.dir.is_null() {

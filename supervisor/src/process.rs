@@ -53,6 +53,10 @@ impl std::str::FromStr for Pid {
 pub struct StartTime(u64);
 
 impl StartTime {
+    /// For a process that was gone (exited and reaped) before its start
+    /// time could be read: no live process matches it.
+    pub const GONE: Self = Self(0);
+
     pub fn from_ticks(ticks: u64) -> Self {
         Self(ticks)
     }
@@ -205,6 +209,40 @@ pub fn pidfd_open(pid: Pid) -> io::Result<std::os::fd::OwnedFd> {
     }
     // SAFETY: the kernel just gave us this fd, owned by no one else.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Whether the process `pidfd` names has exited (the pidfd is readable).
+pub fn pidfd_exited(pidfd: &std::os::fd::OwnedFd) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(
+        std::os::fd::AsFd::as_fd(pidfd),
+        PollFlags::POLLIN,
+    )];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
+/// Sends `signal` to the process `pidfd` names, never to one that took
+/// its pid since.
+pub fn pidfd_kill(
+    pidfd: &std::os::fd::OwnedFd,
+    signal: nix::sys::signal::Signal,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: pidfd_send_signal(2) with an open pidfd, a signal number, no
+    // siginfo and no flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Wall-clock time at which a process with this start time started.

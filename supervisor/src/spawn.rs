@@ -34,6 +34,30 @@ pub struct Spawned {
     pub pidfd: OwnedFd,
 }
 
+/// A start made ready where the daemon's state is (log pipes opened,
+/// program found, environment and credentials worked out), to be carried
+/// out on any thread: `run` touches nothing but what it holds.
+pub struct Prepared {
+    how: How,
+    /// The command, for errors.
+    what: String,
+}
+
+enum How {
+    Clone {
+        program: CString,
+        argv: Vec<CString>,
+        envp: Vec<CString>,
+        dir: Option<CString>,
+        user: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+        umask: Option<libc::mode_t>,
+        nofile: Option<libc::rlimit>,
+        stdio: Stdio3,
+        cgroup: Option<crate::cgroup::DirFd>,
+    },
+    Command(Command),
+}
+
 /// Starts `config`'s program, inside `cgroup` when there is one, with
 /// `extra_env` added to its environment.
 pub fn spawn(
@@ -42,12 +66,22 @@ pub fn spawn(
     logs: &mut Logs,
     extra_env: &[(String, String)],
 ) -> Result<Spawned> {
+    prepare(config, cgroup, logs, extra_env)?.run()
+}
+
+/// Makes ready the start of `config`'s program, for `Prepared::run`.
+pub fn prepare(
+    config: &WatchConfig,
+    cgroup: Option<&WatchCgroup>,
+    logs: &mut Logs,
+    extra_env: &[(String, String)],
+) -> Result<Prepared> {
     let stdio = Stdio3 {
         stdin: dev_null()?,
         stdout: output(config.stdout.as_deref(), config.user.as_ref(), logs)?,
         stderr: output(config.stderr.as_deref(), config.user.as_ref(), logs)?,
     };
-    spawn_with(config, cgroup, stdio, extra_env)
+    prepare_with(config, cgroup, stdio, extra_env)
 }
 
 /// Starts `config`'s program outside any cgroup with its stdout and
@@ -62,23 +96,96 @@ pub fn spawn_captured(
         stderr: write.try_clone().context("dup")?,
         stdout: write,
     };
-    Ok((spawn_with(config, None, stdio, extra_env)?, read))
+    Ok((prepare_with(config, None, stdio, extra_env)?.run()?, read))
 }
 
-fn spawn_with(
+fn prepare_with(
     config: &WatchConfig,
     cgroup: Option<&WatchCgroup>,
     stdio: Stdio3,
     extra_env: &[(String, String)],
-) -> Result<Spawned> {
+) -> Result<Prepared> {
     let env = environment(config, extra_env);
-    let (pid, pidfd) = if clone3::available() {
-        clone_spawn(config, cgroup, stdio, env)?
+    let how = if clone3::available() {
+        clone_plan(config, cgroup, stdio, env)?
     } else {
-        with_command(config, stdio, env)?
+        How::Command(command(config, stdio, env))
     };
-    let id = process::identify(pid).with_context(|| format!("reading the start time of {pid}"))?;
-    Ok(Spawned { id, pidfd })
+    Ok(Prepared {
+        how,
+        what: format!("{:?}", config.argv),
+    })
+}
+
+impl Prepared {
+    /// Starts the process.
+    pub fn run(self) -> Result<Spawned> {
+        let (pid, pidfd) = match self.how {
+            How::Clone {
+                program,
+                argv,
+                envp,
+                dir,
+                user,
+                umask,
+                nofile,
+                stdio,
+                cgroup,
+            } => {
+                let plan = clone3::Plan {
+                    program: &program,
+                    argv: &argv,
+                    envp: &envp,
+                    dir: dir.as_deref(),
+                    user: user
+                        .as_ref()
+                        .map(|(uid, gid, groups)| (*uid, *gid, groups.as_slice())),
+                    umask,
+                    nofile,
+                    stdio: [
+                        stdio.stdin.as_fd(),
+                        stdio.stdout.as_fd(),
+                        stdio.stderr.as_fd(),
+                    ],
+                    cgroup: cgroup.as_ref().map(std::os::fd::AsFd::as_fd),
+                };
+                match clone3::spawn(&plan) {
+                    Ok(spawned) => spawned,
+                    Err(clone3::Error::Clone(e)) => {
+                        return Err(e).context(match cgroup {
+                            Some(_) => "clone3 into the watch's cgroup",
+                            None => "clone3",
+                        })
+                    }
+                    // The child is gone (it exited); the reaper collects it.
+                    Err(clone3::Error::Child(e)) => bail!("starting {}: {e}", self.what),
+                }
+            }
+            How::Command(mut command) => {
+                let child = command
+                    .spawn()
+                    .with_context(|| format!("starting {}", self.what))?;
+                let pid = Pid::from_child(&child);
+                // The Child handle is dropped without waiting: the daemon reaps.
+                drop(child);
+                let pidfd =
+                    process::pidfd_open(pid).with_context(|| format!("pidfd_open({pid})"))?;
+                (pid, pidfd)
+            }
+        };
+        let id = match process::identify(pid) {
+            Ok(id) => id,
+            // Exited, and reaped by the daemon's loop while this ran on a
+            // spawner thread: its status is kept for it, and no live
+            // process matches this identity.
+            Err(_) if process::pidfd_exited(&pidfd) => ProcessId {
+                pid,
+                start: process::StartTime::GONE,
+            },
+            Err(e) => return Err(e).with_context(|| format!("reading the start time of {pid}")),
+        };
+        Ok(Spawned { id, pidfd })
+    }
 }
 
 fn dev_null() -> Result<OwnedFd> {
@@ -169,12 +276,12 @@ fn cstring(bytes: &[u8]) -> Result<CString> {
     CString::new(bytes).context("a NUL byte in the command or its environment")
 }
 
-fn clone_spawn(
+fn clone_plan(
     config: &WatchConfig,
     cgroup: Option<&WatchCgroup>,
     stdio: Stdio3,
     env: Vec<(OsString, OsString)>,
-) -> Result<(Pid, OwnedFd)> {
+) -> Result<How> {
     let program = cstring(resolve(&config.argv[0], &env)?.as_os_str().as_bytes())?;
     let argv: Vec<CString> = config
         .argv
@@ -195,50 +302,29 @@ fn clone_spawn(
         .as_ref()
         .map(|d| cstring(d.as_os_str().as_bytes()))
         .transpose()?;
-    let groups: Vec<libc::gid_t> = config
-        .user
-        .iter()
-        .flat_map(|u| u.groups.iter().map(|g| g.as_raw()))
-        .collect();
-    let cgroup_dir = cgroup.map(WatchCgroup::fd).transpose()?;
-    let plan = clone3::Plan {
-        program: &program,
-        argv: &argv,
-        envp: &envp,
-        dir: dir.as_deref(),
-        user: config
-            .user
-            .as_ref()
-            .map(|u| (u.uid.as_raw(), u.gid.as_raw(), groups.as_slice())),
+    let user = config.user.as_ref().map(|u| {
+        (
+            u.uid.as_raw(),
+            u.gid.as_raw(),
+            u.groups.iter().map(|g| g.as_raw()).collect(),
+        )
+    });
+    Ok(How::Clone {
+        program,
+        argv,
+        envp,
+        dir,
+        user,
         umask: config.umask.map(|m| m as libc::mode_t),
         nofile: crate::limits::original_nofile(),
-        stdio: [
-            stdio.stdin.as_fd(),
-            stdio.stdout.as_fd(),
-            stdio.stderr.as_fd(),
-        ],
-        cgroup: cgroup_dir.as_ref().map(std::os::fd::AsFd::as_fd),
-    };
-    match clone3::spawn(&plan) {
-        Ok(spawned) => Ok(spawned),
-        Err(clone3::Error::Clone(e)) => Err(e).context(match cgroup {
-            Some(_) => "clone3 into the watch's cgroup",
-            None => "clone3",
-        }),
-        Err(clone3::Error::Child(e)) => {
-            // The child is gone (it exited); the reaper collects it.
-            bail!("starting {:?}: {e}", config.argv)
-        }
-    }
+        stdio,
+        cgroup: cgroup.map(WatchCgroup::fd).transpose()?,
+    })
 }
 
 /// Where clone3 cannot be used (and so without cgroups): std's Command,
 /// with the session set up in pre_exec.
-fn with_command(
-    config: &WatchConfig,
-    stdio: Stdio3,
-    env: Vec<(OsString, OsString)>,
-) -> Result<(Pid, OwnedFd)> {
+fn command(config: &WatchConfig, stdio: Stdio3, env: Vec<(OsString, OsString)>) -> Command {
     let mut cmd = Command::new(&config.argv[0]);
     cmd.args(&config.argv[1..])
         .stdin(Stdio::from(stdio.stdin))
@@ -278,12 +364,5 @@ fn with_command(
             Ok(())
         });
     }
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("starting {:?}", config.argv))?;
-    let pid = Pid::from_child(&child);
-    // The Child handle is dropped without waiting: the daemon reaps.
-    drop(child);
-    let pidfd = process::pidfd_open(pid).with_context(|| format!("pidfd_open({pid})"))?;
-    Ok((pid, pidfd))
+    cmd
 }

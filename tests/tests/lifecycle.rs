@@ -315,3 +315,63 @@ autostart = false
         assert_eq!(crashed.exit().status.text, "exited 3", "{crashed}");
     }
 }
+
+/// Starts are carried out by two spawner threads at once, each pointing
+/// its own fd slots at its child's log pipes: forty watches started
+/// together, then all killed at once and started again together, each
+/// write only to their own log, and have only fds 0-2.
+#[test]
+fn starts_made_at_once_never_cross_their_output() {
+    let n = 40;
+    let watches: String = (0..n)
+        .map(|i| {
+            format!(
+                "[[watch]]\nname = \"w{i}\"\nstart = [\"/bin/sh\", \"-c\", \"echo w{i}; exec sleep 1000\"]\nstdout = \"{{dir}}/w{i}.log\"\n"
+            )
+        })
+        .collect();
+    let d = RunningDaemon::start(&watches);
+    let log = |i: usize| d.dir.path().join(format!("w{i}.log"));
+    let first: Vec<u32> = (0..n)
+        .map(|i| pid_of(&d.wait_status(&format!("w{i}"), "up", |s| s.state == State::Up)))
+        .collect();
+    for &pid in &first {
+        kill9(pid);
+    }
+    for (i, &old) in first.iter().enumerate() {
+        let pid = pid_of(&d.wait_replaced(&format!("w{i}"), old));
+        wait_until(&format!("w{i} to have written twice"), || {
+            std::fs::read_to_string(log(i)).is_ok_and(|t| t.lines().count() >= 2)
+        });
+        let text = std::fs::read_to_string(log(i)).unwrap();
+        assert!(
+            text.lines().all(|l| l == format!("w{i}")),
+            "w{i}'s log holds another's output: {text:?}"
+        );
+        let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        fds.sort();
+        assert_eq!(fds, ["0", "1", "2"], "w{i} (pid {pid}) has other fds");
+    }
+}
+
+/// A process can exit before the loop hears from the spawner thread that
+/// started it, and be reaped first: its exact status is kept for it.
+#[test]
+fn a_process_that_dies_at_once_is_told_with_its_exact_status() {
+    let n = 30;
+    let watches: String = (0..n)
+        .map(|i| {
+            format!("[[watch]]\nname = \"q{i}\"\nstart = [\"/bin/sh\", \"-c\", \"exit 7\"]\nkeepalive = false\n")
+        })
+        .collect();
+    let d = RunningDaemon::start(&watches);
+    for i in 0..n {
+        let s = d.wait_status(&format!("q{i}"), "given up", |s| {
+            s.state == State::Unmonitored && s.last_exit.is_some()
+        });
+        assert_eq!(s.exit().status.code, Some(7), "{s}");
+    }
+}

@@ -90,6 +90,10 @@ impl Daemon {
                 self.launch_daemonizing(name);
                 Vec::new()
             }
+            Action::Spawn if self.spawner.is_some() => {
+                self.queue_start(name);
+                Vec::new()
+            }
             Action::Spawn => {
                 match spawn::spawn(watch.config(), cgroup.as_ref(), &mut self.logs, &env) {
                     Ok(spawned) => self.follow(name, spawned.id, spawned.pidfd),

@@ -165,6 +165,8 @@ impl Daemon {
                         } else if let Some(helper) = self.helpers.get_mut(&pid) {
                             // Its task reports when its output is read.
                             helper.reaped = Some(ExitStatus::from_nix(status));
+                        } else if let Some(spawner) = &mut self.spawner {
+                            spawner.reaped_unknown(pid, ExitStatus::from_nix(status));
                         }
                     }
                 }
@@ -179,7 +181,5 @@ impl Daemon {
 }
 
 pub(super) fn pidfd_readable(fd: &OwnedFd) -> bool {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(fd), PollFlags::POLLIN)];
-    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+    crate::process::pidfd_exited(fd)
 }

@@ -24,6 +24,7 @@ mod readiness;
 mod reload;
 mod requests;
 mod slot;
+mod spawner;
 mod starts;
 
 use self::{
@@ -67,6 +68,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// How long a turn of the loop may spend starting watches at start-up.
 const PENDING_SLICE: Duration = Duration::from_millis(5);
 
+/// How often the state file is written at most while events keep coming.
+const SAVE_EVERY: Duration = Duration::from_millis(20);
+
 /// How often a process group is looked at while it empties after a stop.
 const GROUP_DRAIN_TICK: Duration = Duration::from_millis(5);
 
@@ -94,6 +98,12 @@ enum Internal {
     },
     /// A config file was read and parsed (off the loop), for a reload.
     Loaded(reload::Loaded),
+    /// A start the spawner threads carried out, for launch `launch`.
+    Spawned {
+        name: String,
+        launch: u64,
+        result: spawner::Outcome,
+    },
     /// What the pid file of a self-daemonizing watch said, for launch `launch`.
     PidFile {
         name: String,
@@ -114,6 +124,9 @@ pub struct Daemon {
     slots: BTreeMap<String, WatchSlot>,
     /// Every watched process, by pid.
     procs: HashMap<Pid, ProcSlot>,
+    /// The threads that start watches' processes, where starts can be
+    /// made off the loop (clone3 and cgroups).
+    spawner: Option<spawner::Spawner>,
     /// Exec checks and hooks running now.
     helpers: HashMap<Pid, Helper>,
     /// For HTTP health checks, made when the first is probed; one that
@@ -132,6 +145,10 @@ pub struct Daemon {
     /// The state file lacks a change no slot shows (a watch was removed,
     /// or the last write failed).
     state_stale: bool,
+    /// Something happened since the state file was last written.
+    unsaved: bool,
+    /// When it was.
+    last_save: Instant,
     cgroups: Option<Cgroups>,
     /// Fork tracking, where there are no cgroups.
     trees: Option<Trees>,
@@ -194,6 +211,14 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
     let in_flight = control::serve(&config.daemon.socket, control_tx)?;
     let (cgroups, trees) = tracking(&config, state_file.instance())?;
     let (tx, rx) = mpsc::unbounded_channel();
+    // Off-loop starts need clone3 (the fd slots), and fork tracking sees
+    // a process only from the moment the loop knows it: with cgroups only.
+    let spawner = match (&cgroups, crate::clone3::available()) {
+        (Some(_), true) => spawner::Spawner::start(&tx)
+            .inspect_err(|e| log::warn!("{e:#}; starting processes on the loop"))
+            .ok(),
+        _ => None,
+    };
     let mut config = config;
     let mut daemon = Daemon {
         options,
@@ -204,6 +229,7 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
             .map(|w| (w.name.clone(), WatchSlot::new(Watch::new(w))))
             .collect(),
         procs: HashMap::new(),
+        spawner,
         helpers: HashMap::new(),
         http: HashMap::new(),
         notifier: Notifier::new(&config.notify),
@@ -215,6 +241,8 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
         quitting: false,
         state_file,
         state_stale: false,
+        unsaved: false,
+        last_save: Instant::now(),
         cgroups,
         trees,
         logs: Logs::default(),
@@ -236,12 +264,6 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
     if daemon.pending_starts.is_empty() {
         daemon.announce(ready.take());
     }
-    // Set after anything happened; the state file is written once a burst
-    // of events is handled (the last, always-ready branch of the biased
-    // select runs only when nothing else is ready), not after each event:
-    // a thousand watches dying at once would otherwise rewrite it a
-    // thousand times.
-    let mut unsaved = false;
     let mut sweep = tokio::time::interval_at((Instant::now() + SWEEP_EVERY).into(), SWEEP_EVERY);
     loop {
         let next_check = daemon.next_check();
@@ -282,14 +304,29 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
                 // never does by itself.
                 tokio::task::yield_now().await;
             }
-            () = std::future::ready(()), if unsaved => {
+            // The state file is written once a burst of events is handled
+            // (the last branch of the biased select runs only when nothing
+            // else is ready), and at most every SAVE_EVERY while events keep
+            // coming: a thousand watches restarting at once, each start
+            // coming back from a spawner thread on its own, would otherwise
+            // rewrite it a thousand times. A request is answered only once
+            // what it sees is saved (`on_request`).
+            _ = tokio::time::sleep_until((daemon.last_save + SAVE_EVERY).into()), if daemon.unsaved => {
                 daemon.save_state();
-                unsaved = false;
                 continue;
             }
         }
         daemon.settle();
-        unsaved = true;
+        daemon.unsaved = true;
+        if daemon.quitting && daemon.spawner.as_ref().is_some_and(|s| s.in_flight() > 0) {
+            // What is being started is followed (and saved) first: it
+            // would run on unwatched, and be started again by the next
+            // daemon.
+            if let Some(spawner) = &mut daemon.spawner {
+                spawner.drop_waiting();
+            }
+            continue;
+        }
         if daemon.quitting || daemon.terminated() {
             daemon.save_state();
             break;
@@ -363,6 +400,11 @@ impl Daemon {
                 launcher,
                 result,
             } => self.pid_file_said(&name, launch, launcher, result),
+            Internal::Spawned {
+                name,
+                launch,
+                result,
+            } => self.spawned(&name, launch, result),
             Internal::RestartDone { name, helper } => {
                 let Some(slot) = self.slots.get_mut(&name) else {
                     return;

@@ -228,6 +228,8 @@ impl Daemon {
     /// Writes the state file if anything in it changed since the last
     /// write (a watch's slot keeps what was written of it).
     pub(super) fn save_state(&mut self) {
+        self.unsaved = false;
+        self.last_save = std::time::Instant::now();
         let mut changed = std::mem::take(&mut self.state_stale);
         for slot in self.slots.values_mut() {
             let now = SavedWatch {

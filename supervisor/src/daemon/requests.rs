@@ -182,6 +182,11 @@ impl Daemon {
     }
 
     pub(super) fn on_request(&mut self, incoming: Incoming) {
+        // What a client is told is on disk: a daemon killed right after
+        // a `status` re-adopts what that status showed.
+        if self.unsaved {
+            self.save_state();
+        }
         let Incoming {
             request,
             from,

@@ -132,10 +132,99 @@ impl Daemon {
         self.act(name, actions);
     }
 
+    /// Starts watch `name`'s process on a spawner thread: now, or once
+    /// fewer starts are in flight.
+    pub(super) fn queue_start(&mut self, name: &str) {
+        let launch = self.next_request;
+        let Some(slot) = self.slots.get_mut(name) else {
+            return;
+        };
+        if slot.launch.is_some() {
+            // Already on its way: one process at a time.
+            return;
+        }
+        self.next_request += 1;
+        slot.launch = Some(launch);
+        slot.watch.launched();
+        match &mut self.spawner {
+            Some(spawner) if spawner.has_room() => self.send_start(name, launch),
+            Some(spawner) => spawner.wait(name, launch),
+            None => {}
+        }
+    }
+
+    /// Prepares launch `launch` of watch `name` and hands it to the
+    /// spawner threads.
+    fn send_start(&mut self, name: &str, launch: u64) {
+        let cgroup = self.cgroup_of(name);
+        let env = self.notify_env(name, None);
+        let Some(slot) = self.slots.get_mut(name) else {
+            return;
+        };
+        match spawn::prepare(slot.watch.config(), cgroup.as_ref(), &mut self.logs, &env) {
+            Ok(prepared) => {
+                if let Some(spawner) = &mut self.spawner {
+                    spawner.send(name, launch, prepared);
+                }
+            }
+            Err(e) => {
+                slot.launch = None;
+                let actions = slot.watch.spawn_failed(&format!("{e:#}"), Now::read());
+                self.act(name, actions);
+            }
+        }
+    }
+
+    /// A spawner thread carried out launch `launch` of watch `name`.
+    pub(super) fn spawned(&mut self, name: &str, launch: u64, result: super::spawner::Outcome) {
+        let ours = self
+            .slots
+            .get_mut(name)
+            .filter(|s| s.launch == Some(launch))
+            .map(|s| s.launch = None)
+            .is_some();
+        let actions = match (ours, result) {
+            (true, Ok(spawned)) => self.follow(name, spawned.id, spawned.pidfd),
+            (true, Err(e)) => match self.slots.get_mut(name) {
+                Some(slot) => slot.watch.spawn_failed(&e, Now::read()),
+                None => Vec::new(),
+            },
+            (false, Ok(spawned)) => {
+                // Nothing waits for it (its watch is gone): it must not
+                // run on unwatched.
+                log::warn!(
+                    "{name}: process {} started for a launch no longer wanted; killing it",
+                    spawned.id.pid
+                );
+                let _ = process::pidfd_kill(&spawned.pidfd, Signal::SIGKILL);
+                Vec::new()
+            }
+            (false, Err(_)) => Vec::new(),
+        };
+        self.act(name, actions);
+        if let Some(spawner) = &mut self.spawner {
+            spawner.done();
+        }
+        while let Some((next, launch)) = self.spawner.as_mut().and_then(|s| s.next_waiting()) {
+            if self
+                .slots
+                .get(&next)
+                .is_some_and(|s| s.launch == Some(launch))
+            {
+                self.send_start(&next, launch);
+            }
+        }
+    }
+
     /// Follows `id`, the process watch `name` has just started (or whose
     /// pid file named it); returns what the watch does next.
     pub(super) fn follow(&mut self, name: &str, id: ProcessId, pidfd: OwnedFd) -> Vec<Action> {
-        self.procs.insert(id.pid, ProcSlot::new(name, pidfd));
+        // Reaped before the loop knew it was this watch's (a status kept
+        // for its pid counts only if this process is the one that exited).
+        let early = self.spawner.as_mut().and_then(|s| s.take_early(id.pid));
+        let mut proc = ProcSlot::new(name, pidfd);
+        proc.reaped = early.filter(|_| process::pidfd_exited(&proc.pidfd));
+        self.procs.insert(id.pid, proc);
         track(&mut self.trees, name, id.pid);
         let Some(slot) = self.slots.get_mut(name) else {
             return Vec::new();

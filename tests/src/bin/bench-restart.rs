@@ -166,6 +166,60 @@ fn checks_cpu(
     Ok(out)
 }
 
+/// Every watch killed at once, for 1, 100 and 1,000 watches, against the
+/// floor measured just before each.
+fn mass(
+    supervisor: &Path,
+    dir: &Path,
+    helper: &Path,
+    fifo: &Path,
+    stamps: &mut Stamps,
+) -> Result<String> {
+    let mut out = "\n## Mass failure and memory\n\n\
+             Every watch runs the stamping helper; all are SIGKILLed at once and the clock stops at \
+             the last replacement's stamp. CPU is the daemon's own (user + system) over that time. \
+             The floor: as many children of one bare process, killed at once, each reaped and \
+             spawned again in turn.\n\n\
+             | watches | all killed → all running again | floor | vs floor | daemon CPU | daemon RSS |\n\
+             |---:|---:|---:|---:|---:|---:|\n"
+        .to_owned();
+    for count in [1usize, 100, 1000] {
+        eprintln!("bench: floor, {count} children");
+        let floor = mass_floor(helper, fifo, stamps, count)?;
+        eprintln!("bench: {count} watches");
+        let watches: String = (0..count)
+            .map(|i| format!("[[watch]]\nname = \"s{i}\"\nstart = [{helper:?}, \"stamp\", {fifo:?}]\nflapping = {{ starts = 100000 }}\n"))
+            .collect();
+        let daemon = Daemon::start(supervisor, dir, &format!("mass{count}"), "auto", &watches)?;
+        let pids = (0..count)
+            .map(|_| stamps.next().map(|(pid, _)| pid))
+            .collect::<Result<Vec<u32>>>()?;
+        let rss = daemon.rss_kb();
+        let cpu = daemon.cpu_ms()?;
+        let t0 = monotonic_ns();
+        for &pid in &pids {
+            kill9(pid)?;
+        }
+        let mut last = t0;
+        for _ in 0..count {
+            match poll_stamp_within(stamps, Duration::from_secs(30))? {
+                Some((_, started)) => last = last.max(started),
+                None => bail!("not every watch came back within 30 s"),
+            }
+        }
+        let cpu = daemon.cpu_ms()? - cpu;
+        let took = (last - t0) as f64 / 1e6;
+        out += &format!(
+            "| {count} | {took:.1} ms | {floor:.1} ms | {:.2}× | {cpu:.0} ms | {:.1} MB |\n",
+            took / floor,
+            rss as f64 / 1024.0
+        );
+        drop(daemon);
+        while let Ok(Some(_)) = poll_stamp(stamps) {}
+    }
+    Ok(out)
+}
+
 /// A server thread on 127.0.0.1 that accepts every connection and answers
 /// any request with 200 (a TCP check just connects); returns its port.
 fn serve_http() -> Result<u16> {
@@ -337,13 +391,24 @@ fn main() -> Result<()> {
     let fifo = dir.path().join("stamps");
     let mut stamps = Stamps::new(&fifo)?;
     let mut out = String::new();
-    // `bench-restart N checks` measures only the checks' CPU.
-    if std::env::args().nth(2).as_deref() == Some("checks") {
-        print!(
-            "{}",
-            checks_cpu(&supervisor, dir.path(), &helper, &fifo, &mut stamps)?
-        );
-        return Ok(());
+    // `bench-restart N checks` measures only the checks' CPU, `... mass`
+    // only mass failure.
+    match std::env::args().nth(2).as_deref() {
+        Some("checks") => {
+            print!(
+                "{}",
+                checks_cpu(&supervisor, dir.path(), &helper, &fifo, &mut stamps)?
+            );
+            return Ok(());
+        }
+        Some("mass") => {
+            print!(
+                "{}",
+                mass(&supervisor, dir.path(), &helper, &fifo, &mut stamps)?
+            );
+            return Ok(());
+        }
+        _ => {}
     }
 
     out += &format!(
@@ -430,53 +495,7 @@ fn main() -> Result<()> {
         }
     }
 
-    out += "\n## Mass failure and memory\n\n\
-             Every watch runs the stamping helper; all are SIGKILLed at once and the clock stops at \
-             the last replacement's stamp. CPU is the daemon's own (user + system) over that time. \
-             The floor: as many children of one bare process, killed at once, each reaped and \
-             spawned again in turn.\n\n\
-             | watches | all killed → all running again | floor | vs floor | daemon CPU | daemon RSS |\n\
-             |---:|---:|---:|---:|---:|---:|\n";
-    for count in [1usize, 100, 1000] {
-        eprintln!("bench: floor, {count} children");
-        let floor = mass_floor(&helper, &fifo, &mut stamps, count)?;
-        eprintln!("bench: {count} watches");
-        let watches: String = (0..count)
-            .map(|i| format!("[[watch]]\nname = \"s{i}\"\nstart = [{helper:?}, \"stamp\", {fifo:?}]\nflapping = {{ starts = 100000 }}\n"))
-            .collect();
-        let daemon = Daemon::start(
-            &supervisor,
-            dir.path(),
-            &format!("mass{count}"),
-            "auto",
-            &watches,
-        )?;
-        let pids = (0..count)
-            .map(|_| stamps.next().map(|(pid, _)| pid))
-            .collect::<Result<Vec<u32>>>()?;
-        let rss = daemon.rss_kb();
-        let cpu = daemon.cpu_ms()?;
-        let t0 = monotonic_ns();
-        for &pid in &pids {
-            kill9(pid)?;
-        }
-        let mut last = t0;
-        for _ in 0..count {
-            match poll_stamp_within(&mut stamps, Duration::from_secs(30))? {
-                Some((_, started)) => last = last.max(started),
-                None => bail!("not every watch came back within 30 s"),
-            }
-        }
-        let cpu = daemon.cpu_ms()? - cpu;
-        let took = (last - t0) as f64 / 1e6;
-        out += &format!(
-            "| {count} | {took:.1} ms | {floor:.1} ms | {:.2}× | {cpu:.0} ms | {:.1} MB |\n",
-            took / floor,
-            rss as f64 / 1024.0
-        );
-        drop(daemon);
-        while let Ok(Some(_)) = poll_stamp(&mut stamps) {}
-    }
+    out += &mass(&supervisor, dir.path(), &helper, &fifo, &mut stamps)?;
     out += &checks_cpu(&supervisor, dir.path(), &helper, &fifo, &mut stamps)?;
     print!("{out}");
     Ok(())
