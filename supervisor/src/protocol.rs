@@ -278,10 +278,10 @@ pub struct DaemonInfo {
     pub pid: u32,
     pub config: PathBuf,
     pub watches: usize,
-    /// Watches of the config still to be started at start-up (the daemon
-    /// starts them a slice at a time, serving requests meanwhile): 0 once
-    /// it has started them all, which is when it prints "supervisor
-    /// running".
+    /// Starts not made yet: at start-up, the config's watches still to be
+    /// started (the daemon starts them a slice at a time, serving requests
+    /// meanwhile); 0 once every one has its process (or its start failed),
+    /// which is when it prints "supervisor running".
     #[serde(default)]
     pub starting: usize,
     /// The exit backend in use: `ebpf`, `netlink`, `pidfd` or `poll`.

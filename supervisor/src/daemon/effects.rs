@@ -48,6 +48,7 @@ impl Daemon {
             for name in std::mem::take(&mut self.touched) {
                 self.publish(&name);
                 self.settle_waiters(&name);
+                self.unsaved.insert(name);
             }
             self.start_ordered();
         }

@@ -31,6 +31,7 @@ use self::{
     reach::{follow_forks, tracking},
     requests::PendingReply,
     slot::{Helper, ProcSlot, WatchSlot},
+    spawner::next_done,
 };
 
 use std::{
@@ -68,8 +69,12 @@ const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// How long a turn of the loop may spend starting watches at start-up.
 const PENDING_SLICE: Duration = Duration::from_millis(5);
 
-/// How often the state file is written at most while events keep coming.
+/// How often the state file is written at most while events keep coming;
+/// and at least this many times as long as the last write took must pass
+/// before the next, so that the file (all of 10,000 watches) takes at most
+/// a tenth of the loop's time.
 const SAVE_EVERY: Duration = Duration::from_millis(20);
+const SAVE_SHARE: u32 = 10;
 
 /// How often a process group is looked at while it empties after a stop.
 const GROUP_DRAIN_TICK: Duration = Duration::from_millis(5);
@@ -98,12 +103,6 @@ enum Internal {
     },
     /// A config file was read and parsed (off the loop), for a reload.
     Loaded(reload::Loaded),
-    /// A start the spawner threads carried out, for launch `launch`.
-    Spawned {
-        name: String,
-        launch: u64,
-        result: spawner::Outcome,
-    },
     /// What the pid file of a self-daemonizing watch said, for launch `launch`.
     PidFile {
         name: String,
@@ -145,10 +144,12 @@ pub struct Daemon {
     /// The state file lacks a change no slot shows (a watch was removed,
     /// or the last write failed).
     state_stale: bool,
-    /// Something happened since the state file was last written.
-    unsaved: bool,
-    /// When it was.
+    /// Watches something happened to since the state file was last
+    /// written (it is written only if what it holds of them changed).
+    unsaved: std::collections::BTreeSet<String>,
+    /// When it was, and how long to wait from then before the next.
     last_save: Instant,
+    save_pause: Duration,
     cgroups: Option<Cgroups>,
     /// Fork tracking, where there are no cgroups.
     trees: Option<Trees>,
@@ -214,7 +215,7 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
     // Off-loop starts need clone3 (the fd slots), and fork tracking sees
     // a process only from the moment the loop knows it: with cgroups only.
     let spawner = match (&cgroups, crate::clone3::available()) {
-        (Some(_), true) => spawner::Spawner::start(&tx)
+        (Some(_), true) => spawner::Spawner::start()
             .inspect_err(|e| log::warn!("{e:#}; starting processes on the loop"))
             .ok(),
         _ => None,
@@ -241,8 +242,9 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
         quitting: false,
         state_file,
         state_stale: false,
-        unsaved: false,
+        unsaved: Default::default(),
         last_save: Instant::now(),
+        save_pause: SAVE_EVERY,
         cgroups,
         trees,
         logs: Logs::default(),
@@ -261,11 +263,16 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut sigusr1 = signal(SignalKind::user_defined1())?;
-    if daemon.pending_starts.is_empty() {
-        daemon.announce(ready.take());
-    }
+    // Said once every watch of the config has its first process (or its
+    // start failed): with spawner threads, the last starts are made after
+    // the loop has handed them over.
+    let mut announced = false;
     let mut sweep = tokio::time::interval_at((Instant::now() + SWEEP_EVERY).into(), SWEEP_EVERY);
     loop {
+        if !announced && daemon.starting() == 0 {
+            daemon.announce(ready.take());
+            announced = true;
+        }
         let next_check = daemon.next_check();
         tokio::select! {
             biased;
@@ -285,6 +292,7 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
                 }
             }
             Some(incoming) = control_rx.recv() => daemon.on_request(incoming),
+            Some(done) = next_done(&mut daemon.spawner) => daemon.spawned(done),
             _ = sigchld.recv() => daemon.reap(),
             _ = sigterm.recv() => daemon.terminate(None),
             _ = sigint.recv() => daemon.terminate(None),
@@ -296,9 +304,6 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
             _ = sweep.tick() => daemon.sweep(),
             () = std::future::ready(()), if !daemon.pending_starts.is_empty() => {
                 daemon.start_pending();
-                if daemon.pending_starts.is_empty() {
-                    daemon.announce(ready.take());
-                }
                 // The other tasks (the control socket's among them) run
                 // only when this one yields, which an always-ready branch
                 // never does by itself.
@@ -306,18 +311,17 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
             }
             // The state file is written once a burst of events is handled
             // (the last branch of the biased select runs only when nothing
-            // else is ready), and at most every SAVE_EVERY while events keep
-            // coming: a thousand watches restarting at once, each start
-            // coming back from a spawner thread on its own, would otherwise
-            // rewrite it a thousand times. A request is answered only once
-            // what it sees is saved (`on_request`).
-            _ = tokio::time::sleep_until((daemon.last_save + SAVE_EVERY).into()), if daemon.unsaved => {
+            // else is ready): at once after a quiet stretch, and at most
+            // every `save_pause` while events keep coming. A thousand watches
+            // restarting at once, each start coming back from a spawner
+            // thread on its own, would otherwise rewrite it a thousand
+            // times.
+            _ = tokio::time::sleep_until((daemon.last_save + daemon.save_pause).into()), if daemon.state_unsaved() => {
                 daemon.save_state();
                 continue;
             }
         }
         daemon.settle();
-        daemon.unsaved = true;
         if daemon.quitting && daemon.spawner.as_ref().is_some_and(|s| s.in_flight() > 0) {
             // What is being started is followed (and saved) first: it
             // would run on unwatched, and be started again by the next
@@ -400,11 +404,6 @@ impl Daemon {
                 launcher,
                 result,
             } => self.pid_file_said(&name, launch, launcher, result),
-            Internal::Spawned {
-                name,
-                launch,
-                result,
-            } => self.spawned(&name, launch, result),
             Internal::RestartDone { name, helper } => {
                 let Some(slot) = self.slots.get_mut(&name) else {
                     return;

@@ -2,7 +2,6 @@
 //! started again picks up from it (re-adopting the processes that still
 //! run, starting the rest a slice at a time).
 use std::{
-    collections::BTreeMap,
     io::Write as _,
     os::fd::OwnedFd,
     time::{Duration, Instant},
@@ -225,31 +224,52 @@ impl Daemon {
         }
     }
 
+    /// Whether the state file may lack something that happened.
+    pub(super) fn state_unsaved(&self) -> bool {
+        self.state_stale || !self.unsaved.is_empty()
+    }
+
     /// Writes the state file if anything in it changed since the last
     /// write (a watch's slot keeps what was written of it).
     pub(super) fn save_state(&mut self) {
-        self.unsaved = false;
+        let started = std::time::Instant::now();
+        self.write_state();
         self.last_save = std::time::Instant::now();
+        self.save_pause = super::SAVE_EVERY.max(started.elapsed() * super::SAVE_SHARE);
+    }
+
+    fn write_state(&mut self) {
         let mut changed = std::mem::take(&mut self.state_stale);
-        for slot in self.slots.values_mut() {
+        let unsaved = std::mem::take(&mut self.unsaved);
+        for (name, slot) in &mut self.slots {
+            // Only what something happened to can have changed.
+            if slot.saved.is_some() && !unsaved.contains(name) {
+                continue;
+            }
             let now = SavedWatch {
                 notify_socket: slot.notify.as_ref().map(|l| l.address.clone()),
                 ..slot.watch.snapshot()
             };
-            if slot.saved.as_ref() != Some(&now) {
-                slot.saved = Some(now);
+            if slot.saved.as_ref().map(|(saved, _)| saved) != Some(&now) {
+                let json = match serde_json::to_string(&now) {
+                    Ok(json) => json,
+                    Err(e) => {
+                        log::error!("{name}: cannot write its state: {e}");
+                        continue;
+                    }
+                };
+                slot.saved = Some((now, json));
                 changed = true;
             }
         }
         if !changed {
             return;
         }
-        let now: BTreeMap<String, SavedWatch> = self
+        let entries = self
             .slots
             .iter()
-            .filter_map(|(n, s)| Some((n.clone(), s.saved.clone()?)))
-            .collect();
-        if let Err(e) = self.state_file.save(&now) {
+            .filter_map(|(n, s)| Some((n.as_str(), s.saved.as_ref()?.1.as_str())));
+        if let Err(e) = self.state_file.save_entries(entries) {
             log::error!(
                 "cannot write state file {}: {e}",
                 self.state_file.path().join("state.json").display()

@@ -182,9 +182,10 @@ impl Daemon {
     }
 
     pub(super) fn on_request(&mut self, incoming: Incoming) {
-        // What a client is told is on disk: a daemon killed right after
-        // a `status` re-adopts what that status showed.
-        if self.unsaved {
+        // What a client is told is on disk first: a daemon killed right
+        // after a `status` re-adopts what that status showed. (Costs
+        // nothing when nothing happened since the last write.)
+        if self.state_unsaved() {
             self.save_state();
         }
         let Incoming {
@@ -297,6 +298,12 @@ impl Daemon {
     /// `with_fds`: count the open fds too, which lists /proc/self/fd (tens
     /// of thousands with as many watches): for `info`, not for every
     /// `status`.
+    /// Starts not made yet: the config's watches still pending from
+    /// start-up, and those waiting for (or on) a spawner thread.
+    pub(super) fn starting(&self) -> usize {
+        self.pending_starts.len() + self.spawner.as_ref().map_or(0, |s| s.unfinished())
+    }
+
     pub(super) fn info(&self, with_fds: bool) -> DaemonInfo {
         let fds = with_fds.then(crate::limits::fds_in_use);
         let tracking = match (&self.cgroups, &self.trees) {
@@ -308,7 +315,7 @@ impl Daemon {
             pid: std::process::id(),
             config: self.config.source.clone(),
             watches: self.slots.len(),
-            starting: self.pending_starts.len(),
+            starting: self.starting(),
             backend: self.backend.kind().name().to_owned(),
             counters: self.backend.counters(),
             backend_failures: self.backend_failures,

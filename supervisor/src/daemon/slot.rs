@@ -38,8 +38,9 @@ pub(super) struct WatchSlot {
     pub removing: bool,
     /// Waiting, in `start`, for those it starts `after`.
     pub ordered: bool,
-    /// What the state file holds of it now, to write only on change.
-    pub saved: Option<SavedWatch>,
+    /// What the state file holds of it now (and that, serialized), to
+    /// write only on change.
+    pub saved: Option<(SavedWatch, String)>,
     /// What a previous daemon left in its cgroup is being killed: a start
     /// waits (the kill would take the new process too).
     pub clearing: bool,

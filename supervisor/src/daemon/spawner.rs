@@ -16,15 +16,13 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::{
     exit::ExitStatus,
     process::Pid,
     spawn::{Prepared, Spawned},
 };
-
-use super::Internal;
 
 /// Starts in flight at most: enough to keep both threads busy.
 const IN_FLIGHT: usize = 16;
@@ -39,8 +37,20 @@ struct Job {
     prepared: Prepared,
 }
 
+/// A start the threads carried out: the watch, its launch, and the
+/// process or why there is none.
+pub(super) struct Done {
+    pub name: String,
+    pub launch: u64,
+    pub result: std::result::Result<Spawned, String>,
+}
+
 pub(super) struct Spawner {
     jobs: mpsc::Sender<Job>,
+    /// What the threads carried out. Apart from the loop's other messages,
+    /// so that the loop takes requests before the next start's outcome
+    /// (a stream of starts would otherwise keep `status` waiting).
+    done: UnboundedReceiver<Done>,
     in_flight: usize,
     /// Starts waiting their turn: the watch and its launch.
     waiting: VecDeque<(String, u64)>,
@@ -51,9 +61,10 @@ pub(super) struct Spawner {
 }
 
 impl Spawner {
-    /// Starts the threads; what they start is reported on `tx`.
-    pub fn start(tx: &UnboundedSender<Internal>) -> Result<Self> {
+    /// Starts the threads.
+    pub fn start() -> Result<Self> {
         let (jobs, queue) = mpsc::channel::<Job>();
+        let (tx, done) = unbounded_channel();
         let queue = Arc::new(Mutex::new(queue));
         for n in 1..=crate::clone3::OWN_SETS {
             let (queue, tx) = (queue.clone(), tx.clone());
@@ -68,7 +79,7 @@ impl Spawner {
                         };
                         let Ok(job) = job else { return };
                         let result = job.prepared.run().map_err(|e| format!("{e:#}"));
-                        let spawned = Internal::Spawned {
+                        let spawned = Done {
                             name: job.name,
                             launch: job.launch,
                             result,
@@ -82,10 +93,16 @@ impl Spawner {
         }
         Ok(Self {
             jobs,
+            done,
             in_flight: 0,
             waiting: VecDeque::new(),
             early: HashMap::new(),
         })
+    }
+
+    /// The next start the threads carried out.
+    pub async fn next_done(&mut self) -> Option<Done> {
+        self.done.recv().await
     }
 
     /// Whether another start may be handed to the threads now.
@@ -128,6 +145,11 @@ impl Spawner {
         self.in_flight
     }
 
+    /// Starts in flight or waiting.
+    pub fn unfinished(&self) -> usize {
+        self.in_flight + self.waiting.len()
+    }
+
     /// Forgets the starts that have not begun (the daemon quits: the next
     /// one starts those watches).
     pub fn drop_waiting(&mut self) {
@@ -148,5 +170,10 @@ impl Spawner {
     }
 }
 
-/// What a start that came back handed over.
-pub(super) type Outcome = std::result::Result<Spawned, String>;
+/// The next start the spawner threads carried out (never, without them).
+pub(super) async fn next_done(spawner: &mut Option<Spawner>) -> Option<Done> {
+    match spawner {
+        Some(spawner) => spawner.next_done().await,
+        None => std::future::pending().await,
+    }
+}

@@ -175,8 +175,14 @@ impl Daemon {
         }
     }
 
-    /// A spawner thread carried out launch `launch` of watch `name`.
-    pub(super) fn spawned(&mut self, name: &str, launch: u64, result: super::spawner::Outcome) {
+    /// A spawner thread carried out a launch.
+    pub(super) fn spawned(&mut self, done: super::spawner::Done) {
+        let super::spawner::Done {
+            name,
+            launch,
+            result,
+        } = done;
+        let name = name.as_str();
         let ours = self
             .slots
             .get_mut(name)
