@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde::{de, Deserialize, Deserializer};
 
-use super::{command_argv, Command, ConditionAction, HumanDuration};
+use super::{command_argv, values::HumanDuration, Command, ConditionAction};
 
 /// What tells the supervisor that a watch's process is working.
 #[derive(Clone, Debug, PartialEq)]

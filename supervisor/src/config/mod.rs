@@ -6,16 +6,15 @@
 //! This module reads files and the user database; it starts nothing.
 use std::{
     collections::{BTreeMap, HashSet},
-    fmt,
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use nix::{
     sys::signal::Signal,
-    unistd::{Gid, Group, Uid, User},
+    unistd::{Gid, Uid},
 };
-use serde::{de, Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::backend::BackendChoice;
 
@@ -24,9 +23,14 @@ mod notify;
 pub mod reload;
 mod spans;
 mod trust;
+mod values;
 
 use spans::Spans;
 use trust::trusted;
+use values::{
+    GroupSpec, HumanDuration, HumanSize, LogLevel, Percent, RawBackend, RingSize, SignalName,
+    Umask, UserSpec,
+};
 
 pub use health::{HealthCheck, Probe, Readiness};
 pub use notify::{NotifyConfig, NotifyEvent, Webhook};
@@ -368,36 +372,6 @@ struct RawCondition<T> {
     action: Option<ConditionAction>,
 }
 
-/// `"90%"` or `90`.
-struct Percent(f64);
-
-impl<'de> Deserialize<'de> for Percent {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(f64),
-            Text(String),
-        }
-        let value = match Raw::deserialize(d)? {
-            Raw::Number(n) => n,
-            Raw::Text(text) => text
-                .trim()
-                .strip_suffix('%')
-                .and_then(|n| n.trim().parse().ok())
-                .ok_or_else(|| {
-                    de::Error::custom(format!("'{text}' is not a percentage (e.g. \"90%\")"))
-                })?,
-        };
-        if !(value > 0.0 && value.is_finite()) {
-            return Err(de::Error::custom(format!(
-                "{value}: a CPU limit is a percentage above 0"
-            )));
-        }
-        Ok(Percent(value))
-    }
-}
-
 /// A raw condition as the daemon uses it; `key` names it in errors.
 fn condition<T>(
     raw: RawCondition<T>,
@@ -444,143 +418,6 @@ struct RawFlapping {
 enum Command {
     Argv(Vec<String>),
     Line(String),
-}
-
-struct HumanDuration(Duration);
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        crate::units::parse_duration(&text)
-            .map(HumanDuration)
-            .map_err(de::Error::custom)
-    }
-}
-
-struct HumanSize(u64);
-
-impl<'de> Deserialize<'de> for HumanSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        crate::units::parse_size(&text)
-            .map(HumanSize)
-            .map_err(de::Error::custom)
-    }
-}
-
-/// The eBPF ring buffer's size: a power of two, at least a page.
-struct RingSize(u32);
-
-impl<'de> Deserialize<'de> for RingSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let HumanSize(bytes) = HumanSize::deserialize(d)?;
-        match u32::try_from(bytes) {
-            Ok(bytes) if bytes.is_power_of_two() && bytes >= 4096 => Ok(RingSize(bytes)),
-            _ => Err(de::Error::custom(format!(
-                "{bytes} bytes: the ring buffer must be a power of two from 4KB to 2GB"
-            ))),
-        }
-    }
-}
-
-struct SignalName(Signal);
-
-impl<'de> Deserialize<'de> for SignalName {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        crate::units::parse_signal(&text)
-            .map(SignalName)
-            .map_err(de::Error::custom)
-    }
-}
-
-struct Umask(u32);
-
-impl<'de> Deserialize<'de> for Umask {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        u32::from_str_radix(text.trim_start_matches("0o"), 8)
-            .ok()
-            .filter(|m| *m <= 0o777)
-            .map(Umask)
-            .ok_or_else(|| {
-                de::Error::custom(format!("'{text}' is not an octal umask like \"022\""))
-            })
-    }
-}
-
-/// A user by name or number, resolved at parse time.
-struct UserSpec(User);
-
-impl<'de> Deserialize<'de> for UserSpec {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let spec = NameOrId::deserialize(d)?;
-        let found = match &spec {
-            NameOrId::Id(id) => User::from_uid(Uid::from_raw(*id)),
-            NameOrId::Name(name) => User::from_name(name),
-        };
-        match found {
-            Ok(Some(user)) => Ok(UserSpec(user)),
-            Ok(None) => Err(de::Error::custom(format!("no such user: {spec}"))),
-            Err(e) => Err(de::Error::custom(format!("looking up user {spec}: {e}"))),
-        }
-    }
-}
-
-struct GroupSpec(Group);
-
-impl<'de> Deserialize<'de> for GroupSpec {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let spec = NameOrId::deserialize(d)?;
-        let found = match &spec {
-            NameOrId::Id(id) => Group::from_gid(Gid::from_raw(*id)),
-            NameOrId::Name(name) => Group::from_name(name),
-        };
-        match found {
-            Ok(Some(group)) => Ok(GroupSpec(group)),
-            Ok(None) => Err(de::Error::custom(format!("no such group: {spec}"))),
-            Err(e) => Err(de::Error::custom(format!("looking up group {spec}: {e}"))),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum NameOrId {
-    Id(u32),
-    Name(String),
-}
-
-impl fmt::Display for NameOrId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Id(id) => write!(f, "{id}"),
-            Self::Name(name) => write!(f, "'{name}'"),
-        }
-    }
-}
-
-struct RawBackend(BackendChoice);
-
-impl<'de> Deserialize<'de> for RawBackend {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map(RawBackend).map_err(de::Error::custom)
-    }
-}
-
-struct LogLevel(String);
-
-impl<'de> Deserialize<'de> for LogLevel {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        match text.as_str() {
-            "error" | "warn" | "info" | "debug" | "trace" => Ok(LogLevel(text)),
-            _ => Err(de::Error::custom(format!(
-                "unknown log level '{text}' (error, warn, info, debug or trace)"
-            ))),
-        }
-    }
 }
 
 // ---- loading ----

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use serde::Deserialize;
 
-use super::{command_argv, Command, HumanDuration};
+use super::{command_argv, values::HumanDuration, Command};
 
 /// Something that happened to a watch that an operator may want to hear
 /// about.

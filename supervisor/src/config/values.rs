@@ -1,0 +1,181 @@
+//! The config's values that are more than TOML's types, each parsed once
+//! here into what the rest of the daemon uses: durations (`"30s"`),
+//! sizes (`"64MB"`), percentages, signal names, umasks, users and groups,
+//! the backend and the log level. Each error says what was wrong with the
+//! value; `config` adds where it was.
+use std::{fmt, time::Duration};
+
+use nix::{
+    sys::signal::Signal,
+    unistd::{Gid, Group, Uid, User},
+};
+use serde::{de, Deserialize, Deserializer};
+
+use crate::backend::BackendChoice;
+
+/// `"90%"` or `90`.
+pub(super) struct Percent(pub(super) f64);
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        let value = match Raw::deserialize(d)? {
+            Raw::Number(n) => n,
+            Raw::Text(text) => text
+                .trim()
+                .strip_suffix('%')
+                .and_then(|n| n.trim().parse().ok())
+                .ok_or_else(|| {
+                    de::Error::custom(format!("'{text}' is not a percentage (e.g. \"90%\")"))
+                })?,
+        };
+        if !(value > 0.0 && value.is_finite()) {
+            return Err(de::Error::custom(format!(
+                "{value}: a CPU limit is a percentage above 0"
+            )));
+        }
+        Ok(Percent(value))
+    }
+}
+
+pub(super) struct HumanDuration(pub(super) Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::units::parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(de::Error::custom)
+    }
+}
+
+pub(super) struct HumanSize(pub(super) u64);
+
+impl<'de> Deserialize<'de> for HumanSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::units::parse_size(&text)
+            .map(HumanSize)
+            .map_err(de::Error::custom)
+    }
+}
+
+/// The eBPF ring buffer's size: a power of two, at least a page.
+pub(super) struct RingSize(pub(super) u32);
+
+impl<'de> Deserialize<'de> for RingSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let HumanSize(bytes) = HumanSize::deserialize(d)?;
+        match u32::try_from(bytes) {
+            Ok(bytes) if bytes.is_power_of_two() && bytes >= 4096 => Ok(RingSize(bytes)),
+            _ => Err(de::Error::custom(format!(
+                "{bytes} bytes: the ring buffer must be a power of two from 4KB to 2GB"
+            ))),
+        }
+    }
+}
+
+pub(super) struct SignalName(pub(super) Signal);
+
+impl<'de> Deserialize<'de> for SignalName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::units::parse_signal(&text)
+            .map(SignalName)
+            .map_err(de::Error::custom)
+    }
+}
+
+pub(super) struct Umask(pub(super) u32);
+
+impl<'de> Deserialize<'de> for Umask {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        u32::from_str_radix(text.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .map(Umask)
+            .ok_or_else(|| {
+                de::Error::custom(format!("'{text}' is not an octal umask like \"022\""))
+            })
+    }
+}
+
+/// A user by name or number, resolved at parse time.
+pub(super) struct UserSpec(pub(super) User);
+
+impl<'de> Deserialize<'de> for UserSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spec = NameOrId::deserialize(d)?;
+        let found = match &spec {
+            NameOrId::Id(id) => User::from_uid(Uid::from_raw(*id)),
+            NameOrId::Name(name) => User::from_name(name),
+        };
+        match found {
+            Ok(Some(user)) => Ok(UserSpec(user)),
+            Ok(None) => Err(de::Error::custom(format!("no such user: {spec}"))),
+            Err(e) => Err(de::Error::custom(format!("looking up user {spec}: {e}"))),
+        }
+    }
+}
+
+pub(super) struct GroupSpec(pub(super) Group);
+
+impl<'de> Deserialize<'de> for GroupSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spec = NameOrId::deserialize(d)?;
+        let found = match &spec {
+            NameOrId::Id(id) => Group::from_gid(Gid::from_raw(*id)),
+            NameOrId::Name(name) => Group::from_name(name),
+        };
+        match found {
+            Ok(Some(group)) => Ok(GroupSpec(group)),
+            Ok(None) => Err(de::Error::custom(format!("no such group: {spec}"))),
+            Err(e) => Err(de::Error::custom(format!("looking up group {spec}: {e}"))),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NameOrId {
+    Id(u32),
+    Name(String),
+}
+
+impl fmt::Display for NameOrId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Id(id) => write!(f, "{id}"),
+            Self::Name(name) => write!(f, "'{name}'"),
+        }
+    }
+}
+
+pub(super) struct RawBackend(pub(super) BackendChoice);
+
+impl<'de> Deserialize<'de> for RawBackend {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map(RawBackend).map_err(de::Error::custom)
+    }
+}
+
+pub(super) struct LogLevel(pub(super) String);
+
+impl<'de> Deserialize<'de> for LogLevel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "error" | "warn" | "info" | "debug" | "trace" => Ok(LogLevel(text)),
+            _ => Err(de::Error::custom(format!(
+                "unknown log level '{text}' (error, warn, info, debug or trace)"
+            ))),
+        }
+    }
+}
