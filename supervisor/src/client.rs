@@ -339,7 +339,8 @@ fn row(w: &WatchStatus) -> String {
 }
 
 /// The lines under a watch's row: its health check, conditions, what its
-/// process said of itself, and (for one watch) its recent events.
+/// process said of itself, and (for one watch) its earlier exits and its
+/// recent events.
 fn details(w: &WatchStatus, events: bool) -> Vec<String> {
     let mut lines = Vec::new();
     if let Some(health) = &w.health {
@@ -372,6 +373,15 @@ fn details(w: &WatchStatus, events: bool) -> Vec<String> {
         lines.push(format!("said    {said}"));
     }
     if events {
+        // The last is on the row already.
+        for exit in w.exits.iter().rev().skip(1) {
+            lines.push(format!(
+                "exited  {} at {} (pid {})",
+                exit.status.text,
+                clock(exit.at, "%Y-%m-%d %H:%M:%S"),
+                exit.pid
+            ));
+        }
         for e in &w.events {
             lines.push(format!("{}  {}", clock(e.at, "%H:%M:%S%.3f"), e.what));
         }

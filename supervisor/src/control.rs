@@ -1,6 +1,7 @@
 //! The control socket: newline-delimited JSON over a unix socket, one
 //! request and one answer per line. Owns the listener, the peer check and
-//! the wire format; what a request does is the daemon's business.
+//! the wire format; what a request does is the daemon's business. `status`
+//! is read from the published snapshot without asking the loop.
 use std::{
     io,
     os::unix::fs::PermissionsExt as _,
@@ -15,12 +16,16 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use crate::protocol::{Request, Response};
+use crate::{
+    protocol::{Request, Response},
+    snapshot::Reader,
+};
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 64 * 1024;
 /// A client has this long to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const SHUTTING_DOWN: &str = "the daemon is shutting down";
 
 /// Who sent a request, as the kernel vouches for it (SO_PEERCRED).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,7 +91,13 @@ pub fn decode(line: &[u8]) -> Result<Request, String> {
 }
 
 /// Binds the socket (mode 0600) and serves it until the daemon exits.
-pub fn serve(path: &Path, tx: mpsc::UnboundedSender<Incoming>) -> Result<InFlight> {
+/// `status` is answered from `snapshot`; every other request goes to the
+/// loop through `tx`.
+pub fn serve(
+    path: &Path,
+    tx: mpsc::UnboundedSender<Incoming>,
+    snapshot: Reader,
+) -> Result<InFlight> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -146,9 +157,10 @@ pub fn serve(path: &Path, tx: mpsc::UnboundedSender<Incoming>) -> Result<InFligh
             };
             let tx = tx.clone();
             let tracker = tracker.clone();
+            let snapshot = snapshot.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                if let Err(e) = serve_one(stream, own_uid, tx, tracker).await {
+                if let Err(e) = serve_one(stream, own_uid, tx, snapshot, tracker).await {
                     log::debug!("control connection: {e:#}");
                 }
             });
@@ -213,6 +225,7 @@ async fn serve_one(
     stream: UnixStream,
     own_uid: u32,
     tx: mpsc::UnboundedSender<Incoming>,
+    mut snapshot: Reader,
     in_flight: InFlight,
 ) -> Result<()> {
     let peer = stream.peer_cred().context("reading peer credentials")?;
@@ -255,6 +268,10 @@ async fn serve_one(
         }
         let answer = match decode(&buf) {
             Err(e) => Response::error(e),
+            Ok(Request::Status { target }) => match snapshot.settled().await {
+                Some(now) => now.status(target.as_deref(), std::time::SystemTime::now()),
+                None => Response::error(SHUTTING_DOWN),
+            },
             Ok(request) => {
                 let (reply, answer) = oneshot::channel();
                 in_flight.begin();
@@ -271,7 +288,7 @@ async fn serve_one(
                 }
                 let answer = answer
                     .await
-                    .unwrap_or_else(|_| Response::error("the daemon is shutting down"));
+                    .unwrap_or_else(|_| Response::error(SHUTTING_DOWN));
                 let written = write.write_all(&line(&answer)).await;
                 in_flight.end();
                 written?;

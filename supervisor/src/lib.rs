@@ -31,6 +31,7 @@ pub mod protocol;
 pub mod safe_open;
 pub mod sched;
 pub mod sd_notify;
+pub mod snapshot;
 pub mod spawn;
 pub mod state;
 pub mod trace;

@@ -110,6 +110,17 @@ impl Request {
     }
 }
 
+/// Whether `target` (of a request) names the watch `name` of `group`:
+/// by its name, or by its group.
+pub fn names(target: &str, name: &str, group: Option<&str>) -> bool {
+    name == target || group == Some(target)
+}
+
+/// The error of a request whose target names nothing.
+pub fn no_target(target: &str) -> String {
+    format!("no watch or group named '{target}'")
+}
+
 /// What `load` does with running watches the new config no longer has.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -182,6 +193,9 @@ pub struct WatchStatus {
     /// Recent transitions and conditions, oldest first.
     #[serde(default)]
     pub events: Vec<EventStatus>,
+    /// Recent exits (the last is `last_exit`), oldest first.
+    #[serde(default)]
+    pub exits: Vec<LastExitStatus>,
     pub stdout: Option<PathBuf>,
     pub stderr: Option<PathBuf>,
 }

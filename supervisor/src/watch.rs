@@ -11,8 +11,8 @@ use std::{
 };
 
 use nix::sys::signal::Signal;
-use serde::Serialize;
 
+pub use self::history::{Event, Exit, History};
 use self::timers::Timers;
 pub use self::timers::{Delay, Timer};
 pub use crate::protocol::{Command, State};
@@ -67,25 +67,6 @@ pub enum Action {
     Timer { at: Instant, timer: Timer },
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct LastExit {
-    pub status: ExitStatus,
-    #[serde(with = "crate::exit::unix_time")]
-    pub at: SystemTime,
-    pub pid: crate::process::Pid,
-}
-
-/// How many recent events a watch keeps for `status`.
-const RECENT_EVENTS: usize = 10;
-
-/// Something that happened to a watch, as its log line said.
-#[derive(Clone, Debug, Serialize)]
-pub struct Event {
-    #[serde(with = "crate::exit::unix_time")]
-    pub at: SystemTime,
-    pub what: String,
-}
-
 /// Something an operator may want to hear about, for the notifiers.
 #[derive(Clone, Debug)]
 pub struct Notice {
@@ -103,7 +84,6 @@ pub struct Watch {
     started_at: Option<SystemTime>,
     /// Starts after the first that were not asked for.
     restarts: u32,
-    last_exit: Option<LastExit>,
     /// Why the last start failed, until one works.
     last_error: Option<String>,
     /// When recent starts happened, for flapping detection.
@@ -116,8 +96,8 @@ pub struct Watch {
     /// The start under way was asked for by an operator: the crash-loop
     /// backoff never holds it back, and it is not counted as a crash.
     asked: bool,
-    /// The last `RECENT_EVENTS` transitions and conditions, oldest first.
-    events: VecDeque<Event>,
+    /// Its recent events and exits.
+    history: History,
     /// What happened since the daemon last took them, for notifications.
     notices: Vec<Notice>,
     /// Why the watch is starting again, until it is up (a restart).
@@ -148,12 +128,11 @@ impl Watch {
             process: None,
             started_at: None,
             restarts: 0,
-            last_exit: None,
             last_error: None,
             starts: VecDeque::new(),
             backoff: None,
             queue: VecDeque::new(),
-            events: VecDeque::new(),
+            history: History::default(),
             notices: Vec::new(),
             restarting: None,
             said: None,
@@ -170,13 +149,16 @@ impl Watch {
     /// whether an operator had stopped it.
     pub fn restore(&mut self, saved: &SavedWatch) {
         self.restarts = saved.restarts;
-        self.last_exit = saved.last_exit.as_ref().and_then(|e| {
-            Some(LastExit {
+        let exit = saved.last_exit.as_ref().and_then(|e| {
+            Some(Exit {
                 status: e.status(),
                 at: UNIX_EPOCH + Duration::try_from_secs_f64(e.at).ok()?,
                 pid: crate::process::Pid::new(e.pid)?,
             })
         });
+        if let Some(exit) = exit {
+            self.history.exited(exit);
+        }
     }
 
     /// Runs `process`, which a previous daemon started and which still
@@ -210,7 +192,7 @@ impl Watch {
     /// A previous daemon's process died while no daemon was watching.
     pub fn died_unwatched(&mut self, pid: crate::process::Pid, now: Now) {
         self.now = Some(now);
-        self.last_exit = Some(LastExit {
+        self.history.exited(Exit {
             status: ExitStatus::Unknown,
             at: now.wall,
             pid,
@@ -226,7 +208,7 @@ impl Watch {
             monitored: self.state != State::Unmonitored,
             ready: !self.awaiting_ready(),
             notify_socket: None,
-            last_exit: self.last_exit.as_ref().map(|e| {
+            last_exit: self.history.last_exit().map(|e| {
                 SavedExit::from_status(
                     e.pid.get(),
                     e.status,
@@ -265,8 +247,8 @@ impl Watch {
         self.restarts
     }
 
-    pub fn last_exit(&self) -> Option<&LastExit> {
-        self.last_exit.as_ref()
+    pub fn last_exit(&self) -> Option<&Exit> {
+        self.history.last_exit()
     }
 
     /// Why the last start failed, until one works.
@@ -279,9 +261,9 @@ impl Watch {
         self.backoff
     }
 
-    /// Recent transitions and conditions, oldest first.
-    pub fn events(&self) -> impl Iterator<Item = &Event> {
-        self.events.iter()
+    /// Its recent events and exits.
+    pub fn history(&self) -> &History {
+        &self.history
     }
 
     /// What the process last said of itself (sd_notify `STATUS=`).
@@ -353,15 +335,10 @@ impl Watch {
         }
     }
 
-    /// Remembers `what` among the watch's recent events (for `status`).
+    /// Remembers `what` among the watch's recent events.
     fn note(&mut self, what: String) {
-        if self.events.len() == RECENT_EVENTS {
-            self.events.pop_front();
-        }
-        self.events.push_back(Event {
-            at: self.now().wall,
-            what,
-        });
+        let at = self.now().wall;
+        self.history.note(at, what);
     }
 
     fn notice(
@@ -693,7 +670,7 @@ impl Watch {
         };
         self.timers.disarm_process();
         self.settle_queue_behind_restart();
-        self.last_exit = Some(LastExit {
+        self.history.exited(Exit {
             status,
             at: now.wall,
             pid: process.pid,
@@ -740,6 +717,7 @@ impl Watch {
     }
 }
 
+mod history;
 mod ladder;
 #[cfg(test)]
 mod tests;

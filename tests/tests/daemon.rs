@@ -72,6 +72,44 @@ start = "/bin/sh -c 'while :; do sleep 1; done'"
 }
 
 #[test]
+fn each_watch_keeps_its_recent_exits_through_a_restart_of_the_daemon() {
+    use nix::sys::signal::Signal::{SIGINT, SIGKILL, SIGTERM};
+    let mut d = one_sleeper();
+    let mut killed = Vec::new();
+    for signal in [SIGKILL, SIGTERM, SIGINT] {
+        let up = d.wait_status("s", "up", |s| s.state == State::Up);
+        let pid = pid_of(&up);
+        kill(pid, signal);
+        d.wait_replaced("s", pid);
+        killed.push((pid, format!("killed by {signal:?}")));
+    }
+    let s = d.status("s");
+    let exits: Vec<(u32, String)> = s
+        .exits
+        .iter()
+        .map(|e| (e.pid, e.status.text.clone()))
+        .collect();
+    assert_eq!(exits, killed, "oldest first: {s}");
+    assert_eq!(s.last_exit.as_ref(), s.exits.last(), "{s}");
+    let shown = String::from_utf8_lossy(&d.cli(&["status", "s"]).stdout).to_string();
+    for (pid, text) in &killed[..2] {
+        assert!(
+            shown.contains(&format!("exited  {text} at "))
+                && shown.contains(&format!("(pid {pid})")),
+            "the earlier exits under the row: {shown}"
+        );
+    }
+    // The state file keeps the last exit (the history is the daemon's).
+    d.kill9_and_restart();
+    let s = d.wait_status("s", "re-adopted", |s| s.state == State::Up);
+    assert_eq!(
+        s.exits.iter().map(|e| e.pid).collect::<Vec<_>>(),
+        [killed[2].0],
+        "{s}"
+    );
+}
+
+#[test]
 fn stop_escalates_and_leaves_no_descendant() {
     let d = RunningDaemon::start(
         r#"

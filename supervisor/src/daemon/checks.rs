@@ -86,7 +86,9 @@ impl Daemon {
                 continue;
             };
             let sample = || conditions::sample(&reach.members(process.pid), cgroup.as_ref());
-            let Some(fired) = conditions.check(now, &sample) else {
+            let fired = conditions.check(now, &sample);
+            self.unpublished.insert(name.clone());
+            let Some(fired) = fired else {
                 continue;
             };
             self.fire(&name, process.pid, fired.action, fired.reason);
@@ -220,7 +222,9 @@ impl Daemon {
             );
         }
         let message = outcome.message.clone();
-        match health.record(outcome, waiting) {
+        let verdict = health.record(outcome, waiting);
+        self.unpublished.insert(name.clone());
+        match verdict {
             Verdict::Nothing => {}
             Verdict::Ready => {
                 let actions = watch.ready(&format!("health check passed: {message}"), Now::read());

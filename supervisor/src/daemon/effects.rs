@@ -46,8 +46,9 @@ impl Daemon {
                 return;
             }
             for name in std::mem::take(&mut self.touched) {
-                self.publish(&name);
+                self.send_notices(&name);
                 self.settle_waiters(&name);
+                self.unpublished.insert(name.clone());
                 self.unsaved.insert(name);
             }
             self.start_ordered();

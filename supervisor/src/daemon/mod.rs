@@ -11,7 +11,8 @@
 //! watches decide, then the settle phase), `starts` (launches, pid files,
 //! helper commands), `reach` (finding and signalling a watch's processes),
 //! `requests` (control requests and the requests waiting on watches),
-//! `persist` (the state file and resuming from it), `checks` (conditions
+//! `persist` (the state file and resuming from it), `shown` (the snapshot
+//! readers see, published each turn), `checks` (conditions
 //! and health probes), `readiness` (sd_notify), `notices` (to the
 //! notifiers) and `reload` (hot reload, parsed off the loop).
 mod checks;
@@ -23,6 +24,7 @@ mod reach;
 mod readiness;
 mod reload;
 mod requests;
+mod shown;
 mod slot;
 mod spawner;
 mod starts;
@@ -56,6 +58,7 @@ use crate::{
     output::Logs,
     process::{Pid, ProcessId},
     protocol::Missing,
+    snapshot::Publisher,
     state::StateDir,
     tree::Trees,
     watch::{Action, Now, Timer, Watch},
@@ -162,6 +165,14 @@ pub struct Daemon {
     effects: std::collections::VecDeque<(String, Action)>,
     /// Watches that changed since the last settle phase.
     touched: std::collections::BTreeSet<String>,
+    /// What `status` (and every other reader) sees, and the watches whose
+    /// entry there may be out of date.
+    publisher: Publisher,
+    unpublished: std::collections::BTreeSet<String>,
+    /// Watches were added or removed, or their `after` changed.
+    order_stale: bool,
+    /// Whether the last version published was settled.
+    published_settled: bool,
     /// The delays the watches asked for, with the name and serial of the
     /// slot that asked.
     timers: DelayQueue<(String, u64, Timer)>,
@@ -209,7 +220,8 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
     // SAFETY: malloc_trim only releases free heap memory.
     unsafe { libc::malloc_trim(0) };
     let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Incoming>();
-    let in_flight = control::serve(&config.daemon.socket, control_tx)?;
+    let (publisher, snapshot) = Publisher::new();
+    let in_flight = control::serve(&config.daemon.socket, control_tx, snapshot)?;
     let (cgroups, trees) = tracking(&config, state_file.instance())?;
     let (tx, rx) = mpsc::unbounded_channel();
     // Off-loop starts need clone3 (the fd slots), and fork tracking sees
@@ -251,6 +263,10 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
         pending_starts: Default::default(),
         effects: Default::default(),
         touched: Default::default(),
+        publisher,
+        unpublished: Default::default(),
+        order_stale: true,
+        published_settled: false,
         timers: DelayQueue::new(),
         tx,
         rx,
@@ -267,6 +283,7 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
     // start failed): with spawner threads, the last starts are made after
     // the loop has handed them over.
     let mut announced = false;
+    let save_wanted = daemon.publisher.save_wanted.clone();
     let mut sweep = tokio::time::interval_at((Instant::now() + SWEEP_EVERY).into(), SWEEP_EVERY);
     loop {
         if !announced && daemon.starting() == 0 {
@@ -302,6 +319,10 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
                 daemon.start_load(source, Missing::default(), None);
             }
             _ = sweep.tick() => daemon.sweep(),
+            // A reader waits for what it is shown to be in the state file.
+            () = save_wanted.notified(), if daemon.state_unsaved() => {
+                daemon.save_state();
+            }
             () = std::future::ready(()), if !daemon.pending_starts.is_empty() => {
                 daemon.start_pending();
                 // The other tasks (the control socket's among them) run
@@ -318,10 +339,18 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
             // times.
             _ = tokio::time::sleep_until((daemon.last_save + daemon.save_pause).into()), if daemon.state_unsaved() => {
                 daemon.save_state();
+                daemon.publish_snapshot();
                 continue;
             }
         }
         daemon.settle();
+        // Also while something is always ready (the starts at start-up).
+        if daemon.state_unsaved() && daemon.last_save.elapsed() >= daemon.save_pause {
+            daemon.save_state();
+        }
+        // Before the loop next yields, so that a client answered in this
+        // turn (on this thread) then sees what the answer said.
+        daemon.publish_snapshot();
         if daemon.quitting && daemon.spawner.as_ref().is_some_and(|s| s.in_flight() > 0) {
             // What is being started is followed (and saved) first: it
             // would run on unwatched, and be started again by the next

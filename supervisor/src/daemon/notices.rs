@@ -14,7 +14,7 @@ use crate::{
 
 impl Daemon {
     /// Hands what happened to watch `name` to the notifiers.
-    pub(super) fn publish(&mut self, name: &str) {
+    pub(super) fn send_notices(&mut self, name: &str) {
         let Some(watch) = self.slots.get_mut(name).map(|s| &mut s.watch) else {
             return;
         };

@@ -121,6 +121,7 @@ impl Daemon {
         };
         if let Some(status) = message.status {
             watch.says(status);
+            self.unpublished.insert(name.clone());
         }
         if message.ready && watch.awaiting_ready() {
             let actions = watch.ready("READY=1", Now::read());

@@ -84,12 +84,17 @@ impl Daemon {
         );
         let added: Vec<String> = plan.added.iter().map(|w| w.name.clone()).collect();
         let changed: Vec<String> = plan.changed.iter().map(|w| w.name.clone()).collect();
+        // Each of them is shown anew (a watch removed and added again is
+        // another watch).
+        self.order_stale = true;
         for config in plan.added {
+            self.unpublished.insert(config.name.clone());
             self.slots
                 .insert(config.name.clone(), WatchSlot::new(Watch::new(config)));
         }
         for config in plan.changed {
             let name = config.name.clone();
+            self.unpublished.insert(name.clone());
             if let Some(watch) = self.slots.get_mut(&name).map(|s| &mut s.watch) {
                 watch.reconfigure(config);
                 if watch.process().is_some() {

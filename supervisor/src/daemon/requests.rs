@@ -5,13 +5,10 @@ use std::time::SystemTime;
 use anyhow::Result;
 use tokio::sync::oneshot;
 
-use crate::{conditions::Conditions, health::Health};
 use crate::{
     control::Incoming,
-    protocol::{
-        DaemonInfo, EventStatus, FdCount, LastExitStatus, Request, Response, Summary, WatchStatus,
-    },
-    watch::{Command, Now, State, Watch},
+    protocol::{DaemonInfo, FdCount, Request, Response, Summary},
+    watch::{Command, Now, State},
 };
 
 use super::{reach::signal_group, Daemon};
@@ -60,6 +57,7 @@ impl Daemon {
             log::info!("{name} removed");
             let slot = self.slots.remove(name).expect("looked up");
             self.state_stale = true;
+            self.order_stale = true;
             if let Some(cgroup) = &slot.cgroup {
                 cgroup.remove();
             }
@@ -151,12 +149,14 @@ impl Daemon {
             .values()
             .map(|s| &s.watch)
             .filter(|w| {
-                target.is_none_or(|t| w.name() == t || w.config().group.as_deref() == Some(t))
+                target.is_none_or(|t| {
+                    crate::protocol::names(t, w.name(), w.config().group.as_deref())
+                })
             })
             .map(|w| w.name().to_owned())
             .collect();
         match target {
-            Some(t) if names.is_empty() => Err(format!("no watch or group named '{t}'")),
+            Some(t) if names.is_empty() => Err(crate::protocol::no_target(t)),
             _ => Ok(self.in_start_order(names)),
         }
     }
@@ -197,23 +197,14 @@ impl Daemon {
             log::info!("control: {line} (from {from})");
         }
         match request {
+            // Answered from the snapshot by the control socket; here only
+            // if a request reaches the loop some other way.
             Request::Status { target } => {
-                let response = match self.targets(target.as_deref()) {
-                    Ok(names) => Response {
-                        summary: Some(Summary::Info(Box::new(self.info(false)))),
-                        ..Response::ok(
-                            names
-                                .iter()
-                                .filter_map(|n| self.slots.get(n))
-                                .map(|s| {
-                                    status_of(&s.watch, s.conditions.as_ref(), s.health.as_ref())
-                                })
-                                .collect(),
-                        )
-                    },
-                    Err(e) => Response::error(e),
-                };
-                let _ = reply.send(response);
+                let _ = reply.send(
+                    self.publisher
+                        .latest()
+                        .status(target.as_deref(), SystemTime::now()),
+                );
             }
             Request::Command { command, target } => {
                 let names = match self.targets(target.as_deref()) {
@@ -373,44 +364,5 @@ impl Daemon {
     pub(super) fn terminated(&self) -> bool {
         self.terminating
             .is_some_and(|id| !self.replies.contains_key(&id))
-    }
-}
-
-pub(super) fn status_of(
-    watch: &Watch,
-    conditions: Option<&Conditions>,
-    health: Option<&Health>,
-) -> WatchStatus {
-    let uptime = watch
-        .started_at()
-        .and_then(|t| SystemTime::now().duration_since(t).ok())
-        .map(|d| d.as_secs_f64());
-    WatchStatus {
-        name: watch.name().to_owned(),
-        group: watch.config().group.clone(),
-        state: watch.state(),
-        pid: watch.process().map(|p| p.pid.get()),
-        uptime_secs: uptime,
-        restarts: watch.restarts(),
-        last_exit: watch.last_exit().map(|e| LastExitStatus {
-            status: e.status.report(),
-            at: crate::exit::unix_seconds(e.at),
-            pid: e.pid.get(),
-        }),
-        last_error: watch.last_error().map(str::to_owned),
-        backoff_secs: watch.backoff().map(|(d, _)| d.as_secs_f64()),
-        conditions: conditions.map_or_else(Vec::new, Conditions::status),
-        ready: watch.config().ready.name().to_owned(),
-        health: health.map(Health::status),
-        said: watch.said().map(str::to_owned),
-        events: watch
-            .events()
-            .map(|e| EventStatus {
-                at: crate::exit::unix_seconds(e.at),
-                what: e.what.clone(),
-            })
-            .collect(),
-        stdout: watch.config().stdout.clone(),
-        stderr: watch.config().stderr.clone(),
     }
 }

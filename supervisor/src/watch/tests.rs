@@ -216,8 +216,8 @@ fn timestamps_come_from_the_event_not_a_clock() {
     w.spawned(process(10), t(5_000));
     assert_eq!(w.started_at, Some(t(5_000).wall));
     w.exited(ExitStatus::Exited(2), t(7_000));
-    assert_eq!(w.last_exit.as_ref().map(|e| e.at), Some(t(7_000).wall));
-    assert!(w.events.iter().all(|e| e.at <= t(7_000).wall));
+    assert_eq!(w.last_exit().map(|e| e.at), Some(t(7_000).wall));
+    assert!(w.history().events().all(|e| e.at <= t(7_000).wall));
 }
 
 fn with_stop_command(mut w: Watch) -> Watch {
@@ -245,6 +245,7 @@ fn the_stop_ladder_is_command_then_signal_then_sigkill() {
     assert_eq!(due, t(7100).mono);
     assert_eq!(w.timer_fired(timeout, t(7100)), vec![Action::Kill]);
     assert!(w
+        .history()
         .events()
         .any(|e| e.what.contains("did not stop within stop_timeout")));
     assert!(w

@@ -1,0 +1,78 @@
+//! What readers are shown: each watch's status, built from its slot, and
+//! the snapshot (`crate::snapshot`) published at the end of each loop turn
+//! in which something changed. Only the watches that changed are built
+//! again. Reads the slots; changes nothing but the publisher.
+use crate::{
+    protocol::{EventStatus, LastExitStatus, WatchStatus},
+    snapshot::Shown,
+    watch::Exit,
+};
+
+use super::{slot::WatchSlot, Daemon};
+
+impl Daemon {
+    /// Publishes what changed since the last turn, if anything did.
+    pub(super) fn publish_snapshot(&mut self) {
+        let settled = self.unsaved.is_empty();
+        if !self.order_stale && self.unpublished.is_empty() && settled == self.published_settled {
+            return;
+        }
+        if std::mem::take(&mut self.order_stale) {
+            let order = self.in_start_order(self.slots.keys().cloned().collect());
+            let slots = &self.slots;
+            self.publisher
+                .reorder(order, |name| slots.get(name).map(shown));
+        }
+        for name in std::mem::take(&mut self.unpublished) {
+            if let Some(slot) = self.slots.get(&name) {
+                self.publisher.update(&name, shown(slot));
+            }
+        }
+        self.publisher.publish(self.info(false), settled);
+        self.published_settled = settled;
+    }
+}
+
+fn shown(slot: &WatchSlot) -> Shown {
+    let watch = &slot.watch;
+    let history = watch.history();
+    Shown {
+        started_at: watch.started_at(),
+        status: WatchStatus {
+            name: watch.name().to_owned(),
+            group: watch.config().group.clone(),
+            state: watch.state(),
+            pid: watch.process().map(|p| p.pid.get()),
+            uptime_secs: None,
+            restarts: watch.restarts(),
+            last_exit: watch.last_exit().map(exit_status),
+            last_error: watch.last_error().map(str::to_owned),
+            backoff_secs: watch.backoff().map(|(d, _)| d.as_secs_f64()),
+            conditions: slot
+                .conditions
+                .as_ref()
+                .map_or_else(Vec::new, |c| c.status()),
+            ready: watch.config().ready.name().to_owned(),
+            health: slot.health.as_ref().map(|h| h.status()),
+            said: watch.said().map(str::to_owned),
+            events: history
+                .events()
+                .map(|e| EventStatus {
+                    at: crate::exit::unix_seconds(e.at),
+                    what: e.what.clone(),
+                })
+                .collect(),
+            exits: history.exits().map(exit_status).collect(),
+            stdout: watch.config().stdout.clone(),
+            stderr: watch.config().stderr.clone(),
+        },
+    }
+}
+
+fn exit_status(exit: &Exit) -> LastExitStatus {
+    LastExitStatus {
+        status: exit.status.report(),
+        at: crate::exit::unix_seconds(exit.at),
+        pid: exit.pid.get(),
+    }
+}

@@ -1,0 +1,100 @@
+//! What happened to one watch, bounded: its recent events (transitions,
+//! conditions, failed starts) and its recent exits, oldest first. `status`
+//! shows both; the exit forensics and the event stream hang their data
+//! here. Data only: the state machine records into it, with the time it
+//! was handed, and a watch killed thousands of times keeps only the last.
+use std::{collections::VecDeque, time::SystemTime};
+
+use serde::Serialize;
+
+use crate::{exit::ExitStatus, process::Pid};
+
+/// How many events a watch keeps (what `status` shows).
+pub const EVENTS: usize = 10;
+
+/// How many exits a watch keeps.
+pub const EXITS: usize = 20;
+
+/// Something that happened to a watch, as its log line said.
+#[derive(Clone, Debug, Serialize)]
+pub struct Event {
+    #[serde(with = "crate::exit::unix_time")]
+    pub at: SystemTime,
+    pub what: String,
+}
+
+/// One death of a watch's process.
+#[derive(Clone, Debug, Serialize)]
+pub struct Exit {
+    pub status: ExitStatus,
+    #[serde(with = "crate::exit::unix_time")]
+    pub at: SystemTime,
+    pub pid: Pid,
+}
+
+#[derive(Debug, Default)]
+pub struct History {
+    events: VecDeque<Event>,
+    exits: VecDeque<Exit>,
+}
+
+impl History {
+    pub fn note(&mut self, at: SystemTime, what: String) {
+        if self.events.len() == EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(Event { at, what });
+    }
+
+    pub fn exited(&mut self, exit: Exit) {
+        if self.exits.len() == EXITS {
+            self.exits.pop_front();
+        }
+        self.exits.push_back(exit);
+    }
+
+    /// Oldest first.
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
+        self.events.iter()
+    }
+
+    /// Oldest first.
+    pub fn exits(&self) -> impl Iterator<Item = &Exit> {
+        self.exits.iter()
+    }
+
+    pub fn last_exit(&self) -> Option<&Exit> {
+        self.exits.back()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn keeps_the_newest_within_its_bounds() {
+        let mut history = History::default();
+        for i in 0..1000u64 {
+            history.note(at(i), format!("event {i}"));
+            history.exited(Exit {
+                status: ExitStatus::Exited(1),
+                at: at(i),
+                pid: Pid::new(1000 + i as u32).expect("nonzero"),
+            });
+        }
+        let events: Vec<&str> = history.events().map(|e| e.what.as_str()).collect();
+        assert_eq!(events.len(), EVENTS);
+        assert_eq!(events.first(), Some(&"event 990"));
+        assert_eq!(events.last(), Some(&"event 999"));
+        assert_eq!(history.exits().count(), EXITS);
+        assert_eq!(history.exits().next().map(|e| e.pid.get()), Some(1980));
+        assert_eq!(history.last_exit().map(|e| e.pid.get()), Some(1999));
+    }
+}
