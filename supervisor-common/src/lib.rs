@@ -27,6 +27,52 @@ pub struct ExitRecord {
     /// exit code in bits 8..16.
     pub wait_status: u32,
     pub comm: [u8; COMM_LEN],
+    /// 1 if `signal` holds who sent the signal that ended the process.
+    pub has_signal: u32,
+    pub _pad: u32,
+    pub signal: SignalRecord,
+}
+
+/// Key of the signal map: the target process and the signal.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignalKey {
+    pub tgid: u32,
+    pub signal: u32,
+}
+
+/// The last signal of one kind sent to a watched process, recorded in the
+/// sender's context when it is sent (the sender may be gone by the time
+/// the process dies, let alone when userspace reads the record).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SignalRecord {
+    /// When it was sent (`bpf_ktime_get_ns`, CLOCK_MONOTONIC).
+    pub ktime_ns: u64,
+    /// `start_boottime` of the target's leader: with the key's tgid, the
+    /// process it was sent to (not a later one with its pid).
+    pub target_start_boottime_ns: u64,
+    /// `start_boottime` of the sender's leader, to tell the sender from a
+    /// later process with its pid.
+    pub sender_start_boottime_ns: u64,
+    /// `si_addr`, for the faults (SIGSEGV, SIGBUS, SIGILL, SIGFPE,
+    /// SIGTRAP) the kernel raises with a positive `si_code`.
+    pub addr: u64,
+    /// The task that was running when the signal was generated: the
+    /// sender of a `kill`, the faulting task, or whichever task the
+    /// kernel was serving (an allocation, for the OOM killer).
+    pub sender_tgid: u32,
+    pub sender_tid: u32,
+    /// Its real uid.
+    pub sender_uid: u32,
+    /// tgid of its parent (`real_parent`).
+    pub parent_tgid: u32,
+    pub signal: u32,
+    /// `si_code`: `SI_USER` (0) from kill, `SI_TKILL` (-6), `SI_QUEUE`
+    /// (-1), `SI_KERNEL` (0x80), or a fault's code.
+    pub code: i32,
+    pub sender_comm: [u8; COMM_LEN],
+    pub parent_comm: [u8; COMM_LEN],
 }
 
 /// Value of the watched-process map, keyed by tgid.
@@ -71,7 +117,9 @@ pub mod stat {
 /// Map and global names, shared so a typo cannot split the two sides.
 pub mod names {
     pub const PROGRAM: &str = "sched_process_exit";
+    pub const SIGNAL_PROGRAM: &str = "signal_generate";
     pub const EVENTS: &str = "EVENTS";
+    pub const SIGNALS: &str = "SIGNALS";
     pub const WATCHED: &str = "WATCHED";
     pub const STATS: &str = "STATS";
 
@@ -91,8 +139,11 @@ pub mod names {
         pub const SIGNAL_FLAGS: &str = "SIGNAL_FLAGS";
         pub const SIGNAL_GROUP_EXIT_CODE: &str = "SIGNAL_GROUP_EXIT_CODE";
         pub const SIGNAL_LIVE: &str = "SIGNAL_LIVE";
+        pub const TASK_COMM: &str = "TASK_COMM";
+        pub const SIGINFO_CODE: &str = "SIGINFO_CODE";
+        pub const SIGINFO_FIELDS: &str = "SIGINFO_FIELDS";
 
-        pub const ALL: [&str; 12] = [
+        pub const ALL: [&str; 15] = [
             REPORT_ALL,
             NS_PER_TICK,
             TP_GROUP_DEAD,
@@ -105,6 +156,9 @@ pub mod names {
             SIGNAL_FLAGS,
             SIGNAL_GROUP_EXIT_CODE,
             SIGNAL_LIVE,
+            TASK_COMM,
+            SIGINFO_CODE,
+            SIGINFO_FIELDS,
         ];
     }
 }
@@ -112,10 +166,16 @@ pub mod names {
 /// Capacity of the watched-process map.
 pub const MAX_WATCHED: u32 = 65_536;
 
+/// Capacity of the signal map (least recently used entries go first: a
+/// process that handled a signal and lived on leaves its entry behind).
+pub const MAX_SIGNALS: u32 = 16_384;
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: both are plain `#[repr(C)]` integers with no padding holes
     // that could leak uninitialised memory.
     unsafe impl aya::Pod for super::ExitRecord {}
     unsafe impl aya::Pod for super::WatchEntry {}
+    unsafe impl aya::Pod for super::SignalKey {}
+    unsafe impl aya::Pod for super::SignalRecord {}
 }

@@ -1,4 +1,5 @@
-//! The kernel side: one record per process death into a ring buffer.
+//! The kernel side: one record per process death into a ring buffer, with
+//! who sent the signal that ended it.
 //!
 //! Attached to `sched/sched_process_exit`, which fires once per exiting
 //! thread in the context of that thread. Only the thread that ends its
@@ -6,6 +7,14 @@
 //! tgid, when its last thread goes. Unless `REPORT_ALL` is set, deaths of
 //! processes that are not in `WATCHED` (tgid + start time) are dropped here
 //! and never wake userspace.
+//!
+//! A second program, on the raw tracepoint `signal_generate`, runs in the
+//! sender's context each time a signal is queued. For watched targets only
+//! (the same map), it records the sender of each signal that could end the
+//! process in `SIGNALS`, keyed by target and signal; the exit program
+//! takes the entry of the signal the process died of into its record.
+//! The sender is captured here because it may be gone long before the
+//! death is read.
 //!
 //! Rust eBPF has no CO-RE field relocation, so every `task_struct` and
 //! `signal_struct` offset, and the tracepoint's own field offsets, are
@@ -19,14 +28,16 @@ use core::ptr::read_volatile;
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        bpf_probe_read_kernel,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
-    macros::{map, tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::{RawTracePointContext, TracePointContext},
 };
-use supervisor_common::{stat, ExitRecord, WatchEntry, MAX_WATCHED};
+use supervisor_common::{
+    stat, ExitRecord, SignalKey, SignalRecord, WatchEntry, COMM_LEN, MAX_SIGNALS, MAX_WATCHED,
+};
 
 /// Marks an offset the running kernel does not have.
 const ABSENT: u32 = u32::MAX;
@@ -61,6 +72,24 @@ static SIGNAL_FLAGS: u32 = 0;
 static SIGNAL_GROUP_EXIT_CODE: u32 = 0;
 #[no_mangle]
 static SIGNAL_LIVE: u32 = 0;
+#[no_mangle]
+static TASK_COMM: u32 = 0;
+/// `si_code` and the `_sifields` union in `kernel_siginfo`.
+#[no_mangle]
+static SIGINFO_CODE: u32 = 0;
+#[no_mangle]
+static SIGINFO_FIELDS: u32 = 0;
+
+/// `SEND_SIG_NOINFO` and `SEND_SIG_PRIV`: values of the `siginfo`
+/// argument that are not pointers (a kill from `current`, and the kernel).
+const SEND_SIG_NOINFO: u64 = 0;
+const SEND_SIG_PRIV: u64 = 1;
+const SI_USER: i32 = 0;
+const SI_KERNEL: i32 = 0x80;
+/// `TRACE_SIGNAL_DELIVERED` and `TRACE_SIGNAL_LOSE_INFO`: the signal was
+/// queued (the others: ignored, already pending, or not queued at all).
+const DELIVERED: u64 = 0;
+const LOSE_INFO: u64 = 4;
 
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
@@ -68,12 +97,21 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 #[map(name = "WATCHED")]
 static WATCHED: HashMap<u32, WatchEntry> = HashMap::with_max_entries(MAX_WATCHED, 0);
 
+#[map(name = "SIGNALS")]
+static SIGNALS: LruHashMap<SignalKey, SignalRecord> = LruHashMap::with_max_entries(MAX_SIGNALS, 0);
+
 #[map(name = "STATS")]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let _ = try_exit(&ctx);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "signal_generate")]
+pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
+    let _ = try_signal(&ctx);
     0
 }
 
@@ -146,6 +184,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
     };
     let parent: *const u8 = field(task, global(&TASK_REAL_PARENT))?;
     let ppid: u32 = field(parent, global(&TASK_TGID))?;
+    let (has_signal, signal) = fatal_signal(tgid, start_boottime_ns, wait_status);
 
     match EVENTS.reserve::<ExitRecord>(0) {
         Some(mut entry) => {
@@ -157,7 +196,10 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
                 tid,
                 ppid,
                 wait_status,
-                comm: bpf_get_current_comm().unwrap_or([0; 16]),
+                comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+                has_signal,
+                _pad: 0,
+                signal,
             });
             entry.submit(0);
             count(stat::EMITTED);
@@ -179,6 +221,97 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
             count(stat::DROPPED);
         }
     }
+    Ok(())
+}
+
+/// Who sent the signal a process died of, if `signal_generate` saw it
+/// sent to this very process; its entry goes with the death.
+fn fatal_signal(tgid: u32, start_boottime_ns: u64, wait_status: u32) -> (u32, SignalRecord) {
+    let signal = wait_status & 0x7f;
+    if signal == 0 {
+        return (0, SignalRecord::default());
+    }
+    let key = SignalKey { tgid, signal };
+    // SAFETY: the value is copied out before it is removed.
+    let found = unsafe { SIGNALS.get(&key) }.copied();
+    let _ = SIGNALS.remove(&key);
+    match found {
+        Some(record) if record.target_start_boottime_ns == start_boottime_ns => (1, record),
+        _ => (0, SignalRecord::default()),
+    }
+}
+
+/// Signals whose default action cannot end a process: never recorded
+/// (SIGCHLD alone is sent at every child's death). SIGCHLD, SIGCONT,
+/// SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU, SIGURG, SIGWINCH.
+fn never_fatal(signal: u32) -> bool {
+    matches!(signal, 17..=23 | 28)
+}
+
+/// The signals the kernel raises for a fault, with `si_addr`.
+fn is_fault(signal: u32) -> bool {
+    // SIGILL, SIGTRAP, SIGBUS, SIGFPE, SIGSEGV.
+    matches!(signal, 4 | 5 | 7 | 8 | 11)
+}
+
+/// `TP_PROTO(int sig, struct kernel_siginfo *info, struct task_struct
+/// *task, int group, int result)`.
+fn try_signal(ctx: &RawTracePointContext) -> Result<(), i32> {
+    let signal = ctx.arg::<u64>(0) as u32;
+    let result = ctx.arg::<u64>(4);
+    if signal == 0 || never_fatal(signal) || (result != DELIVERED && result != LOSE_INFO) {
+        return Ok(());
+    }
+    let target: *const u8 = ctx.arg(2);
+    let tgid: u32 = field(target, global(&TASK_TGID))?;
+    // SAFETY: only whether the key is there is used.
+    if global(&REPORT_ALL) == 0 && unsafe { WATCHED.get(tgid) }.is_none() {
+        return Ok(());
+    }
+    let info = ctx.arg::<u64>(1);
+    let (code, addr) = match info {
+        SEND_SIG_NOINFO => (SI_USER, 0),
+        SEND_SIG_PRIV => (SI_KERNEL, 0),
+        pointer => {
+            let info = pointer as *const u8;
+            let code: i32 = field(info, global(&SIGINFO_CODE))?;
+            // `_sigfault._addr` is the union's first member (uapi).
+            let addr = if code > 0 && is_fault(signal) {
+                field::<u64>(info, global(&SIGINFO_FIELDS))?
+            } else {
+                0
+            };
+            (code, addr)
+        }
+    };
+    let target_leader: *const u8 = field(target, global(&TASK_GROUP_LEADER))?;
+    // SAFETY: a helper with no arguments; the pointer is only ever read
+    // through bpf_probe_read_kernel (`field`).
+    let current = unsafe { bpf_get_current_task() } as *const u8;
+    let current_leader: *const u8 = field(current, global(&TASK_GROUP_LEADER))?;
+    let parent: *const u8 = field(current, global(&TASK_REAL_PARENT))?;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let record = SignalRecord {
+        // SAFETY: a helper with no arguments that reads a clock.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        target_start_boottime_ns: field(target_leader, global(&TASK_START_BOOTTIME))?,
+        sender_start_boottime_ns: field(current_leader, global(&TASK_START_BOOTTIME))?,
+        addr,
+        sender_tgid: (pid_tgid >> 32) as u32,
+        sender_tid: pid_tgid as u32,
+        sender_uid: bpf_get_current_uid_gid() as u32,
+        parent_tgid: field(parent, global(&TASK_TGID))?,
+        signal,
+        code,
+        // The processes' names (their leaders'), as `ps` shows them, not
+        // those of the threads involved.
+        sender_comm: field(current_leader, global(&TASK_COMM))?,
+        parent_comm: field(
+            field::<*const u8>(parent, global(&TASK_GROUP_LEADER))?,
+            global(&TASK_COMM),
+        )?,
+    };
+    SIGNALS.insert(&SignalKey { tgid, signal }, &record, 0)?;
     Ok(())
 }
 

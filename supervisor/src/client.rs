@@ -314,9 +314,9 @@ pub async fn status(socket: &Path, args: StatusArgs) -> Result<ExitCode> {
 
 fn row(w: &WatchStatus) -> String {
     let pid = w.pid.map_or("-".into(), |p| p.to_string());
-    let uptime = w
-        .uptime_secs
-        .map_or("-".into(), |s| short_duration(Duration::from_secs_f64(s)));
+    let uptime = w.uptime_secs.map_or("-".into(), |s| {
+        crate::units::short_duration(Duration::from_secs_f64(s))
+    });
     let mut last = match &w.last_exit {
         None => "-".to_owned(),
         Some(exit) => format!(
@@ -339,8 +339,8 @@ fn row(w: &WatchStatus) -> String {
 }
 
 /// The lines under a watch's row: its health check, conditions, what its
-/// process said of itself, and (for one watch) its earlier exits and its
-/// recent events.
+/// process said of itself, and (for one watch) its recent exits, each
+/// with its cause, and its recent events.
 fn details(w: &WatchStatus, events: bool) -> Vec<String> {
     let mut lines = Vec::new();
     if let Some(health) = &w.health {
@@ -373,11 +373,15 @@ fn details(w: &WatchStatus, events: bool) -> Vec<String> {
         lines.push(format!("said    {said}"));
     }
     if events {
-        // The last is on the row already.
-        for exit in w.exits.iter().rev().skip(1) {
+        // Newest first, each with why it died.
+        for exit in w.exits.iter().rev() {
+            let cause = if exit.cause.is_empty() {
+                &exit.status.text
+            } else {
+                &exit.cause
+            };
             lines.push(format!(
-                "exited  {} at {} (pid {})",
-                exit.status.text,
+                "died    {} (pid {}): {cause}",
                 clock(exit.at, "%Y-%m-%d %H:%M:%S"),
                 exit.pid
             ));
@@ -399,16 +403,6 @@ fn clock(unix_time: f64, format: &str) -> String {
                 .to_string()
         })
         .unwrap_or_default()
-}
-
-fn short_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{}s", s / 60, s % 60),
-        3600..86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
-    }
 }
 
 #[cfg(test)]

@@ -108,6 +108,16 @@ impl Serialize for ExitStatus {
     }
 }
 
+/// A death as its watch learns of it: how the process ended, and where
+/// the signal that ended it came from, where the backend could see that.
+#[derive(Clone, Debug)]
+pub struct Death {
+    pub status: ExitStatus,
+    pub origin: Option<crate::origin::Origin>,
+    /// Why there is no origin where the backend cannot see senders.
+    pub senders_unseen: Option<&'static str>,
+}
+
 /// One process death, as every backend reports it.
 #[derive(Clone, Debug, Serialize)]
 pub struct ExitEvent {
@@ -127,6 +137,9 @@ pub struct ExitEvent {
     /// True when found by looking (polling, or re-checking after lost
     /// records) rather than reported as it happened.
     pub discovered: bool,
+    /// Where the signal that killed it came from (eBPF only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<crate::origin::Origin>,
 }
 
 impl ExitEvent {
@@ -143,6 +156,7 @@ impl ExitEvent {
             kernel_ns: None,
             seen_at: SystemTime::now(),
             discovered: false,
+            origin: None,
         }
     }
 

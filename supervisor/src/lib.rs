@@ -23,6 +23,7 @@ pub mod helper;
 pub mod kernel;
 pub mod limits;
 pub mod notification;
+pub mod origin;
 pub mod output;
 pub mod pid_file;
 pub mod proc_connector;

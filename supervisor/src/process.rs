@@ -132,6 +132,23 @@ pub fn stat(pid: Pid) -> io::Result<Option<Stat>> {
     }))
 }
 
+/// The command line of process `id` (arguments joined by spaces, at most
+/// `limit` bytes read), if it still runs; `None` once its pid is gone or
+/// names another process.
+pub fn cmdline(id: ProcessId, limit: usize) -> Option<String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(format!("/proc/{}/cmdline", id.pid)).ok()?;
+    // Opened first, then checked: the file open pins what it reads to the
+    // process that had the pid then.
+    if !matches!(stat(id.pid), Ok(Some(s)) if s.id == id && !s.has_exited()) {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(limit as u64).read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    Some(text.trim_end_matches('\0').replace('\0', " "))
+}
+
 /// The identity of the process that has `pid` now.
 pub fn identify(pid: Pid) -> io::Result<ProcessId> {
     stat(pid)?.map(|s| s.id).ok_or_else(|| {

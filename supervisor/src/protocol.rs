@@ -227,6 +227,17 @@ pub struct LastExitStatus {
     /// Unix time, in seconds.
     pub at: f64,
     pub pid: u32,
+    /// Why it died, in one line: `killed by SIGKILL from pid 4242 (bash,
+    /// uid 1000, parent sshd 4100) after 3h12m`, `stopped by the
+    /// supervisor after 2s: ...`.
+    #[serde(default)]
+    pub cause: String,
+    /// Where the signal that killed it came from (the eBPF backend only).
+    #[serde(default)]
+    pub origin: Option<crate::origin::OriginReport>,
+    /// How long it ran, where its start is known.
+    #[serde(default)]
+    pub lifetime_secs: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -63,8 +63,11 @@ fn line(event: &ExitEvent) -> String {
         .unwrap_or_else(|_| "?".into());
     let ppid = event.ppid.map_or("?".into(), |p| p.to_string());
     let comm = event.comm.as_deref().unwrap_or("?");
-    format!(
-        "{time:<15} {:>7} {ppid:>7} {comm:<16} {}",
-        event.pid, event.status
-    )
+    let status = match (&event.origin, event.status) {
+        (Some(origin), crate::exit::ExitStatus::Killed { core_dumped, .. }) => {
+            origin.describe(event.pid, core_dumped)
+        }
+        _ => event.status.to_string(),
+    };
+    format!("{time:<15} {:>7} {ppid:>7} {comm:<16} {status}", event.pid)
 }

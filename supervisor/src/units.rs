@@ -1,7 +1,8 @@
 //! Values people write by hand: durations (`500ms`, `2m`), sizes (`64KB`)
 //! and signals (`TERM`, `15`). Parsed once, at the edge (a config file, a
 //! command-line flag, a control request), into their types, with an error
-//! that says what was expected. Nothing here panics on any input.
+//! that says what was expected. Nothing here panics on any input. And
+//! durations written back the way people read them.
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -10,6 +11,19 @@ use nix::sys::signal::Signal;
 /// supervisor, and everything below it can be added to a clock reading
 /// without overflowing.
 pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A duration as a person reads it, to two units: `350ms`, `42s`, `3m12s`,
+/// `3h12m`, `2d4h`.
+pub fn short_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 if d.subsec_millis() > 0 => format!("{}ms", d.subsec_millis()),
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
+    }
+}
 
 /// Parses `250ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -18,7 +18,7 @@ pub use self::timers::{Delay, Timer};
 pub use crate::protocol::{Command, State};
 use crate::{
     config::{NotifyEvent, Readiness, WatchConfig},
-    exit::ExitStatus,
+    exit::{Death, ExitStatus},
     process::ProcessId,
     state::{SavedExit, SavedWatch},
 };
@@ -67,6 +67,16 @@ pub enum Action {
     Timer { at: Instant, timer: Timer },
 }
 
+/// A command waiting for the watch to be free.
+#[derive(Debug)]
+struct Queued {
+    command: Command,
+    /// An operator asked for it.
+    asked: bool,
+    /// Who or what asked, in words (for the exit it causes).
+    why: String,
+}
+
 /// Something an operator may want to hear about, for the notifiers.
 #[derive(Clone, Debug)]
 pub struct Notice {
@@ -92,12 +102,16 @@ pub struct Watch {
     backoff: Option<(Duration, Instant)>,
     /// Commands that arrived while the watch was busy, and whether an
     /// operator asked for each; never dropped.
-    queue: VecDeque<(Command, bool)>,
+    queue: VecDeque<Queued>,
     /// The start under way was asked for by an operator: the crash-loop
     /// backoff never holds it back, and it is not counted as a crash.
     asked: bool,
     /// Its recent events and exits.
     history: History,
+    /// Why the supervisor is stopping (or restarting) the process now.
+    stopping: Option<String>,
+    /// It did not stop within `stop_timeout` and was sent SIGKILL.
+    killed_at_timeout: bool,
     /// What happened since the daemon last took them, for notifications.
     notices: Vec<Notice>,
     /// Why the watch is starting again, until it is up (a restart).
@@ -133,6 +147,8 @@ impl Watch {
             backoff: None,
             queue: VecDeque::new(),
             history: History::default(),
+            stopping: None,
+            killed_at_timeout: false,
             notices: Vec::new(),
             restarting: None,
             said: None,
@@ -154,6 +170,9 @@ impl Watch {
                 status: e.status(),
                 at: UNIX_EPOCH + Duration::try_from_secs_f64(e.at).ok()?,
                 pid: crate::process::Pid::new(e.pid)?,
+                cause: e.status().to_string(),
+                origin: None,
+                lifetime: None,
             })
         });
         if let Some(exit) = exit {
@@ -196,6 +215,9 @@ impl Watch {
             status: ExitStatus::Unknown,
             at: now.wall,
             pid,
+            cause: "died while no supervisor was running".to_owned(),
+            origin: None,
+            lifetime: None,
         });
         self.restarts += 1;
     }
@@ -375,27 +397,37 @@ impl Watch {
     }
 
     /// Queues `command`, which the daemon decided on (a condition, a
-    /// reload, start-up); returns the actions for whatever can run now.
-    pub fn command(&mut self, command: Command, now: Now) -> Vec<Action> {
-        self.now = Some(now);
-        self.queue.push_back((command, false));
-        self.run_queue()
+    /// reload, start-up) for the reason `why`; returns the actions for
+    /// whatever can run now.
+    pub fn command(&mut self, command: Command, why: &str, now: Now) -> Vec<Action> {
+        self.queue(command, false, why, now)
     }
 
-    /// Queues `command`, which an operator asked for.
-    pub fn asked(&mut self, command: Command, now: Now) -> Vec<Action> {
+    /// Queues `command`, which an operator asked for (`why` says who).
+    pub fn asked(&mut self, command: Command, why: &str, now: Now) -> Vec<Action> {
+        self.queue(command, true, why, now)
+    }
+
+    fn queue(&mut self, command: Command, asked: bool, why: &str, now: Now) -> Vec<Action> {
         self.now = Some(now);
-        self.queue.push_back((command, true));
+        self.queue.push_back(Queued {
+            command,
+            asked,
+            why: why.to_owned(),
+        });
         self.run_queue()
     }
 
     fn run_queue(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
         while !self.busy() {
-            let Some((command, asked)) = self.queue.pop_front() else {
+            let Some(queued) = self.queue.pop_front() else {
                 break;
             };
-            actions.extend(self.apply(command, asked));
+            if matches!(queued.command, Command::Stop | Command::Restart) {
+                self.stopping = Some(queued.why);
+            }
+            actions.extend(self.apply(queued.command, queued.asked));
         }
         actions
     }
@@ -477,17 +509,25 @@ impl Watch {
         if self.state != State::Restart {
             return;
         }
-        while let Some((Command::Start | Command::Restart | Command::Monitor, _)) =
-            self.queue.front()
-        {
+        while self.queue.front().is_some_and(|q| {
+            matches!(
+                q.command,
+                Command::Start | Command::Restart | Command::Monitor
+            )
+        }) {
             self.queue.pop_front();
         }
-        if let Some((Command::Stop | Command::Unmonitor, _)) = self.queue.front() {
-            let (command, _) = self.queue.pop_front().expect("looked at");
+        if self
+            .queue
+            .front()
+            .is_some_and(|q| matches!(q.command, Command::Stop | Command::Unmonitor))
+        {
+            let queued = self.queue.pop_front().expect("looked at");
             self.moved(
                 State::Stop,
-                &format!("{} requested during the restart", command.verb()),
+                &format!("{} requested during the restart", queued.command.verb()),
             );
+            self.stopping = Some(queued.why);
         }
     }
 
@@ -663,29 +703,37 @@ impl Watch {
     }
 
     /// The process is gone (reaped). Decides what follows.
-    pub fn exited(&mut self, status: ExitStatus, now: Now) -> Vec<Action> {
+    pub fn exited(&mut self, death: Death, now: Now) -> Vec<Action> {
         self.now = Some(now);
         let Some(process) = self.process.take() else {
             return Vec::new();
         };
+        let status = death.status;
         self.timers.disarm_process();
         self.settle_queue_behind_restart();
+        let lifetime = self
+            .started_at
+            .take()
+            .and_then(|t| now.wall.duration_since(t).ok());
+        let cause = self.cause(process.pid, &death, lifetime);
         self.history.exited(Exit {
             status,
             at: now.wall,
             pid: process.pid,
+            cause: cause.clone(),
+            origin: death.origin,
+            lifetime,
         });
-        self.started_at = None;
         let reason = match self.state {
             State::Start if self.last_error.is_none() => {
                 let error = format!(
-                    "process {} exited before it was ready: {status}",
+                    "process {} exited before it was ready: {cause}",
                     process.pid
                 );
                 self.failed(error.clone());
                 error
             }
-            _ => format!("process {} exited: {status}", process.pid),
+            _ => format!("process {} exited: {cause}", process.pid),
         };
         let unasked = matches!(self.state, State::Up | State::Start);
         if unasked {
@@ -717,6 +765,7 @@ impl Watch {
     }
 }
 
+mod cause;
 mod history;
 mod ladder;
 #[cfg(test)]

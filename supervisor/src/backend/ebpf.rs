@@ -8,18 +8,19 @@
 use anyhow::{bail, Context as _, Result};
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use supervisor_common::{
     names::{self, globals},
-    stat, ExitRecord, WatchEntry,
+    stat, ExitRecord, SignalRecord, WatchEntry,
 };
 use tokio::io::{unix::AsyncFd, Interest};
 
 use super::{kernel_layout::KernelLayout, tracefs, Counters, Options, Scope, Tracked};
 use crate::{
     exit::{ExitEvent, ExitStatus},
+    origin::{Code, Origin, Sender},
     process::{self, Pid, ProcessId, StartTime},
 };
 
@@ -34,6 +35,8 @@ pub struct EbpfBackend {
     counters: Counters,
     /// Records were read since the drop counter was last looked at.
     drained_since_check: bool,
+    /// The signal program runs: records say who sent a fatal signal.
+    senders: bool,
     /// Keeps the program loaded and attached; dropped with the backend.
     _ebpf: Ebpf,
 }
@@ -73,7 +76,10 @@ impl EbpfBackend {
                 &layout.signal_group_exit_code,
                 true,
             )
-            .override_global(globals::SIGNAL_LIVE, &layout.signal_live, true);
+            .override_global(globals::SIGNAL_LIVE, &layout.signal_live, true)
+            .override_global(globals::TASK_COMM, &layout.task_comm, true)
+            .override_global(globals::SIGINFO_CODE, &layout.siginfo_code, true)
+            .override_global(globals::SIGINFO_FIELDS, &layout.siginfo_fields, true);
         if let Some(bytes) = options.ring_bytes {
             loader.map_max_entries(names::EVENTS, bytes);
         }
@@ -90,6 +96,10 @@ impl EbpfBackend {
         program
             .attach("sched", "sched_process_exit")
             .context("attaching to tracepoint sched/sched_process_exit")?;
+        // Without it deaths are still reported, only not who sent them.
+        let senders = attach_signal_program(&mut ebpf)
+            .inspect_err(|e| log::warn!("eBPF: {e:#}; exits will not say who sent the signal"))
+            .is_ok();
 
         let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("no EVENTS map")?)?;
         let watched =
@@ -108,8 +118,14 @@ impl EbpfBackend {
             tracked: Tracked::default(),
             counters: Counters::default(),
             drained_since_check: false,
+            senders,
             _ebpf: ebpf,
         })
+    }
+
+    /// Whether its records say who sent a fatal signal.
+    pub fn sees_senders(&self) -> bool {
+        self.senders
     }
 
     pub fn watch(&mut self, process: ProcessId) -> Result<()> {
@@ -231,13 +247,57 @@ impl EbpfBackend {
     }
 }
 
+fn attach_signal_program(ebpf: &mut Ebpf) -> Result<()> {
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(names::SIGNAL_PROGRAM)
+        .context("the eBPF object has no signal program")?
+        .try_into()?;
+    program
+        .load()
+        .context("the kernel refused the signal program (verifier or permissions)")?;
+    program
+        .attach("signal_generate")
+        .context("attaching to raw tracepoint signal_generate")?;
+    Ok(())
+}
+
+/// A kernel string: up to its first NUL.
+fn text(bytes: &[u8]) -> String {
+    let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..len]).into_owned()
+}
+
+/// How much of a sender's command line is read.
+const CMDLINE_LIMIT: usize = 4096;
+
+fn origin_from(record: &SignalRecord) -> Option<Origin> {
+    let pid = Pid::new(record.sender_tgid)?;
+    let start = StartTime::from_boottime_ns(record.sender_start_boottime_ns);
+    let code = Code::from_raw(record.code);
+    Some(Origin {
+        signal: record.signal as i32,
+        code,
+        sender: Sender {
+            pid,
+            tid: Pid::new(record.sender_tid).unwrap_or(pid),
+            uid: record.sender_uid,
+            comm: text(&record.sender_comm),
+            parent: Pid::new(record.parent_tgid).map(|p| (p, text(&record.parent_comm))),
+            start,
+            // Read while the sender may still run (a shell that sent it and
+            // exited is gone by now, and says so by having none).
+            cmdline: code
+                .from_a_process()
+                .then(|| process::cmdline(ProcessId { pid, start }, CMDLINE_LIMIT))
+                .flatten(),
+        },
+        addr: matches!(code, Code::Fault(_)).then_some(record.addr),
+        sent_ns: record.ktime_ns,
+    })
+}
+
 fn event_from(record: &ExitRecord) -> ExitEvent {
     let pid = Pid::new(record.tgid).unwrap_or_else(|| Pid::new(u32::MAX).expect("nonzero"));
-    let comm_len = record
-        .comm
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(record.comm.len());
     ExitEvent {
         process: Some(ProcessId {
             pid,
@@ -245,8 +305,11 @@ fn event_from(record: &ExitRecord) -> ExitEvent {
         }),
         tid: Pid::new(record.tid),
         ppid: Pid::new(record.ppid),
-        comm: Some(String::from_utf8_lossy(&record.comm[..comm_len]).into_owned()),
+        comm: Some(text(&record.comm)),
         kernel_ns: Some(record.ktime_ns),
+        origin: (record.has_signal != 0)
+            .then(|| origin_from(&record.signal))
+            .flatten(),
         ..ExitEvent::new(pid, ExitStatus::from_wait_status(record.wait_status))
     }
 }

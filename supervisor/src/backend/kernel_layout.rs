@@ -1,5 +1,6 @@
-//! Offsets the eBPF program needs and cannot compute itself: fields of
-//! `task_struct` and `signal_struct` from the kernel's BTF, and the fields
+//! Offsets the eBPF programs need and cannot compute themselves: fields of
+//! `task_struct`, `signal_struct` and `kernel_siginfo` from the kernel's
+//! BTF, and the fields
 //! of the `sched_process_exit` tracepoint record from its `format` file.
 use std::path::Path;
 
@@ -20,6 +21,10 @@ pub struct KernelLayout {
     pub signal_flags: u32,
     pub signal_group_exit_code: u32,
     pub signal_live: u32,
+    pub task_comm: u32,
+    pub siginfo_code: u32,
+    /// The `_sifields` union.
+    pub siginfo_fields: u32,
     /// `None` on kernels whose tracepoint has no `group_dead` field.
     pub tp_group_dead: Option<u32>,
 }
@@ -31,6 +36,7 @@ impl KernelLayout {
         })?;
         let task = |m: &[&str]| member_offset(&btf, "task_struct", m);
         let signal = |m: &[&str]| member_offset(&btf, "signal_struct", m);
+        let siginfo = |m: &[&str]| member_offset(&btf, "kernel_siginfo", m);
         let format = tracefs.join("events/sched/sched_process_exit/format");
         let format_text = std::fs::read_to_string(&format)
             .with_context(|| format!("reading {}", format.display()))?;
@@ -45,6 +51,9 @@ impl KernelLayout {
             signal_flags: signal(&["flags"])?,
             signal_group_exit_code: signal(&["group_exit_code"])?,
             signal_live: signal(&["live"])?,
+            task_comm: task(&["comm"])?,
+            siginfo_code: siginfo(&["si_code"])?,
+            siginfo_fields: siginfo(&["_sifields"])?,
             tp_group_dead: tracepoint_field(&format_text, "group_dead"),
         })
     }

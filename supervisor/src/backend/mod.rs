@@ -225,6 +225,18 @@ impl Backend {
         }
     }
 
+    /// Why deaths it reports never say who sent the fatal signal; `None`
+    /// when they do (eBPF with its signal program).
+    pub fn senders_unseen(&self) -> Option<&'static str> {
+        match &self.imp {
+            Imp::Ebpf(b) if b.sees_senders() => None,
+            Imp::Ebpf(_) => Some("the eBPF signal program did not load"),
+            Imp::Netlink(_) => Some("the netlink backend cannot see senders"),
+            Imp::Pidfd(_) => Some("the pidfd backend cannot see senders"),
+            Imp::Poll(_) => Some("the poll backend cannot see senders"),
+        }
+    }
+
     /// Starts watching `process`. If it is already gone (or its pid now
     /// belongs to another process) its death is reported by `next_exit`
     /// with an unknown or peeked status; the stranger is never watched.

@@ -107,12 +107,12 @@ impl Daemon {
             }
         );
         if let Some(watch) = self.slots.get_mut(name).map(|s| &mut s.watch) {
-            watch.condition_fired(reason, Now::read());
+            watch.condition_fired(reason.clone(), Now::read());
         }
         self.touched.insert(name.to_owned());
         match action {
-            ConditionAction::Restart => self.command(name, Command::Restart),
-            ConditionAction::Stop => self.command(name, Command::Stop),
+            ConditionAction::Restart => self.command(name, Command::Restart, &reason),
+            ConditionAction::Stop => self.command(name, Command::Stop, &reason),
             ConditionAction::Notify => {}
         }
     }

@@ -16,11 +16,12 @@ use super::{
 };
 
 impl Daemon {
-    pub(super) fn command(&mut self, name: &str, command: Command) {
+    /// Queues `command` for watch `name`; `why` names what decided it.
+    pub(super) fn command(&mut self, name: &str, command: Command, why: &str) {
         let Some(watch) = self.slots.get_mut(name).map(|s| &mut s.watch) else {
             return;
         };
-        let actions = watch.command(command, Now::read());
+        let actions = watch.command(command, why, Now::read());
         self.act(name, actions);
     }
 

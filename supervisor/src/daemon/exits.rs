@@ -8,7 +8,7 @@ use std::{
 };
 
 use crate::{
-    exit::{ExitEvent, ExitStatus},
+    exit::{Death, ExitEvent, ExitStatus},
     process::Pid,
     watch::{Now, State},
 };
@@ -42,9 +42,11 @@ impl Daemon {
     }
 
     pub(super) fn on_exit(&mut self, event: ExitEvent) {
-        let Some(name) = self.procs.get(&event.pid).map(|p| &p.watch).cloned() else {
+        let Some(proc) = self.procs.get_mut(&event.pid) else {
             return;
         };
+        proc.origin = event.origin;
+        let name = proc.watch.clone();
         self.confirm_gone(name, event.pid, Some(event.status));
     }
 
@@ -94,7 +96,12 @@ impl Daemon {
     }
 
     pub(super) fn process_gone(&mut self, name: String, pid: Pid, status: ExitStatus) {
-        self.procs.remove(&pid);
+        let origin = self.procs.remove(&pid).and_then(|p| p.origin);
+        let death = Death {
+            status,
+            origin,
+            senders_unseen: self.backend.senders_unseen(),
+        };
         let _ = self.backend.unwatch(pid);
         let reach = self.reach(&name);
         let Some(watch) = self.slots.get(&name).map(|s| &s.watch) else {
@@ -109,17 +116,17 @@ impl Daemon {
                 State::Stop | State::Restart => watch.config().stop_timeout,
                 _ => Duration::ZERO,
             };
-            self.drain(name, pid, reach, status, grace);
+            self.drain(name, pid, reach, death, grace);
             return;
         }
-        self.finish_exit(&name, status);
+        self.finish_exit(&name, death);
     }
 
-    pub(super) fn finish_exit(&mut self, name: &str, status: ExitStatus) {
+    pub(super) fn finish_exit(&mut self, name: &str, death: Death) {
         let Some(watch) = self.slots.get_mut(name).map(|s| &mut s.watch) else {
             return;
         };
-        let actions = watch.exited(status, Now::read());
+        let actions = watch.exited(death, Now::read());
         self.act(name, actions);
     }
 
@@ -128,7 +135,7 @@ impl Daemon {
         name: String,
         pid: Pid,
         reach: Reach,
-        status: ExitStatus,
+        death: Death,
         grace: Duration,
     ) {
         let tx = self.tx.clone();
@@ -147,7 +154,7 @@ impl Daemon {
                 }
                 tick.tick().await;
             }
-            let _ = tx.send(Internal::GroupEmpty { name, status });
+            let _ = tx.send(Internal::GroupEmpty { name, death });
         });
     }
 

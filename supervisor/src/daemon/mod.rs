@@ -54,7 +54,7 @@ use crate::{
     cgroup::Cgroups,
     config::{Config, Scheduling},
     control::{self, Incoming},
-    exit::ExitStatus,
+    exit::Death,
     output::Logs,
     process::{Pid, ProcessId},
     protocol::Missing,
@@ -86,7 +86,7 @@ enum Internal {
     /// The process has exited for good (its pidfd turned readable).
     Gone { name: String, pid: Pid },
     /// Nothing is left of this process group.
-    GroupEmpty { name: String, status: ExitStatus },
+    GroupEmpty { name: String, death: Death },
     /// What a previous daemon left in watch `name`'s cgroup is gone.
     StraysGone { name: String },
     /// The watch's restart command `helper` has exited.
@@ -311,8 +311,8 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
             Some(incoming) = control_rx.recv() => daemon.on_request(incoming),
             Some(done) = next_done(&mut daemon.spawner) => daemon.spawned(done),
             _ = sigchld.recv() => daemon.reap(),
-            _ = sigterm.recv() => daemon.terminate(None),
-            _ = sigint.recv() => daemon.terminate(None),
+            _ = sigterm.recv() => daemon.terminate(None, "it got SIGTERM"),
+            _ = sigint.recv() => daemon.terminate(None, "it got SIGINT"),
             _ = sigusr1.recv() => daemon.logs.reopen(),
             _ = sighup.recv() => {
                 let source = daemon.config.source.clone();
@@ -422,7 +422,7 @@ impl Daemon {
                     self.confirm_gone(name, pid, None);
                 }
             }
-            Internal::GroupEmpty { name, status, .. } => self.finish_exit(&name, status),
+            Internal::GroupEmpty { name, death } => self.finish_exit(&name, death),
             Internal::Probed { name, pid, outcome } => self.probed(name, pid, outcome),
             Internal::Loaded(loaded) => self.finish_load(loaded),
             Internal::HelperDone(finished) => self.helper_done(finished),

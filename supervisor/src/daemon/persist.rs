@@ -106,7 +106,7 @@ impl Daemon {
     pub(super) fn start_pending(&mut self) {
         let until = Instant::now() + PENDING_SLICE;
         while let Some(name) = self.pending_starts.pop_front() {
-            self.command(&name, Command::Start);
+            self.command(&name, Command::Start, "start-up");
             self.settle();
             if Instant::now() >= until {
                 break;
@@ -197,13 +197,13 @@ impl Daemon {
                     "{name}: cannot open a pidfd for {}: {e}; starting afresh",
                     id.pid
                 );
-                self.command(name, Command::Start);
+                self.command(name, Command::Start, "start-up");
                 return;
             }
         };
         // The pidfd pins the process: check it is still the one we mean.
         if !process::is_alive(id, &Default::default()) {
-            self.command(name, Command::Start);
+            self.command(name, Command::Start, "start-up");
             return;
         }
         self.procs.insert(id.pid, ProcSlot::new(name, pidfd));

@@ -98,7 +98,8 @@ impl Daemon {
             if let Some(watch) = self.slots.get_mut(&name).map(|s| &mut s.watch) {
                 watch.reconfigure(config);
                 if watch.process().is_some() {
-                    self.command(&name, Command::Restart);
+                    let why = format!("its config changed (load of {})", path.display());
+                    self.command(&name, Command::Restart, &why);
                 }
             }
         }
@@ -111,18 +112,19 @@ impl Daemon {
                 .map(|s| &s.watch)
                 .is_some_and(|w| w.config().autostart)
             {
-                self.command(&name, Command::Start);
+                self.command(&name, Command::Start, "added by a load");
             }
         }
+        let gone = format!("no longer in the config (load of {})", path.display());
         for name in &plan.missing {
             match missing {
                 Missing::Leave => {}
-                Missing::Stop => self.command(name, Command::Stop),
+                Missing::Stop => self.command(name, Command::Stop, &gone),
                 Missing::Remove => {
                     if let Some(slot) = self.slots.get_mut(name) {
                         slot.removing = true;
                     }
-                    self.command(name, Command::Stop);
+                    self.command(name, Command::Stop, &gone);
                 }
             }
         }

@@ -215,6 +215,10 @@ impl Daemon {
                     }
                 };
                 let id = self.new_request(names.len(), reply);
+                let why = format!(
+                    "`{}` requested by {from} over the control socket",
+                    command.verb()
+                );
                 let goal = match command {
                     Command::Start | Command::Restart | Command::Monitor => Goal::Up,
                     Command::Stop | Command::Unmonitor => Goal::Unmonitored,
@@ -228,7 +232,7 @@ impl Daemon {
                 for name in &names {
                     self.wait_for(name, goal, id);
                     if let Some(watch) = self.slots.get_mut(name).map(|s| &mut s.watch) {
-                        let actions = watch.asked(command, Now::read());
+                        let actions = watch.asked(command, &why, Now::read());
                         self.act(name, actions);
                     }
                 }
@@ -267,7 +271,8 @@ impl Daemon {
                     slot.removing = true;
                 }
                 self.wait_for(&name, Goal::Unmonitored, id);
-                self.command(&name, Command::Stop);
+                let why = format!("`remove` requested by {from} over the control socket");
+                self.command(&name, Command::Stop, &why);
             }
             Request::Load { path, missing } => self.start_load(path, missing, Some(reply)),
             Request::Info => {
@@ -281,7 +286,10 @@ impl Daemon {
                 let _ = reply.send(Response::ok(Vec::new()));
                 self.quitting = true;
             }
-            Request::Terminate => self.terminate(Some(reply)),
+            Request::Terminate => {
+                let why = format!("`terminate` requested by {from} over the control socket");
+                self.terminate(Some(reply), &why);
+            }
         }
     }
 
@@ -339,7 +347,8 @@ impl Daemon {
     }
 
     /// Stops every watch, then exits.
-    pub(super) fn terminate(&mut self, reply: Option<oneshot::Sender<Response>>) {
+    /// `why`: who asked, in words.
+    pub(super) fn terminate(&mut self, reply: Option<oneshot::Sender<Response>>, why: &str) {
         log::info!("terminating: stopping every watch");
         self.pending_starts.clear();
         let names: Vec<String> = self.slots.keys().cloned().collect();
@@ -357,7 +366,11 @@ impl Daemon {
         }
         for name in names {
             self.wait_for(&name, Goal::Unmonitored, id);
-            self.command(&name, Command::Stop);
+            self.command(
+                &name,
+                Command::Stop,
+                &format!("the supervisor is terminating: {why}"),
+            );
         }
     }
 

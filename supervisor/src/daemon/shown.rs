@@ -74,5 +74,8 @@ fn exit_status(exit: &Exit) -> LastExitStatus {
         status: exit.status.report(),
         at: crate::exit::unix_seconds(exit.at),
         pid: exit.pid.get(),
+        cause: exit.cause.clone(),
+        origin: exit.origin.as_ref().map(|o| o.report()),
+        lifetime_secs: exit.lifetime.map(|d| d.as_secs_f64()),
     }
 }

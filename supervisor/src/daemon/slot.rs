@@ -8,8 +8,8 @@ use std::{
 };
 
 use crate::{
-    cgroup::WatchCgroup, conditions::Conditions, exit::ExitStatus, health::Health, process::Pid,
-    state::SavedWatch, watch::Watch,
+    cgroup::WatchCgroup, conditions::Conditions, exit::ExitStatus, health::Health, origin::Origin,
+    process::Pid, state::SavedWatch, watch::Watch,
 };
 
 use super::{readiness::NotifyListener, requests::Waiter};
@@ -78,12 +78,14 @@ impl WatchSlot {
     }
 }
 
-/// A watched process: whose it is, the pidfd that pins it, and its exit
-/// status if the SIGCHLD reaper got it first.
+/// A watched process: whose it is, the pidfd that pins it, its exit
+/// status if the SIGCHLD reaper got it first, and where the signal that
+/// killed it came from once the backend reported it.
 pub(super) struct ProcSlot {
     pub watch: String,
     pub pidfd: OwnedFd,
     pub reaped: Option<ExitStatus>,
+    pub origin: Option<Origin>,
 }
 
 impl ProcSlot {
@@ -92,6 +94,7 @@ impl ProcSlot {
             watch: watch.to_owned(),
             pidfd,
             reaped: None,
+            origin: None,
         }
     }
 }

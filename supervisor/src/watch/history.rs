@@ -3,11 +3,14 @@
 //! shows both; the exit forensics and the event stream hang their data
 //! here. Data only: the state machine records into it, with the time it
 //! was handed, and a watch killed thousands of times keeps only the last.
-use std::{collections::VecDeque, time::SystemTime};
+use std::{
+    collections::VecDeque,
+    time::{Duration, SystemTime},
+};
 
 use serde::Serialize;
 
-use crate::{exit::ExitStatus, process::Pid};
+use crate::{exit::ExitStatus, origin::Origin, process::Pid};
 
 /// How many events a watch keeps (what `status` shows).
 pub const EVENTS: usize = 10;
@@ -24,12 +27,17 @@ pub struct Event {
 }
 
 /// One death of a watch's process.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Exit {
     pub status: ExitStatus,
-    #[serde(with = "crate::exit::unix_time")]
     pub at: SystemTime,
     pub pid: Pid,
+    /// Why it died, in one line.
+    pub cause: String,
+    /// Where the signal that killed it came from (eBPF only).
+    pub origin: Option<Origin>,
+    /// How long it ran, where the start is known.
+    pub lifetime: Option<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -87,6 +95,9 @@ mod tests {
                 status: ExitStatus::Exited(1),
                 at: at(i),
                 pid: Pid::new(1000 + i as u32).expect("nonzero"),
+                cause: "exited 1".to_owned(),
+                origin: None,
+                lifetime: None,
             });
         }
         let events: Vec<&str> = history.events().map(|e| e.what.as_str()).collect();

@@ -45,6 +45,7 @@ impl Watch {
                 );
                 log::warn!("{}: {line}", self.config.name);
                 self.note(line);
+                self.killed_at_timeout = true;
                 vec![Action::Kill]
             }
             Delay::RestartGrace => self.restart_command_timed_out(),

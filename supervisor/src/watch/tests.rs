@@ -26,6 +26,26 @@ fn t(ms: u64) -> Now {
     })
 }
 
+/// A death whose backend saw no sender (as netlink reports it).
+fn death(status: ExitStatus) -> Death {
+    Death {
+        status,
+        origin: None,
+        senders_unseen: Some("the netlink backend cannot see senders"),
+    }
+}
+
+fn killed(signal: i32) -> ExitStatus {
+    ExitStatus::Killed {
+        signal,
+        core_dumped: false,
+    }
+}
+
+fn last_cause(w: &Watch) -> &str {
+    w.last_exit().map_or("", |e| e.cause.as_str())
+}
+
 fn events(w: &mut Watch) -> Vec<NotifyEvent> {
     w.take_notices().into_iter().map(|n| n.event).collect()
 }
@@ -53,7 +73,7 @@ fn stops(actions: &[Action]) -> bool {
 #[test]
 fn a_watch_that_waits_to_be_ready_is_up_only_once_it_is() {
     let mut w = watch(Readiness::Notify);
-    assert_eq!(w.command(Command::Start, t(0)), vec![Action::Spawn]);
+    assert_eq!(w.command(Command::Start, "test", t(0)), vec![Action::Spawn]);
     let (due, ready_timer) = timer(&w.spawned(process(10), t(0)), Delay::Ready);
     assert_eq!(due, t(0).mono + w.config.start_grace);
     assert_eq!((w.state(), w.awaiting_ready()), (State::Start, true));
@@ -70,10 +90,13 @@ fn a_watch_that_waits_to_be_ready_is_up_only_once_it_is() {
 #[test]
 fn a_restart_is_told_once_the_new_process_is_ready() {
     let mut w = watch(Readiness::Health);
-    w.command(Command::Start, t(0));
+    w.command(Command::Start, "test", t(0));
     w.spawned(process(10), t(0));
     w.ready("health", t(0));
-    assert_eq!(w.exited(ExitStatus::Exited(1), t(0)), vec![Action::Spawn]);
+    assert_eq!(
+        w.exited(death(ExitStatus::Exited(1)), t(0)),
+        vec![Action::Spawn]
+    );
     assert_eq!(events(&mut w), vec![NotifyEvent::Exited]);
     w.spawned(process(11), t(0));
     assert!(events(&mut w).is_empty(), "not up yet");
@@ -84,25 +107,28 @@ fn a_restart_is_told_once_the_new_process_is_ready() {
 #[test]
 fn not_ready_in_time_stops_it_and_its_exit_starts_it_again() {
     let mut w = watch(Readiness::Notify);
-    w.command(Command::Start, t(0));
+    w.command(Command::Start, "test", t(0));
     let (_, ready_timer) = timer(&w.spawned(process(10), t(0)), Delay::Ready);
     assert!(stops(&w.timer_fired(ready_timer, t(0))));
     assert!(w
         .last_error
         .as_deref()
         .is_some_and(|e| e.contains("not ready")));
-    assert_eq!(w.exited(ExitStatus::Exited(0), t(0)), vec![Action::Spawn]);
+    assert_eq!(
+        w.exited(death(ExitStatus::Exited(0)), t(0)),
+        vec![Action::Spawn]
+    );
     assert_eq!(w.restarts, 1);
 }
 
 #[test]
 fn a_stop_before_it_is_ready_stops_the_process() {
     let mut w = watch(Readiness::Notify);
-    w.command(Command::Start, t(0));
+    w.command(Command::Start, "test", t(0));
     w.spawned(process(10), t(0));
-    assert!(stops(&w.command(Command::Stop, t(0))));
+    assert!(stops(&w.command(Command::Stop, "test", t(0))));
     assert_eq!(w.state(), State::Stop);
-    assert!(w.exited(ExitStatus::Exited(0), t(0)).is_empty());
+    assert!(w.exited(death(ExitStatus::Exited(0)), t(0)).is_empty());
     assert_eq!(w.state(), State::Unmonitored);
     assert!(events(&mut w).is_empty(), "an asked-for stop is no news");
 }
@@ -111,9 +137,9 @@ fn a_stop_before_it_is_ready_stops_the_process() {
 fn without_keepalive_a_death_gives_up() {
     let mut w = watch(Readiness::Started);
     w.config.keepalive = false;
-    w.command(Command::Start, t(0));
+    w.command(Command::Start, "test", t(0));
     w.spawned(process(10), t(0));
-    assert!(w.exited(ExitStatus::Exited(3), t(0)).is_empty());
+    assert!(w.exited(death(ExitStatus::Exited(3)), t(0)).is_empty());
     assert_eq!(
         events(&mut w),
         vec![NotifyEvent::Exited, NotifyEvent::GaveUp]
@@ -126,12 +152,12 @@ fn crashes_past_the_flapping_limit_back_off_doubling_and_a_calm_stretch_ends_it(
     w.config.flapping.starts = 3;
     w.config.flapping.within = Duration::from_secs(60);
     w.config.flapping.max_backoff = Duration::from_secs(3);
-    w.command(Command::Start, t(0));
+    w.command(Command::Start, "test", t(0));
     let mut pid = 10;
     let mut crash = |w: &mut Watch, at: u64| {
         w.spawned(process(pid), t(at));
         pid += 1;
-        w.exited(ExitStatus::Exited(1), t(at + 1))
+        w.exited(death(ExitStatus::Exited(1)), t(at + 1))
     };
     assert_eq!(crash(&mut w, 0), vec![Action::Spawn]);
     assert_eq!(crash(&mut w, 10), vec![Action::Spawn]);
@@ -150,7 +176,7 @@ fn crashes_past_the_flapping_limit_back_off_doubling_and_a_calm_stretch_ends_it(
     w.spawned(process(99), t(126_000));
     assert_eq!(w.backoff, None);
     assert_eq!(
-        w.exited(ExitStatus::Exited(1), t(126_001)),
+        w.exited(death(ExitStatus::Exited(1)), t(126_001)),
         vec![Action::Spawn]
     );
 }
@@ -159,12 +185,12 @@ fn crashes_past_the_flapping_limit_back_off_doubling_and_a_calm_stretch_ends_it(
 fn an_operators_restarts_are_never_held_back() {
     let mut w = watch(Readiness::Started);
     w.config.flapping.starts = 2;
-    w.asked(Command::Start, t(0));
+    w.asked(Command::Start, "test", t(0));
     for i in 0..10 {
         w.spawned(process(10 + i), t(i as u64));
-        assert!(stops(&w.asked(Command::Restart, t(i as u64))));
+        assert!(stops(&w.asked(Command::Restart, "test", t(i as u64))));
         assert_eq!(
-            w.exited(ExitStatus::Exited(0), t(i as u64)),
+            w.exited(death(ExitStatus::Exited(0)), t(i as u64)),
             vec![Action::Spawn]
         );
     }
@@ -174,12 +200,15 @@ fn an_operators_restarts_are_never_held_back() {
 #[test]
 fn a_stop_queued_behind_a_restart_stops_without_starting_again() {
     let mut w = watch(Readiness::Started);
-    w.command(Command::Start, t(0));
+    w.command(Command::Start, "test", t(0));
     w.spawned(process(10), t(0));
-    assert!(stops(&w.asked(Command::Restart, t(1))));
-    assert!(w.asked(Command::Restart, t(2)).is_empty(), "queued");
-    assert!(w.asked(Command::Stop, t(3)).is_empty(), "queued");
-    assert!(w.exited(ExitStatus::Exited(0), t(4)).is_empty(), "no start");
+    assert!(stops(&w.asked(Command::Restart, "test", t(1))));
+    assert!(w.asked(Command::Restart, "test", t(2)).is_empty(), "queued");
+    assert!(w.asked(Command::Stop, "test", t(3)).is_empty(), "queued");
+    assert!(
+        w.exited(death(ExitStatus::Exited(0)), t(4)).is_empty(),
+        "no start"
+    );
     assert_eq!(w.state(), State::Unmonitored);
     assert_eq!(w.entered(State::Unmonitored), 1);
 }
@@ -188,23 +217,23 @@ fn a_stop_queued_behind_a_restart_stops_without_starting_again() {
 fn a_stop_during_a_launch_stops_what_the_launch_leaves() {
     let mut w = watch(Readiness::Started);
     w.config.pid_file = Some("/run/x.pid".into());
-    assert_eq!(w.command(Command::Start, t(0)), vec![Action::Spawn]);
+    assert_eq!(w.command(Command::Start, "test", t(0)), vec![Action::Spawn]);
     w.launched();
-    assert!(w.asked(Command::Stop, t(1)).is_empty());
+    assert!(w.asked(Command::Stop, "test", t(1)).is_empty());
     assert_eq!(w.state(), State::Stop);
     assert!(
-        w.asked(Command::Start, t(2)).is_empty(),
+        w.asked(Command::Start, "test", t(2)).is_empty(),
         "queued behind the stop"
     );
     assert!(stops(&w.spawned(process(10), t(3))));
     assert_eq!(
-        w.exited(ExitStatus::Exited(0), t(4)),
+        w.exited(death(ExitStatus::Exited(0)), t(4)),
         vec![Action::Spawn],
         "then the queued start"
     );
     // A stop whose launch then fails ends unmonitored, with no error.
     w.launched();
-    w.asked(Command::Stop, t(5));
+    w.asked(Command::Stop, "test", t(5));
     assert!(w.spawn_failed("no pid file", t(6)).is_empty());
     assert_eq!((w.state(), w.failures()), (State::Unmonitored, 0));
 }
@@ -212,10 +241,10 @@ fn a_stop_during_a_launch_stops_what_the_launch_leaves() {
 #[test]
 fn timestamps_come_from_the_event_not_a_clock() {
     let mut w = watch(Readiness::Started);
-    w.command(Command::Start, t(0));
+    w.command(Command::Start, "test", t(0));
     w.spawned(process(10), t(5_000));
     assert_eq!(w.started_at, Some(t(5_000).wall));
-    w.exited(ExitStatus::Exited(2), t(7_000));
+    w.exited(death(ExitStatus::Exited(2)), t(7_000));
     assert_eq!(w.last_exit().map(|e| e.at), Some(t(7_000).wall));
     assert!(w.history().events().all(|e| e.at <= t(7_000).wall));
 }
@@ -230,9 +259,9 @@ fn with_stop_command(mut w: Watch) -> Watch {
 #[test]
 fn the_stop_ladder_is_command_then_signal_then_sigkill() {
     let mut w = with_stop_command(watch(Readiness::Started));
-    w.command(Command::Start, t(0));
+    w.command(Command::Start, "test", t(0));
     w.spawned(process(10), t(0));
-    let actions = w.command(Command::Stop, t(100));
+    let actions = w.command(Command::Stop, "test", t(100));
     assert_eq!(actions[0], Action::RunStop(vec!["/bin/stop-it".into()]));
     let (due, grace) = timer(&actions, Delay::StopGrace);
     assert_eq!(due, t(2100).mono);
@@ -248,24 +277,89 @@ fn the_stop_ladder_is_command_then_signal_then_sigkill() {
         .history()
         .events()
         .any(|e| e.what.contains("did not stop within stop_timeout")));
-    assert!(w
-        .exited(
-            ExitStatus::Killed {
-                signal: 9,
-                core_dumped: false
-            },
-            t(7101)
-        )
-        .is_empty());
+    assert!(w.exited(death(killed(9)), t(7101)).is_empty());
     assert_eq!(w.state(), State::Unmonitored);
+    assert_eq!(
+        last_cause(&w),
+        "killed by the supervisor after 7s: did not stop within stop_timeout 5s (test)"
+    );
+}
+
+#[test]
+fn an_exit_says_who_caused_it_and_after_how_long() {
+    use crate::origin::{Code, Origin, Sender};
+    let mut w = watch(Readiness::Started);
+    w.command(Command::Start, "start-up", t(0));
+    w.spawned(process(10), t(0));
+    let from_bash = Origin {
+        signal: 9,
+        code: Code::User,
+        sender: Sender {
+            pid: Pid::new(4242).expect("pid"),
+            tid: Pid::new(4242).expect("pid"),
+            uid: 1000,
+            comm: "bash".into(),
+            parent: Some((Pid::new(4100).expect("pid"), "sshd".into())),
+            start: StartTime::from_ticks(5),
+            cmdline: None,
+        },
+        addr: None,
+        sent_ns: 0,
+    };
+    let by_bash = Death {
+        status: killed(9),
+        origin: Some(from_bash),
+        senders_unseen: None,
+    };
+    w.exited(by_bash, t(3 * 3600 * 1000 + 12 * 60 * 1000));
+    assert_eq!(
+        last_cause(&w),
+        "killed by SIGKILL from pid 4242 (bash, uid 1000, parent sshd 4100) after 3h12m"
+    );
+    assert!(w
+        .history()
+        .events()
+        .any(|e| e.what.ends_with("process 10 exited: killed by SIGKILL from pid 4242 (bash, uid 1000, parent sshd 4100) after 3h12m")));
+    // Restarted (keepalive); the operator stops it now.
+    w.spawned(process(11), t(20_000_000));
+    w.asked(
+        Command::Stop,
+        "`stop` requested by uid 0 over the control socket",
+        t(20_001_000),
+    );
+    w.exited(death(killed(15)), t(20_001_500));
+    assert_eq!(
+        last_cause(&w),
+        "stopped by the supervisor after 1s: `stop` requested by uid 0 over the control socket"
+    );
+    // And a condition's restart.
+    w.asked(Command::Start, "test", t(20_002_000));
+    w.spawned(process(12), t(20_002_000));
+    w.command(
+        Command::Restart,
+        "memory 164.0 MB above 150.0 MB in 3 of the last 5 checks",
+        t(20_003_000),
+    );
+    w.exited(death(killed(15)), t(20_003_000));
+    assert_eq!(
+        last_cause(&w),
+        "restarted by the supervisor after 1s: memory 164.0 MB above 150.0 MB in 3 of the last 5 checks"
+    );
+    // Where the backend cannot see a sender, it says so.
+    w.spawned(process(13), t(20_004_000));
+    w.exited(death(killed(9)), t(20_004_000));
+    assert_eq!(
+        last_cause(&w),
+        "killed by SIGKILL (sender unknown: the netlink backend cannot see senders) after 0s"
+    );
 }
 
 #[test]
 fn a_stop_command_that_cannot_run_falls_back_to_the_signal() {
     let mut w = with_stop_command(watch(Readiness::Started));
-    w.command(Command::Start, t(0));
+    w.command(Command::Start, "test", t(0));
     w.spawned(process(10), t(0));
-    let (_, grace) = timer(&w.command(Command::Stop, t(0)), Delay::StopGrace);
+    let (_, grace) = timer(&w.command(Command::Stop, "test", t(0)), Delay::StopGrace);
     assert!(stops(&w.stop_command_failed("no such file", t(1))));
     assert!(
         w.timer_fired(grace, t(2000)).is_empty(),
@@ -276,12 +370,15 @@ fn a_stop_command_that_cannot_run_falls_back_to_the_signal() {
 #[test]
 fn a_timer_for_a_process_that_is_gone_never_acts() {
     let mut w = watch(Readiness::Started);
-    w.command(Command::Start, t(0));
+    w.command(Command::Start, "test", t(0));
     w.spawned(process(10), t(0));
-    let (_, old_timeout) = timer(&w.asked(Command::Restart, t(1)), Delay::StopTimeout);
-    assert_eq!(w.exited(ExitStatus::Exited(0), t(2)), vec![Action::Spawn]);
+    let (_, old_timeout) = timer(&w.asked(Command::Restart, "test", t(1)), Delay::StopTimeout);
+    assert_eq!(
+        w.exited(death(ExitStatus::Exited(0)), t(2)),
+        vec![Action::Spawn]
+    );
     w.spawned(process(11), t(3));
-    let (_, timeout) = timer(&w.asked(Command::Stop, t(4)), Delay::StopTimeout);
+    let (_, timeout) = timer(&w.asked(Command::Stop, "test", t(4)), Delay::StopTimeout);
     assert!(
         w.timer_fired(old_timeout, t(10_001)).is_empty(),
         "the first process's stop timeout must not kill the second"
@@ -294,11 +391,14 @@ fn a_timer_for_a_process_that_is_gone_never_acts() {
 fn a_backoff_cancelled_by_a_stop_does_not_start_it_later() {
     let mut w = watch(Readiness::Started);
     w.config.flapping.starts = 1;
-    w.command(Command::Start, t(0));
+    w.command(Command::Start, "test", t(0));
     w.spawned(process(10), t(0));
-    let (_, held) = timer(&w.exited(ExitStatus::Exited(1), t(1)), Delay::Backoff);
-    w.asked(Command::Stop, t(2));
-    assert_eq!(w.asked(Command::Start, t(3)), vec![Action::Spawn]);
+    let (_, held) = timer(
+        &w.exited(death(ExitStatus::Exited(1)), t(1)),
+        Delay::Backoff,
+    );
+    w.asked(Command::Stop, "test", t(2));
+    assert_eq!(w.asked(Command::Start, "test", t(3)), vec![Action::Spawn]);
     assert!(
         w.timer_fired(held, t(1001)).is_empty(),
         "the old backoff must not start a second process"
@@ -310,9 +410,9 @@ fn a_restart_command_has_restart_grace_then_the_process_is_stopped() {
     let mut w = watch(Readiness::Started);
     w.config.restart = Some(vec!["/bin/reload-it".into()]);
     w.config.restart_grace = Duration::from_secs(3);
-    w.command(Command::Start, t(0));
+    w.command(Command::Start, "test", t(0));
     w.spawned(process(10), t(0));
-    let actions = w.asked(Command::Restart, t(0));
+    let actions = w.asked(Command::Restart, "test", t(0));
     assert_eq!(
         actions[0],
         Action::RunRestart(vec!["/bin/reload-it".into()])
@@ -328,11 +428,11 @@ fn a_restart_command_has_restart_grace_then_the_process_is_stopped() {
     assert_eq!(w.state(), State::Restart);
     // A restart command that ends in time restarted the process in place.
     assert_eq!(
-        w.exited(ExitStatus::Exited(0), t(3002)),
+        w.exited(death(ExitStatus::Exited(0)), t(3002)),
         vec![Action::Spawn]
     );
     w.spawned(process(11), t(3003));
-    w.asked(Command::Restart, t(4000));
+    w.asked(Command::Restart, "test", t(4000));
     assert!(w.restart_command_done(t(4001)).is_empty());
     assert_eq!((w.state(), w.restarts()), (State::Up, 2));
 }

@@ -5,6 +5,8 @@
 //!   block                  wait to be killed
 //!   exit CODE              exit with CODE
 //!   segv                   die of SIGSEGV, with core dumps enabled
+//!   null-read FILE         once FILE exists, read address 0 (a real
+//!                          fault: SIGSEGV, SEGV_MAPERR at 0x0)
 //!   threads N CODE         run N extra threads, then exit_group(CODE)
 //!   thread-exit            a thread starts and ends before `ready`; then block
 //!   leader-first CODE      the main thread exits at once; another thread
@@ -188,6 +190,21 @@ fn main() {
             // SAFETY: raising a signal at ourselves.
             unsafe { libc::raise(libc::SIGSEGV) };
             unreachable!("SIGSEGV did not kill us")
+        }
+        Some("null-read") => {
+            // SAFETY: SIG_DFL undoes the handler Rust's runtime installs
+            // for stack overflows, so that the fault kills the process.
+            unsafe { libc::signal(libc::SIGSEGV, libc::SIG_DFL) };
+            ready();
+            let go = std::path::Path::new(&args[1]);
+            while !go.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            // SAFETY: none: libc's strlen reads address 0, which is the
+            // point, and the kernel kills the process for it. (Rust's own
+            // reads check for null in debug builds.)
+            unsafe { libc::strlen(std::hint::black_box(std::ptr::null())) };
+            unreachable!("reading address 0 did not kill us")
         }
         Some("threads") => {
             for _ in 0..arg(&args, 1) {

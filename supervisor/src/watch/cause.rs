@@ -1,0 +1,51 @@
+//! Why a watch's process died, in one line: the supervisor's own doing,
+//! with the reason it stopped the process, or what the kernel recorded of
+//! the signal that ended it (its sender, a fault, the kernel), and how
+//! long the process ran. Words only, from what the watch knows and the
+//! death it is handed.
+use std::time::Duration;
+
+use super::{State, Watch};
+use crate::{
+    exit::{Death, ExitStatus},
+    process::Pid,
+    units::short_duration,
+};
+
+impl Watch {
+    /// The cause of the death of its process `pid`, which ran `lifetime`;
+    /// what the watch knew of the stop is used up.
+    pub(super) fn cause(&mut self, pid: Pid, death: &Death, lifetime: Option<Duration>) -> String {
+        let stopping = self.stopping.take();
+        let killed = std::mem::take(&mut self.killed_at_timeout);
+        let after = lifetime.map_or_else(String::new, |d| format!(" after {}", short_duration(d)));
+        match (self.state, stopping) {
+            (State::Stop | State::Restart, Some(why)) if killed => format!(
+                "killed by the supervisor{after}: did not stop within stop_timeout {} ({why})",
+                short_duration(self.config.stop_timeout)
+            ),
+            (State::Stop, Some(why)) => format!("stopped by the supervisor{after}: {why}"),
+            (State::Restart, Some(why)) => format!("restarted by the supervisor{after}: {why}"),
+            _ => format!("{}{after}", of_death(pid, death)),
+        }
+    }
+}
+
+/// What the kernel recorded of the death of `pid`: `killed by SIGKILL
+/// from pid 4242 (bash, uid 1000, parent sshd 4100)`, else its status.
+pub fn of_death(pid: Pid, death: &Death) -> String {
+    match (death.status, &death.origin) {
+        (
+            ExitStatus::Killed {
+                signal,
+                core_dumped,
+            },
+            Some(origin),
+        ) if origin.signal == signal => origin.describe(pid, core_dumped),
+        (status @ ExitStatus::Killed { .. }, None) => match death.senders_unseen {
+            Some(why) => format!("{status} (sender unknown: {why})"),
+            None => format!("{status} (sender not seen)"),
+        },
+        (status, _) => status.to_string(),
+    }
+}
