@@ -29,8 +29,26 @@ pub struct ExitRecord {
     pub comm: [u8; COMM_LEN],
     /// 1 if `signal` holds who sent the signal that ended the process.
     pub has_signal: u32,
-    pub _pad: u32,
+    /// 1 if the OOM killer chose it (`oom` holds what it saw).
+    pub has_oom: u32,
     pub signal: SignalRecord,
+    pub oom: OomRecord,
+}
+
+/// What `oom/mark_victim` saw when the OOM killer chose a watched process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OomRecord {
+    pub ktime_ns: u64,
+    /// The victim's resident memory then, in KiB: anonymous, file-backed,
+    /// shared memory.
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+    /// The task whose allocation made the kernel kill (not a sender).
+    pub trigger_tgid: u32,
+    pub _pad: u32,
+    pub trigger_comm: [u8; COMM_LEN],
 }
 
 /// Key of the signal map: the target process and the signal.
@@ -118,6 +136,8 @@ pub mod stat {
 pub mod names {
     pub const PROGRAM: &str = "sched_process_exit";
     pub const SIGNAL_PROGRAM: &str = "signal_generate";
+    pub const OOM_PROGRAM: &str = "mark_victim";
+    pub const OOM_KILLS: &str = "OOM_KILLS";
     pub const EVENTS: &str = "EVENTS";
     pub const SIGNALS: &str = "SIGNALS";
     pub const WATCHED: &str = "WATCHED";
@@ -142,8 +162,12 @@ pub mod names {
         pub const TASK_COMM: &str = "TASK_COMM";
         pub const SIGINFO_CODE: &str = "SIGINFO_CODE";
         pub const SIGINFO_FIELDS: &str = "SIGINFO_FIELDS";
+        pub const TP_OOM_PID: &str = "TP_OOM_PID";
+        pub const TP_OOM_ANON_RSS: &str = "TP_OOM_ANON_RSS";
+        pub const TP_OOM_FILE_RSS: &str = "TP_OOM_FILE_RSS";
+        pub const TP_OOM_SHMEM_RSS: &str = "TP_OOM_SHMEM_RSS";
 
-        pub const ALL: [&str; 15] = [
+        pub const ALL: [&str; 19] = [
             REPORT_ALL,
             NS_PER_TICK,
             TP_GROUP_DEAD,
@@ -159,6 +183,10 @@ pub mod names {
             TASK_COMM,
             SIGINFO_CODE,
             SIGINFO_FIELDS,
+            TP_OOM_PID,
+            TP_OOM_ANON_RSS,
+            TP_OOM_FILE_RSS,
+            TP_OOM_SHMEM_RSS,
         ];
     }
 }
@@ -178,4 +206,5 @@ mod pod {
     unsafe impl aya::Pod for super::WatchEntry {}
     unsafe impl aya::Pod for super::SignalKey {}
     unsafe impl aya::Pod for super::SignalRecord {}
+    unsafe impl aya::Pod for super::OomRecord {}
 }

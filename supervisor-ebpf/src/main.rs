@@ -16,6 +16,10 @@
 //! The sender is captured here because it may be gone long before the
 //! death is read.
 //!
+//! A third, on `oom/mark_victim`, notes each watched process the OOM
+//! killer chooses, with its resident memory and the task whose
+//! allocation triggered it, in `OOM_KILLS`; the exit record carries it.
+//!
 //! Rust eBPF has no CO-RE field relocation, so every `task_struct` and
 //! `signal_struct` offset, and the tracepoint's own field offsets, are
 //! globals that userspace fills in at load time from BTF and the
@@ -36,7 +40,8 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use supervisor_common::{
-    stat, ExitRecord, SignalKey, SignalRecord, WatchEntry, COMM_LEN, MAX_SIGNALS, MAX_WATCHED,
+    stat, ExitRecord, OomRecord, SignalKey, SignalRecord, WatchEntry, COMM_LEN, MAX_SIGNALS,
+    MAX_WATCHED,
 };
 
 /// Marks an offset the running kernel does not have.
@@ -80,6 +85,16 @@ static SIGINFO_CODE: u32 = 0;
 #[no_mangle]
 static SIGINFO_FIELDS: u32 = 0;
 
+/// Offsets of `oom/mark_victim`'s fields, from its format file.
+#[no_mangle]
+static TP_OOM_PID: u32 = ABSENT;
+#[no_mangle]
+static TP_OOM_ANON_RSS: u32 = ABSENT;
+#[no_mangle]
+static TP_OOM_FILE_RSS: u32 = ABSENT;
+#[no_mangle]
+static TP_OOM_SHMEM_RSS: u32 = ABSENT;
+
 /// `SEND_SIG_NOINFO` and `SEND_SIG_PRIV`: values of the `siginfo`
 /// argument that are not pointers (a kill from `current`, and the kernel).
 const SEND_SIG_NOINFO: u64 = 0;
@@ -100,6 +115,9 @@ static WATCHED: HashMap<u32, WatchEntry> = HashMap::with_max_entries(MAX_WATCHED
 #[map(name = "SIGNALS")]
 static SIGNALS: LruHashMap<SignalKey, SignalRecord> = LruHashMap::with_max_entries(MAX_SIGNALS, 0);
 
+#[map(name = "OOM_KILLS")]
+static OOM_KILLS: LruHashMap<u32, OomRecord> = LruHashMap::with_max_entries(MAX_SIGNALS, 0);
+
 #[map(name = "STATS")]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
@@ -112,6 +130,12 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 #[raw_tracepoint(tracepoint = "signal_generate")]
 pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
     let _ = try_signal(&ctx);
+    0
+}
+
+#[tracepoint(category = "oom", name = "mark_victim")]
+pub fn mark_victim(ctx: TracePointContext) -> u32 {
+    let _ = try_oom(&ctx);
     0
 }
 
@@ -185,6 +209,11 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
     let parent: *const u8 = field(task, global(&TASK_REAL_PARENT))?;
     let ppid: u32 = field(parent, global(&TASK_TGID))?;
     let (has_signal, signal) = fatal_signal(tgid, start_boottime_ns, wait_status);
+    // SAFETY: the value is copied out before it is removed.
+    let oom = unsafe { OOM_KILLS.get(tgid) }.copied();
+    if oom.is_some() {
+        let _ = OOM_KILLS.remove(tgid);
+    }
 
     match EVENTS.reserve::<ExitRecord>(0) {
         Some(mut entry) => {
@@ -198,8 +227,9 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
                 wait_status,
                 comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
                 has_signal,
-                _pad: 0,
+                has_oom: u32::from(oom.is_some()),
                 signal,
+                oom: oom.unwrap_or_default(),
             });
             entry.submit(0);
             count(stat::EMITTED);
@@ -239,6 +269,39 @@ fn fatal_signal(tgid: u32, start_boottime_ns: u64, wait_status: u32) -> (u32, Si
         Some(record) if record.target_start_boottime_ns == start_boottime_ns => (1, record),
         _ => (0, SignalRecord::default()),
     }
+}
+
+/// A tracepoint field at `offset` (from the format file), 0 where this
+/// kernel's tracepoint lacks it.
+fn tp_field<T: Default>(ctx: &TracePointContext, offset: u32) -> Result<T, i32> {
+    if offset == ABSENT {
+        return Ok(T::default());
+    }
+    // SAFETY: offset read from the tracepoint's format file.
+    unsafe { ctx.read_at::<T>(offset as usize) }
+}
+
+/// The OOM killer chose `pid` (its thread group leader, which it picks):
+/// noted if it is watched, for its exit record.
+fn try_oom(ctx: &TracePointContext) -> Result<(), i32> {
+    let pid: i32 = tp_field(ctx, global(&TP_OOM_PID))?;
+    let tgid = pid as u32;
+    // SAFETY: only whether the key is there is used.
+    if tgid == 0 || global(&REPORT_ALL) == 0 && unsafe { WATCHED.get(tgid) }.is_none() {
+        return Ok(());
+    }
+    let record = OomRecord {
+        // SAFETY: a helper with no arguments that reads a clock.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        anon_rss_kb: tp_field(ctx, global(&TP_OOM_ANON_RSS))?,
+        file_rss_kb: tp_field(ctx, global(&TP_OOM_FILE_RSS))?,
+        shmem_rss_kb: tp_field(ctx, global(&TP_OOM_SHMEM_RSS))?,
+        trigger_tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        _pad: 0,
+        trigger_comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+    };
+    OOM_KILLS.insert(tgid, record, 0)?;
+    Ok(())
 }
 
 /// Signals whose default action cannot end a process: never recorded

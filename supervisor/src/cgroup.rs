@@ -187,6 +187,11 @@ impl WatchCgroup {
         }
     }
 
+    /// Its folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn fd(&self) -> Result<DirFd> {
         match &self.kept {
             Some(kept) => Ok(DirFd::Kept(kept.clone())),

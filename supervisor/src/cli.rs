@@ -38,6 +38,9 @@ pub enum Command {
     /// Show watches: state, pid, uptime, restarts, last exit. Exit status
     /// 0 when all shown are up, 1 when all are unmonitored, else 2.
     Status(StatusArgs),
+    /// Why a watch's processes died, newest first: cause, sender or
+    /// kernel reason, what they printed last, how long they ran.
+    Why(WhyArgs),
     /// Start a watch, a group, or everything.
     Start(TargetArgs),
     /// Stop a watch, a group, or everything (stop signal, then SIGKILL).
@@ -128,6 +131,18 @@ pub struct StatusArgs {
     /// A watch or group name; every watch when omitted.
     pub target: Option<String>,
     /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct WhyArgs {
+    /// A watch or group name.
+    pub target: String,
+    /// How many exits to show, newest first.
+    #[arg(short = 'n', long, default_value_t = 5)]
+    pub count: usize,
+    /// Print JSON: each watch's name and its exits, newest first.
     #[arg(long)]
     pub json: bool,
 }

@@ -208,7 +208,7 @@ fn tail(file: &mut std::fs::File, lines: usize) -> std::io::Result<Vec<u8>> {
 /// `text` with control characters (terminal escape sequences among them)
 /// shown escaped: what a watched program says must not drive the
 /// operator's terminal.
-fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     if text.chars().any(char::is_control) {
         text.chars()
             .map(|c| {

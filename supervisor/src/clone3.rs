@@ -45,6 +45,9 @@ pub struct Plan<'a> {
     /// Become 0, 1 and 2.
     pub stdio: [BorrowedFd<'a>; 3],
     pub cgroup: Option<BorrowedFd<'a>>,
+    /// cgroup v1 `cgroup.procs` files to write itself into, first thing
+    /// (its limits; CLONE_INTO_CGROUP takes a v2 cgroup only).
+    pub join: &'a [BorrowedFd<'a>],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +150,10 @@ pub fn spawn(plan: &Plan<'_>) -> Result<(Pid, OwnedFd), Error> {
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = plan.envp.iter().map(|e| e.as_ptr()).collect();
     envp.push(std::ptr::null());
+    let join: Vec<libc::c_int> = plan.join.iter().map(|fd| fd.as_raw_fd()).collect();
     let child = Child {
+        join: join.as_ptr(),
+        join_len: join.len(),
         program: plan.program.as_ptr(),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
@@ -247,6 +253,8 @@ const CHILD_STACK: usize = 64 * 1024;
 
 /// `Plan` as raw pointers, plus where the child reports a failure.
 struct Child {
+    join: *const libc::c_int,
+    join_len: usize,
     program: *const libc::c_char,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
@@ -275,6 +283,15 @@ extern "C" fn child_main(child: *const Child) -> ! {
                 fail(ret)
             }
         };
+        // Into its v1 cgroups while the fds are still the daemon's ("0"
+        // is the writer itself).
+        for i in 0..child.join_len {
+            let fd = *child.join.add(i);
+            check(raw(
+                libc::SYS_write,
+                &[fd as libc::c_long, b"0".as_ptr() as libc::c_long, 1],
+            ));
+        }
         // The fd table is the daemon's: first, a copy of fds 0-11 only
         // (everything from 12 up is left out, not copied and closed).
         check(raw(

@@ -225,12 +225,7 @@ fn describe(resource: Resource, value: f64) -> String {
 }
 
 fn bytes(value: f64) -> String {
-    const MB: f64 = (1 << 20) as f64;
-    if value >= MB {
-        format!("{:.1}MB", value / MB)
-    } else {
-        format!("{:.0}KB", value / 1024.0)
-    }
+    crate::units::short_size(value as u64)
 }
 
 #[cfg(test)]

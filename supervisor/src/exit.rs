@@ -45,6 +45,94 @@ impl ExitStatus {
     }
 }
 
+/// What a reaped child used in its life: its peak resident memory and its
+/// CPU time (user + system), from the kernel's rusage.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Usage {
+    /// Bytes.
+    pub max_rss: u64,
+    pub cpu: std::time::Duration,
+}
+
+impl Usage {
+    fn of(rusage: &libc::rusage) -> Self {
+        let time = |t: libc::timeval| {
+            std::time::Duration::from_secs(t.tv_sec.max(0) as u64)
+                + std::time::Duration::from_micros(t.tv_usec.max(0) as u64)
+        };
+        Self {
+            max_rss: rusage.ru_maxrss.max(0) as u64 * 1024,
+            cpu: time(rusage.ru_utime) + time(rusage.ru_stime),
+        }
+    }
+}
+
+/// Reaps any exited child of ours: its pid, status and usage; `Ok(None)`
+/// when none has exited.
+pub fn reap_any() -> std::io::Result<Option<(crate::process::Pid, ExitStatus, Usage)>> {
+    let mut status = 0;
+    // SAFETY: rusage is plain data the kernel fills in.
+    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 with valid pointers to locals.
+    let pid = unsafe { libc::wait4(-1, &mut status, libc::WNOHANG, &mut rusage) };
+    match pid {
+        0 => Ok(None),
+        p if p > 0 => Ok(crate::process::Pid::new(p as u32).map(|pid| {
+            (
+                pid,
+                ExitStatus::from_wait_status(status as u32),
+                Usage::of(&rusage),
+            )
+        })),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// Reaps the process `pidfd` pins if it has exited: `Ok(None)` while it
+/// runs; ECHILD when it is not our child.
+pub fn reap_pidfd(
+    pidfd: std::os::fd::BorrowedFd<'_>,
+) -> std::io::Result<Option<(ExitStatus, Usage)>> {
+    use std::os::fd::AsRawFd as _;
+    const P_PIDFD: libc::c_long = 3;
+    // SAFETY: plain data the kernel fills in.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the raw waitid (which, unlike libc's, also fills in rusage)
+    // with valid pointers to locals.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_waitid,
+            P_PIDFD,
+            pidfd.as_raw_fd() as libc::c_long,
+            &mut info as *mut libc::siginfo_t,
+            (libc::WEXITED | libc::WNOHANG) as libc::c_long,
+            &mut rusage as *mut libc::rusage,
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: filled in by the kernel; si_pid is 0 while it runs.
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if pid == 0 {
+        return Ok(None);
+    }
+    let status = match info.si_code {
+        libc::CLD_EXITED => ExitStatus::Exited(status as u8),
+        libc::CLD_KILLED => ExitStatus::Killed {
+            signal: status,
+            core_dumped: false,
+        },
+        libc::CLD_DUMPED => ExitStatus::Killed {
+            signal: status,
+            core_dumped: true,
+        },
+        _ => ExitStatus::Unknown,
+    };
+    Ok(Some((status, Usage::of(&rusage))))
+}
+
 /// `SIGKILL`, `SIGRTMIN+3`, or the number when it has no name.
 pub fn signal_name(signal: i32) -> String {
     if let Ok(sig) = Signal::try_from(signal) {
@@ -116,6 +204,18 @@ pub struct Death {
     pub origin: Option<crate::origin::Origin>,
     /// Why there is no origin where the backend cannot see senders.
     pub senders_unseen: Option<&'static str>,
+    /// The OOM killer chose it, and the watch's memory limit if its
+    /// cgroup's OOM counter moved (the limit was reached, not the host's
+    /// memory).
+    pub oom: Option<(crate::origin::OomKill, Option<u64>)>,
+    /// How many forks its `pids_max` refused while it ran, and the limit.
+    pub forks_refused: Option<(u64, u64)>,
+    /// What it used (where the daemon reaped it: not a re-adopted one).
+    pub usage: Option<Usage>,
+    /// The last lines it wrote to its stdout and its stderr, where the
+    /// daemon carries them (log files).
+    pub stdout: Vec<String>,
+    pub stderr: Vec<String>,
 }
 
 /// One process death, as every backend reports it.
@@ -140,6 +240,9 @@ pub struct ExitEvent {
     /// Where the signal that killed it came from (eBPF only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<crate::origin::Origin>,
+    /// The OOM killer chose it (eBPF only).
+    #[serde(skip)]
+    pub oom: Option<crate::origin::OomKill>,
 }
 
 impl ExitEvent {
@@ -157,6 +260,7 @@ impl ExitEvent {
             seen_at: SystemTime::now(),
             discovered: false,
             origin: None,
+            oom: None,
         }
     }
 

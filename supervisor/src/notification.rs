@@ -202,13 +202,20 @@ impl Notifier {
     /// `SUPERVISOR_JSON`).
     fn document(&self, about: &About, notice: &Notice) -> serde_json::Value {
         let now = SystemTime::now();
+        let exit = notice.exit.as_ref();
         json!({
             "watch": about.watch,
             "group": about.group,
             "host": self.host,
             "event": notice.event,
             "pid": notice.pid,
-            "exit": notice.exit,
+            "exit": exit.map(|e| e.status),
+            "cause": exit.map(|e| &e.cause),
+            "origin": exit.and_then(|e| e.origin.as_ref()),
+            "oom": exit.and_then(|e| e.oom.as_ref()),
+            "lifetime_secs": exit.and_then(|e| e.lifetime).map(|d| d.as_secs_f64()),
+            "stdout": exit.map(|e| &e.stdout),
+            "stderr": exit.map(|e| &e.stderr),
             "detail": notice.detail,
             "restarts": about.restarts,
             "time": jiff::Timestamp::try_from(now).map(|t| t.to_string()).unwrap_or_default(),
@@ -220,14 +227,28 @@ impl Notifier {
 /// The hook's view of a document: `SUPERVISOR_*` variables, and the whole
 /// of it in `SUPERVISOR_JSON`.
 fn environment(document: &serde_json::Value) -> Vec<(String, String)> {
-    // Null is empty, a string is itself, anything else its JSON.
+    // Null is empty, a string is itself (a NUL, which no variable can
+    // hold, escaped), anything else its JSON.
     let plain = |value: &serde_json::Value| match value {
         serde_json::Value::Null => String::new(),
-        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::String(s) => s.replace('\0', "\\0"),
         other => other.to_string(),
     };
     let text = |key: &str| plain(&document[key]);
     let field = |key: &str| plain(&document["exit"][key]);
+    let sender = |key: &str| plain(&document["origin"]["sender"][key]);
+    let lines = |key: &str| {
+        document[key]
+            .as_array()
+            .map(|lines| {
+                lines
+                    .iter()
+                    .filter_map(|l| l.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default()
+    };
     vec![
         ("SUPERVISOR_WATCH".into(), text("watch")),
         ("SUPERVISOR_GROUP".into(), text("group")),
@@ -237,6 +258,18 @@ fn environment(document: &serde_json::Value) -> Vec<(String, String)> {
         ("SUPERVISOR_EXIT_STATUS".into(), field("text")),
         ("SUPERVISOR_EXIT_CODE".into(), field("code")),
         ("SUPERVISOR_EXIT_SIGNAL".into(), field("signal")),
+        ("SUPERVISOR_EXIT_CORE_DUMPED".into(), field("core_dumped")),
+        ("SUPERVISOR_CAUSE".into(), text("cause")),
+        (
+            "SUPERVISOR_SIGNAL_CODE".into(),
+            plain(&document["origin"]["code"]),
+        ),
+        ("SUPERVISOR_SENDER_PID".into(), sender("pid")),
+        ("SUPERVISOR_SENDER_UID".into(), sender("uid")),
+        ("SUPERVISOR_SENDER_COMM".into(), sender("comm")),
+        ("SUPERVISOR_SENDER_CMDLINE".into(), sender("cmdline")),
+        ("SUPERVISOR_STDOUT".into(), lines("stdout")),
+        ("SUPERVISOR_STDERR".into(), lines("stderr")),
         ("SUPERVISOR_DETAIL".into(), text("detail")),
         ("SUPERVISOR_RESTARTS".into(), text("restarts")),
         ("SUPERVISOR_TIME".into(), text("time")),

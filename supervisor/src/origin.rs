@@ -102,6 +102,64 @@ fn fault(signal: i32, code: i32) -> Option<(&'static str, &'static str)> {
     })
 }
 
+/// What the OOM killer saw when it chose the process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OomKill {
+    /// Resident memory, in bytes: anonymous, file-backed, shared.
+    pub anon_rss: u64,
+    pub file_rss: u64,
+    pub shmem_rss: u64,
+    /// The task whose allocation made the kernel kill.
+    pub trigger: Option<(Pid, String)>,
+}
+
+impl OomKill {
+    /// How the death reads: by its cgroup's `limit` (bytes) where that
+    /// was reached, else a system-wide shortage.
+    pub fn describe(&self, pid: Pid, limit: Option<u64>) -> String {
+        let rss = format!("anon RSS {}", crate::units::short_size(self.anon_rss));
+        match (limit, &self.trigger) {
+            (Some(limit), _) => format!(
+                "killed by the OOM killer: cgroup memory limit {} reached ({rss})",
+                crate::units::short_size(limit)
+            ),
+            (None, Some((trigger, _))) if *trigger == pid => {
+                format!("killed by the OOM killer: system out of memory, triggered by itself ({rss})")
+            }
+            (None, Some((trigger, comm))) => format!(
+                "killed by the OOM killer: system out of memory, triggered by pid {trigger} ({comm}) ({rss})"
+            ),
+            (None, None) => format!("killed by the OOM killer: out of memory ({rss})"),
+        }
+    }
+
+    pub fn report(&self, limit: Option<u64>) -> OomReport {
+        OomReport {
+            anon_rss: self.anon_rss,
+            file_rss: self.file_rss,
+            shmem_rss: self.shmem_rss,
+            trigger_pid: self.trigger.as_ref().map(|(p, _)| p.get()),
+            trigger_comm: self.trigger.as_ref().map(|(_, c)| c.clone()),
+            cgroup_limit: limit,
+        }
+    }
+}
+
+/// An OOM kill as `status --json` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OomReport {
+    /// Resident memory when it was chosen, in bytes.
+    pub anon_rss: u64,
+    pub file_rss: u64,
+    pub shmem_rss: u64,
+    /// The task whose allocation made the kernel kill.
+    pub trigger_pid: Option<u32>,
+    pub trigger_comm: Option<String>,
+    /// The watch's `memory_max` (bytes), when that limit was reached;
+    /// null for a system-wide shortage.
+    pub cgroup_limit: Option<u64>,
+}
+
 /// The process that sent a signal, as it was when it sent it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sender {

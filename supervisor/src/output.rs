@@ -8,9 +8,12 @@
 //! a symlink, a FIFO or a device (`safe_open`), at the first start and at
 //! every reopen.
 //!
+//! The last lines of each stream of a process are kept, bounded, so that
+//! its exit can say what it printed before it died.
+//!
 //! Owns the log files and the copying; knows nothing of watches' states.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     fs::File,
     io::Write as _,
     os::fd::OwnedFd,
@@ -24,7 +27,6 @@ use crate::{
     config::RunAs,
     safe_open::{self, Access},
 };
-use tokio::io::AsyncReadExt as _;
 
 #[derive(Default)]
 pub struct Logs {
@@ -49,9 +51,9 @@ fn open(path: &Path, user: Option<&RunAs>) -> std::result::Result<File, safe_ope
 
 impl Logs {
     /// A pipe whose write end the process gets as stdout or stderr; what
-    /// comes out of it is appended to `path`. Fails, with the file named,
-    /// when the file cannot be opened at all.
-    pub fn pipe_to(&mut self, path: &Path, user: Option<&RunAs>) -> Result<OwnedFd> {
+    /// comes out of it is appended to `path`, and its last lines are kept.
+    /// Fails, with the file named, when the file cannot be opened at all.
+    pub fn pipe_to(&mut self, path: &Path, user: Option<&RunAs>) -> Result<(OwnedFd, Arc<Pipe>)> {
         let sink = match self.sinks.get(path) {
             Some(sink) => sink.clone(),
             None => {
@@ -67,19 +69,23 @@ impl Logs {
             }
         };
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2")?;
-        let mut receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(read)
+        let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(read)
             .context("registering a log pipe")?;
+        let pipe = Arc::new(Pipe {
+            receiver,
+            sink,
+            tail: Mutex::new(Tail::default()),
+        });
+        let reading = pipe.clone();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 16 * 1024];
             // Ends when every writer (the process and what it started) is gone.
-            while let Ok(n) = receiver.read(&mut buf).await {
-                if n == 0 {
+            while reading.receiver.readable().await.is_ok() {
+                if reading.drain() {
                     break;
                 }
-                sink.write(&buf[..n]);
             }
         });
-        Ok(write)
+        Ok((write, pipe))
     }
 
     /// Reopens every log file (after a rotation moved it away).
@@ -120,5 +126,146 @@ impl Sink {
             }
             Err(_) => {}
         }
+    }
+}
+
+/// How many of the last lines of a stream are kept, in how many bytes at
+/// most, each cut at `LINE_BYTES`.
+pub const TAIL_LINES: usize = 20;
+const TAIL_BYTES: usize = 4096;
+const LINE_BYTES: usize = 512;
+
+/// What a process wrote last to one stream.
+#[derive(Default)]
+struct Tail {
+    lines: VecDeque<String>,
+    bytes: usize,
+    /// The line being written (no newline yet).
+    partial: Vec<u8>,
+}
+
+impl Tail {
+    fn push(&mut self, data: &[u8]) {
+        let mut rest = data;
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            self.extend(&rest[..end]);
+            self.finish();
+            rest = &rest[end + 1..];
+        }
+        self.extend(rest);
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        let room = LINE_BYTES.saturating_sub(self.partial.len());
+        self.partial
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    fn finish(&mut self) {
+        let line = String::from_utf8_lossy(&self.partial).into_owned();
+        self.partial.clear();
+        self.bytes += line.len();
+        self.lines.push_back(line);
+        while self.lines.len() > TAIL_LINES || self.bytes > TAIL_BYTES {
+            match self.lines.pop_front() {
+                Some(old) => self.bytes -= old.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// Oldest first, with a last line that had no newline yet.
+    fn lines(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self.lines.iter().cloned().collect();
+        if !self.partial.is_empty() {
+            lines.push(String::from_utf8_lossy(&self.partial).into_owned());
+            if lines.len() > TAIL_LINES {
+                lines.remove(0);
+            }
+        }
+        lines
+    }
+}
+
+/// One process's stream: the pipe it writes into, copied into its log
+/// file, and its last lines.
+pub struct Pipe {
+    receiver: tokio::net::unix::pipe::Receiver,
+    sink: Arc<Sink>,
+    /// Held while the pipe is read, so that what is read goes into the
+    /// file and the tail in order, whoever reads it.
+    tail: Mutex<Tail>,
+}
+
+impl Pipe {
+    /// Reads what the pipe holds now; true at its end.
+    fn drain(&self) -> bool {
+        let mut tail = self.tail.lock().expect("tail lock");
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match self.receiver.try_read(&mut buf) {
+                Ok(0) => return true,
+                Ok(n) => {
+                    self.sink.write(&buf[..n]);
+                    tail.push(&buf[..n]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return true,
+            }
+        }
+    }
+
+    /// Its last lines, once what is still in the pipe is read (a process
+    /// that is gone wrote all it will).
+    pub fn last_lines(&self) -> Vec<String> {
+        self.drain();
+        self.tail.lock().expect("tail lock").lines()
+    }
+}
+
+/// The streams of one process that the daemon carries.
+#[derive(Clone, Default)]
+pub struct Output {
+    pub stdout: Option<Arc<Pipe>>,
+    pub stderr: Option<Arc<Pipe>>,
+}
+
+impl Output {
+    /// The last lines of its stdout and of its stderr.
+    pub fn last_lines(&self) -> (Vec<String>, Vec<String>) {
+        let lines = |p: &Option<Arc<Pipe>>| p.as_ref().map_or_else(Vec::new, |p| p.last_lines());
+        (lines(&self.stdout), lines(&self.stderr))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tail_keeps_the_last_lines_within_its_bounds() {
+        let mut tail = Tail::default();
+        for i in 0..100 {
+            tail.push(format!("line {i}\n").as_bytes());
+        }
+        tail.push(b"partial, in two ");
+        tail.push(b"writes");
+        let lines = tail.lines();
+        assert_eq!(lines.len(), TAIL_LINES);
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some("partial, in two writes")
+        );
+        assert_eq!(lines.first().map(String::as_str), Some("line 81"));
+        let mut long = Tail::default();
+        long.push(&vec![b'x'; 100_000]);
+        long.push(b"\n");
+        for _ in 0..20 {
+            long.push(&[b'y'; 1000]);
+            long.push(b"\n");
+        }
+        assert!(long.lines().iter().all(|l| l.len() <= LINE_BYTES));
+        assert!(long.lines().iter().map(String::len).sum::<usize>() <= TAIL_BYTES);
     }
 }

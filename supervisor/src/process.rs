@@ -133,8 +133,8 @@ pub fn stat(pid: Pid) -> io::Result<Option<Stat>> {
 }
 
 /// The command line of process `id` (arguments joined by spaces, at most
-/// `limit` bytes read), if it still runs; `None` once its pid is gone or
-/// names another process.
+/// `limit` bytes read), if it still runs; `None` once it has exited, or
+/// its pid is gone or names another process.
 pub fn cmdline(id: ProcessId, limit: usize) -> Option<String> {
     use std::io::Read as _;
     let file = std::fs::File::open(format!("/proc/{}/cmdline", id.pid)).ok()?;
@@ -145,6 +145,10 @@ pub fn cmdline(id: ProcessId, limit: usize) -> Option<String> {
     }
     let mut bytes = Vec::new();
     file.take(limit as u64).read_to_end(&mut bytes).ok()?;
+    // Empty once it has exited (a zombie has no memory left to read).
+    if bytes.is_empty() {
+        return None;
+    }
     let text = String::from_utf8_lossy(&bytes);
     Some(text.trim_end_matches('\0').replace('\0', " "))
 }

@@ -238,6 +238,22 @@ pub struct LastExitStatus {
     /// How long it ran, where its start is known.
     #[serde(default)]
     pub lifetime_secs: Option<f64>,
+    /// The OOM killer chose it (the eBPF backend only).
+    #[serde(default)]
+    pub oom: Option<crate::origin::OomReport>,
+    /// Its peak resident memory (bytes) and CPU time (user + system) in
+    /// the life that ended, where the daemon reaped it (not a process a
+    /// previous daemon started).
+    #[serde(default)]
+    pub peak_rss: Option<u64>,
+    #[serde(default)]
+    pub cpu_secs: Option<f64>,
+    /// The last lines it wrote to its stdout and its stderr (where the
+    /// daemon carries them: a log file is configured), oldest first.
+    #[serde(default)]
+    pub stdout: Vec<String>,
+    #[serde(default)]
+    pub stderr: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -17,6 +17,7 @@ use std::{
     },
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::Arc,
 };
 
 use anyhow::{bail, Context as _, Result};
@@ -25,13 +26,15 @@ use crate::{
     cgroup::WatchCgroup,
     clone3,
     config::{RunAs, WatchConfig},
-    output::Logs,
+    output::{Logs, Output, Pipe},
     process::{self, Pid, ProcessId},
 };
 
 pub struct Spawned {
     pub id: ProcessId,
     pub pidfd: OwnedFd,
+    /// The streams the daemon carries for it (its log files).
+    pub output: Output,
 }
 
 /// A start made ready where the daemon's state is (log pipes opened,
@@ -39,6 +42,7 @@ pub struct Spawned {
 /// out on any thread: `run` touches nothing but what it holds.
 pub struct Prepared {
     how: How,
+    output: Output,
     /// The command, for errors.
     what: String,
 }
@@ -54,34 +58,47 @@ enum How {
         nofile: Option<libc::rlimit>,
         stdio: Stdio3,
         cgroup: Option<crate::cgroup::DirFd>,
+        /// The v1 cgroups (`cgroup.procs`) its limits are in.
+        join: Vec<std::fs::File>,
     },
     Command(Command),
 }
 
-/// Starts `config`'s program, inside `cgroup` when there is one, with
-/// `extra_env` added to its environment.
+/// Starts `config`'s program, inside `cgroup` when there is one and the
+/// v1 cgroups whose `cgroup.procs` are `join`, with `extra_env` added to
+/// its environment.
 pub fn spawn(
     config: &WatchConfig,
     cgroup: Option<&WatchCgroup>,
+    join: Vec<std::fs::File>,
     logs: &mut Logs,
     extra_env: &[(String, String)],
 ) -> Result<Spawned> {
-    prepare(config, cgroup, logs, extra_env)?.run()
+    prepare(config, cgroup, join, logs, extra_env)?.run()
 }
 
 /// Makes ready the start of `config`'s program, for `Prepared::run`.
 pub fn prepare(
     config: &WatchConfig,
     cgroup: Option<&WatchCgroup>,
+    join: Vec<std::fs::File>,
     logs: &mut Logs,
     extra_env: &[(String, String)],
 ) -> Result<Prepared> {
+    let (stdout, stdout_pipe) = output(config.stdout.as_deref(), config.user.as_ref(), logs)?;
+    let (stderr, stderr_pipe) = output(config.stderr.as_deref(), config.user.as_ref(), logs)?;
     let stdio = Stdio3 {
         stdin: dev_null()?,
-        stdout: output(config.stdout.as_deref(), config.user.as_ref(), logs)?,
-        stderr: output(config.stderr.as_deref(), config.user.as_ref(), logs)?,
+        stdout,
+        stderr,
     };
-    prepare_with(config, cgroup, stdio, extra_env)
+    Ok(Prepared {
+        output: Output {
+            stdout: stdout_pipe,
+            stderr: stderr_pipe,
+        },
+        ..prepare_with(config, cgroup, stdio, extra_env, join)?
+    })
 }
 
 /// Starts `config`'s program outside any cgroup with its stdout and
@@ -96,7 +113,10 @@ pub fn spawn_captured(
         stderr: write.try_clone().context("dup")?,
         stdout: write,
     };
-    Ok((prepare_with(config, None, stdio, extra_env)?.run()?, read))
+    Ok((
+        prepare_with(config, None, stdio, extra_env, Vec::new())?.run()?,
+        read,
+    ))
 }
 
 fn prepare_with(
@@ -104,15 +124,17 @@ fn prepare_with(
     cgroup: Option<&WatchCgroup>,
     stdio: Stdio3,
     extra_env: &[(String, String)],
+    join: Vec<std::fs::File>,
 ) -> Result<Prepared> {
     let env = environment(config, extra_env);
     let how = if clone3::available() {
-        clone_plan(config, cgroup, stdio, env)?
+        clone_plan(config, cgroup, stdio, env, join)?
     } else {
-        How::Command(command(config, stdio, env))
+        How::Command(command(config, stdio, env, join))
     };
     Ok(Prepared {
         how,
+        output: Output::default(),
         what: format!("{:?}", config.argv),
     })
 }
@@ -131,7 +153,9 @@ impl Prepared {
                 nofile,
                 stdio,
                 cgroup,
+                join,
             } => {
+                let join: Vec<_> = join.iter().map(|f| f.as_fd()).collect();
                 let plan = clone3::Plan {
                     program: &program,
                     argv: &argv,
@@ -148,6 +172,7 @@ impl Prepared {
                         stdio.stderr.as_fd(),
                     ],
                     cgroup: cgroup.as_ref().map(std::os::fd::AsFd::as_fd),
+                    join: &join,
                 };
                 match clone3::spawn(&plan) {
                     Ok(spawned) => spawned,
@@ -184,7 +209,11 @@ impl Prepared {
             },
             Err(e) => return Err(e).with_context(|| format!("reading the start time of {pid}")),
         };
-        Ok(Spawned { id, pidfd })
+        Ok(Spawned {
+            id,
+            pidfd,
+            output: self.output,
+        })
     }
 }
 
@@ -200,14 +229,21 @@ struct Stdio3 {
     stderr: OwnedFd,
 }
 
-fn output(path: Option<&Path>, user: Option<&RunAs>, logs: &mut Logs) -> Result<OwnedFd> {
+fn output(
+    path: Option<&Path>,
+    user: Option<&RunAs>,
+    logs: &mut Logs,
+) -> Result<(OwnedFd, Option<Arc<Pipe>>)> {
     match path {
-        Some(path) => logs.pipe_to(path, user),
-        None => Ok(OwnedFd::from(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open("/dev/null")
-                .context("opening /dev/null")?,
+        Some(path) => logs.pipe_to(path, user).map(|(fd, pipe)| (fd, Some(pipe))),
+        None => Ok((
+            OwnedFd::from(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/null")
+                    .context("opening /dev/null")?,
+            ),
+            None,
         )),
     }
 }
@@ -281,6 +317,7 @@ fn clone_plan(
     cgroup: Option<&WatchCgroup>,
     stdio: Stdio3,
     env: Vec<(OsString, OsString)>,
+    join: Vec<std::fs::File>,
 ) -> Result<How> {
     let program = cstring(resolve(&config.argv[0], &env)?.as_os_str().as_bytes())?;
     let argv: Vec<CString> = config
@@ -319,12 +356,18 @@ fn clone_plan(
         nofile: crate::limits::original_nofile(),
         stdio,
         cgroup: cgroup.map(WatchCgroup::fd).transpose()?,
+        join,
     })
 }
 
 /// Where clone3 cannot be used (and so without cgroups): std's Command,
 /// with the session set up in pre_exec.
-fn command(config: &WatchConfig, stdio: Stdio3, env: Vec<(OsString, OsString)>) -> Command {
+fn command(
+    config: &WatchConfig,
+    stdio: Stdio3,
+    env: Vec<(OsString, OsString)>,
+    join: Vec<std::fs::File>,
+) -> Command {
     let mut cmd = Command::new(&config.argv[0]);
     cmd.args(&config.argv[1..])
         .stdin(Stdio::from(stdio.stdin))
@@ -340,6 +383,9 @@ fn command(config: &WatchConfig, stdio: Stdio3, env: Vec<(OsString, OsString)>) 
     // SAFETY: between fork and exec only async-signal-safe syscalls run.
     unsafe {
         cmd.pre_exec(move || {
+            for procs in &join {
+                nix::unistd::write(procs, b"0")?;
+            }
             nix::unistd::setsid()?;
             if let Some(nofile) = &nofile {
                 if libc::setrlimit(libc::RLIMIT_NOFILE, nofile) != 0 {

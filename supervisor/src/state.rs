@@ -277,10 +277,7 @@ impl StateDir {
     }
 
     fn read(&self, name: &str) -> io::Result<String> {
-        let file = open_at(&self.dir, name, OFlag::O_RDONLY)?;
-        if !file.metadata()?.is_file() {
-            return Err(io::Error::other("not a regular file"));
-        }
+        let file = self.open_read(name)?;
         let mut text = String::new();
         file.take(STATE_MAX).read_to_string(&mut text)?;
         Ok(text)
@@ -307,22 +304,43 @@ impl StateDir {
             text.push_str(entry);
         }
         text.push_str("}}");
+        self.replace("state.json", text.as_bytes())
+    }
+
+    /// Replaces file `name` of the directory with `bytes` in one step: a
+    /// reader (or a daemon killed mid-write) sees the old or the new.
+    pub fn replace(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let tmp = format!("{name}.tmp");
         // A leftover of a daemon killed mid-write; O_EXCL below makes sure
         // nothing else is written through.
         let _ = unlinkat(
             &self.dir,
-            "state.json.tmp",
+            tmp.as_str(),
             nix::unistd::UnlinkatFlags::NoRemoveDir,
         );
         // Private: it says what runs, as whom, and how it died.
         let mut file = open_at(
             &self.dir,
-            "state.json.tmp",
+            &tmp,
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,
         )?;
-        file.write_all(text.as_bytes())?;
+        file.write_all(bytes)?;
         drop(file);
-        renameat(&self.dir, "state.json.tmp", &self.dir, "state.json").map_err(io::Error::from)
+        renameat(&self.dir, tmp.as_str(), &self.dir, name).map_err(io::Error::from)
+    }
+
+    /// File `name` of the directory, to read (a regular file only).
+    pub fn open_read(&self, name: &str) -> io::Result<File> {
+        regular(open_at(&self.dir, name, OFlag::O_RDONLY)?)
+    }
+
+    /// File `name` of the directory, to append to (made 0600 if missing).
+    pub fn open_append(&self, name: &str) -> io::Result<File> {
+        regular(open_at(
+            &self.dir,
+            name,
+            OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT,
+        )?)
     }
 }
 
@@ -348,6 +366,14 @@ fn lock_within(lock: &File, patience: std::time::Duration) -> bool {
 }
 
 /// `name` in `dir`, never through a symlink, created 0600.
+fn regular(file: File) -> io::Result<File> {
+    if file.metadata()?.is_file() {
+        Ok(file)
+    } else {
+        Err(io::Error::other("not a regular file"))
+    }
+}
+
 fn open_at(dir: &OwnedFd, name: &str, flags: OFlag) -> io::Result<File> {
     let fd = openat(
         dir,

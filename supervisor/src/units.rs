@@ -25,6 +25,17 @@ pub fn short_duration(d: Duration) -> String {
     }
 }
 
+/// A size as a person reads it: `512KB`, `63.2MB`.
+pub fn short_size(bytes: u64) -> String {
+    const MB: f64 = (1 << 20) as f64;
+    let value = bytes as f64;
+    if value >= MB {
+        format!("{:.1}MB", value / MB)
+    } else {
+        format!("{:.0}KB", value / 1024.0)
+    }
+}
+
 /// Parses `250ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();

@@ -12,7 +12,7 @@ use std::{
 
 use nix::sys::signal::Signal;
 
-pub use self::history::{Event, Exit, History};
+pub use self::history::{Event, Exit, History, EXITS};
 use self::timers::Timers;
 pub use self::timers::{Delay, Timer};
 pub use crate::protocol::{Command, State};
@@ -82,7 +82,8 @@ struct Queued {
 pub struct Notice {
     pub event: NotifyEvent,
     pub pid: Option<crate::process::Pid>,
-    pub exit: Option<ExitStatus>,
+    /// The exit it is about, with its cause.
+    pub exit: Option<Exit>,
     pub detail: String,
 }
 
@@ -173,11 +174,21 @@ impl Watch {
                 cause: e.status().to_string(),
                 origin: None,
                 lifetime: None,
+                oom: None,
+                usage: None,
+                stdout: Vec::new(),
+                stderr: Vec::new(),
             })
         });
         if let Some(exit) = exit {
             self.history.exited(exit);
         }
+    }
+
+    /// Takes back the exits a previous daemon kept (its exit history),
+    /// oldest first, in place of the last one the state file holds.
+    pub fn restore_exits(&mut self, exits: impl IntoIterator<Item = Exit>) {
+        self.history.restore_exits(exits);
     }
 
     /// Runs `process`, which a previous daemon started and which still
@@ -218,6 +229,10 @@ impl Watch {
             cause: "died while no supervisor was running".to_owned(),
             origin: None,
             lifetime: None,
+            oom: None,
+            usage: None,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
         });
         self.restarts += 1;
     }
@@ -367,7 +382,7 @@ impl Watch {
         &mut self,
         event: NotifyEvent,
         pid: Option<crate::process::Pid>,
-        exit: Option<ExitStatus>,
+        exit: Option<Exit>,
         detail: String,
     ) {
         self.notices.push(Notice {
@@ -721,8 +736,12 @@ impl Watch {
             at: now.wall,
             pid: process.pid,
             cause: cause.clone(),
-            origin: death.origin,
+            origin: death.origin.as_ref().map(|o| o.report()),
             lifetime,
+            oom: death.oom.as_ref().map(|(oom, limit)| oom.report(*limit)),
+            usage: death.usage,
+            stdout: death.stdout,
+            stderr: death.stderr,
         });
         let reason = match self.state {
             State::Start if self.last_error.is_none() => {
@@ -740,7 +759,7 @@ impl Watch {
             self.notice(
                 NotifyEvent::Exited,
                 Some(process.pid),
-                Some(status),
+                self.history.last_exit().cloned(),
                 reason.clone(),
             );
         }
@@ -754,7 +773,8 @@ impl Watch {
             _ => {
                 self.moved(State::Unmonitored, &reason);
                 if unasked {
-                    self.notice(NotifyEvent::GaveUp, Some(process.pid), Some(status), reason);
+                    let exit = self.history.last_exit().cloned();
+                    self.notice(NotifyEvent::GaveUp, Some(process.pid), exit, reason);
                 }
                 Vec::new()
             }

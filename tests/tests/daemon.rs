@@ -104,14 +104,15 @@ fn each_watch_keeps_its_recent_exits_through_a_restart_of_the_daemon() {
             "each exit under the row, with its cause: {shown}"
         );
     }
-    // The state file keeps the last exit (the history is the daemon's).
+    // The history is kept beside the state file.
     d.kill9_and_restart();
     let s = d.wait_status("s", "re-adopted", |s| s.state == State::Up);
-    assert_eq!(
-        s.exits.iter().map(|e| e.pid).collect::<Vec<_>>(),
-        [killed[2].0],
-        "{s}"
-    );
+    let after: Vec<(u32, String)> = s
+        .exits
+        .iter()
+        .map(|e| (e.pid, e.status.text.clone()))
+        .collect();
+    assert_eq!(after, killed, "{s}");
 }
 
 #[test]

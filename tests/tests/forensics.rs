@@ -31,14 +31,19 @@ fn own_comm() -> String {
 fn a_kill_from_another_users_shell_names_the_shell_its_uid_and_parent() {
     let d = sleeper_as_nobody("");
     let victim = pid_of(&d.wait_status("s", "up", |s| s.state == State::Up));
-    // The shell kills it and exits at once: it is gone long before the
-    // death is read, and the kernel program captured it anyway.
+    // The shell kills it and exits at once. The daemon is stopped
+    // meanwhile, so that the shell is surely gone (and reaped) before the
+    // death is read: the kernel program captured it anyway.
+    let daemon = nix::unistd::Pid::from_raw(d.pid() as i32);
+    nix::sys::signal::kill(daemon, nix::sys::signal::Signal::SIGSTOP).unwrap();
     let mut shell = std::process::Command::new("/bin/sh");
     shell.args(["-c", &format!("kill -9 {victim}")]);
     shell.uid(65534).gid(65534);
     let sh = shell.spawn().unwrap();
     let sh_pid = sh.id();
-    let out = sh.wait_with_output().unwrap();
+    let out = sh.wait_with_output();
+    nix::sys::signal::kill(daemon, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let out = out.unwrap();
     assert!(out.status.success(), "{out:?}");
     let s = d.wait_replaced("s", victim);
     let exit = s.exit();
@@ -187,4 +192,164 @@ fn the_netlink_backend_says_it_cannot_see_senders() {
         "{s}"
     );
     assert_eq!(exit.origin, None, "{s}");
+}
+
+#[test]
+fn what_it_printed_last_and_its_history_outlive_the_daemon() {
+    let mut d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "chatty"
+start = ["/bin/sh", "-c", "for i in $(seq 1 30); do echo out $i; echo err $i >&2; done; printf 'no newline'; exec sleep 1000"]
+stdout = "{dir}/chatty.out"
+stderr = "{dir}/chatty.err"
+"#,
+    );
+    let err = d.dir.path().join("chatty.err");
+    supervisor_tests::wait_file_contains(&err, "err 30");
+    let (victim, _) = d.kill_and_wait_replaced("chatty");
+    let s = d.status("chatty");
+    let exit = s.exit();
+    assert_eq!(exit.pid, victim);
+    let expected: Vec<String> = (11..=30).map(|i| format!("err {i}")).collect();
+    assert_eq!(exit.stderr, expected, "the last 20 lines of stderr: {s}");
+    assert_eq!(
+        exit.stdout.last().map(String::as_str),
+        Some("no newline"),
+        "{s}"
+    );
+    assert_eq!(exit.stdout.len(), 20, "{s}");
+    assert!(
+        exit.peak_rss.is_some_and(|b| b > 100_000),
+        "what it used: {s}"
+    );
+    assert!(exit.cpu_secs.is_some(), "{s}");
+    let why =
+        |d: &RunningDaemon| String::from_utf8_lossy(&d.cli(&["why", "chatty"]).stdout).to_string();
+    let before = why(&d);
+    assert!(before.contains(&format!("process {victim}")), "{before}");
+    assert!(
+        before.contains("  stderr  err 11") && before.contains("          err 30"),
+        "{before}"
+    );
+    assert!(before.contains("killed by SIGKILL from pid "), "{before}");
+    // The daemon dies and comes back: the history is still there.
+    d.kill9_and_restart();
+    d.wait_status("chatty", "re-adopted", |s| s.state == State::Up);
+    let after = why(&d);
+    assert!(
+        after.contains(&format!("process {victim}")) && after.contains("err 30"),
+        "{after}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&d.cli(&["why", "chatty", "--json"]).stdout).unwrap();
+    assert_eq!(json[0]["exits"][0]["pid"], victim, "{json}");
+    assert_eq!(json[0]["exits"][0]["stderr"][19], "err 30", "{json}");
+}
+
+#[test]
+fn a_webhook_and_a_hook_hear_the_cause_the_sender_and_the_last_lines() {
+    let receiver = supervisor_tests::WebhookReceiver::start(false);
+    let d = RunningDaemon::start(&format!(
+        r#"
+[[watch]]
+name = "app"
+start = ["/bin/sh", "-c", "echo 'about to go' >&2; exec sleep 1000"]
+stderr = "{{dir}}/app.err"
+
+[[notify]]
+events = ["exited"]
+webhook = "{url}"
+command = ["/bin/sh", "-c", "env | grep ^SUPERVISOR_ | sort > {{dir}}/hook.$SUPERVISOR_PID"]
+"#,
+        url = receiver.url
+    ));
+    supervisor_tests::wait_file_contains(&d.dir.path().join("app.err"), "about to go");
+    let (old, _) = d.kill_and_wait_replaced("app");
+    let doc = receiver.wait_for("app exited", |doc| doc["pid"] == old);
+    let me = std::process::id();
+    assert!(
+        doc["cause"]
+            .as_str()
+            .is_some_and(|c| c.starts_with(&format!("killed by SIGKILL from pid {me} ("))),
+        "{doc}"
+    );
+    assert_eq!(doc["origin"]["code"], "SI_USER", "{doc}");
+    assert_eq!(doc["origin"]["sender"]["pid"], me, "{doc}");
+    assert_eq!(doc["stderr"][0], "about to go", "{doc}");
+    let hook = d.dir.path().join(format!("hook.{old}"));
+    supervisor_tests::wait_file_contains(&hook, "SUPERVISOR_TIME=");
+    let env = std::fs::read_to_string(&hook).unwrap();
+    for line in [
+        format!("SUPERVISOR_SENDER_PID={me}"),
+        "SUPERVISOR_SENDER_UID=0".to_owned(),
+        "SUPERVISOR_SIGNAL_CODE=SI_USER".to_owned(),
+        "SUPERVISOR_STDERR=about to go".to_owned(),
+        "SUPERVISOR_EXIT_CORE_DUMPED=false".to_owned(),
+    ] {
+        assert!(env.lines().any(|l| l == line), "{line:?} not in {env}");
+    }
+    assert!(
+        env.lines().any(|l| l.starts_with(&format!(
+            "SUPERVISOR_CAUSE=killed by SIGKILL from pid {me} ("
+        ))),
+        "{env}"
+    );
+}
+
+#[test]
+fn a_process_past_its_memory_max_is_killed_by_the_oom_killer_and_says_so() {
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "hog"
+start = ["{helper}", "hog", "200"]
+memory_max = "64MB"
+keepalive = false
+"#,
+    );
+    let s = d.wait_status("hog", "its OOM kill", |s| s.last_exit.is_some());
+    let exit = s.exit();
+    assert!(
+        exit.cause
+            .starts_with("killed by the OOM killer: cgroup memory limit 64.0MB reached (anon RSS "),
+        "{s}"
+    );
+    let oom = exit
+        .oom
+        .as_ref()
+        .unwrap_or_else(|| panic!("no OOM record: {s}"));
+    assert_eq!(oom.cgroup_limit, Some(64 << 20), "{s}");
+    assert!(oom.anon_rss > 32 << 20 && oom.anon_rss <= 64 << 20, "{s}");
+    assert_eq!(exit.status.text, "killed by SIGKILL", "{s}");
+    assert_eq!(
+        exit.origin.as_ref().map(|o| o.code.as_str()),
+        Some("SI_KERNEL"),
+        "never a sender: {s}"
+    );
+    assert_eq!(
+        exit.origin.as_ref().and_then(|o| o.sender.as_ref()),
+        None,
+        "{s}"
+    );
+}
+
+#[test]
+fn a_fork_refused_by_pids_max_kills_nothing_and_its_exit_says_so() {
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "forky"
+start = ["/bin/sh", "-c", "for i in 1 2 3 4 5; do sleep 1000 & done; wait"]
+pids_max = 3
+keepalive = false
+"#,
+    );
+    let s = d.wait_status("forky", "its exit", |s| s.last_exit.is_some());
+    let exit = s.exit();
+    assert!(
+        exit.status.code.is_some(),
+        "it exited, nobody killed it: {s}"
+    );
+    assert!(exit.cause.contains("; pids_max 3 refused "), "{s}");
 }

@@ -20,7 +20,7 @@ use tokio::io::{unix::AsyncFd, Interest};
 use super::{kernel_layout::KernelLayout, tracefs, Counters, Options, Scope, Tracked};
 use crate::{
     exit::{ExitEvent, ExitStatus},
-    origin::{Code, Origin, Sender},
+    origin::{Code, OomKill, Origin, Sender},
     process::{self, Pid, ProcessId, StartTime},
 };
 
@@ -80,6 +80,17 @@ impl EbpfBackend {
             .override_global(globals::TASK_COMM, &layout.task_comm, true)
             .override_global(globals::SIGINFO_CODE, &layout.siginfo_code, true)
             .override_global(globals::SIGINFO_FIELDS, &layout.siginfo_fields, true);
+        let absent = u32::MAX;
+        let oom = layout.oom;
+        let oom_pid = oom.map_or(absent, |o| o.pid);
+        let oom_anon = oom.and_then(|o| o.anon_rss).unwrap_or(absent);
+        let oom_file = oom.and_then(|o| o.file_rss).unwrap_or(absent);
+        let oom_shmem = oom.and_then(|o| o.shmem_rss).unwrap_or(absent);
+        loader
+            .override_global(globals::TP_OOM_PID, &oom_pid, true)
+            .override_global(globals::TP_OOM_ANON_RSS, &oom_anon, true)
+            .override_global(globals::TP_OOM_FILE_RSS, &oom_file, true)
+            .override_global(globals::TP_OOM_SHMEM_RSS, &oom_shmem, true);
         if let Some(bytes) = options.ring_bytes {
             loader.map_max_entries(names::EVENTS, bytes);
         }
@@ -100,6 +111,11 @@ impl EbpfBackend {
         let senders = attach_signal_program(&mut ebpf)
             .inspect_err(|e| log::warn!("eBPF: {e:#}; exits will not say who sent the signal"))
             .is_ok();
+        if oom.is_some() {
+            if let Err(e) = attach_oom_program(&mut ebpf) {
+                log::warn!("eBPF: {e:#}; OOM kills are told only by the cgroup's counter");
+            }
+        }
 
         let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("no EVENTS map")?)?;
         let watched =
@@ -261,6 +277,20 @@ fn attach_signal_program(ebpf: &mut Ebpf) -> Result<()> {
     Ok(())
 }
 
+fn attach_oom_program(ebpf: &mut Ebpf) -> Result<()> {
+    let program: &mut TracePoint = ebpf
+        .program_mut(names::OOM_PROGRAM)
+        .context("the eBPF object has no OOM program")?
+        .try_into()?;
+    program
+        .load()
+        .context("the kernel refused the OOM program (verifier or permissions)")?;
+    program
+        .attach("oom", "mark_victim")
+        .context("attaching to tracepoint oom/mark_victim")?;
+    Ok(())
+}
+
 /// A kernel string: up to its first NUL.
 fn text(bytes: &[u8]) -> String {
     let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
@@ -310,6 +340,12 @@ fn event_from(record: &ExitRecord) -> ExitEvent {
         origin: (record.has_signal != 0)
             .then(|| origin_from(&record.signal))
             .flatten(),
+        oom: (record.has_oom != 0).then(|| OomKill {
+            anon_rss: record.oom.anon_rss_kb * 1024,
+            file_rss: record.oom.file_rss_kb * 1024,
+            shmem_rss: record.oom.shmem_rss_kb * 1024,
+            trigger: Pid::new(record.oom.trigger_tgid).map(|p| (p, text(&record.oom.trigger_comm))),
+        }),
         ..ExitEvent::new(pid, ExitStatus::from_wait_status(record.wait_status))
     }
 }

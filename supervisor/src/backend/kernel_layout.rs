@@ -27,6 +27,16 @@ pub struct KernelLayout {
     pub siginfo_fields: u32,
     /// `None` on kernels whose tracepoint has no `group_dead` field.
     pub tp_group_dead: Option<u32>,
+    /// `oom/mark_victim`'s fields (`None`: this kernel's lacks one).
+    pub oom: Option<OomLayout>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct OomLayout {
+    pub pid: u32,
+    pub anon_rss: Option<u32>,
+    pub file_rss: Option<u32>,
+    pub shmem_rss: Option<u32>,
 }
 
 impl KernelLayout {
@@ -55,6 +65,16 @@ impl KernelLayout {
             siginfo_code: siginfo(&["si_code"])?,
             siginfo_fields: siginfo(&["_sifields"])?,
             tp_group_dead: tracepoint_field(&format_text, "group_dead"),
+            oom: std::fs::read_to_string(tracefs.join("events/oom/mark_victim/format"))
+                .ok()
+                .and_then(|text| {
+                    Some(OomLayout {
+                        pid: tracepoint_field(&text, "pid")?,
+                        anon_rss: tracepoint_field(&text, "anon_rss"),
+                        file_rss: tracepoint_field(&text, "file_rss"),
+                        shmem_rss: tracepoint_field(&text, "shmem_rss"),
+                    })
+                }),
         })
     }
 }

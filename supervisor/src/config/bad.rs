@@ -35,6 +35,14 @@ fn bad_configs_are_errors_with_file_line_and_key() {
             ":1:1: watch[0]: missing field `start`",
         ),
         (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nmemory_max = \"1KB\"\n",
+            ":4:14: watch[0].memory_max: 1024 bytes: a memory limit below 4KB leaves no room to start",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\npids_max = 0\n",
+            ":4:12: watch[0].pids_max: 0: no process could ever start (at least 1, the program itself)",
+        ),
+        (
             "[[watch]\nname = \"a\"\n",
             ":1:9: unclosed array table, expected `]`",
         ),

@@ -28,8 +28,8 @@ mod values;
 use spans::Spans;
 use trust::trusted;
 use values::{
-    GroupSpec, HumanDuration, HumanSize, LogLevel, Percent, RawBackend, RingSize, SignalName,
-    Umask, UserSpec,
+    GroupSpec, HumanDuration, HumanSize, LogLevel, MemoryMax, Percent, PidsMax, RawBackend,
+    RingSize, SignalName, Umask, UserSpec,
 };
 
 pub use health::{HealthCheck, Probe, Readiness};
@@ -192,6 +192,8 @@ pub struct WatchConfig {
     pub flapping: Flapping,
     /// Memory and CPU limits over the watch's whole process tree.
     pub conditions: Vec<ResourceCondition>,
+    /// What the kernel enforces (cgroup limits).
+    pub limits: crate::resources::Limits,
 }
 
 impl WatchConfig {
@@ -225,6 +227,7 @@ impl WatchConfig {
             keepalive: false,
             flapping: Flapping::default(),
             conditions: Vec::new(),
+            limits: Default::default(),
         }
     }
 }
@@ -359,6 +362,8 @@ struct RawWatch {
     flapping: Option<RawFlapping>,
     memory: Option<RawCondition<HumanSize>>,
     cpu: Option<RawCondition<Percent>>,
+    memory_max: Option<MemoryMax>,
+    pids_max: Option<PidsMax>,
     health: Option<health::RawHealth>,
     ready: Option<Readiness>,
 }
@@ -829,6 +834,10 @@ fn watch_config(raw: RawWatch) -> Result<WatchConfig, (&'static str, String)> {
         .into_iter()
         .flatten()
         .collect(),
+        limits: crate::resources::Limits {
+            memory_max: raw.memory_max.map(|m| m.0),
+            pids_max: raw.pids_max.map(|p| p.0),
+        },
     })
 }
 

@@ -65,6 +65,35 @@ impl<'de> Deserialize<'de> for HumanSize {
     }
 }
 
+/// `memory_max`: a size the kernel can enforce, at least a page.
+pub(super) struct MemoryMax(pub(super) u64);
+
+impl<'de> Deserialize<'de> for MemoryMax {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let HumanSize(bytes) = HumanSize::deserialize(d)?;
+        if bytes < 4096 {
+            return Err(de::Error::custom(format!(
+                "{bytes} bytes: a memory limit below 4KB leaves no room to start"
+            )));
+        }
+        Ok(MemoryMax(bytes))
+    }
+}
+
+/// `pids_max`: at least the process itself.
+pub(super) struct PidsMax(pub(super) u64);
+
+impl<'de> Deserialize<'de> for PidsMax {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u64::deserialize(d)? {
+            0 => Err(de::Error::custom(
+                "0: no process could ever start (at least 1, the program itself)",
+            )),
+            n => Ok(PidsMax(n)),
+        }
+    }
+}
+
 /// The eBPF ring buffer's size: a power of two, at least a page.
 pub(super) struct RingSize(pub(super) u32);
 

@@ -73,6 +73,17 @@ impl Daemon {
             Action::Spawn => self.notify_env(name, None),
             _ => Vec::new(),
         };
+        // A start made here, on the loop (not a launch, not on a spawner
+        // thread: those set the limits themselves).
+        let here = self.spawner.is_none()
+            && self
+                .slots
+                .get(name)
+                .is_some_and(|s| s.watch.config().pid_file.is_none());
+        let join = match action {
+            Action::Spawn if here && blocked_by.is_none() => Some(self.limits_for_start(name)),
+            _ => None,
+        };
         let Some(watch) = self.slots.get_mut(name).map(|s| &mut s.watch) else {
             return Vec::new();
         };
@@ -98,8 +109,16 @@ impl Daemon {
                 Vec::new()
             }
             Action::Spawn => {
-                match spawn::spawn(watch.config(), cgroup.as_ref(), &mut self.logs, &env) {
-                    Ok(spawned) => self.follow(name, spawned.id, spawned.pidfd),
+                let spawned = join.unwrap_or_else(|| Ok(Vec::new())).and_then(|join| {
+                    spawn::spawn(watch.config(), cgroup.as_ref(), join, &mut self.logs, &env)
+                });
+                match spawned {
+                    Ok(spawned) => {
+                        if let Some(slot) = self.slots.get_mut(name) {
+                            slot.output = spawned.output;
+                        }
+                        self.follow(name, spawned.id, spawned.pidfd)
+                    }
                     Err(e) => watch.spawn_failed(&format!("{e:#}"), Now::read()),
                 }
             }

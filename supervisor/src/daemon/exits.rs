@@ -12,13 +12,7 @@ use crate::{
     process::Pid,
     watch::{Now, State},
 };
-use nix::{
-    errno::Errno,
-    sys::{
-        signal::Signal,
-        wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus},
-    },
-};
+use nix::sys::signal::Signal;
 
 use super::{reach::Reach, Daemon, Internal, GROUP_DRAIN_TICK};
 
@@ -46,6 +40,7 @@ impl Daemon {
             return;
         };
         proc.origin = event.origin;
+        proc.oom = event.oom;
         let name = proc.watch.clone();
         self.confirm_gone(name, event.pid, Some(event.status));
     }
@@ -78,29 +73,40 @@ impl Daemon {
 
     /// `Some(status)` once `pid` is reaped (by us now, or earlier by the
     /// SIGCHLD reaper), `None` while it is still exiting.
+    /// What it used is kept with it, for its exit.
     pub(super) fn try_reap(&mut self, pid: Pid) -> Option<Option<ExitStatus>> {
-        if let Some(status) = self.procs.get_mut(&pid).and_then(|p| p.reaped.take()) {
+        let proc = self.procs.get_mut(&pid)?;
+        if let Some(status) = proc.reaped.take() {
             return Some(Some(status));
         }
-        let fd = self.procs.get(&pid).map(|p| &p.pidfd)?;
-        match waitid(
-            Id::PIDFd(std::os::fd::AsFd::as_fd(fd)),
-            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
-        ) {
-            Ok(WaitStatus::StillAlive) => None,
-            Ok(status) => Some(Some(ExitStatus::from_nix(status))),
+        match crate::exit::reap_pidfd(std::os::fd::AsFd::as_fd(&proc.pidfd)) {
+            Ok(None) => None,
+            Ok(Some((status, usage))) => {
+                proc.usage = Some(usage);
+                Some(Some(status))
+            }
             // Not our child (re-adopted): gone once its pidfd is readable.
-            Err(Errno::ECHILD) => pidfd_readable(fd).then_some(None),
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
+                pidfd_readable(&proc.pidfd).then_some(None)
+            }
             Err(_) => Some(None),
         }
     }
 
     pub(super) fn process_gone(&mut self, name: String, pid: Pid, status: ExitStatus) {
-        let origin = self.procs.remove(&pid).and_then(|p| p.origin);
+        let (origin, oom, usage) = self
+            .procs
+            .remove(&pid)
+            .map_or((None, None, None), |p| (p.origin, p.oom, p.usage));
         let death = Death {
             status,
             origin,
             senders_unseen: self.backend.senders_unseen(),
+            oom: oom.map(|oom| (oom, self.oom_limit_reached(&name))),
+            forks_refused: self.forks_refused(&name),
+            usage,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
         };
         let _ = self.backend.unwatch(pid);
         let reach = self.reach(&name);
@@ -123,10 +129,21 @@ impl Daemon {
     }
 
     pub(super) fn finish_exit(&mut self, name: &str, death: Death) {
-        let Some(watch) = self.slots.get_mut(name).map(|s| &mut s.watch) else {
+        let Some(slot) = self.slots.get_mut(name) else {
             return;
         };
-        let actions = watch.exited(death, Now::read());
+        // Everything that wrote into its pipes is gone by now: what they
+        // hold is all it printed.
+        let (stdout, stderr) = std::mem::take(&mut slot.output).last_lines();
+        let death = Death {
+            stdout,
+            stderr,
+            ..death
+        };
+        let actions = slot.watch.exited(death, Now::read());
+        if let (Some(log), Some(exit)) = (&mut self.exit_log, slot.watch.last_exit()) {
+            log.append(name, exit);
+        }
         self.act(name, actions);
     }
 
@@ -161,25 +178,25 @@ impl Daemon {
     /// Reaps every exited child, ours or orphans handed to us.
     pub(super) fn reap(&mut self) {
         loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-                Ok(status) => {
-                    if let Some(pid) = status.pid().and_then(|p| Pid::new(p.as_raw() as u32)) {
-                        if let Some(proc) = self.procs.get_mut(&pid) {
-                            proc.reaped = Some(ExitStatus::from_nix(status));
-                            let name = proc.watch.clone();
-                            self.confirm_gone(name, pid, None);
-                        } else if let Some(helper) = self.helpers.get_mut(&pid) {
-                            // Its task reports when its output is read.
-                            helper.reaped = Some(ExitStatus::from_nix(status));
-                        } else if let Some(spawner) = &mut self.spawner {
-                            spawner.reaped_unknown(pid, ExitStatus::from_nix(status));
-                        }
+            match crate::exit::reap_any() {
+                Ok(None) => break,
+                Ok(Some((pid, status, usage))) => {
+                    if let Some(proc) = self.procs.get_mut(&pid) {
+                        proc.reaped = Some(status);
+                        proc.usage = Some(usage);
+                        let name = proc.watch.clone();
+                        self.confirm_gone(name, pid, None);
+                    } else if let Some(helper) = self.helpers.get_mut(&pid) {
+                        // Its task reports when its output is read.
+                        helper.reaped = Some(status);
+                    } else if let Some(spawner) = &mut self.spawner {
+                        spawner.reaped_unknown(pid, status);
                     }
                 }
-                Err(Errno::EINTR) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ECHILD) => break,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 Err(e) => {
-                    log::warn!("waitpid: {e}");
+                    log::warn!("wait4: {e}");
                     break;
                 }
             }

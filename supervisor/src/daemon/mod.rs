@@ -7,7 +7,8 @@
 //!
 //! Here: the loop and what arrives in it (`Internal`). Each watch's state is
 //! one `slot::WatchSlot`, each watched process one `slot::ProcSlot`. Beside
-//! the loop: `exits` (the one exit path), `effects` (carrying out what the
+//! the loop: `exits` (the one exit path), `limited` (kernel-enforced limits),
+//! `effects` (carrying out what the
 //! watches decide, then the settle phase), `starts` (launches, pid files,
 //! helper commands), `reach` (finding and signalling a watch's processes),
 //! `requests` (control requests and the requests waiting on watches),
@@ -18,6 +19,7 @@
 mod checks;
 mod effects;
 mod exits;
+mod limited;
 mod notices;
 mod persist;
 mod reach;
@@ -55,6 +57,7 @@ use crate::{
     config::{Config, Scheduling},
     control::{self, Incoming},
     exit::Death,
+    exit_log::ExitLog,
     output::Logs,
     process::{Pid, ProcessId},
     protocol::Missing,
@@ -144,6 +147,9 @@ pub struct Daemon {
     terminating: Option<u64>,
     quitting: bool,
     state_file: StateDir,
+    /// Every watch's exit history, beside the state file (none if it
+    /// could not be opened).
+    exit_log: Option<ExitLog>,
     /// The state file lacks a change no slot shows (a watch was removed,
     /// or the last write failed).
     state_stale: bool,
@@ -154,6 +160,8 @@ pub struct Daemon {
     last_save: Instant,
     save_pause: Duration,
     cgroups: Option<Cgroups>,
+    /// Where the memory and pids controllers are, for watches' limits.
+    resources: crate::resources::Host,
     /// Fork tracking, where there are no cgroups.
     trees: Option<Trees>,
     logs: Logs,
@@ -253,11 +261,13 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
         terminating: None,
         quitting: false,
         state_file,
+        exit_log: None,
         state_stale: false,
         unsaved: Default::default(),
         last_save: Instant::now(),
         save_pause: SAVE_EVERY,
         cgroups,
+        resources: crate::resources::Host::discover(crate::cgroup::mount().ok().as_deref()),
         trees,
         logs: Logs::default(),
         pending_starts: Default::default(),
@@ -368,6 +378,9 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
     if daemon.terminated() {
         for cgroup in daemon.slots.values().filter_map(|s| s.cgroup.as_ref()) {
             cgroup.remove();
+        }
+        for limits in daemon.slots.values().filter_map(|s| s.limits.as_ref()) {
+            limits.remove();
         }
         if let Some(cgroups) = &daemon.cgroups {
             cgroups.remove();

@@ -8,6 +8,7 @@ use std::{
 };
 
 use crate::{
+    exit_log::ExitLog,
     process::{self, Pid, ProcessId, StartTime},
     state::SavedWatch,
     watch::{Action, Command, Now, State},
@@ -28,6 +29,19 @@ impl Daemon {
     /// and starts the rest as the config and the operator's last word say.
     pub(super) fn resume(&mut self) {
         let mut saved = self.state_file.load().watches;
+        let mut kept = match ExitLog::open(&self.state_file) {
+            Ok((log, kept)) => {
+                self.exit_log = Some(log);
+                kept
+            }
+            Err(e) => {
+                log::error!(
+                    "cannot open the exit history {}: {e}; exits are not kept across restarts",
+                    self.state_file.path().join("exits.jsonl").display()
+                );
+                Default::default()
+            }
+        };
         let names = self.in_start_order(self.slots.keys().cloned().collect());
         for name in names {
             let previous = saved.get(&name).and_then(|entry| {
@@ -65,6 +79,9 @@ impl Daemon {
                 continue;
             };
             watch.restore(entry);
+            if let Some(exits) = kept.remove(&name) {
+                watch.restore_exits(exits);
+            }
             let previous =
                 entry
                     .pid
@@ -84,6 +101,9 @@ impl Daemon {
                         id.pid
                     );
                     watch.died_unwatched(id.pid, Now::read());
+                    if let (Some(log), Some(exit)) = (&mut self.exit_log, watch.last_exit()) {
+                        log.append(&name, exit);
+                    }
                     self.pending_starts.push_back(name);
                 }
                 _ if entry.monitored && watch.config().autostart => {
@@ -226,7 +246,9 @@ impl Daemon {
 
     /// Whether the state file may lack something that happened.
     pub(super) fn state_unsaved(&self) -> bool {
-        self.state_stale || !self.unsaved.is_empty()
+        self.state_stale
+            || !self.unsaved.is_empty()
+            || self.exit_log.as_ref().is_some_and(ExitLog::has_pending)
     }
 
     /// Writes the state file if anything in it changed since the last
@@ -239,6 +261,20 @@ impl Daemon {
     }
 
     fn write_state(&mut self) {
+        if let Some(exit_log) = &mut self.exit_log {
+            let kept = self.slots.iter().flat_map(|(name, slot)| {
+                slot.watch
+                    .history()
+                    .exits()
+                    .map(move |exit| (name.as_str(), exit))
+            });
+            if let Err(e) = exit_log.flush(&self.state_file, kept) {
+                log::error!(
+                    "cannot write the exit history {}: {e}",
+                    self.state_file.path().join("exits.jsonl").display()
+                );
+            }
+        }
         let mut changed = std::mem::take(&mut self.state_stale);
         let unsaved = std::mem::take(&mut self.unsaved);
         for (name, slot) in &mut self.slots {

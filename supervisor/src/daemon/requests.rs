@@ -61,6 +61,9 @@ impl Daemon {
             if let Some(cgroup) = &slot.cgroup {
                 cgroup.remove();
             }
+            if let Some(limits) = &slot.limits {
+                limits.remove();
+            }
             if let Some(trees) = &mut self.trees {
                 trees.forget(name);
             }

@@ -75,7 +75,12 @@ fn exit_status(exit: &Exit) -> LastExitStatus {
         at: crate::exit::unix_seconds(exit.at),
         pid: exit.pid.get(),
         cause: exit.cause.clone(),
-        origin: exit.origin.as_ref().map(|o| o.report()),
+        origin: exit.origin.clone(),
         lifetime_secs: exit.lifetime.map(|d| d.as_secs_f64()),
+        oom: exit.oom.clone(),
+        peak_rss: exit.usage.map(|u| u.max_rss),
+        cpu_secs: exit.usage.map(|u| u.cpu.as_secs_f64()),
+        stdout: exit.stdout.clone(),
+        stderr: exit.stderr.clone(),
     }
 }

@@ -8,8 +8,15 @@ use std::{
 };
 
 use crate::{
-    cgroup::WatchCgroup, conditions::Conditions, exit::ExitStatus, health::Health, origin::Origin,
-    process::Pid, state::SavedWatch, watch::Watch,
+    cgroup::WatchCgroup,
+    conditions::Conditions,
+    exit::ExitStatus,
+    health::Health,
+    origin::{OomKill, Origin},
+    output::Output,
+    process::Pid,
+    state::SavedWatch,
+    watch::Watch,
 };
 
 use super::{readiness::NotifyListener, requests::Waiter};
@@ -46,6 +53,13 @@ pub(super) struct WatchSlot {
     pub clearing: bool,
     /// A start is waiting for that.
     pub held_spawn: bool,
+    /// The streams of its process that the daemon carries.
+    pub output: Output,
+    /// Where its kernel-enforced limits are, once set.
+    pub limits: Option<crate::resources::Applied>,
+    /// Its cgroup's OOM kills, and forks refused, when its process started.
+    pub oom_kills: Option<u64>,
+    pub fork_refusals: Option<u64>,
 }
 
 /// A stop or restart command the daemon runs for a watch.
@@ -74,6 +88,10 @@ impl WatchSlot {
             saved: None,
             clearing: false,
             held_spawn: false,
+            output: Output::default(),
+            limits: None,
+            oom_kills: None,
+            fork_refusals: None,
         }
     }
 }
@@ -86,6 +104,9 @@ pub(super) struct ProcSlot {
     pub pidfd: OwnedFd,
     pub reaped: Option<ExitStatus>,
     pub origin: Option<Origin>,
+    pub oom: Option<OomKill>,
+    /// What it used, once reaped.
+    pub usage: Option<crate::exit::Usage>,
 }
 
 impl ProcSlot {
@@ -95,6 +116,8 @@ impl ProcSlot {
             pidfd,
             reaped: None,
             origin: None,
+            oom: None,
+            usage: None,
         }
     }
 }

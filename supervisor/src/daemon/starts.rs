@@ -29,20 +29,27 @@ impl Daemon {
     pub(super) fn launch_daemonizing(&mut self, name: &str) {
         let cgroup = self.cgroup_of(name);
         let env = self.notify_env(name, None);
-        let Some(watch) = self.slots.get_mut(name).map(|s| &mut s.watch) else {
+        let join = self.limits_for_start(name);
+        let Some(slot) = self.slots.get_mut(name) else {
             return;
         };
+        let watch = &mut slot.watch;
         let path = watch
             .config()
             .pid_file
             .clone()
             .expect("checked by the caller");
         let launched = pid_file::clear(&path, watch.config().user.as_ref())
-            .and_then(|()| spawn::spawn(watch.config(), cgroup.as_ref(), &mut self.logs, &env));
+            .and(join)
+            .and_then(|join| {
+                spawn::spawn(watch.config(), cgroup.as_ref(), join, &mut self.logs, &env)
+            });
         let launcher = match launched {
             Ok(spawned) => {
                 track(&mut self.trees, name, spawned.id.pid);
                 watch.launched();
+                // The daemon it leaves behind inherits its streams.
+                slot.output = spawned.output;
                 spawned.id.pid
             }
             Err(e) => {
@@ -158,10 +165,20 @@ impl Daemon {
     fn send_start(&mut self, name: &str, launch: u64) {
         let cgroup = self.cgroup_of(name);
         let env = self.notify_env(name, None);
+        let join = self.limits_for_start(name);
         let Some(slot) = self.slots.get_mut(name) else {
             return;
         };
-        match spawn::prepare(slot.watch.config(), cgroup.as_ref(), &mut self.logs, &env) {
+        let prepared = join.and_then(|join| {
+            spawn::prepare(
+                slot.watch.config(),
+                cgroup.as_ref(),
+                join,
+                &mut self.logs,
+                &env,
+            )
+        });
+        match prepared {
             Ok(prepared) => {
                 if let Some(spawner) = &mut self.spawner {
                     spawner.send(name, launch, prepared);
@@ -190,7 +207,12 @@ impl Daemon {
             .map(|s| s.launch = None)
             .is_some();
         let actions = match (ours, result) {
-            (true, Ok(spawned)) => self.follow(name, spawned.id, spawned.pidfd),
+            (true, Ok(spawned)) => {
+                if let Some(slot) = self.slots.get_mut(name) {
+                    slot.output = spawned.output;
+                }
+                self.follow(name, spawned.id, spawned.pidfd)
+            }
             (true, Err(e)) => match self.slots.get_mut(name) {
                 Some(slot) => slot.watch.spawn_failed(&e, Now::read()),
                 None => Vec::new(),
@@ -262,7 +284,7 @@ pub(super) fn run_helper_command(
         argv,
         ..config.clone()
     };
-    let spawned = spawn::spawn(&helper, cgroup, logs, &[])?;
+    let spawned = spawn::spawn(&helper, cgroup, Vec::new(), logs, &[])?;
     track(trees, &config.name, spawned.id.pid);
     Ok(spawned)
 }

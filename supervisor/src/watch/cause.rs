@@ -26,7 +26,12 @@ impl Watch {
             ),
             (State::Stop, Some(why)) => format!("stopped by the supervisor{after}: {why}"),
             (State::Restart, Some(why)) => format!("restarted by the supervisor{after}: {why}"),
-            _ => format!("{}{after}", of_death(pid, death)),
+            _ => {
+                let refused = death.forks_refused.map_or_else(String::new, |(n, limit)| {
+                    format!("; pids_max {limit} refused {n} fork(s) meanwhile")
+                });
+                format!("{}{after}{refused}", of_death(pid, death))
+            }
         }
     }
 }
@@ -34,6 +39,9 @@ impl Watch {
 /// What the kernel recorded of the death of `pid`: `killed by SIGKILL
 /// from pid 4242 (bash, uid 1000, parent sshd 4100)`, else its status.
 pub fn of_death(pid: Pid, death: &Death) -> String {
+    if let Some((oom, limit)) = &death.oom {
+        return oom.describe(pid, *limit);
+    }
     match (death.status, &death.origin) {
         (
             ExitStatus::Killed {

@@ -10,7 +10,11 @@ use std::{
 
 use serde::Serialize;
 
-use crate::{exit::ExitStatus, origin::Origin, process::Pid};
+use crate::{
+    exit::{ExitStatus, Usage},
+    origin::{OomReport, OriginReport},
+    process::Pid,
+};
 
 /// How many events a watch keeps (what `status` shows).
 pub const EVENTS: usize = 10;
@@ -35,9 +39,17 @@ pub struct Exit {
     /// Why it died, in one line.
     pub cause: String,
     /// Where the signal that killed it came from (eBPF only).
-    pub origin: Option<Origin>,
+    pub origin: Option<OriginReport>,
     /// How long it ran, where the start is known.
     pub lifetime: Option<Duration>,
+    /// The OOM killer chose it.
+    pub oom: Option<OomReport>,
+    /// What it used in its life (where the daemon reaped it).
+    pub usage: Option<Usage>,
+    /// The last lines it wrote to its stdout and its stderr (where the
+    /// daemon carries them).
+    pub stdout: Vec<String>,
+    pub stderr: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -59,6 +71,14 @@ impl History {
             self.exits.pop_front();
         }
         self.exits.push_back(exit);
+    }
+
+    /// In place of the exits it holds, oldest first.
+    pub fn restore_exits(&mut self, exits: impl IntoIterator<Item = Exit>) {
+        self.exits.clear();
+        for exit in exits {
+            self.exited(exit);
+        }
     }
 
     /// Oldest first.
@@ -98,6 +118,10 @@ mod tests {
                 cause: "exited 1".to_owned(),
                 origin: None,
                 lifetime: None,
+                oom: None,
+                usage: None,
+                stdout: Vec::new(),
+                stderr: Vec::new(),
             });
         }
         let events: Vec<&str> = history.events().map(|e| e.what.as_str()).collect();

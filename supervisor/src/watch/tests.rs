@@ -32,6 +32,11 @@ fn death(status: ExitStatus) -> Death {
         status,
         origin: None,
         senders_unseen: Some("the netlink backend cannot see senders"),
+        oom: None,
+        forks_refused: None,
+        usage: None,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
     }
 }
 
@@ -310,6 +315,11 @@ fn an_exit_says_who_caused_it_and_after_how_long() {
         status: killed(9),
         origin: Some(from_bash),
         senders_unseen: None,
+        oom: None,
+        forks_refused: None,
+        usage: None,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
     };
     w.exited(by_bash, t(3 * 3600 * 1000 + 12 * 60 * 1000));
     assert_eq!(

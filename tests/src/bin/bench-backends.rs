@@ -2,7 +2,10 @@
 //! bench` writes them to BENCHMARKS.md):
 //! - detection latency: `kill()` to the exit event in userspace;
 //! - CPU time of a `supervisor trace` watching one idle process while an
-//!   unrelated load forks and reaps as fast as it can.
+//!   unrelated load forks and reaps as fast as it can;
+//! - a storm of signals between unrelated processes: what the signal
+//!   program costs their senders, its own run time, and detection latency
+//!   while the storm runs.
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
@@ -280,6 +283,118 @@ fn main() -> Result<()> {
             Err(e) => out += &format!("| {kind} | — | unavailable: {e:#} | |\n"),
         }
     }
+    eprintln!("bench: signal storm");
+    out += &match rt.block_on(signal_storm(args.kills)) {
+        Ok(storm) => storm,
+        Err(e) => format!("\n## Signal storm\n\nunavailable: {e:#}\n"),
+    };
     print!("{out}");
     Ok(())
+}
+
+/// How long each of `n` `kill(SIGUSR1)`s to `target` takes, sorted, in ns.
+fn kill_costs(target: nix::unistd::Pid, n: usize) -> Result<Vec<f64>> {
+    let mut costs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = monotonic_ns();
+        kill(target, Signal::SIGUSR1)?;
+        costs.push((monotonic_ns() - t0) as f64);
+    }
+    costs.sort_by(f64::total_cmp);
+    Ok(costs)
+}
+
+/// `run_time_ns` and `run_cnt` of the loaded eBPF program `name` (with
+/// `kernel.bpf_stats_enabled` on).
+fn program_stats(name: &str) -> Result<(u64, u64)> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    for info in aya::programs::loaded_programs() {
+        let info = info?;
+        if info.name_as_str() != Some(name) {
+            continue;
+        }
+        let fd = info.fd()?;
+        let text =
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd()))?;
+        let field = |key: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        return Ok((field("run_time_ns:"), field("run_cnt:")));
+    }
+    bail!("no loaded program named {name}")
+}
+
+/// Sends SIGUSR1 to `target` as fast as it can until `stop`; returns how
+/// many it sent.
+fn storm(target: nix::unistd::Pid, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> u64 {
+    let mut sent = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if kill(target, Signal::SIGUSR1).is_ok() {
+            sent += 1;
+        }
+    }
+    sent
+}
+
+async fn signal_storm(kills: usize) -> Result<String> {
+    use std::sync::{atomic::AtomicBool, Arc};
+    const SIGNALS: usize = 200_000;
+    let (mut catcher, _out) = helper(&["catch"])?;
+    let target = nix::unistd::Pid::from_raw(catcher.id() as i32);
+    let without = kill_costs(target, SIGNALS)?;
+    let baseline = latencies(BackendKind::Ebpf, kills, &Options::default()).await?;
+    // Loaded (and attached) with the backend.
+    let backend = Backend::open(BackendKind::Ebpf, &Options::default())?;
+    let with = kill_costs(target, SIGNALS)?;
+    let stats_file = "/proc/sys/kernel/bpf_stats_enabled";
+    let stats_before = std::fs::read_to_string(stats_file).unwrap_or_default();
+    std::fs::write(stats_file, "1").context("enabling kernel.bpf_stats_enabled")?;
+    let (t0, c0) = program_stats("signal_generate")?;
+    kill_costs(target, SIGNALS)?;
+    let (t1, c1) = program_stats("signal_generate")?;
+    let _ = std::fs::write(stats_file, stats_before.trim());
+    drop(backend);
+    // Detection latency with the storm on the other core.
+    let stop = Arc::new(AtomicBool::new(false));
+    let storming = {
+        let stop = stop.clone();
+        std::thread::spawn(move || storm(target, stop))
+    };
+    let started = Instant::now();
+    let during = latencies(BackendKind::Ebpf, kills, &Options::default()).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = storming
+        .join()
+        .map_err(|_| anyhow::anyhow!("the storm panicked"))?;
+    let rate = sent as f64 / started.elapsed().as_secs_f64();
+    let during = during?;
+    let _ = catcher.kill();
+    catcher.wait()?;
+    let ns_per_event = if c1 > c0 {
+        (t1 - t0) as f64 / (c1 - c0) as f64
+    } else {
+        0.0
+    };
+    Ok(format!(
+        "\n## Signal storm\n\n\
+         The signal program runs in the sender's context for every signal on the host and \
+         filters in the kernel (watched targets only). {SIGNALS} `kill(SIGUSR1)`s to an unwatched \
+         process that catches it, timed one by one, without and with the program loaded; its own \
+         run time from `kernel.bpf_stats_enabled`; then eBPF detection latency (kill → event, {kills} \
+         kills) while another thread sends SIGUSR1 as fast as it can, beside the same without the \
+         storm.\n\n\
+         | storm signals/s | sender `kill()` p50 ns without / with | p99 ns without / with | program ns per signal | detection p50 µs without / during storm | p99 µs without / during |\n\
+         |---:|---:|---:|---:|---:|---:|\n\
+         | {rate:.0} | {:.0} / {:.0} | {:.0} / {:.0} | {ns_per_event:.0} | {:.0} / {:.0} | {:.0} / {:.0} |\n",
+        percentile(&without, 0.5),
+        percentile(&with, 0.5),
+        percentile(&without, 0.99),
+        percentile(&with, 0.99),
+        percentile(&baseline.total, 0.5),
+        percentile(&during.total, 0.5),
+        percentile(&baseline.total, 0.99),
+        percentile(&during.total, 0.99),
+    ))
 }

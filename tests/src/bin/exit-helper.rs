@@ -5,6 +5,7 @@
 //!   block                  wait to be killed
 //!   exit CODE              exit with CODE
 //!   segv                   die of SIGSEGV, with core dumps enabled
+//!   catch                  catch SIGUSR1 (and do nothing with it); wait
 //!   null-read FILE         once FILE exists, read address 0 (a real
 //!                          fault: SIGSEGV, SEGV_MAPERR at 0x0)
 //!   threads N CODE         run N extra threads, then exit_group(CODE)
@@ -190,6 +191,13 @@ fn main() {
             // SAFETY: raising a signal at ourselves.
             unsafe { libc::raise(libc::SIGSEGV) };
             unreachable!("SIGSEGV did not kill us")
+        }
+        Some("catch") => {
+            extern "C" fn nothing(_: libc::c_int) {}
+            // SAFETY: the handler does nothing.
+            unsafe { libc::signal(libc::SIGUSR1, nothing as *const () as libc::sighandler_t) };
+            ready();
+            block()
         }
         Some("null-read") => {
             // SAFETY: SIG_DFL undoes the handler Rust's runtime installs

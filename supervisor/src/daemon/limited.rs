@@ -1,0 +1,57 @@
+//! A watch's kernel-enforced limits (`memory_max`, `pids_max`): applied
+//! before each start (their cgroups made at the first), and whether the
+//! OOM killer that ended a process acted on the watch's own limit. The
+//! cgroup files are `resources`'; here what the daemon keeps of them.
+use std::fs::File;
+
+use anyhow::Result;
+
+use super::Daemon;
+
+impl Daemon {
+    /// Sets watch `name`'s limits (if it has any) for the start about to
+    /// be made; returns the v1 `cgroup.procs` files its process joins.
+    pub(super) fn limits_for_start(&mut self, name: &str) -> Result<Vec<File>> {
+        let cgroup = self.cgroup_of(name);
+        let Some(slot) = self.slots.get_mut(name) else {
+            return Ok(Vec::new());
+        };
+        let limits = slot.watch.config().limits;
+        if !limits.any() {
+            return Ok(Vec::new());
+        }
+        let applied = crate::resources::apply(
+            &self.resources,
+            self.state_file.instance(),
+            name,
+            cgroup.as_ref().map(|c| c.dir()),
+            &limits,
+        )?;
+        // Counted from here: a later kill is this start's process's.
+        slot.oom_kills = applied.oom_kills();
+        slot.fork_refusals = applied.fork_refusals();
+        let join = applied.join()?;
+        slot.limits = Some(applied);
+        Ok(join)
+    }
+
+    /// How many forks its `pids_max` refused since its process started,
+    /// and that limit, if any were.
+    pub(super) fn forks_refused(&self, name: &str) -> Option<(u64, u64)> {
+        let slot = self.slots.get(name)?;
+        let refused = (slot.limits.as_ref()?.fork_refusals()?)
+            .saturating_sub(slot.fork_refusals.unwrap_or(0));
+        let limit = slot.watch.config().limits.pids_max?;
+        (refused > 0).then_some((refused, limit))
+    }
+
+    /// The watch's `memory_max`, if its cgroup's OOM counter moved since
+    /// its process started: the OOM killer acted on that limit.
+    pub(super) fn oom_limit_reached(&self, name: &str) -> Option<u64> {
+        let slot = self.slots.get(name)?;
+        let now = slot.limits.as_ref()?.oom_kills()?;
+        (now > slot.oom_kills.unwrap_or(0))
+            .then_some(slot.watch.config().limits.memory_max)
+            .flatten()
+    }
+}

@@ -1,0 +1,340 @@
+//! Kernel-enforced limits of a watch: `memory_max` and `pids_max`, with
+//! systemd's meaning (MemoryMax, TasksMax). Each is set in cgroup v2 where
+//! its controller is enabled there, else in a cgroup v1 of the
+//! controller's own hierarchy, made per watch under the daemon's own
+//! (`<mount><own path>/supervisor/<instance>/<watch>`), which the child
+//! joins before its exec (CLONE_INTO_CGROUP takes a v2 cgroup only).
+//! Hosts differ: one with memory and pids on v1 (this project's test
+//! machines) takes the v1 path. A limit the host cannot honour is an error
+//! naming the key, at the start that needs it.
+//!
+//! Owns the v1 folders and the limit files; the v2 folder is `cgroup`'s.
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+/// A watch's limits, as the config says them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes.
+    pub memory_max: Option<u64>,
+    pub pids_max: Option<u64>,
+}
+
+impl Limits {
+    pub fn any(&self) -> bool {
+        self.memory_max.is_some() || self.pids_max.is_some()
+    }
+}
+
+/// A controller the limits use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Controller {
+    Memory,
+    Pids,
+}
+
+impl Controller {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Pids => "pids",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Self::Memory => "memory_max",
+            Self::Pids => "pids_max",
+        }
+    }
+}
+
+/// Where a controller is on this host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Place {
+    /// Enabled in the cgroup v2 tree: the limit goes into the watch's v2
+    /// cgroup.
+    V2,
+    /// A v1 hierarchy: the daemon's own cgroup in it.
+    V1(PathBuf),
+}
+
+/// Where each controller is, found once.
+#[derive(Clone, Debug, Default)]
+pub struct Host {
+    memory: Option<Place>,
+    pids: Option<Place>,
+}
+
+impl Host {
+    /// Reads /proc/self/cgroup, /proc/self/mountinfo and the v2 root's
+    /// `cgroup.controllers`.
+    pub fn discover(v2_mount: Option<&Path>) -> Self {
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let v2: Vec<String> = v2_mount
+            .and_then(|m| std::fs::read_to_string(m.join("cgroup.controllers")).ok())
+            .map(|c| c.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
+        let place = |controller: Controller| {
+            if v2.iter().any(|c| c == controller.name()) {
+                return Some(Place::V2);
+            }
+            v1_place(&own, &mounts, controller.name()).map(Place::V1)
+        };
+        Self {
+            memory: place(Controller::Memory),
+            pids: place(Controller::Pids),
+        }
+    }
+
+    fn place(&self, controller: Controller) -> Option<&Place> {
+        match controller {
+            Controller::Memory => self.memory.as_ref(),
+            Controller::Pids => self.pids.as_ref(),
+        }
+    }
+}
+
+/// The daemon's own cgroup in the v1 hierarchy of `controller`, from
+/// /proc/self/cgroup (`4:memory:/some/path`) and the hierarchy's mount.
+fn v1_place(own: &str, mountinfo: &str, controller: &str) -> Option<PathBuf> {
+    let path = own.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == controller)
+            .then(|| path.to_owned())
+    })?;
+    let mount = mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mut right = right.split_whitespace();
+        if right.next()? != "cgroup" {
+            return None;
+        }
+        let options = right.nth(1)?;
+        options
+            .split(',')
+            .any(|o| o == controller)
+            .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+    })?;
+    Some(mount.join(path.trim_start_matches('/')))
+}
+
+/// What a watch's limits are applied to: the v1 folders its process joins.
+pub struct Applied {
+    /// Each v1 folder and its `cgroup.procs`, open for the child to write
+    /// itself into.
+    v1: Vec<(Controller, PathBuf)>,
+    /// Where its OOM kills are counted.
+    oom_counter: Option<PathBuf>,
+    /// Where the forks its `pids_max` refused are counted.
+    pids_counter: Option<PathBuf>,
+}
+
+impl Applied {
+    /// The `cgroup.procs` files the child writes itself into, opened now.
+    pub fn join(&self) -> Result<Vec<File>> {
+        self.v1
+            .iter()
+            .map(|(_, dir)| {
+                let procs = dir.join("cgroup.procs");
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&procs)
+                    .with_context(|| format!("opening {}", procs.display()))
+            })
+            .collect()
+    }
+
+    /// How many times the OOM killer has killed in it.
+    pub fn oom_kills(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(self.oom_counter.as_ref()?).ok()?;
+        oom_kill_count(&text)
+    }
+
+    /// How many forks `pids_max` has refused in it.
+    pub fn fork_refusals(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(self.pids_counter.as_ref()?).ok()?;
+        counter(&text, "max")
+    }
+
+    /// Removes the v1 folders (once their processes are gone), and the
+    /// daemon's folders above them once empty.
+    pub fn remove(&self) {
+        for (_, dir) in &self.v1 {
+            for dir in dir.ancestors().take(3) {
+                if std::fs::remove_dir(dir).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// `oom_kill N` in `memory.oom_control` (v1) or `memory.events` (v2).
+fn oom_kill_count(text: &str) -> Option<u64> {
+    counter(text, "oom_kill")
+}
+
+/// `NAME N` in a flat-keyed cgroup file.
+fn counter(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (key, value) = l.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok())?
+    })
+}
+
+/// The files and values that set `limits` in cgroup v2.
+fn v2_writes(limits: &Limits) -> Vec<(&'static str, String)> {
+    let mut writes = Vec::new();
+    if let Some(bytes) = limits.memory_max {
+        writes.push(("memory.max", bytes.to_string()));
+    }
+    if let Some(n) = limits.pids_max {
+        writes.push(("pids.max", n.to_string()));
+    }
+    writes
+}
+
+/// The files and values that set the limit of `controller` in cgroup v1.
+fn v1_writes(controller: Controller, limits: &Limits) -> Vec<(&'static str, String)> {
+    match controller {
+        Controller::Memory => limits
+            .memory_max
+            .map(|b| vec![("memory.limit_in_bytes", b.to_string())])
+            .unwrap_or_default(),
+        Controller::Pids => limits
+            .pids_max
+            .map(|n| vec![("pids.max", n.to_string())])
+            .unwrap_or_default(),
+    }
+}
+
+fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
+    let path = dir.join(file);
+    std::fs::write(&path, value).with_context(|| format!("writing {value} to {}", path.display()))
+}
+
+/// Sets `limits` for watch `name` of daemon `instance`, whose v2 cgroup
+/// (if it has one) is `v2_dir`; returns what its process must join.
+pub fn apply(
+    host: &Host,
+    instance: &str,
+    name: &str,
+    v2_dir: Option<&Path>,
+    limits: &Limits,
+) -> Result<Applied> {
+    let mut applied = Applied {
+        v1: Vec::new(),
+        oom_counter: None,
+        pids_counter: None,
+    };
+    let wanted = [
+        (Controller::Memory, limits.memory_max.is_some()),
+        (Controller::Pids, limits.pids_max.is_some()),
+    ];
+    for (controller, _) in wanted.iter().filter(|(_, wanted)| *wanted) {
+        match host.place(*controller) {
+            None => bail!(
+                "{}: this host has no {} controller (neither in cgroup v2 nor v1)",
+                controller.key(),
+                controller.name()
+            ),
+            Some(Place::V2) => {
+                let Some(dir) = v2_dir else {
+                    bail!(
+                        "{}: the {} controller is in cgroup v2 here, and the watch has no cgroup of its own",
+                        controller.key(),
+                        controller.name()
+                    );
+                };
+                for (file, value) in v2_writes(limits)
+                    .into_iter()
+                    .filter(|(f, _)| f.starts_with(controller.name()))
+                {
+                    write(dir, file, &value).with_context(|| controller.key())?;
+                }
+                match controller {
+                    Controller::Memory => applied.oom_counter = Some(dir.join("memory.events")),
+                    Controller::Pids => applied.pids_counter = Some(dir.join("pids.events")),
+                }
+            }
+            Some(Place::V1(own)) => {
+                let dir = own.join("supervisor").join(instance).join(name);
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("{}: creating {}", controller.key(), dir.display()))?;
+                for (file, value) in v1_writes(*controller, limits) {
+                    write(&dir, file, &value).with_context(|| controller.key())?;
+                }
+                match controller {
+                    Controller::Memory => {
+                        applied.oom_counter = Some(dir.join("memory.oom_control"))
+                    }
+                    Controller::Pids => applied.pids_counter = Some(dir.join("pids.events")),
+                }
+                applied.v1.push((*controller, dir));
+            }
+        }
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_v1_controller_under_the_daemons_own_cgroup() {
+        let own = "9:name=systemd:/\n4:memory:/process_api/abc\n8:pids:/\n0::/\n";
+        let mounts = "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
+                      39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n\
+                      41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            v1_place(own, mounts, "memory"),
+            Some(PathBuf::from("/sys/fs/cgroup/memory/process_api/abc"))
+        );
+        assert_eq!(
+            v1_place(own, mounts, "pids"),
+            Some(PathBuf::from("/sys/fs/cgroup/pids/"))
+        );
+        assert_eq!(v1_place(own, mounts, "cpu"), None);
+    }
+
+    #[test]
+    fn writes_systemds_meanings_into_v2_and_v1_files() {
+        let limits = Limits {
+            memory_max: Some(64 << 20),
+            pids_max: Some(100),
+        };
+        assert_eq!(
+            v2_writes(&limits),
+            [
+                ("memory.max", "67108864".to_owned()),
+                ("pids.max", "100".to_owned())
+            ]
+        );
+        assert_eq!(
+            v1_writes(Controller::Memory, &limits),
+            [("memory.limit_in_bytes", "67108864".to_owned())]
+        );
+        assert_eq!(
+            v1_writes(Controller::Pids, &limits),
+            [("pids.max", "100".to_owned())]
+        );
+    }
+
+    #[test]
+    fn reads_the_oom_kill_counter_of_either_version() {
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+        let v2 = "low 0\nhigh 0\nmax 12\noom 2\noom_kill 2\noom_group_kill 0\n";
+        assert_eq!(oom_kill_count(v1), Some(3));
+        assert_eq!(oom_kill_count(v2), Some(2));
+        assert_eq!(counter("max 4\n", "max"), Some(4));
+    }
+}
