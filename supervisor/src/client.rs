@@ -369,6 +369,17 @@ fn details(w: &WatchStatus, events: bool) -> Vec<String> {
             c.fired
         ));
     }
+    let limits: Vec<String> = [
+        w.memory_max
+            .map(|b| format!("memory_max {}", crate::units::short_size(b))),
+        w.pids_max.map(|n| format!("pids_max {n}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !limits.is_empty() {
+        lines.push(format!("limits  {}", limits.join(", ")));
+    }
     if let Some(said) = &w.said {
         lines.push(format!("said    {said}"));
     }

@@ -187,6 +187,11 @@ pub struct WatchStatus {
     pub conditions: Vec<ConditionStatus>,
     /// `started`, `health` or `notify`.
     pub ready: String,
+    /// What the kernel enforces: `memory_max` (bytes) and `pids_max`.
+    #[serde(default)]
+    pub memory_max: Option<u64>,
+    #[serde(default)]
+    pub pids_max: Option<u64>,
     pub health: Option<HealthStatus>,
     /// What the process last said of itself (sd_notify `STATUS=`).
     pub said: Option<String>,
@@ -374,6 +379,9 @@ pub struct FdCount {
 pub struct LoadSummary {
     pub added: Vec<String>,
     pub changed: Vec<String>,
+    /// Changed only the values of their limits: set again, not restarted.
+    #[serde(default)]
+    pub limits_changed: Vec<String>,
     pub unchanged: Vec<String>,
     pub missing: Vec<String>,
     pub missing_action: Missing,
@@ -398,6 +406,14 @@ impl fmt::Display for LoadSummary {
             self.unchanged.len(),
             self.missing.len(),
             self.missing_action
-        )
+        )?;
+        if !self.limits_changed.is_empty() {
+            write!(
+                f,
+                "; {} with new limits, set in place",
+                self.limits_changed.len()
+            )?;
+        }
+        Ok(())
     }
 }

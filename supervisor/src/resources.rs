@@ -135,6 +135,8 @@ pub struct Applied {
     oom_counter: Option<PathBuf>,
     /// Where the forks its `pids_max` refused are counted.
     pids_counter: Option<PathBuf>,
+    /// The v2 cgroup its limits are in, where the controllers are there.
+    v2: Option<PathBuf>,
 }
 
 impl Applied {
@@ -162,6 +164,22 @@ impl Applied {
     pub fn fork_refusals(&self) -> Option<u64> {
         let text = std::fs::read_to_string(self.pids_counter.as_ref()?).ok()?;
         counter(&text, "max")
+    }
+
+    /// Sets new values of the limits it has (`limits` limits the same
+    /// controllers), in place: the kernel applies them to what runs.
+    pub fn update(&self, limits: &Limits) -> Result<()> {
+        for (controller, dir) in &self.v1 {
+            for (file, value) in v1_writes(*controller, limits) {
+                write(dir, file, &value).with_context(|| controller.key())?;
+            }
+        }
+        if let Some(dir) = &self.v2 {
+            for (file, value) in v2_writes(limits) {
+                write(dir, file, &value)?;
+            }
+        }
+        Ok(())
     }
 
     /// Removes the v1 folders (once their processes are gone), and the
@@ -234,6 +252,7 @@ pub fn apply(
         v1: Vec::new(),
         oom_counter: None,
         pids_counter: None,
+        v2: None,
     };
     let wanted = [
         (Controller::Memory, limits.memory_max.is_some()),
@@ -260,6 +279,7 @@ pub fn apply(
                 {
                     write(dir, file, &value).with_context(|| controller.key())?;
                 }
+                applied.v2 = Some(dir.to_owned());
                 match controller {
                     Controller::Memory => applied.oom_counter = Some(dir.join("memory.events")),
                     Controller::Pids => applied.pids_counter = Some(dir.join("pids.events")),

@@ -332,6 +332,9 @@ keepalive = false
         None,
         "{s}"
     );
+    assert_eq!(s.memory_max, Some(64 << 20), "shown in status: {s}");
+    let shown = String::from_utf8_lossy(&d.cli(&["status", "hog"]).stdout).to_string();
+    assert!(shown.contains("limits  memory_max 64.0MB"), "{shown}");
 }
 
 #[test]
@@ -352,4 +355,40 @@ keepalive = false
         "it exited, nobody killed it: {s}"
     );
     assert!(exit.cause.contains("; pids_max 3 refused "), "{s}");
+}
+
+/// The v1 (or v2) memory limit file of `pid`'s memory cgroup.
+fn memory_limit_of(pid: u32) -> u64 {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = cgroups
+        .lines()
+        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_owned()))
+        .expect("a v1 memory cgroup (this host's)");
+    let file = format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes");
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_load_that_changes_only_a_limits_value_sets_it_in_place() {
+    let watch = |max: &str| {
+        format!("[[watch]]\nname = \"s\"\nstart = \"/bin/sleep 1000\"\nmemory_max = \"{max}\"\n")
+    };
+    let d = RunningDaemon::start(&watch("64MB"));
+    let pid = pid_of(&d.wait_status("s", "up", |s| s.state == State::Up));
+    assert_eq!(memory_limit_of(pid), 64 << 20, "joined before its exec");
+    let bigger = d.write_config("bigger.toml", &watch("128MB"));
+    let out = d.cli(&["load", bigger.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let summary: supervisor::protocol::LoadSummary =
+        serde_json::from_slice(&out.stdout).expect("the load's summary");
+    assert_eq!(summary.limits_changed, ["s"], "{summary:?}");
+    assert!(summary.changed.is_empty(), "{summary:?}");
+    let s = d.status("s");
+    assert_eq!((pid_of(&s), s.restarts), (pid, 0), "not restarted: {s}");
+    assert_eq!(s.memory_max, Some(128 << 20), "{s}");
+    assert_eq!(memory_limit_of(pid), 128 << 20);
 }

@@ -198,8 +198,10 @@ impl EbpfBackend {
             guard.clear_ready();
             drop(guard);
             self.counters.delivered += records.len() as u64;
+            // A sender that killed many at once is read once.
+            let mut cmdlines = Cmdlines::default();
             for record in records {
-                let event = event_from(&record);
+                let event = event_from(&record, &mut cmdlines);
                 match self.scope {
                     Scope::All => self.tracked.ready.push_back(event),
                     Scope::Watched => {
@@ -300,7 +302,20 @@ fn text(bytes: &[u8]) -> String {
 /// How much of a sender's command line is read.
 const CMDLINE_LIMIT: usize = 4096;
 
-fn origin_from(record: &SignalRecord) -> Option<Origin> {
+/// Senders' command lines read for one batch of records.
+#[derive(Default)]
+struct Cmdlines(std::collections::HashMap<ProcessId, Option<String>>);
+
+impl Cmdlines {
+    fn of(&mut self, sender: ProcessId) -> Option<String> {
+        self.0
+            .entry(sender)
+            .or_insert_with(|| process::cmdline(sender, CMDLINE_LIMIT))
+            .clone()
+    }
+}
+
+fn origin_from(record: &SignalRecord, cmdlines: &mut Cmdlines) -> Option<Origin> {
     let pid = Pid::new(record.sender_tgid)?;
     let start = StartTime::from_boottime_ns(record.sender_start_boottime_ns);
     let code = Code::from_raw(record.code);
@@ -318,7 +333,7 @@ fn origin_from(record: &SignalRecord) -> Option<Origin> {
             // exited is gone by now, and says so by having none).
             cmdline: code
                 .from_a_process()
-                .then(|| process::cmdline(ProcessId { pid, start }, CMDLINE_LIMIT))
+                .then(|| cmdlines.of(ProcessId { pid, start }))
                 .flatten(),
         },
         addr: matches!(code, Code::Fault(_)).then_some(record.addr),
@@ -326,7 +341,7 @@ fn origin_from(record: &SignalRecord) -> Option<Origin> {
     })
 }
 
-fn event_from(record: &ExitRecord) -> ExitEvent {
+fn event_from(record: &ExitRecord, cmdlines: &mut Cmdlines) -> ExitEvent {
     let pid = Pid::new(record.tgid).unwrap_or_else(|| Pid::new(u32::MAX).expect("nonzero"));
     ExitEvent {
         process: Some(ProcessId {
@@ -338,7 +353,7 @@ fn event_from(record: &ExitRecord) -> ExitEvent {
         comm: Some(text(&record.comm)),
         kernel_ns: Some(record.ktime_ns),
         origin: (record.has_signal != 0)
-            .then(|| origin_from(&record.signal))
+            .then(|| origin_from(&record.signal, cmdlines))
             .flatten(),
         oom: (record.has_oom != 0).then(|| OomKill {
             anon_rss: record.oom.anon_rss_kb * 1024,

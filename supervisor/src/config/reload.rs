@@ -1,6 +1,8 @@
 //! What a reload would do: given the watches running now and a newly
 //! loaded config, which watches are added, which changed (and restart if
-//! they run), which are unchanged (left untouched) and which are missing.
+//! they run), which changed only the values of their kernel-enforced
+//! limits (set again in place, no restart), which are unchanged (left
+//! untouched) and which are missing.
 //! Pure: no process, no clock, no file; the daemon carries the plan out,
 //! and the fuzzer runs it on whatever parses.
 use std::collections::HashSet;
@@ -13,6 +15,11 @@ pub struct ReloadPlan {
     pub added: Vec<WatchConfig>,
     /// Watches whose config is different now.
     pub changed: Vec<WatchConfig>,
+    /// Watches whose config differs only in the values of the limits it
+    /// has (`memory_max = "64MB"` → `"128MB"`): the kernel takes new
+    /// values in place. A limit added or removed needs a new cgroup, and
+    /// so a restart (`changed`).
+    pub relimited: Vec<WatchConfig>,
     pub unchanged: Vec<String>,
     /// Names running now that the new config does not have.
     pub missing: Vec<String>,
@@ -31,6 +38,7 @@ pub fn plan<'a>(
         match current.get(config.name.as_str()) {
             None => plan.added.push(config),
             Some(old) if **old == config => plan.unchanged.push(config.name),
+            Some(old) if only_limit_values_differ(old, &config) => plan.relimited.push(config),
             Some(_) => plan.changed.push(config),
         }
     }
@@ -42,6 +50,17 @@ pub fn plan<'a>(
     missing.sort();
     plan.missing = missing;
     plan
+}
+
+fn only_limit_values_differ(old: &WatchConfig, new: &WatchConfig) -> bool {
+    let (a, b) = (old.limits, new.limits);
+    a.memory_max.is_some() == b.memory_max.is_some()
+        && a.pids_max.is_some() == b.pids_max.is_some()
+        && *old
+            == WatchConfig {
+                limits: a,
+                ..new.clone()
+            }
 }
 
 #[cfg(test)]
@@ -63,5 +82,22 @@ mod tests {
         assert_eq!(plan.changed, vec![watch("b", "y")]);
         assert_eq!(plan.unchanged, vec!["a".to_owned()]);
         assert_eq!(plan.missing, vec!["c".to_owned()]);
+    }
+
+    #[test]
+    fn a_new_value_of_a_limit_needs_no_restart_a_new_limit_does() {
+        let limited = |memory: u64, pids: Option<u64>| {
+            let mut w = watch("a", "x");
+            w.limits.memory_max = Some(memory);
+            w.limits.pids_max = pids;
+            w
+        };
+        let now = [limited(64 << 20, None)];
+        let plan = plan(&now, vec![limited(128 << 20, None)]);
+        assert_eq!(plan.relimited, vec![limited(128 << 20, None)]);
+        assert!(plan.changed.is_empty());
+        let plan = super::plan(&now, vec![limited(128 << 20, Some(10))]);
+        assert_eq!(plan.changed, vec![limited(128 << 20, Some(10))]);
+        assert!(plan.relimited.is_empty());
     }
 }

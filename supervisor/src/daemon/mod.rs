@@ -179,8 +179,12 @@ pub struct Daemon {
     unpublished: std::collections::BTreeSet<String>,
     /// Watches were added or removed, or their `after` changed.
     order_stale: bool,
-    /// Whether the last version published was settled.
+    /// Whether the last version published was settled, and when it was.
     published_settled: bool,
+    last_publish: Instant,
+    /// A client was answered (or its request handled) since the last
+    /// publish: the next publishes at once.
+    answered: bool,
     /// The delays the watches asked for, with the name and serial of the
     /// slot that asked.
     timers: DelayQueue<(String, u64, Timer)>,
@@ -277,6 +281,8 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
         unpublished: Default::default(),
         order_stale: true,
         published_settled: false,
+        last_publish: Instant::now(),
+        answered: false,
         timers: DelayQueue::new(),
         tx,
         rx,
@@ -329,6 +335,8 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
                 daemon.start_load(source, Missing::default(), None);
             }
             _ = sweep.tick() => daemon.sweep(),
+            // What was held back while watches kept changing.
+            _ = tokio::time::sleep_until((daemon.last_publish + shown::PUBLISH_EVERY).into()), if !daemon.unpublished.is_empty() => {}
             // A reader waits for what it is shown to be in the state file.
             () = save_wanted.notified(), if daemon.state_unsaved() => {
                 daemon.save_state();

@@ -53,6 +53,7 @@ impl Daemon {
             reply,
         } = loaded;
         let outcome = result.map(|new| self.apply(&path, new, missing));
+        self.answered = true;
         match reply {
             Some(reply) => {
                 let _ = reply.send(match outcome {
@@ -84,6 +85,24 @@ impl Daemon {
         );
         let added: Vec<String> = plan.added.iter().map(|w| w.name.clone()).collect();
         let changed: Vec<String> = plan.changed.iter().map(|w| w.name.clone()).collect();
+        let limits_changed: Vec<String> = plan.relimited.iter().map(|w| w.name.clone()).collect();
+        for config in plan.relimited {
+            let name = config.name.clone();
+            let limits = config.limits;
+            let Some(slot) = self.slots.get_mut(&name) else {
+                continue;
+            };
+            slot.watch.reconfigure(config);
+            self.unpublished.insert(name.clone());
+            // Set where they are now; a watch not started yet sets them at
+            // its start.
+            if let Some(applied) = &slot.limits {
+                match applied.update(&limits) {
+                    Ok(()) => log::info!("{name}: limits set again in place (no restart)"),
+                    Err(e) => log::error!("{name}: cannot set its new limits: {e:#}"),
+                }
+            }
+        }
         // Each of them is shown anew (a watch removed and added again is
         // another watch).
         self.order_stale = true;
@@ -134,6 +153,7 @@ impl Daemon {
         LoadSummary {
             added,
             changed,
+            limits_changed,
             unchanged: plan.unchanged,
             missing: plan.missing,
             missing_action: missing,

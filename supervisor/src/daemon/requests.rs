@@ -133,6 +133,7 @@ impl Daemon {
         let Some(pending) = self.replies.get_mut(&request) else {
             return;
         };
+        self.answered = true;
         pending.remaining -= 1;
         pending.errors.extend(error);
         if pending.remaining == 0 {
@@ -185,6 +186,7 @@ impl Daemon {
     }
 
     pub(super) fn on_request(&mut self, incoming: Incoming) {
+        self.answered = true;
         // What a client is told is on disk first: a daemon killed right
         // after a `status` re-adopts what that status showed. (Costs
         // nothing when nothing happened since the last write.)

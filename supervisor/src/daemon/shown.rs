@@ -1,7 +1,12 @@
 //! What readers are shown: each watch's status, built from its slot, and
-//! the snapshot (`crate::snapshot`) published at the end of each loop turn
-//! in which something changed. Only the watches that changed are built
-//! again. Reads the slots; changes nothing but the publisher.
+//! the snapshot (`crate::snapshot`) published at the end of a loop turn in
+//! which something changed. Only the watches that changed are built
+//! again, and while they keep changing (a thousand restarting at once) at
+//! most every `PUBLISH_EVERY`, except that a turn that answered a client
+//! always publishes: what the client was told, a `status` it sends next
+//! shows. Reads the slots; changes nothing but the publisher.
+use std::time::{Duration, Instant};
+
 use crate::{
     protocol::{EventStatus, LastExitStatus, WatchStatus},
     snapshot::Shown,
@@ -10,11 +15,19 @@ use crate::{
 
 use super::{slot::WatchSlot, Daemon};
 
+/// How often the snapshot is published at most while watches keep
+/// changing and no client is answered.
+pub(super) const PUBLISH_EVERY: Duration = Duration::from_millis(5);
+
 impl Daemon {
-    /// Publishes what changed since the last turn, if anything did.
+    /// Publishes what changed since the last publish, if anything did and
+    /// it is time (see the module comment).
     pub(super) fn publish_snapshot(&mut self) {
         let settled = self.unsaved.is_empty();
-        if !self.order_stale && self.unpublished.is_empty() && settled == self.published_settled {
+        let forced = std::mem::take(&mut self.answered)
+            || self.order_stale
+            || settled != self.published_settled;
+        if !forced && (self.unpublished.is_empty() || self.last_publish.elapsed() < PUBLISH_EVERY) {
             return;
         }
         if std::mem::take(&mut self.order_stale) {
@@ -30,6 +43,7 @@ impl Daemon {
         }
         self.publisher.publish(self.info(false), settled);
         self.published_settled = settled;
+        self.last_publish = Instant::now();
     }
 }
 
@@ -53,6 +67,8 @@ fn shown(slot: &WatchSlot) -> Shown {
                 .as_ref()
                 .map_or_else(Vec::new, |c| c.status()),
             ready: watch.config().ready.name().to_owned(),
+            memory_max: watch.config().limits.memory_max,
+            pids_max: watch.config().limits.pids_max,
             health: slot.health.as_ref().map(|h| h.status()),
             said: watch.said().map(str::to_owned),
             events: history
