@@ -74,12 +74,37 @@ impl Snapshot {
     }
 }
 
+/// A reader waits for the state file: the loop, idle, is woken; busy,
+/// it sees the flag at the end of its turn.
+#[derive(Default)]
+pub struct SaveWanted {
+    wake: Notify,
+    asked: std::sync::atomic::AtomicBool,
+}
+
+impl SaveWanted {
+    fn ask(&self) {
+        self.asked.store(true, std::sync::atomic::Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Whether a reader asked since the last call.
+    pub fn take(&self) -> bool {
+        self.asked.swap(false, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// Resolves when a reader asks.
+    pub async fn asked(&self) {
+        self.wake.notified().await;
+    }
+}
+
 /// What readers hold.
 #[derive(Clone)]
 pub struct Reader {
     latest: watch::Receiver<Arc<Snapshot>>,
     settled: watch::Receiver<Arc<Snapshot>>,
-    save: Arc<Notify>,
+    save: Arc<SaveWanted>,
 }
 
 impl Reader {
@@ -90,7 +115,7 @@ impl Reader {
         if latest.settled {
             return Some(latest);
         }
-        self.save.notify_one();
+        self.save.ask();
         self.settled
             .wait_for(|s| s.serial >= latest.serial)
             .await
@@ -104,7 +129,7 @@ pub struct Publisher {
     latest: watch::Sender<Arc<Snapshot>>,
     settled: watch::Sender<Arc<Snapshot>>,
     /// Readers wait for the state file: the loop writes it at once.
-    pub save_wanted: Arc<Notify>,
+    pub save_wanted: Arc<SaveWanted>,
     watches: Vec<Arc<Shown>>,
     /// Where each watch is in `watches`.
     index: HashMap<String, usize>,
@@ -120,7 +145,7 @@ impl Publisher {
         });
         let (latest, latest_rx) = watch::channel(first.clone());
         let (settled, settled_rx) = watch::channel(first);
-        let save_wanted = Arc::new(Notify::new());
+        let save_wanted = Arc::new(SaveWanted::default());
         let reader = Reader {
             latest: latest_rx,
             settled: settled_rx,

@@ -7,7 +7,7 @@
 //! spawns or signals anything itself. Each transition is logged on one line.
 use std::{
     collections::VecDeque,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime},
 };
 
 use nix::sys::signal::Signal;
@@ -18,9 +18,8 @@ pub use self::timers::{Delay, Timer};
 pub use crate::protocol::{Command, State};
 use crate::{
     config::{NotifyEvent, Readiness, WatchConfig},
-    exit::{Death, ExitStatus},
+    exit::Death,
     process::ProcessId,
-    state::{SavedExit, SavedWatch},
 };
 
 /// When the event a watch is handed happened, on both clocks. The daemon
@@ -67,16 +66,6 @@ pub enum Action {
     Timer { at: Instant, timer: Timer },
 }
 
-/// A command waiting for the watch to be free.
-#[derive(Debug)]
-struct Queued {
-    command: Command,
-    /// An operator asked for it.
-    asked: bool,
-    /// Who or what asked, in words (for the exit it causes).
-    why: String,
-}
-
 /// Something an operator may want to hear about, for the notifiers.
 #[derive(Clone, Debug)]
 pub struct Notice {
@@ -103,7 +92,7 @@ pub struct Watch {
     backoff: Option<(Duration, Instant)>,
     /// Commands that arrived while the watch was busy, and whether an
     /// operator asked for each; never dropped.
-    queue: VecDeque<Queued>,
+    queue: VecDeque<commands::Queued>,
     /// The start under way was asked for by an operator: the crash-loop
     /// backoff never holds it back, and it is not counted as a crash.
     asked: bool,
@@ -159,101 +148,6 @@ impl Watch {
             entered: [0; 6],
             timers: Timers::default(),
             now: None,
-        }
-    }
-
-    /// Takes back what a previous daemon recorded: counts, last exit, and
-    /// whether an operator had stopped it.
-    pub fn restore(&mut self, saved: &SavedWatch) {
-        self.restarts = saved.restarts;
-        let exit = saved.last_exit.as_ref().and_then(|e| {
-            Some(Exit {
-                status: e.status(),
-                at: UNIX_EPOCH + Duration::try_from_secs_f64(e.at).ok()?,
-                pid: crate::process::Pid::new(e.pid)?,
-                cause: e.status().to_string(),
-                origin: None,
-                lifetime: None,
-                oom: None,
-                usage: None,
-                stdout: Vec::new(),
-                stderr: Vec::new(),
-            })
-        });
-        if let Some(exit) = exit {
-            self.history.exited(exit);
-        }
-    }
-
-    /// Takes back the exits a previous daemon kept (its exit history),
-    /// oldest first, in place of the last one the state file holds.
-    pub fn restore_exits(&mut self, exits: impl IntoIterator<Item = Exit>) {
-        self.history.restore_exits(exits);
-    }
-
-    /// Runs `process`, which a previous daemon started and which still
-    /// runs; `ready` says whether it had been ready (else it waits again,
-    /// for a whole `start_grace`).
-    pub fn adopt(
-        &mut self,
-        process: ProcessId,
-        ready: bool,
-        started_at: Option<SystemTime>,
-        now: Now,
-    ) -> Vec<Action> {
-        self.now = Some(now);
-        self.process = Some(process);
-        self.started_at = started_at;
-        if ready || self.config.ready == Readiness::Started {
-            self.moved(
-                State::Up,
-                &format!("re-adopted running process {}", process.pid),
-            );
-            Vec::new()
-        } else {
-            self.moved(
-                State::Start,
-                &format!("re-adopted running process {}, not yet ready", process.pid),
-            );
-            vec![self.arm(Delay::Ready, self.config.start_grace)]
-        }
-    }
-
-    /// A previous daemon's process died while no daemon was watching.
-    pub fn died_unwatched(&mut self, pid: crate::process::Pid, now: Now) {
-        self.now = Some(now);
-        self.history.exited(Exit {
-            status: ExitStatus::Unknown,
-            at: now.wall,
-            pid,
-            cause: "died while no supervisor was running".to_owned(),
-            origin: None,
-            lifetime: None,
-            oom: None,
-            usage: None,
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-        });
-        self.restarts += 1;
-    }
-
-    pub fn snapshot(&self) -> SavedWatch {
-        SavedWatch {
-            pid: self.process.map(|p| p.pid.get()),
-            start_ticks: self.process.map(|p| p.start.ticks()),
-            restarts: self.restarts,
-            monitored: self.state != State::Unmonitored,
-            ready: !self.awaiting_ready(),
-            notify_socket: None,
-            last_exit: self.history.last_exit().map(|e| {
-                SavedExit::from_status(
-                    e.pid.get(),
-                    e.status,
-                    e.at.duration_since(UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_secs_f64(),
-                )
-            }),
         }
     }
 
@@ -409,141 +303,6 @@ impl Watch {
     /// Whether the process runs but has not yet said it is ready.
     pub fn awaiting_ready(&self) -> bool {
         self.state == State::Start && self.process.is_some()
-    }
-
-    /// Queues `command`, which the daemon decided on (a condition, a
-    /// reload, start-up) for the reason `why`; returns the actions for
-    /// whatever can run now.
-    pub fn command(&mut self, command: Command, why: &str, now: Now) -> Vec<Action> {
-        self.queue(command, false, why, now)
-    }
-
-    /// Queues `command`, which an operator asked for (`why` says who).
-    pub fn asked(&mut self, command: Command, why: &str, now: Now) -> Vec<Action> {
-        self.queue(command, true, why, now)
-    }
-
-    fn queue(&mut self, command: Command, asked: bool, why: &str, now: Now) -> Vec<Action> {
-        self.now = Some(now);
-        self.queue.push_back(Queued {
-            command,
-            asked,
-            why: why.to_owned(),
-        });
-        self.run_queue()
-    }
-
-    fn run_queue(&mut self) -> Vec<Action> {
-        let mut actions = Vec::new();
-        while !self.busy() {
-            let Some(queued) = self.queue.pop_front() else {
-                break;
-            };
-            if matches!(queued.command, Command::Stop | Command::Restart) {
-                self.stopping = Some(queued.why);
-            }
-            actions.extend(self.apply(queued.command, queued.asked));
-        }
-        actions
-    }
-
-    fn apply(&mut self, command: Command, asked: bool) -> Vec<Action> {
-        match (command, self.state) {
-            (Command::Start | Command::Monitor, State::Unmonitored) => {
-                self.asked = asked;
-                // A new attempt: the last one's failure is history (still
-                // in the events), not this start's answer.
-                self.last_error = None;
-                self.moved(
-                    State::Init,
-                    &format!("{command:?} requested").to_lowercase(),
-                );
-                self.begin_start("starting", false)
-            }
-            (Command::Start | Command::Monitor, _) => Vec::new(),
-            (Command::Stop, State::Up) => {
-                self.moved(State::Stop, "stop requested");
-                self.begin_stop()
-            }
-            (Command::Stop, State::Start) if self.process.is_some() => {
-                self.restarting = None;
-                self.moved(State::Stop, "stop requested before it was ready");
-                self.begin_stop()
-            }
-            (Command::Stop, State::Start) if self.launching => {
-                // What the launch leaves behind is stopped once it is known.
-                self.restarting = None;
-                self.moved(State::Stop, "stop requested while it was starting");
-                Vec::new()
-            }
-            (Command::Restart, State::Start) if self.process.is_some() => {
-                self.asked = asked;
-                self.moved(State::Restart, "restart requested before it was ready");
-                self.begin_stop()
-            }
-            (Command::Restart, State::Up) => {
-                self.asked = asked;
-                self.moved(State::Restart, "restart requested");
-                match self.config.restart.clone() {
-                    Some(command) => vec![
-                        Action::RunRestart(command),
-                        self.arm(Delay::RestartGrace, self.config.restart_grace),
-                    ],
-                    None => self.begin_stop(),
-                }
-            }
-            (Command::Restart, State::Unmonitored) => self.apply(Command::Start, asked),
-            (Command::Stop, _) => {
-                self.backoff = None;
-                self.timers.disarm(Delay::Backoff);
-                self.restarting = None;
-                self.moved(State::Unmonitored, "stop requested");
-                Vec::new()
-            }
-            (Command::Unmonitor, _) => {
-                self.backoff = None;
-                self.timers.disarm(Delay::Backoff);
-                self.timers.disarm_process();
-                let release = self.process.take().is_some();
-                self.moved(State::Unmonitored, "unmonitor requested");
-                if release {
-                    vec![Action::Release]
-                } else {
-                    Vec::new()
-                }
-            }
-            (Command::Restart, _) => Vec::new(),
-        }
-    }
-
-    /// Commands queued behind a restart, once its process is gone: a
-    /// `start` or `restart` is met by the start that follows (it comes
-    /// after them), and a `stop` is carried out by this stop, so the
-    /// process is not started again first.
-    fn settle_queue_behind_restart(&mut self) {
-        if self.state != State::Restart {
-            return;
-        }
-        while self.queue.front().is_some_and(|q| {
-            matches!(
-                q.command,
-                Command::Start | Command::Restart | Command::Monitor
-            )
-        }) {
-            self.queue.pop_front();
-        }
-        if self
-            .queue
-            .front()
-            .is_some_and(|q| matches!(q.command, Command::Stop | Command::Unmonitor))
-        {
-            let queued = self.queue.pop_front().expect("looked at");
-            self.moved(
-                State::Stop,
-                &format!("{} requested during the restart", queued.command.verb()),
-            );
-            self.stopping = Some(queued.why);
-        }
     }
 
     /// Enters `start`, now or after the crash-loop backoff.
@@ -786,8 +545,10 @@ impl Watch {
 }
 
 mod cause;
+mod commands;
 mod history;
 mod ladder;
+mod resumed;
 #[cfg(test)]
 mod tests;
 mod timers;

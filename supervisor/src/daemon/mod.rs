@@ -338,7 +338,7 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
             // What was held back while watches kept changing.
             _ = tokio::time::sleep_until((daemon.last_publish + shown::PUBLISH_EVERY).into()), if !daemon.unpublished.is_empty() => {}
             // A reader waits for what it is shown to be in the state file.
-            () = save_wanted.notified(), if daemon.state_unsaved() => {
+            () = save_wanted.asked(), if daemon.state_unsaved() => {
                 daemon.save_state();
             }
             () = std::future::ready(()), if !daemon.pending_starts.is_empty() => {
@@ -362,8 +362,11 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
             }
         }
         daemon.settle();
-        // Also while something is always ready (the starts at start-up).
-        if daemon.state_unsaved() && daemon.last_save.elapsed() >= daemon.save_pause {
+        // Also while something is always ready (the starts at start-up),
+        // and at once for a reader waiting for it.
+        if daemon.state_unsaved()
+            && (save_wanted.take() || daemon.last_save.elapsed() >= daemon.save_pause)
+        {
             daemon.save_state();
         }
         // Before the loop next yields, so that a client answered in this

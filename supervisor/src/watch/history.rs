@@ -52,6 +52,25 @@ pub struct Exit {
     pub stderr: Vec<String>,
 }
 
+impl Exit {
+    /// An exit of which no more than its status is known: a previous
+    /// daemon's last one, or a death no daemon saw.
+    pub fn bare(status: ExitStatus, at: SystemTime, pid: Pid, cause: String) -> Self {
+        Self {
+            status,
+            at,
+            pid,
+            cause,
+            origin: None,
+            lifetime: None,
+            oom: None,
+            usage: None,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct History {
     events: VecDeque<Event>,
@@ -111,18 +130,12 @@ mod tests {
         let mut history = History::default();
         for i in 0..1000u64 {
             history.note(at(i), format!("event {i}"));
-            history.exited(Exit {
-                status: ExitStatus::Exited(1),
-                at: at(i),
-                pid: Pid::new(1000 + i as u32).expect("nonzero"),
-                cause: "exited 1".to_owned(),
-                origin: None,
-                lifetime: None,
-                oom: None,
-                usage: None,
-                stdout: Vec::new(),
-                stderr: Vec::new(),
-            });
+            history.exited(Exit::bare(
+                ExitStatus::Exited(1),
+                at(i),
+                Pid::new(1000 + i as u32).expect("nonzero"),
+                "exited 1".to_owned(),
+            ));
         }
         let events: Vec<&str> = history.events().map(|e| e.what.as_str()).collect();
         assert_eq!(events.len(), EVENTS);

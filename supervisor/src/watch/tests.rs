@@ -1,7 +1,10 @@
 //! The watch state machine, driven by a fake clock: every input is given
 //! its time, and every timer the watch asks for is handed back by hand.
 use super::*;
-use crate::process::{Pid, StartTime};
+use crate::{
+    exit::ExitStatus,
+    process::{Pid, StartTime},
+};
 
 fn process(pid: u32) -> ProcessId {
     ProcessId {
