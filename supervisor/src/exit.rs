@@ -1,7 +1,6 @@
 //! What the kernel says about a death, in one type whatever told us.
 use std::{fmt, time::SystemTime};
 
-use nix::sys::signal::Signal;
 use serde::{Serialize, Serializer};
 
 use crate::process::{Pid, ProcessId};
@@ -133,17 +132,7 @@ pub fn reap_pidfd(
     Ok(Some((status, Usage::of(&rusage))))
 }
 
-/// `SIGKILL`, `SIGRTMIN+3`, or the number when it has no name.
-pub fn signal_name(signal: i32) -> String {
-    if let Ok(sig) = Signal::try_from(signal) {
-        return sig.as_str().to_owned();
-    }
-    let (rtmin, rtmax) = (libc::SIGRTMIN(), libc::SIGRTMAX());
-    if (rtmin..=rtmax).contains(&signal) {
-        return format!("SIGRTMIN+{}", signal - rtmin);
-    }
-    format!("signal {signal}")
-}
+pub use crate::units::signal_name;
 
 impl fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

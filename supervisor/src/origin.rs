@@ -8,8 +8,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    exit::signal_name,
     process::{Pid, StartTime},
+    units::signal_name,
 };
 
 /// `si_code` of the signal, in the kernel's categories.

@@ -25,6 +25,18 @@ pub fn short_duration(d: Duration) -> String {
     }
 }
 
+/// `SIGKILL`, `SIGRTMIN+3`, or the number when it has no name.
+pub fn signal_name(signal: i32) -> String {
+    if let Ok(sig) = Signal::try_from(signal) {
+        return sig.as_str().to_owned();
+    }
+    let (rtmin, rtmax) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    if (rtmin..=rtmax).contains(&signal) {
+        return format!("SIGRTMIN+{}", signal - rtmin);
+    }
+    format!("signal {signal}")
+}
+
 /// A size as a person reads it: `512KB`, `63.2MB`.
 pub fn short_size(bytes: u64) -> String {
     const MB: f64 = (1 << 20) as f64;

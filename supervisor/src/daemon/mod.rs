@@ -182,6 +182,8 @@ pub struct Daemon {
     /// Whether the last version published was settled, and when it was.
     published_settled: bool,
     last_publish: Instant,
+    /// How long after it the next may be, unless forced (`shown`).
+    publish_pause: Duration,
     /// A client was answered (or its request handled) since the last
     /// publish: the next publishes at once.
     answered: bool,
@@ -282,6 +284,7 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
         order_stale: true,
         published_settled: false,
         last_publish: Instant::now(),
+        publish_pause: Duration::ZERO,
         answered: false,
         timers: DelayQueue::new(),
         tx,
@@ -336,7 +339,7 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
             }
             _ = sweep.tick() => daemon.sweep(),
             // What was held back while watches kept changing.
-            _ = tokio::time::sleep_until((daemon.last_publish + shown::PUBLISH_EVERY).into()), if !daemon.unpublished.is_empty() => {}
+            _ = tokio::time::sleep_until((daemon.last_publish + daemon.publish_pause).into()), if !daemon.unpublished.is_empty() => {}
             // A reader waits for what it is shown to be in the state file.
             () = save_wanted.asked(), if daemon.state_unsaved() => {
                 daemon.save_state();

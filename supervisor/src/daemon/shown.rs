@@ -2,7 +2,7 @@
 //! the snapshot (`crate::snapshot`) published at the end of a loop turn in
 //! which something changed. Only the watches that changed are built
 //! again, and while they keep changing (a thousand restarting at once) at
-//! most every `PUBLISH_EVERY`, except that a turn that answered a client
+//! most every `publish_pause`, except that a turn that answered a client
 //! always publishes: what the client was told, a `status` it sends next
 //! shows. Reads the slots; changes nothing but the publisher.
 use std::time::{Duration, Instant};
@@ -16,8 +16,12 @@ use crate::{
 use super::{slot::WatchSlot, Daemon};
 
 /// How often the snapshot is published at most while watches keep
-/// changing and no client is answered.
-pub(super) const PUBLISH_EVERY: Duration = Duration::from_millis(5);
+/// changing and no client is answered; and at least this many times as
+/// long as the last publish took must pass before the next, so that
+/// publishing (a copy of ten thousand entries' handles) takes at most a
+/// fiftieth of the loop's time.
+const PUBLISH_EVERY: Duration = Duration::from_millis(5);
+const PUBLISH_SHARE: u32 = 50;
 
 impl Daemon {
     /// Publishes what changed since the last publish, if anything did and
@@ -27,9 +31,12 @@ impl Daemon {
         let forced = std::mem::take(&mut self.answered)
             || self.order_stale
             || settled != self.published_settled;
-        if !forced && (self.unpublished.is_empty() || self.last_publish.elapsed() < PUBLISH_EVERY) {
+        if !forced
+            && (self.unpublished.is_empty() || self.last_publish.elapsed() < self.publish_pause)
+        {
             return;
         }
+        let started = Instant::now();
         if std::mem::take(&mut self.order_stale) {
             let order = self.in_start_order(self.slots.keys().cloned().collect());
             let slots = &self.slots;
@@ -44,6 +51,7 @@ impl Daemon {
         self.publisher.publish(self.info(false), settled);
         self.published_settled = settled;
         self.last_publish = Instant::now();
+        self.publish_pause = PUBLISH_EVERY.max(started.elapsed() * PUBLISH_SHARE);
     }
 }
 
