@@ -204,7 +204,7 @@ fn a_process_re_adopted_before_it_was_ready_waits_for_ready_1_again() {
         r#"
 [[watch]]
 name = "db"
-start = ["{helper}", "notify-ready", "3000"]
+start = ["{helper}", "notify-ready-on", "{dir}/go"]
 ready = "notify"
 "#,
     );
@@ -217,7 +217,9 @@ ready = "notify"
     d.kill9_and_restart();
     let s = d.status("db");
     assert_eq!((s.state, pid_of(&s)), (State::Start, pid), "{s}");
-    // READY=1 from the same process, to the same socket name.
+    // READY=1 from the same process, to the same socket name, once the
+    // new daemon serves it.
+    std::fs::write(d.dir.path().join("go"), "").unwrap();
     let s = d.wait_status("db", "up on READY=1", |s| s.state == State::Up);
     assert_eq!((pid_of(&s), s.restarts), (pid, 0), "{s}");
     let log = d.log();

@@ -22,6 +22,7 @@
 //!                          then wait to be killed (restart benchmarks)
 //!   http PORT [DELAY_MS]   serve HTTP on 127.0.0.1:PORT (after DELAY_MS):
 //!                          200 to every request until SIGUSR1, 503 after
+//!   notify-ready-on FILE   as notify-ready, once FILE exists
 //!   notify-ready DELAY_MS  after DELAY_MS, say `STATUS=warming up` and
 //!                          `READY=1` on $NOTIFY_SOCKET (sd_notify); wait
 //!   churn SECONDS          fork and reap children as fast as it can for
@@ -273,6 +274,14 @@ fn main() {
             block()
         }
         Some("http") => serve_http(arg(&args, 1) as u16, arg_or(&args, 2, 0)),
+        Some("notify-ready-on") => {
+            let go = std::path::Path::new(&args[1]);
+            while !go.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            notify_systemd_style("STATUS=warming up\nREADY=1");
+            block()
+        }
         Some("notify-ready") => {
             std::thread::sleep(std::time::Duration::from_millis(arg(&args, 1) as u64));
             notify_systemd_style("STATUS=warming up\nREADY=1");
