@@ -93,6 +93,22 @@ pub struct SignalRecord {
     pub parent_comm: [u8; COMM_LEN],
 }
 
+/// A signal that could end a traced process, as `trace --signals` is
+/// told of it when it is sent (only while `REPORT_SIGNALS` is set).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SentRecord {
+    /// The target process (its tgid) and the thread it was sent to.
+    pub target_tgid: u32,
+    pub target_tid: u32,
+    /// 1 if it was sent to the whole group (`kill`), 0 to one thread.
+    pub group: u32,
+    pub _pad: u32,
+    /// The target's name (its leader's).
+    pub target_comm: [u8; COMM_LEN],
+    pub signal: SignalRecord,
+}
+
 /// Value of the watched-process map, keyed by tgid.
 ///
 /// When the ring buffer is full the program cannot report a death, so it
@@ -139,6 +155,7 @@ pub mod names {
     pub const OOM_PROGRAM: &str = "mark_victim";
     pub const OOM_KILLS: &str = "OOM_KILLS";
     pub const EVENTS: &str = "EVENTS";
+    pub const SENT: &str = "SENT";
     pub const SIGNALS: &str = "SIGNALS";
     pub const WATCHED: &str = "WATCHED";
     pub const STATS: &str = "STATS";
@@ -148,9 +165,11 @@ pub mod names {
     /// so a test checks that each of these is in the object).
     pub mod globals {
         pub const REPORT_ALL: &str = "REPORT_ALL";
+        pub const REPORT_SIGNALS: &str = "REPORT_SIGNALS";
         pub const NS_PER_TICK: &str = "NS_PER_TICK";
         pub const TP_GROUP_DEAD: &str = "TP_GROUP_DEAD";
         pub const TASK_TGID: &str = "TASK_TGID";
+        pub const TASK_PID: &str = "TASK_PID";
         pub const TASK_REAL_PARENT: &str = "TASK_REAL_PARENT";
         pub const TASK_GROUP_LEADER: &str = "TASK_GROUP_LEADER";
         pub const TASK_EXIT_CODE: &str = "TASK_EXIT_CODE";
@@ -167,11 +186,13 @@ pub mod names {
         pub const TP_OOM_FILE_RSS: &str = "TP_OOM_FILE_RSS";
         pub const TP_OOM_SHMEM_RSS: &str = "TP_OOM_SHMEM_RSS";
 
-        pub const ALL: [&str; 19] = [
+        pub const ALL: [&str; 21] = [
             REPORT_ALL,
+            REPORT_SIGNALS,
             NS_PER_TICK,
             TP_GROUP_DEAD,
             TASK_TGID,
+            TASK_PID,
             TASK_REAL_PARENT,
             TASK_GROUP_LEADER,
             TASK_EXIT_CODE,
@@ -207,4 +228,5 @@ mod pod {
     unsafe impl aya::Pod for super::SignalKey {}
     unsafe impl aya::Pod for super::SignalRecord {}
     unsafe impl aya::Pod for super::OomRecord {}
+    unsafe impl aya::Pod for super::SentRecord {}
 }

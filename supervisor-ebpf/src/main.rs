@@ -16,6 +16,10 @@
 //! The sender is captured here because it may be gone long before the
 //! death is read.
 //!
+//! While `REPORT_SIGNALS` is set (by `trace --signals`, never by the
+//! daemon), it also writes each such signal into the `SENT` ring buffer
+//! as it is sent.
+//!
 //! A third, on `oom/mark_victim`, notes each watched process the OOM
 //! killer chooses, with its resident memory and the task whose
 //! allocation triggered it, in `OOM_KILLS`; the exit record carries it.
@@ -40,8 +44,8 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use supervisor_common::{
-    stat, ExitRecord, OomRecord, SignalKey, SignalRecord, WatchEntry, COMM_LEN, MAX_SIGNALS,
-    MAX_WATCHED,
+    stat, ExitRecord, OomRecord, SentRecord, SignalKey, SignalRecord, WatchEntry, COMM_LEN,
+    MAX_SIGNALS, MAX_WATCHED,
 };
 
 /// Marks an offset the running kernel does not have.
@@ -51,6 +55,8 @@ const SIGNAL_GROUP_EXIT: u32 = 0x4;
 
 #[no_mangle]
 static REPORT_ALL: u8 = 0;
+#[no_mangle]
+static REPORT_SIGNALS: u8 = 0;
 /// Nanoseconds per USER_HZ tick, to compare `start_boottime` with the
 /// start time `/proc/PID/stat` gives userspace.
 #[no_mangle]
@@ -61,6 +67,8 @@ static NS_PER_TICK: u64 = 10_000_000;
 static TP_GROUP_DEAD: u32 = ABSENT;
 #[no_mangle]
 static TASK_TGID: u32 = 0;
+#[no_mangle]
+static TASK_PID: u32 = 0;
 #[no_mangle]
 static TASK_REAL_PARENT: u32 = 0;
 #[no_mangle]
@@ -108,6 +116,10 @@ const LOSE_INFO: u64 = 4;
 
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Sized at load time: a page when nobody asked for signals.
+#[map(name = "SENT")]
+static SENT: RingBuf = RingBuf::with_byte_size(4096, 0);
 
 #[map(name = "WATCHED")]
 static WATCHED: HashMap<u32, WatchEntry> = HashMap::with_max_entries(MAX_WATCHED, 0);
@@ -331,6 +343,7 @@ fn try_signal(ctx: &RawTracePointContext) -> Result<(), i32> {
     if global(&REPORT_ALL) == 0 && unsafe { WATCHED.get(tgid) }.is_none() {
         return Ok(());
     }
+    let group = ctx.arg::<u64>(3);
     let info = ctx.arg::<u64>(1);
     let (code, addr) = match info {
         SEND_SIG_NOINFO => (SI_USER, 0),
@@ -375,6 +388,19 @@ fn try_signal(ctx: &RawTracePointContext) -> Result<(), i32> {
         )?,
     };
     SIGNALS.insert(&SignalKey { tgid, signal }, &record, 0)?;
+    if global(&REPORT_SIGNALS) != 0 {
+        if let Some(mut entry) = SENT.reserve::<SentRecord>(0) {
+            entry.write(SentRecord {
+                target_tgid: tgid,
+                target_tid: field(target, global(&TASK_PID)).unwrap_or(tgid),
+                group: u32::from(group != 0),
+                _pad: 0,
+                target_comm: field(target_leader, global(&TASK_COMM)).unwrap_or([0; COMM_LEN]),
+                signal: record,
+            });
+            entry.submit(0);
+        }
+    }
     Ok(())
 }
 

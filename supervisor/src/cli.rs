@@ -219,6 +219,10 @@ pub struct TraceArgs {
     /// Stop after this many exits.
     #[arg(long)]
     pub count: Option<u64>,
+    /// Also print each signal that could end a traced process as it is
+    /// sent, with its sender (eBPF backend only).
+    #[arg(long)]
+    pub signals: bool,
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -230,6 +230,55 @@ impl Origin {
     }
 }
 
+/// A signal that could end a traced process, seen as it was sent
+/// (`trace --signals`): whether it ends the process is told by its exit,
+/// if one follows.
+#[derive(Clone, Debug, Serialize)]
+pub struct SentSignal {
+    /// The target process, and the thread it was sent to.
+    pub pid: Pid,
+    pub tid: Pid,
+    /// Sent to the whole process (`kill`), not to one thread (`tgkill`).
+    pub group: bool,
+    pub comm: String,
+    #[serde(serialize_with = "name_of_signal")]
+    pub signal: i32,
+    pub origin: Origin,
+    /// When it was sent (CLOCK_MONOTONIC ns).
+    pub kernel_ns: u64,
+}
+
+fn name_of_signal<S: serde::Serializer>(signal: &i32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&signal_name(*signal))
+}
+
+impl SentSignal {
+    /// `SIGTERM (SI_USER) from pid 4242 (bash, uid 1000, parent sshd
+    /// 4100)`, `SIGSEGV (SEGV_MAPERR): address 0x0 not mapped`.
+    pub fn describe(&self) -> String {
+        let o = &self.origin;
+        let mut text = format!(
+            "{} ({})",
+            signal_name(self.signal),
+            o.code.name(self.signal)
+        );
+        match o.code {
+            Code::Fault(code) => {
+                let meaning = fault(self.signal, code).map_or("a fault", |(_, m)| m);
+                let addr = o.addr.unwrap_or(0);
+                text += &format!(": address {addr:#x} {meaning}");
+            }
+            code if code.from_a_process() && o.sender.pid == self.pid => text += " by itself",
+            code if code.from_a_process() => text += &format!(" from {}", o.sender),
+            _ => text += " from the kernel",
+        }
+        if !self.group {
+            text += &format!(" to thread {}", self.tid);
+        }
+        text
+    }
+}
+
 /// `pid 4242 (bash, uid 1000, parent sshd 4100)`.
 impl fmt::Display for Sender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

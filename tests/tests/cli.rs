@@ -100,7 +100,7 @@ fn trace(args: &[&str], act: impl FnOnce(), done: impl Fn(&Value) -> bool) -> Ve
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut banner = String::new();
     stderr.read_line(&mut banner).unwrap();
-    if !banner.starts_with("tracing exits with") {
+    if !banner.starts_with("tracing exits") {
         let _ = child.kill();
         panic!("trace {args:?} did not start: {banner}");
     }
@@ -177,6 +177,45 @@ fn trace_everything_shows_comm_ppid_and_signal() {
 }
 
 #[test]
+fn trace_signals_shows_each_signal_to_a_traced_process_with_its_sender_before_the_exit() {
+    let h = Helper::spawn(&["block"]);
+    let mut bystander = Command::new("sleep").arg("1000").spawn().unwrap();
+    let pid = h.pid().get();
+    let kill = |signal: &str, target: u32| {
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -{signal} {target}")])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let lines = trace(
+        &["--backend", "ebpf", "--signals", "--pid", &pid.to_string()],
+        || {
+            // Not traced: the kernel drops it.
+            kill("USR1", bystander.id());
+            // Never fatal by default: not recorded.
+            kill("CHLD", pid);
+            kill("HUP", pid);
+        },
+        |v| v["kind"] == "exit",
+    );
+    let _ = bystander.wait();
+    assert_eq!(lines.len(), 2, "one signal, then the exit: {lines:?}");
+    let (signal, exit) = (&lines[0], &lines[1]);
+    assert_eq!(signal["kind"], "signal", "{signal}");
+    assert_eq!(signal["pid"], pid, "{signal}");
+    assert_eq!(signal["comm"], "exit-helper", "{signal}");
+    assert_eq!(signal["signal"], "SIGHUP", "{signal}");
+    assert_eq!(signal["group"], true, "{signal}");
+    assert_eq!(signal["origin"]["code"], "SI_USER", "{signal}");
+    let sender = &signal["origin"]["sender"];
+    assert_eq!(sender["comm"], "sh", "{signal}");
+    assert_eq!(sender["parent_pid"], std::process::id(), "{signal}");
+    assert_eq!(exit["status"]["text"], "killed by SIGHUP", "{exit}");
+    assert_eq!(exit["origin"]["sender"]["pid"], sender["pid"], "{exit}");
+}
+
+#[test]
 fn trace_table_is_human_readable() {
     let mut h = Helper::spawn(&["exit", "9"]);
     let pid = h.pid().to_string();
@@ -226,6 +265,10 @@ fn bad_arguments_get_clear_errors() {
         (
             &["trace", "--backend", "pidfd"],
             "pidfd can only watch given processes",
+        ),
+        (
+            &["trace", "--backend", "netlink", "--signals"],
+            "--signals needs the eBPF backend with its signal program, and netlink is in use",
         ),
         (
             &["trace", "--backend", "poll", "--pid", "999999999"],

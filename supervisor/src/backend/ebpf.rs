@@ -13,14 +13,14 @@ use aya::{
 };
 use supervisor_common::{
     names::{self, globals},
-    stat, ExitRecord, SignalRecord, WatchEntry,
+    stat, ExitRecord, SentRecord, SignalRecord, WatchEntry,
 };
 use tokio::io::{unix::AsyncFd, Interest};
 
 use super::{kernel_layout::KernelLayout, tracefs, Counters, Options, Scope, Tracked};
 use crate::{
     exit::{ExitEvent, ExitStatus},
-    origin::{Code, OomKill, Origin, Sender},
+    origin::{Code, OomKill, Origin, Sender, SentSignal},
     process::{self, Pid, ProcessId, StartTime},
 };
 
@@ -37,6 +37,8 @@ pub struct EbpfBackend {
     drained_since_check: bool,
     /// The signal program runs: records say who sent a fatal signal.
     senders: bool,
+    /// Signals as they are sent, when asked for, until taken.
+    signals: Option<SignalTap>,
     /// Keeps the program loaded and attached; dropped with the backend.
     _ebpf: Ebpf,
 }
@@ -50,6 +52,7 @@ impl EbpfBackend {
         let layout = KernelLayout::read(&tracefs)?;
         let ns_per_tick = process::ns_per_tick();
         let report_all = u8::from(options.scope == Scope::All);
+        let report_signals = u8::from(options.report_signals);
         let tp_group_dead = match layout.tp_group_dead {
             Some(offset) if !options.ebpf_ignore_group_dead_field => offset,
             _ => u32::MAX,
@@ -58,9 +61,11 @@ impl EbpfBackend {
         let mut loader = EbpfLoader::new();
         loader
             .override_global(globals::REPORT_ALL, &report_all, true)
+            .override_global(globals::REPORT_SIGNALS, &report_signals, true)
             .override_global(globals::NS_PER_TICK, &ns_per_tick, true)
             .override_global(globals::TP_GROUP_DEAD, &tp_group_dead, true)
             .override_global(globals::TASK_TGID, &layout.task_tgid, true)
+            .override_global(globals::TASK_PID, &layout.task_pid, true)
             .override_global(globals::TASK_REAL_PARENT, &layout.task_real_parent, true)
             .override_global(globals::TASK_GROUP_LEADER, &layout.task_group_leader, true)
             .override_global(globals::TASK_EXIT_CODE, &layout.task_exit_code, true)
@@ -94,6 +99,9 @@ impl EbpfBackend {
         if let Some(bytes) = options.ring_bytes {
             loader.map_max_entries(names::EVENTS, bytes);
         }
+        if options.report_signals {
+            loader.map_max_entries(names::SENT, 256 * 1024);
+        }
         let mut ebpf = loader
             .load(OBJECT)
             .context("loading the eBPF program (needs root, or CAP_BPF with CAP_PERFMON)")?;
@@ -117,17 +125,24 @@ impl EbpfBackend {
             }
         }
 
+        if options.report_signals && !senders {
+            bail!("signals were asked for, and the signal program did not load");
+        }
+        let signals = if options.report_signals {
+            let ring = RingBuf::try_from(ebpf.take_map(names::SENT).context("no SENT map")?)?;
+            Some(SignalTap {
+                ring: readable(ring)?,
+                ready: Default::default(),
+            })
+        } else {
+            None
+        };
         let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("no EVENTS map")?)?;
         let watched =
             BpfHashMap::try_from(ebpf.take_map(names::WATCHED).context("no WATCHED map")?)?;
         let stats = PerCpuArray::try_from(ebpf.take_map(names::STATS).context("no STATS map")?)?;
-        // SAFETY: the ring buffer owns its fd and keeps it open for as long
-        // as the AsyncFd that wraps it exists.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-            .map_err(|e| e.into_parts().1)
-            .context("registering the ring buffer with tokio")?;
         Ok(Self {
-            ring,
+            ring: readable(ring)?,
             watched,
             stats,
             scope: options.scope,
@@ -135,6 +150,7 @@ impl EbpfBackend {
             counters: Counters::default(),
             drained_since_check: false,
             senders,
+            signals,
             _ebpf: ebpf,
         })
     }
@@ -142,6 +158,11 @@ impl EbpfBackend {
     /// Whether its records say who sent a fatal signal.
     pub fn sees_senders(&self) -> bool {
         self.senders
+    }
+
+    /// The signals asked for with `Options::report_signals`, once.
+    pub fn take_signals(&mut self) -> Option<SignalTap> {
+        self.signals.take()
     }
 
     pub fn watch(&mut self, process: ProcessId) -> Result<()> {
@@ -265,6 +286,50 @@ impl EbpfBackend {
     }
 }
 
+/// Each signal that could end a watched process, as it is sent
+/// (`trace --signals`); read apart from exits, so that a reader can wait
+/// on both at once.
+pub struct SignalTap {
+    ring: AsyncFd<RingBuf<MapData>>,
+    ready: std::collections::VecDeque<SentSignal>,
+}
+
+impl SignalTap {
+    /// The next signal. Cancel-safe: what was read waits in `ready`.
+    pub async fn next(&mut self) -> Result<SentSignal> {
+        loop {
+            if let Some(signal) = self.ready.pop_front() {
+                return Ok(signal);
+            }
+            let mut guard = self
+                .ring
+                .readable_mut()
+                .await
+                .context("waiting on the eBPF signal ring buffer")?;
+            let ring = guard.get_inner_mut();
+            let mut cmdlines = Cmdlines::default();
+            while let Some(item) = ring.next() {
+                if item.len() >= size_of::<SentRecord>() {
+                    // SAFETY: the program writes whole `SentRecord`s; the
+                    // length is checked and the read needs no alignment.
+                    let record =
+                        unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<SentRecord>()) };
+                    self.ready.extend(sent_from(&record, &mut cmdlines));
+                }
+            }
+            guard.clear_ready();
+        }
+    }
+}
+
+fn readable(ring: RingBuf<MapData>) -> Result<AsyncFd<RingBuf<MapData>>> {
+    // SAFETY: the ring buffer owns its fd and keeps it open for as long as
+    // the AsyncFd that wraps it exists.
+    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+        .context("registering a ring buffer with tokio")
+}
+
 fn attach_signal_program(ebpf: &mut Ebpf) -> Result<()> {
     let program: &mut RawTracePoint = ebpf
         .program_mut(names::SIGNAL_PROGRAM)
@@ -338,6 +403,19 @@ fn origin_from(record: &SignalRecord, cmdlines: &mut Cmdlines) -> Option<Origin>
         },
         addr: matches!(code, Code::Fault(_)).then_some(record.addr),
         sent_ns: record.ktime_ns,
+    })
+}
+
+fn sent_from(record: &SentRecord, cmdlines: &mut Cmdlines) -> Option<SentSignal> {
+    let pid = Pid::new(record.target_tgid)?;
+    Some(SentSignal {
+        pid,
+        tid: Pid::new(record.target_tid).unwrap_or(pid),
+        group: record.group != 0,
+        comm: text(&record.target_comm),
+        signal: record.signal.signal as i32,
+        origin: origin_from(&record.signal, cmdlines)?,
+        kernel_ns: record.signal.ktime_ns,
     })
 }
 

@@ -13,6 +13,8 @@ const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 #[derive(Clone, Copy, Debug)]
 pub struct KernelLayout {
     pub task_tgid: u32,
+    /// The thread's own id.
+    pub task_pid: u32,
     pub task_real_parent: u32,
     pub task_group_leader: u32,
     pub task_exit_code: u32,
@@ -52,6 +54,7 @@ impl KernelLayout {
             .with_context(|| format!("reading {}", format.display()))?;
         Ok(Self {
             task_tgid: task(&["tgid"])?,
+            task_pid: task(&["pid"])?,
             task_real_parent: task(&["real_parent"])?,
             task_group_leader: task(&["group_leader"])?,
             task_exit_code: task(&["exit_code"])?,

@@ -112,6 +112,9 @@ pub struct Options {
     /// tracepoint has no `group_dead` field, even where it has one (so
     /// that path is tested on new kernels too).
     pub ebpf_ignore_group_dead_field: bool,
+    /// Also report each signal that could end a watched process, as it is
+    /// sent (`trace --signals`; eBPF only).
+    pub report_signals: bool,
 }
 
 impl Default for Options {
@@ -122,6 +125,7 @@ impl Default for Options {
             ring_bytes: None,
             netlink_rcvbuf: None,
             ebpf_ignore_group_dead_field: false,
+            report_signals: false,
         }
     }
 }
@@ -272,6 +276,15 @@ impl Backend {
             );
         }
         Ok(event)
+    }
+
+    /// The signals `Options::report_signals` asked for, once: `None`
+    /// unless this is eBPF with its signal program running.
+    pub fn take_signals(&mut self) -> Option<ebpf::SignalTap> {
+        match &mut self.imp {
+            Imp::Ebpf(b) => b.take_signals(),
+            _ => None,
+        }
     }
 
     pub fn counters(&self) -> Counters {
