@@ -372,6 +372,9 @@ fn details(w: &WatchStatus, events: bool) -> Vec<String> {
     let limits: Vec<String> = [
         w.memory_max
             .map(|b| format!("memory_max {}", crate::units::short_size(b))),
+        w.memory_high
+            .map(|b| format!("memory_high {}", crate::units::short_size(b))),
+        w.cpu_max_percent.map(|p| format!("cpu_max {p}%")),
         w.pids_max.map(|n| format!("pids_max {n}")),
     ]
     .into_iter()

@@ -187,9 +187,14 @@ pub struct WatchStatus {
     pub conditions: Vec<ConditionStatus>,
     /// `started`, `health` or `notify`.
     pub ready: String,
-    /// What the kernel enforces: `memory_max` (bytes) and `pids_max`.
+    /// What the kernel enforces: `memory_max` and `memory_high` (bytes),
+    /// `cpu_max` (percent of one CPU) and `pids_max`.
     #[serde(default)]
     pub memory_max: Option<u64>,
+    #[serde(default)]
+    pub memory_high: Option<u64>,
+    #[serde(default)]
+    pub cpu_max_percent: Option<f64>,
     #[serde(default)]
     pub pids_max: Option<u64>,
     pub health: Option<HealthStatus>,

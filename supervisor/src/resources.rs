@@ -1,12 +1,13 @@
-//! Kernel-enforced limits of a watch: `memory_max` and `pids_max`, with
-//! systemd's meaning (MemoryMax, TasksMax). Each is set in cgroup v2 where
+//! Kernel-enforced limits of a watch: `memory_max`, `memory_high`,
+//! `cpu_max` and `pids_max`, with systemd's meaning (MemoryMax,
+//! MemoryHigh, CPUQuota, TasksMax). Each is set in cgroup v2 where
 //! its controller is enabled there, else in a cgroup v1 of the
 //! controller's own hierarchy, made per watch under the daemon's own
 //! (`<mount><own path>/supervisor/<instance>/<watch>`), which the child
 //! joins before its exec (CLONE_INTO_CGROUP takes a v2 cgroup only).
 //! Hosts differ: one with memory and pids on v1 (this project's test
-//! machines) takes the v1 path. A limit the host cannot honour is an error
-//! naming the key, at the start that needs it.
+//! machines) takes the v1 path. A limit the host cannot honour (v1 has no
+//! `memory.high`) is an error naming the key, at the start that needs it.
 //!
 //! Owns the v1 folders and the limit files; the v2 folder is `cgroup`'s.
 use std::{
@@ -19,14 +20,72 @@ use anyhow::{bail, Context as _, Result};
 /// A watch's limits, as the config says them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Limits {
-    /// Bytes.
+    /// Bytes: the OOM killer acts above it.
     pub memory_max: Option<u64>,
+    /// Bytes: the kernel throttles and reclaims above it, and kills
+    /// nothing (v2 only).
+    pub memory_high: Option<u64>,
+    pub cpu_max: Option<CpuQuota>,
     pub pids_max: Option<u64>,
 }
 
 impl Limits {
     pub fn any(&self) -> bool {
-        self.memory_max.is_some() || self.pids_max.is_some()
+        Controller::ALL.iter().any(|c| !self.keys(*c).is_empty())
+    }
+
+    /// Whether both set the same limits (perhaps to other values).
+    pub fn same_keys(&self, other: &Limits) -> bool {
+        Controller::ALL
+            .iter()
+            .all(|c| self.keys(*c) == other.keys(*c))
+    }
+
+    /// The keys set that `controller` enforces.
+    fn keys(&self, controller: Controller) -> Vec<&'static str> {
+        let set = |key, value: bool| value.then_some(key);
+        match controller {
+            Controller::Memory => [
+                set("memory_max", self.memory_max.is_some()),
+                set("memory_high", self.memory_high.is_some()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            Controller::Cpu => set("cpu_max", self.cpu_max.is_some()).into_iter().collect(),
+            Controller::Pids => set("pids_max", self.pids_max.is_some())
+                .into_iter()
+                .collect(),
+        }
+    }
+}
+
+/// CPU time per `CpuQuota::PERIOD_US` period, in microseconds: `cpu_max =
+/// "150%"` is 150,000 µs each 100 ms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuQuota(u64);
+
+impl CpuQuota {
+    /// systemd's period, and the kernel's default.
+    pub const PERIOD_US: u64 = 100_000;
+
+    pub fn from_percent(percent: f64) -> Result<Self, String> {
+        let quota = (percent * Self::PERIOD_US as f64 / 100.0).round();
+        if !(1000.0..=(1u64 << 40) as f64).contains(&quota) {
+            return Err(format!(
+                "{percent}%: a CPU quota is at least 1% (the kernel's 1 ms a period)"
+            ));
+        }
+        Ok(Self(quota as u64))
+    }
+
+    pub fn micros(self) -> u64 {
+        self.0
+    }
+
+    /// Of one CPU: 150.0 for one and a half.
+    pub fn percent(self) -> f64 {
+        self.0 as f64 * 100.0 / Self::PERIOD_US as f64
     }
 }
 
@@ -34,21 +93,18 @@ impl Limits {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Controller {
     Memory,
+    Cpu,
     Pids,
 }
 
 impl Controller {
+    const ALL: [Controller; 3] = [Self::Memory, Self::Cpu, Self::Pids];
+
     fn name(self) -> &'static str {
         match self {
             Self::Memory => "memory",
+            Self::Cpu => "cpu",
             Self::Pids => "pids",
-        }
-    }
-
-    fn key(self) -> &'static str {
-        match self {
-            Self::Memory => "memory_max",
-            Self::Pids => "pids_max",
         }
     }
 }
@@ -67,6 +123,7 @@ enum Place {
 #[derive(Clone, Debug, Default)]
 pub struct Host {
     memory: Option<Place>,
+    cpu: Option<Place>,
     pids: Option<Place>,
 }
 
@@ -88,6 +145,7 @@ impl Host {
         };
         Self {
             memory: place(Controller::Memory),
+            cpu: place(Controller::Cpu),
             pids: place(Controller::Pids),
         }
     }
@@ -95,6 +153,7 @@ impl Host {
     fn place(&self, controller: Controller) -> Option<&Place> {
         match controller {
             Controller::Memory => self.memory.as_ref(),
+            Controller::Cpu => self.cpu.as_ref(),
             Controller::Pids => self.pids.as_ref(),
         }
     }
@@ -135,8 +194,9 @@ pub struct Applied {
     oom_counter: Option<PathBuf>,
     /// Where the forks its `pids_max` refused are counted.
     pids_counter: Option<PathBuf>,
-    /// The v2 cgroup its limits are in, where the controllers are there.
-    v2: Option<PathBuf>,
+    /// The v2 cgroup its limits are in, and the controllers of those
+    /// limits that are there.
+    v2: Option<(PathBuf, Vec<Controller>)>,
 }
 
 impl Applied {
@@ -170,13 +230,15 @@ impl Applied {
     /// controllers), in place: the kernel applies them to what runs.
     pub fn update(&self, limits: &Limits) -> Result<()> {
         for (controller, dir) in &self.v1 {
-            for (file, value) in v1_writes(*controller, limits) {
-                write(dir, file, &value).with_context(|| controller.key())?;
+            for (key, file, value) in v1_writes(*controller, limits)? {
+                write(dir, file, &value).context(key)?;
             }
         }
-        if let Some(dir) = &self.v2 {
-            for (file, value) in v2_writes(limits) {
-                write(dir, file, &value)?;
+        if let Some((dir, controllers)) = &self.v2 {
+            for controller in controllers {
+                for (key, file, value) in v2_writes(*controller, limits) {
+                    write(dir, file, &value).context(key)?;
+                }
             }
         }
         Ok(())
@@ -208,30 +270,67 @@ fn counter(text: &str, name: &str) -> Option<u64> {
     })
 }
 
-/// The files and values that set `limits` in cgroup v2.
-fn v2_writes(limits: &Limits) -> Vec<(&'static str, String)> {
+/// A limit's key, and the file and value that set it.
+type Write = (&'static str, &'static str, String);
+
+/// The files and values that set the limits of `controller` in cgroup v2.
+fn v2_writes(controller: Controller, limits: &Limits) -> Vec<Write> {
     let mut writes = Vec::new();
-    if let Some(bytes) = limits.memory_max {
-        writes.push(("memory.max", bytes.to_string()));
-    }
-    if let Some(n) = limits.pids_max {
-        writes.push(("pids.max", n.to_string()));
+    match controller {
+        Controller::Memory => {
+            if let Some(bytes) = limits.memory_max {
+                writes.push(("memory_max", "memory.max", bytes.to_string()));
+            }
+            if let Some(bytes) = limits.memory_high {
+                writes.push(("memory_high", "memory.high", bytes.to_string()));
+            }
+        }
+        Controller::Cpu => {
+            if let Some(quota) = limits.cpu_max {
+                let value = format!("{} {}", quota.micros(), CpuQuota::PERIOD_US);
+                writes.push(("cpu_max", "cpu.max", value));
+            }
+        }
+        Controller::Pids => {
+            if let Some(n) = limits.pids_max {
+                writes.push(("pids_max", "pids.max", n.to_string()));
+            }
+        }
     }
     writes
 }
 
-/// The files and values that set the limit of `controller` in cgroup v1.
-fn v1_writes(controller: Controller, limits: &Limits) -> Vec<(&'static str, String)> {
+/// The files and values that set the limits of `controller` in cgroup v1,
+/// or why one cannot be.
+fn v1_writes(controller: Controller, limits: &Limits) -> Result<Vec<Write>> {
+    let mut writes = Vec::new();
     match controller {
-        Controller::Memory => limits
-            .memory_max
-            .map(|b| vec![("memory.limit_in_bytes", b.to_string())])
-            .unwrap_or_default(),
-        Controller::Pids => limits
-            .pids_max
-            .map(|n| vec![("pids.max", n.to_string())])
-            .unwrap_or_default(),
+        Controller::Memory => {
+            if limits.memory_high.is_some() {
+                bail!(
+                    "memory_high: the memory controller is in cgroup v1 on this host, which has \
+                     no memory.high (MemoryHigh needs cgroup v2; memory_max works on both)"
+                );
+            }
+            if let Some(bytes) = limits.memory_max {
+                writes.push(("memory_max", "memory.limit_in_bytes", bytes.to_string()));
+            }
+        }
+        Controller::Cpu => {
+            if let Some(quota) = limits.cpu_max {
+                // The period first: a quota is checked against it.
+                let period = CpuQuota::PERIOD_US.to_string();
+                writes.push(("cpu_max", "cpu.cfs_period_us", period));
+                writes.push(("cpu_max", "cpu.cfs_quota_us", quota.micros().to_string()));
+            }
+        }
+        Controller::Pids => {
+            if let Some(n) = limits.pids_max {
+                writes.push(("pids_max", "pids.max", n.to_string()));
+            }
+        }
     }
+    Ok(writes)
 }
 
 fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
@@ -254,51 +353,53 @@ pub fn apply(
         pids_counter: None,
         v2: None,
     };
-    let wanted = [
-        (Controller::Memory, limits.memory_max.is_some()),
-        (Controller::Pids, limits.pids_max.is_some()),
-    ];
-    for (controller, _) in wanted.iter().filter(|(_, wanted)| *wanted) {
-        match host.place(*controller) {
-            None => bail!(
-                "{}: this host has no {} controller (neither in cgroup v2 nor v1)",
-                controller.key(),
-                controller.name()
-            ),
+    for controller in Controller::ALL {
+        let keys = limits.keys(controller);
+        if keys.is_empty() {
+            continue;
+        }
+        let keys = keys.join(", ");
+        let kind = controller.name();
+        match host.place(controller) {
+            None => {
+                bail!("{keys}: this host has no {kind} controller (neither in cgroup v2 nor v1)")
+            }
             Some(Place::V2) => {
                 let Some(dir) = v2_dir else {
                     bail!(
-                        "{}: the {} controller is in cgroup v2 here, and the watch has no cgroup of its own",
-                        controller.key(),
-                        controller.name()
+                        "{keys}: the {kind} controller is in cgroup v2 here, and the watch has no cgroup of its own"
                     );
                 };
-                for (file, value) in v2_writes(limits)
-                    .into_iter()
-                    .filter(|(f, _)| f.starts_with(controller.name()))
-                {
-                    write(dir, file, &value).with_context(|| controller.key())?;
+                for (key, file, value) in v2_writes(controller, limits) {
+                    write(dir, file, &value).context(key)?;
                 }
-                applied.v2 = Some(dir.to_owned());
+                let (_, controllers) = applied
+                    .v2
+                    .get_or_insert_with(|| (dir.to_owned(), Vec::new()));
+                controllers.push(controller);
                 match controller {
                     Controller::Memory => applied.oom_counter = Some(dir.join("memory.events")),
                     Controller::Pids => applied.pids_counter = Some(dir.join("pids.events")),
+                    Controller::Cpu => {}
                 }
             }
             Some(Place::V1(own)) => {
+                // Checked before anything is made.
+                let writes = v1_writes(controller, limits)?;
                 let dir = own.join("supervisor").join(instance).join(name);
                 std::fs::create_dir_all(&dir)
-                    .with_context(|| format!("{}: creating {}", controller.key(), dir.display()))?;
-                for (file, value) in v1_writes(*controller, limits) {
-                    write(&dir, file, &value).with_context(|| controller.key())?;
+                    .with_context(|| format!("{keys}: creating {}", dir.display()))?;
+                for (key, file, value) in writes {
+                    write(&dir, file, &value).context(key)?;
                 }
                 match controller {
                     Controller::Memory => {
                         applied.oom_counter = Some(dir.join("memory.oom_control"))
                     }
                     Controller::Pids => applied.pids_counter = Some(dir.join("pids.events")),
+                    Controller::Cpu => {}
                 }
-                applied.v1.push((*controller, dir));
+                applied.v1.push((controller, dir));
             }
         }
     }
@@ -330,23 +431,73 @@ mod tests {
     fn writes_systemds_meanings_into_v2_and_v1_files() {
         let limits = Limits {
             memory_max: Some(64 << 20),
+            memory_high: None,
+            cpu_max: Some(CpuQuota::from_percent(150.0).unwrap()),
             pids_max: Some(100),
         };
+        let files = |writes: Vec<Write>| -> Vec<(&str, String)> {
+            writes.into_iter().map(|(_, f, v)| (f, v)).collect()
+        };
+        let v2: Vec<_> = Controller::ALL
+            .into_iter()
+            .flat_map(|c| files(v2_writes(c, &limits)))
+            .collect();
         assert_eq!(
-            v2_writes(&limits),
+            v2,
             [
                 ("memory.max", "67108864".to_owned()),
+                ("cpu.max", "150000 100000".to_owned()),
                 ("pids.max", "100".to_owned())
             ]
         );
+        let high = Limits {
+            memory_high: Some(48 << 20),
+            ..limits
+        };
         assert_eq!(
-            v1_writes(Controller::Memory, &limits),
+            files(v2_writes(Controller::Memory, &high)),
+            [
+                ("memory.max", "67108864".to_owned()),
+                ("memory.high", "50331648".to_owned())
+            ]
+        );
+        let v1 = |c, l: &Limits| files(v1_writes(c, l).unwrap());
+        assert_eq!(
+            v1(Controller::Memory, &limits),
             [("memory.limit_in_bytes", "67108864".to_owned())]
         );
         assert_eq!(
-            v1_writes(Controller::Pids, &limits),
+            v1(Controller::Cpu, &limits),
+            [
+                ("cpu.cfs_period_us", "100000".to_owned()),
+                ("cpu.cfs_quota_us", "150000".to_owned())
+            ]
+        );
+        assert_eq!(
+            v1(Controller::Pids, &limits),
             [("pids.max", "100".to_owned())]
         );
+        let refused = v1_writes(Controller::Memory, &high).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .starts_with("memory_high: the memory controller is in cgroup v1"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn a_cpu_quota_is_a_percentage_of_one_cpu_from_one_percent() {
+        assert_eq!(CpuQuota::from_percent(150.0).unwrap().micros(), 150_000);
+        assert_eq!(CpuQuota::from_percent(2.5).unwrap().percent(), 2.5);
+        assert!(CpuQuota::from_percent(0.5).is_err());
+        assert!(Limits::default().same_keys(&Limits::default()));
+        let cpu = Limits {
+            cpu_max: CpuQuota::from_percent(50.0).ok(),
+            ..Limits::default()
+        };
+        assert!(!cpu.same_keys(&Limits::default()));
+        assert!(cpu.any());
     }
 
     #[test]

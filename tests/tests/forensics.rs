@@ -357,19 +357,103 @@ keepalive = false
     assert!(exit.cause.contains("; pids_max 3 refused "), "{s}");
 }
 
-/// The v1 (or v2) memory limit file of `pid`'s memory cgroup.
-fn memory_limit_of(pid: u32) -> u64 {
+/// A file of `pid`'s cgroup in the v1 hierarchy of `controller` (this
+/// host's kind: memory, cpu and pids are v1 here).
+fn v1_cgroup_file(pid: u32, controller: &str, file: &str) -> String {
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let path = cgroups
+    let (hierarchy, path) = cgroups
         .lines()
-        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_owned()))
-        .expect("a v1 memory cgroup (this host's)");
-    let file = format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes");
-    std::fs::read_to_string(&file)
-        .unwrap_or_else(|e| panic!("{file}: {e}"))
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, names, path) = (parts.next()?, parts.next()?, parts.next()?);
+            names
+                .split(',')
+                .any(|n| n == controller)
+                .then(|| (names.to_owned(), path.to_owned()))
+        })
+        .unwrap_or_else(|| panic!("no v1 {controller} cgroup in {cgroups}"));
+    let file = format!("/sys/fs/cgroup/{hierarchy}{path}/{file}");
+    std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+fn memory_limit_of(pid: u32) -> u64 {
+    v1_cgroup_file(pid, "memory", "memory.limit_in_bytes")
         .trim()
         .parse()
         .unwrap()
+}
+
+fn host_has_v1(controller: &str) -> bool {
+    std::fs::read_to_string("/proc/self/cgroup")
+        .unwrap()
+        .lines()
+        .any(|l| {
+            l.split(':')
+                .nth(1)
+                .is_some_and(|n| n.split(',').any(|n| n == controller))
+        })
+}
+
+#[test]
+fn a_cpu_max_throttles_a_busy_loop_and_a_load_changes_it_in_place() {
+    assert!(
+        host_has_v1("cpu"),
+        "this test is written for a v1 cpu controller"
+    );
+    let watch = |max: &str| {
+        format!(
+            "[[watch]]\nname = \"spin\"\nstart = [\"/bin/sh\", \"-c\", \"while :; do :; done\"]\ncpu_max = \"{max}\"\n"
+        )
+    };
+    let d = RunningDaemon::start(&watch("10%"));
+    let s = d.wait_status("spin", "up", |s| s.state == State::Up);
+    let pid = pid_of(&s);
+    assert_eq!(s.cpu_max_percent, Some(10.0), "{s}");
+    assert_eq!(
+        v1_cgroup_file(pid, "cpu", "cpu.cfs_quota_us").trim(),
+        "10000"
+    );
+    assert_eq!(
+        v1_cgroup_file(pid, "cpu", "cpu.cfs_period_us").trim(),
+        "100000"
+    );
+    let throttled = || {
+        v1_cgroup_file(pid, "cpu", "cpu.stat")
+            .lines()
+            .find_map(|l| l.strip_prefix("nr_throttled ")?.parse::<u64>().ok())
+            .expect("nr_throttled in cpu.stat")
+    };
+    supervisor_tests::wait_until("the kernel to throttle the loop", || throttled() > 0);
+    let shown = String::from_utf8_lossy(&d.cli(&["status", "spin"]).stdout).to_string();
+    assert!(shown.contains("limits  cpu_max 10%"), "{shown}");
+
+    let more = d.write_config("more.toml", &watch("25%"));
+    let out = d.cli(&["load", more.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let s = d.status("spin");
+    assert_eq!((pid_of(&s), s.restarts), (pid, 0), "not restarted: {s}");
+    assert_eq!(
+        v1_cgroup_file(pid, "cpu", "cpu.cfs_quota_us").trim(),
+        "25000"
+    );
+}
+
+#[test]
+fn a_memory_high_the_host_cannot_honour_fails_the_start_naming_the_key() {
+    assert!(
+        host_has_v1("memory"),
+        "this test is written for a v1 memory controller"
+    );
+    let d = RunningDaemon::start(
+        "[[watch]]\nname = \"soft\"\nstart = \"/bin/sleep 1000\"\nmemory_high = \"64MB\"\n",
+    );
+    let s = d.wait_status("soft", "its start to fail", |s| s.last_error.is_some());
+    let error = s.last_error.as_deref().unwrap();
+    assert!(
+        error.contains("memory_high: the memory controller is in cgroup v1 on this host, which has no memory.high"),
+        "{s}"
+    );
+    assert_eq!(s.pid, None, "nothing started with half its limits: {s}");
 }
 
 #[test]

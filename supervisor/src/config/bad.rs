@@ -39,6 +39,18 @@ fn bad_configs_are_errors_with_file_line_and_key() {
             ":4:14: watch[0].memory_max: 1024 bytes: a memory limit below 4KB leaves no room to start",
         ),
         (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nmemory_high = \"10\"\n",
+            ":4:15: watch[0].memory_high: 10 bytes: a memory limit below 4KB leaves no room to start",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\ncpu_max = \"half\"\n",
+            ":4:11: watch[0].cpu_max: 'half' is not a percentage (e.g. \"90%\")",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\ncpu_max = \"0.5%\"\n",
+            ":4:11: watch[0].cpu_max: 0.5%: a CPU quota is at least 1% (the kernel's 1 ms a period)",
+        ),
+        (
             "[[watch]]\nname = \"a\"\nstart = \"x\"\npids_max = 0\n",
             ":4:12: watch[0].pids_max: 0: no process could ever start (at least 1, the program itself)",
         ),

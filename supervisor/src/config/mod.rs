@@ -28,7 +28,7 @@ mod values;
 use spans::Spans;
 use trust::trusted;
 use values::{
-    GroupSpec, HumanDuration, HumanSize, LogLevel, MemoryMax, Percent, PidsMax, RawBackend,
+    CpuMax, GroupSpec, HumanDuration, HumanSize, LogLevel, MemoryMax, Percent, PidsMax, RawBackend,
     RingSize, SignalName, Umask, UserSpec,
 };
 
@@ -363,6 +363,8 @@ struct RawWatch {
     memory: Option<RawCondition<HumanSize>>,
     cpu: Option<RawCondition<Percent>>,
     memory_max: Option<MemoryMax>,
+    memory_high: Option<MemoryMax>,
+    cpu_max: Option<CpuMax>,
     pids_max: Option<PidsMax>,
     health: Option<health::RawHealth>,
     ready: Option<Readiness>,
@@ -836,6 +838,8 @@ fn watch_config(raw: RawWatch) -> Result<WatchConfig, (&'static str, String)> {
         .collect(),
         limits: crate::resources::Limits {
             memory_max: raw.memory_max.map(|m| m.0),
+            memory_high: raw.memory_high.map(|m| m.0),
+            cpu_max: raw.cpu_max.map(|c| c.0),
             pids_max: raw.pids_max.map(|p| p.0),
         },
     })

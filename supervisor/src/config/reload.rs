@@ -54,8 +54,7 @@ pub fn plan<'a>(
 
 fn only_limit_values_differ(old: &WatchConfig, new: &WatchConfig) -> bool {
     let (a, b) = (old.limits, new.limits);
-    a.memory_max.is_some() == b.memory_max.is_some()
-        && a.pids_max.is_some() == b.pids_max.is_some()
+    a.same_keys(&b)
         && *old
             == WatchConfig {
                 limits: a,

@@ -80,6 +80,20 @@ impl<'de> Deserialize<'de> for MemoryMax {
     }
 }
 
+/// `cpu_max`: systemd's CPUQuota, a percentage of one CPU (`"150%"` is
+/// one and a half), as the CPU time it may use each 100 ms period. The
+/// kernel's smallest quota is 1 ms: 1%.
+pub(super) struct CpuMax(pub(super) crate::resources::CpuQuota);
+
+impl<'de> Deserialize<'de> for CpuMax {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Percent(percent) = Percent::deserialize(d)?;
+        crate::resources::CpuQuota::from_percent(percent)
+            .map(CpuMax)
+            .map_err(de::Error::custom)
+    }
+}
+
 /// `pids_max`: at least the process itself.
 pub(super) struct PidsMax(pub(super) u64);
 

@@ -1,5 +1,5 @@
-//! A watch's kernel-enforced limits (`memory_max`, `pids_max`): applied
-//! before each start (their cgroups made at the first), and whether the
+//! A watch's kernel-enforced limits (`memory_max`, `memory_high`,
+//! `cpu_max`, `pids_max`): applied before each start (their cgroups made at the first), and whether the
 //! OOM killer that ended a process acted on the watch's own limit. The
 //! cgroup files are `resources`'; here what the daemon keeps of them.
 use std::fs::File;

@@ -76,6 +76,8 @@ fn shown(slot: &WatchSlot) -> Shown {
                 .map_or_else(Vec::new, |c| c.status()),
             ready: watch.config().ready.name().to_owned(),
             memory_max: watch.config().limits.memory_max,
+            memory_high: watch.config().limits.memory_high,
+            cpu_max_percent: watch.config().limits.cpu_max.map(|q| q.percent()),
             pids_max: watch.config().limits.pids_max,
             health: slot.health.as_ref().map(|h| h.status()),
             said: watch.said().map(str::to_owned),
