@@ -26,7 +26,7 @@
 use std::{
     ffi::CStr,
     os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
-    sync::atomic::{AtomicI32, Ordering},
+    sync::atomic::{AtomicI32, AtomicU8, Ordering},
 };
 
 use crate::process::Pid;
@@ -56,8 +56,49 @@ pub enum Error {
     #[error("{0}")]
     Clone(std::io::Error),
     /// The child failed before its exec (or the exec did) and exited.
-    #[error("{0}")]
-    Child(std::io::Error),
+    #[error("{step}: {error}")]
+    Child { step: Step, error: std::io::Error },
+}
+
+/// What the child was doing when it failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Step {
+    JoinCgroup = 1,
+    Setup,
+    Limits,
+    User,
+    Dir,
+    Exec,
+}
+
+impl Step {
+    fn from_raw(raw: u8) -> Self {
+        [
+            Self::JoinCgroup,
+            Self::Setup,
+            Self::Limits,
+            Self::User,
+            Self::Dir,
+            Self::Exec,
+        ]
+        .into_iter()
+        .find(|s| *s as u8 == raw)
+        .unwrap_or(Self::Setup)
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::JoinCgroup => "joining its v1 cgroups",
+            Self::Setup => "setting up its fds, session and signals",
+            Self::Limits => "setting its file descriptor limit",
+            Self::User => "switching to its user and groups",
+            Self::Dir => "changing to its dir",
+            Self::Exec => "exec",
+        })
+    }
 }
 
 /// The first fd slot.
@@ -165,6 +206,7 @@ pub fn spawn(plan: &Plan<'_>) -> Result<(Pid, OwnedFd), Error> {
         nofile: plan.nofile,
         slots: SLOTS + 3 * SET.with(std::cell::Cell::get) as libc::c_int,
         errno: AtomicI32::new(0),
+        step: AtomicU8::new(0),
     };
     let null = NULL.get().expect("checked by `available`").as_raw_fd();
     let mut pidfd: libc::c_int = -1;
@@ -218,7 +260,10 @@ pub fn spawn(plan: &Plan<'_>) -> Result<(Pid, OwnedFd), Error> {
             let pid = Pid::new(ret as u32).expect("clone3 returns a pid > 0 to the parent");
             Ok((pid, pidfd))
         }
-        errno => Err(Error::Child(std::io::Error::from_raw_os_error(errno))),
+        errno => Err(Error::Child {
+            step: Step::from_raw(child.step.load(Ordering::Acquire)),
+            error: std::io::Error::from_raw_os_error(errno),
+        }),
     }
 }
 
@@ -265,6 +310,8 @@ struct Child {
     /// The first of the three slots that become its 0-2.
     slots: libc::c_int,
     errno: AtomicI32,
+    /// The `Step` it was at, when `errno` is set.
+    step: AtomicU8,
 }
 
 /// The child's side, on its own stack, sharing the daemon's memory.
@@ -273,6 +320,7 @@ extern "C" fn child_main(child: *const Child) -> ! {
     // async-signal-safe syscalls run here.
     unsafe {
         let child = &*child;
+        let at = |step: Step| child.step.store(step as u8, Ordering::Release);
         let fail = |ret: libc::c_long| -> ! {
             child.errno.store(-(ret as i32), Ordering::Release);
             raw(libc::SYS_exit_group, &[127]);
@@ -285,6 +333,7 @@ extern "C" fn child_main(child: *const Child) -> ! {
         };
         // Into its v1 cgroups while the fds are still the daemon's ("0"
         // is the writer itself).
+        at(Step::JoinCgroup);
         for i in 0..child.join_len {
             let fd = *child.join.add(i);
             check(raw(
@@ -292,6 +341,7 @@ extern "C" fn child_main(child: *const Child) -> ! {
                 &[fd as libc::c_long, b"0".as_ptr() as libc::c_long, 1],
             ));
         }
+        at(Step::Setup);
         // The fd table is the daemon's: first, a copy of fds 0-11 only
         // (everything from 12 up is left out, not copied and closed).
         check(raw(
@@ -304,6 +354,7 @@ extern "C" fn child_main(child: *const Child) -> ! {
         ));
         check(raw(libc::SYS_setsid, &[]));
         if let Some(nofile) = &child.nofile {
+            at(Step::Limits);
             check(raw(
                 libc::SYS_prlimit64,
                 &[
@@ -318,6 +369,7 @@ extern "C" fn child_main(child: *const Child) -> ! {
             raw(libc::SYS_umask, &[mask as libc::c_long]);
         }
         if let Some((uid, gid, groups, count)) = child.user {
+            at(Step::User);
             check(raw(
                 libc::SYS_setgroups,
                 &[count as libc::c_long, groups as libc::c_long],
@@ -329,6 +381,7 @@ extern "C" fn child_main(child: *const Child) -> ! {
         // ignored across exec; programs expect the default. (Caught ones
         // were reset by CLONE_CLEAR_SIGHAND.) The kernel's struct
         // sigaction, all zero, is SIG_DFL.
+        at(Step::Setup);
         let default = [0u64; 4];
         raw(
             libc::SYS_rt_sigaction,
@@ -361,8 +414,10 @@ extern "C" fn child_main(child: *const Child) -> ! {
             ));
         }
         if !child.dir.is_null() {
+            at(Step::Dir);
             check(raw(libc::SYS_chdir, &[child.dir as libc::c_long]));
         }
+        at(Step::Exec);
         fail(raw(
             libc::SYS_execve,
             &[

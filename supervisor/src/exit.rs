@@ -201,6 +201,8 @@ pub struct Death {
     pub forks_refused: Option<(u64, u64)>,
     /// What it used (where the daemon reaped it: not a re-adopted one).
     pub usage: Option<Usage>,
+    /// Where its core dump went, if it dumped one.
+    pub core: Option<crate::core_file::CoreFile>,
     /// The last lines it wrote to its stdout and its stderr, where the
     /// daemon carries them (log files).
     pub stdout: Vec<String>,

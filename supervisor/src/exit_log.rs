@@ -15,6 +15,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    core_file::CoreFile,
     origin::{OomReport, OriginReport},
     state::{SavedExit, StateDir},
     watch::{Exit, EXITS},
@@ -44,6 +45,8 @@ struct Line {
     peak_rss: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cpu_secs: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    core: Option<CoreFile>,
     /// What the process wrote last to each stream, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     stdout: Vec<String>,
@@ -66,6 +69,7 @@ impl Line {
             oom: exit.oom.clone(),
             peak_rss: exit.usage.map(|u| u.max_rss),
             cpu_secs: exit.usage.map(|u| u.cpu.as_secs_f64()),
+            core: exit.core.clone(),
             stdout: exit.stdout.clone(),
             stderr: exit.stderr.clone(),
         }
@@ -89,6 +93,7 @@ impl Line {
                     cpu: std::time::Duration::try_from_secs_f64(cpu).ok()?,
                 })
             }),
+            core: self.core,
             stdout: self.stdout,
             stderr: self.stderr,
         })
@@ -243,6 +248,9 @@ mod tests {
             lifetime: Some(std::time::Duration::from_secs(3)),
             oom: None,
             usage: None,
+            core: Some(CoreFile::File {
+                path: "/srv/core".into(),
+            }),
             stdout: Vec::new(),
             stderr,
         }

@@ -14,6 +14,7 @@ pub mod clone3;
 pub mod conditions;
 pub mod config;
 pub mod control;
+pub mod core_file;
 pub mod daemon;
 pub mod daemonize;
 pub mod exit;

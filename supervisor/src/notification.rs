@@ -214,6 +214,7 @@ impl Notifier {
             "origin": exit.and_then(|e| e.origin.as_ref()),
             "oom": exit.and_then(|e| e.oom.as_ref()),
             "lifetime_secs": exit.and_then(|e| e.lifetime).map(|d| d.as_secs_f64()),
+            "core": exit.and_then(|e| e.core.as_ref()),
             "stdout": exit.map(|e| &e.stdout),
             "stderr": exit.map(|e| &e.stderr),
             "detail": notice.detail,
@@ -268,6 +269,10 @@ fn environment(document: &serde_json::Value) -> Vec<(String, String)> {
         ("SUPERVISOR_SENDER_UID".into(), sender("uid")),
         ("SUPERVISOR_SENDER_COMM".into(), sender("comm")),
         ("SUPERVISOR_SENDER_CMDLINE".into(), sender("cmdline")),
+        (
+            "SUPERVISOR_CORE_FILE".into(),
+            plain(&document["core"]["path"]),
+        ),
         ("SUPERVISOR_STDOUT".into(), lines("stdout")),
         ("SUPERVISOR_STDERR".into(), lines("stderr")),
         ("SUPERVISOR_DETAIL".into(), text("detail")),

@@ -132,6 +132,12 @@ pub fn stat(pid: Pid) -> io::Result<Option<Stat>> {
     }))
 }
 
+/// The name (`comm`) of process `pid`, while it exists (a zombie too).
+pub fn comm(pid: Pid) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(text.trim_end_matches('\n').to_owned())
+}
+
 /// The command line of process `id` (arguments joined by spaces, at most
 /// `limit` bytes read), if it still runs; `None` once it has exited, or
 /// its pid is gone or names another process.

@@ -258,6 +258,11 @@ pub struct LastExitStatus {
     pub peak_rss: Option<u64>,
     #[serde(default)]
     pub cpu_secs: Option<f64>,
+    /// Where its core dump went, if it dumped one: `{"kind": "file",
+    /// "path": ...}`, `{"kind": "piped", "handler": ...}` or `{"kind":
+    /// "missing", "pattern": ..., "dir": ...}`.
+    #[serde(default)]
+    pub core: Option<crate::core_file::CoreFile>,
     /// The last lines it wrote to its stdout and its stderr (where the
     /// daemon carries them: a log file is configured), oldest first.
     #[serde(default)]

@@ -7,7 +7,7 @@
 //! here, before the clone. Where clone3 cannot be used, std's Command does
 //! the same without a cgroup.
 use std::{
-    ffi::{CString, OsString},
+    ffi::{CStr, CString, OsString},
     os::{
         fd::{AsFd as _, OwnedFd},
         unix::{
@@ -183,7 +183,17 @@ impl Prepared {
                         })
                     }
                     // The child is gone (it exited); the reaper collects it.
-                    Err(clone3::Error::Child(e)) => bail!("starting {}: {e}", self.what),
+                    Err(clone3::Error::Child {
+                        step: clone3::Step::Dir,
+                        error,
+                    }) => bail!(
+                        "starting {}: changing to its dir {}: {error}",
+                        self.what,
+                        dir.as_deref().map_or("?".into(), CStr::to_string_lossy)
+                    ),
+                    Err(e @ clone3::Error::Child { .. }) => {
+                        bail!("starting {}: {e}", self.what)
+                    }
                 }
             }
             How::Command(mut command) => {

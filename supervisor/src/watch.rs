@@ -499,6 +499,7 @@ impl Watch {
             lifetime,
             oom: death.oom.as_ref().map(|(oom, limit)| oom.report(*limit)),
             usage: death.usage,
+            core: death.core,
             stdout: death.stdout,
             stderr: death.stderr,
         });

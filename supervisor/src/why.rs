@@ -119,6 +119,9 @@ fn narrative(exit: &LastExitStatus) -> Vec<String> {
             });
         }
     }
+    if let Some(core) = &exit.core {
+        lines.push(format!("  core    {core}"));
+    }
     if let (Some(rss), Some(cpu)) = (exit.peak_rss, exit.cpu_secs) {
         lines.push(format!(
             "  used    peak RSS {}, CPU {cpu:.2}s",

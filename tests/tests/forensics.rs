@@ -4,6 +4,7 @@
 //! log and its typed exit. Real senders, real faults, real uids.
 use std::os::unix::process::CommandExt as _;
 
+use supervisor::{core_file::CoreFile, protocol::LastExitStatus};
 use supervisor_tests::{pid_of, RunningDaemon, State, StatusExt};
 
 /// A daemon running one watch, `s`, a sleep run as `nobody`.
@@ -145,7 +146,8 @@ fn a_fault_says_where_and_an_abort_says_it_was_self_sent() {
         r#"
 [[watch]]
 name = "null"
-start = ["{helper}", "null-read", "{dir}/go-null"]
+start = ["/bin/sh", "-c", "ulimit -c unlimited; exec {helper} null-read {dir}/go-null"]
+dir = "{dir}"
 keepalive = false
 
 [[watch]]
@@ -169,6 +171,8 @@ keepalive = false
     assert_eq!(origin.code, "SEGV_MAPERR", "{null}");
     assert_eq!(origin.addr.as_deref(), Some("0x0"), "{null}");
     assert_eq!(origin.sender, None, "a fault has no sender: {null}");
+    assert!(exit.status.core_dumped, "{null}");
+    assert_core_where_the_pattern_puts_it(exit, d.dir.path());
     let abort = d.wait_status("abort", "its abort", |s| s.last_exit.is_some());
     assert!(
         abort
@@ -177,6 +181,55 @@ keepalive = false
             .starts_with("aborted (SIGABRT sent by itself)"),
         "{abort}"
     );
+}
+
+/// The exit's core is where this host's `core_pattern` puts it: the
+/// handler of a pipe, or a file in `dir` (the watch's working directory)
+/// that exists.
+fn assert_core_where_the_pattern_puts_it(exit: &LastExitStatus, dir: &std::path::Path) {
+    let pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
+    match exit.core.as_ref() {
+        Some(CoreFile::Piped { handler }) => assert!(
+            pattern.starts_with(&format!("|{handler}")),
+            "{handler} for {pattern}"
+        ),
+        Some(CoreFile::File { path }) => {
+            let path = std::path::Path::new(path);
+            assert!(path.exists(), "{}", path.display());
+            if !pattern.starts_with('/') {
+                assert_eq!(path.parent(), Some(dir), "{}", path.display());
+            }
+        }
+        other => panic!("core {other:?} for pattern {pattern:?}: {exit:?}"),
+    }
+}
+
+#[test]
+fn on_the_netlink_backend_a_fault_says_what_it_can_and_where_its_core_is() {
+    let d = RunningDaemon::start_with(
+        "backend = \"netlink\"",
+        r#"
+[[watch]]
+name = "null"
+start = ["/bin/sh", "-c", "ulimit -c unlimited; exec {helper} null-read {dir}/go"]
+dir = "{dir}"
+keepalive = false
+"#,
+    );
+    d.wait_status("null", "up", |s| s.state == State::Up);
+    std::fs::write(d.dir.path().join("go"), "").unwrap();
+    let s = d.wait_status("null", "its fault", |s| s.last_exit.is_some());
+    let exit = s.exit();
+    assert_eq!(exit.status.text, "killed by SIGSEGV (core dumped)", "{s}");
+    assert!(
+        exit.cause.starts_with(
+            "killed by SIGSEGV (core dumped) (sender unknown: the netlink backend cannot see senders)"
+        ),
+        "the address is unknown here, and never guessed: {s}"
+    );
+    assert_core_where_the_pattern_puts_it(exit, d.dir.path());
+    let why = String::from_utf8_lossy(&d.cli(&["why", "null"]).stdout).to_string();
+    assert!(why.contains("  core    "), "{why}");
 }
 
 #[test]

@@ -94,6 +94,34 @@ fn quiet(name: &str) -> bool {
 }
 
 #[test]
+fn a_start_that_fails_in_the_child_says_at_which_step_and_on_what() {
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "nodir"
+start = "/bin/sleep 1000"
+dir = "/nonexistent/app"
+
+[[watch]]
+name = "noexec"
+start = "{dir}/not-a-program"
+"#,
+    );
+    std::fs::write(d.dir.path().join("not-a-program"), "not executable").unwrap();
+    for (name, expected) in [
+        (
+            "nodir",
+            "changing to its dir /nonexistent/app: No such file or directory".to_owned(),
+        ),
+        ("noexec", "not-a-program".to_owned()),
+    ] {
+        let s = d.wait_status(name, "its start to fail", |s| s.last_error.is_some());
+        let error = s.last_error.as_deref().unwrap();
+        assert!(error.contains(&expected), "{name}: {s}");
+    }
+}
+
+#[test]
 fn log_files_are_opened_as_the_watch_user_never_through_symlinks_or_fifos() {
     if quiet("running watches as another user") {
         return;

@@ -41,6 +41,7 @@ impl Daemon {
         };
         proc.origin = event.origin;
         proc.oom = event.oom;
+        proc.comm = event.comm;
         let name = proc.watch.clone();
         self.confirm_gone(name, event.pid, Some(event.status));
     }
@@ -48,6 +49,22 @@ impl Daemon {
     /// The exit event can come before the process has let go of its files
     /// and ports: respawn only once it is really gone (reaped).
     pub(super) fn confirm_gone(&mut self, name: String, pid: Pid, reported: Option<ExitStatus>) {
+        let may_have_dumped = !matches!(
+            reported,
+            Some(
+                ExitStatus::Exited(_)
+                    | ExitStatus::Killed {
+                        core_dumped: false,
+                        ..
+                    }
+            )
+        );
+        if let Some(proc) = self.procs.get_mut(&pid).filter(|p| p.comm.is_none()) {
+            if may_have_dumped {
+                // While it is a zombie: its name is gone once reaped.
+                proc.comm = crate::process::comm(pid);
+            }
+        }
         let exact = match self.try_reap(pid) {
             Some(exact) => exact,
             None => {
@@ -94,10 +111,27 @@ impl Daemon {
     }
 
     pub(super) fn process_gone(&mut self, name: String, pid: Pid, status: ExitStatus) {
-        let (origin, oom, usage) = self
+        let (origin, oom, usage, comm) = self
             .procs
             .remove(&pid)
-            .map_or((None, None, None), |p| (p.origin, p.oom, p.usage));
+            .map_or((None, None, None, None), |p| {
+                (p.origin, p.oom, p.usage, p.comm)
+            });
+        let core = match status {
+            ExitStatus::Killed {
+                signal,
+                core_dumped: true,
+            } => self.slots.get(&name).and_then(|slot| {
+                let dir = crate::core_file::working_dir(slot.watch.config().dir.as_deref());
+                crate::core_file::locate(&crate::core_file::Dumped {
+                    pid,
+                    comm: comm.as_deref(),
+                    signal,
+                    dir: &dir,
+                })
+            }),
+            _ => None,
+        };
         let death = Death {
             status,
             origin,
@@ -105,6 +139,7 @@ impl Daemon {
             oom: oom.map(|oom| (oom, self.oom_limit_reached(&name))),
             forks_refused: self.forks_refused(&name),
             usage,
+            core,
             stdout: Vec::new(),
             stderr: Vec::new(),
         };

@@ -106,6 +106,7 @@ fn exit_status(exit: &Exit) -> LastExitStatus {
         oom: exit.oom.clone(),
         peak_rss: exit.usage.map(|u| u.max_rss),
         cpu_secs: exit.usage.map(|u| u.cpu.as_secs_f64()),
+        core: exit.core.clone(),
         stdout: exit.stdout.clone(),
         stderr: exit.stderr.clone(),
     }

@@ -107,6 +107,8 @@ pub(super) struct ProcSlot {
     pub oom: Option<OomKill>,
     /// What it used, once reaped.
     pub usage: Option<crate::exit::Usage>,
+    /// Its name when it died, for where its core went (`%e`).
+    pub comm: Option<String>,
 }
 
 impl ProcSlot {
@@ -118,6 +120,7 @@ impl ProcSlot {
             origin: None,
             oom: None,
             usage: None,
+            comm: None,
         }
     }
 }

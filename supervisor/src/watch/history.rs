@@ -11,6 +11,7 @@ use std::{
 use serde::Serialize;
 
 use crate::{
+    core_file::CoreFile,
     exit::{ExitStatus, Usage},
     origin::{OomReport, OriginReport},
     process::Pid,
@@ -46,6 +47,8 @@ pub struct Exit {
     pub oom: Option<OomReport>,
     /// What it used in its life (where the daemon reaped it).
     pub usage: Option<Usage>,
+    /// Where its core dump went, if it dumped one.
+    pub core: Option<CoreFile>,
     /// The last lines it wrote to its stdout and its stderr (where the
     /// daemon carries them).
     pub stdout: Vec<String>,
@@ -65,6 +68,7 @@ impl Exit {
             lifetime: None,
             oom: None,
             usage: None,
+            core: None,
             stdout: Vec::new(),
             stderr: Vec::new(),
         }

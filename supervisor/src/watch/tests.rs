@@ -38,6 +38,7 @@ fn death(status: ExitStatus) -> Death {
         oom: None,
         forks_refused: None,
         usage: None,
+        core: None,
         stdout: Vec::new(),
         stderr: Vec::new(),
     }
@@ -321,6 +322,7 @@ fn an_exit_says_who_caused_it_and_after_how_long() {
         oom: None,
         forks_refused: None,
         usage: None,
+        core: None,
         stdout: Vec::new(),
         stderr: Vec::new(),
     };
