@@ -193,10 +193,8 @@ pub struct Death {
     pub origin: Option<crate::origin::Origin>,
     /// Why there is no origin where the backend cannot see senders.
     pub senders_unseen: Option<&'static str>,
-    /// The OOM killer chose it, and the watch's memory limit if its
-    /// cgroup's OOM counter moved (the limit was reached, not the host's
-    /// memory).
-    pub oom: Option<(crate::origin::OomKill, Option<u64>)>,
+    /// The OOM killer chose it.
+    pub oom: Option<crate::origin::OomDeath>,
     /// How many forks its `pids_max` refused while it ran, and the limit.
     pub forks_refused: Option<(u64, u64)>,
     /// What it used (where the daemon reaped it: not a re-adopted one).

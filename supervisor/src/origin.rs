@@ -113,12 +113,26 @@ pub struct OomKill {
     pub trigger: Option<(Pid, String)>,
 }
 
-impl OomKill {
-    /// How the death reads: by its cgroup's `limit` (bytes) where that
-    /// was reached, else a system-wide shortage.
-    pub fn describe(&self, pid: Pid, limit: Option<u64>) -> String {
-        let rss = format!("anon RSS {}", crate::units::short_size(self.anon_rss));
-        match (limit, &self.trigger) {
+/// An OOM kill as the watch learns of it: what the OOM killer saw, where
+/// the backend could see it (eBPF), and the watch's `memory_max` where
+/// its cgroup says that limit was reached. Without the first, the
+/// watch's cgroup counted the kill (any backend).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OomDeath {
+    pub kill: Option<OomKill>,
+    pub limit: Option<u64>,
+}
+
+impl OomDeath {
+    /// How the death of `pid` reads: by its cgroup's limit where that was
+    /// reached, else a system-wide shortage.
+    pub fn describe(&self, pid: Pid) -> String {
+        let rss = match &self.kill {
+            Some(kill) => format!("anon RSS {}", crate::units::short_size(kill.anon_rss)),
+            None => "counted by its cgroup".to_owned(),
+        };
+        let trigger = self.kill.as_ref().and_then(|k| k.trigger.as_ref());
+        match (self.limit, trigger) {
             (Some(limit), _) => format!(
                 "killed by the OOM killer: cgroup memory limit {} reached ({rss})",
                 crate::units::short_size(limit)
@@ -133,14 +147,16 @@ impl OomKill {
         }
     }
 
-    pub fn report(&self, limit: Option<u64>) -> OomReport {
+    pub fn report(&self) -> OomReport {
+        let kill = self.kill.as_ref();
+        let trigger = kill.and_then(|k| k.trigger.as_ref());
         OomReport {
-            anon_rss: self.anon_rss,
-            file_rss: self.file_rss,
-            shmem_rss: self.shmem_rss,
-            trigger_pid: self.trigger.as_ref().map(|(p, _)| p.get()),
-            trigger_comm: self.trigger.as_ref().map(|(_, c)| c.clone()),
-            cgroup_limit: limit,
+            anon_rss: kill.map(|k| k.anon_rss),
+            file_rss: kill.map(|k| k.file_rss),
+            shmem_rss: kill.map(|k| k.shmem_rss),
+            trigger_pid: trigger.map(|(p, _)| p.get()),
+            trigger_comm: trigger.map(|(_, c)| c.clone()),
+            cgroup_limit: self.limit,
         }
     }
 }
@@ -148,10 +164,11 @@ impl OomKill {
 /// An OOM kill as `status --json` shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OomReport {
-    /// Resident memory when it was chosen, in bytes.
-    pub anon_rss: u64,
-    pub file_rss: u64,
-    pub shmem_rss: u64,
+    /// Resident memory when it was chosen, in bytes; null where only the
+    /// watch's cgroup counted the kill (a backend other than eBPF).
+    pub anon_rss: Option<u64>,
+    pub file_rss: Option<u64>,
+    pub shmem_rss: Option<u64>,
     /// The task whose allocation made the kernel kill.
     pub trigger_pid: Option<u32>,
     pub trigger_comm: Option<String>,

@@ -190,8 +190,9 @@ pub struct Applied {
     /// Each v1 folder and its `cgroup.procs`, open for the child to write
     /// itself into.
     v1: Vec<(Controller, PathBuf)>,
-    /// Where its OOM kills are counted.
-    oom_counter: Option<PathBuf>,
+    /// Where its OOM kills are counted, and the times its memory limit
+    /// was reached.
+    oom_counter: Option<OomFiles>,
     /// Where the forks its `pids_max` refused are counted.
     pids_counter: Option<PathBuf>,
     /// The v2 cgroup its limits are in, and the controllers of those
@@ -214,10 +215,24 @@ impl Applied {
             .collect()
     }
 
-    /// How many times the OOM killer has killed in it.
-    pub fn oom_kills(&self) -> Option<u64> {
-        let text = std::fs::read_to_string(self.oom_counter.as_ref()?).ok()?;
-        oom_kill_count(&text)
+    /// How many times the OOM killer has killed in it, and its memory
+    /// limit was reached.
+    pub fn oom_counters(&self) -> Option<OomCounters> {
+        let files = self.oom_counter.as_ref()?;
+        let read = |path: &Path| std::fs::read_to_string(path).ok();
+        Some(match files {
+            OomFiles::V1 { control, failcnt } => OomCounters {
+                kills: oom_kill_count(&read(control)?)?,
+                limit_reached: read(failcnt)?.trim().parse().ok()?,
+            },
+            OomFiles::V2 { events } => {
+                let text = read(events)?;
+                OomCounters {
+                    kills: oom_kill_count(&text)?,
+                    limit_reached: counter(&text, "oom")?,
+                }
+            }
+        })
     }
 
     /// How many forks `pids_max` has refused in it.
@@ -255,6 +270,25 @@ impl Applied {
             }
         }
     }
+}
+
+/// The files a memory cgroup counts OOM kills in.
+enum OomFiles {
+    /// `memory.oom_control` (`oom_kill`), and `memory.failcnt`: the
+    /// times usage hit the limit.
+    V1 { control: PathBuf, failcnt: PathBuf },
+    /// `memory.events`: `oom_kill`, and `oom`, the times the limit was
+    /// reached with nothing left to reclaim.
+    V2 { events: PathBuf },
+}
+
+/// A memory cgroup's counters at one moment. The kill counter counts
+/// every OOM kill in it, the host's too; the limit counter tells whether
+/// its own limit was involved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomCounters {
+    pub kills: u64,
+    pub limit_reached: u64,
 }
 
 /// `oom_kill N` in `memory.oom_control` (v1) or `memory.events` (v2).
@@ -378,7 +412,11 @@ pub fn apply(
                     .get_or_insert_with(|| (dir.to_owned(), Vec::new()));
                 controllers.push(controller);
                 match controller {
-                    Controller::Memory => applied.oom_counter = Some(dir.join("memory.events")),
+                    Controller::Memory => {
+                        applied.oom_counter = Some(OomFiles::V2 {
+                            events: dir.join("memory.events"),
+                        })
+                    }
                     Controller::Pids => applied.pids_counter = Some(dir.join("pids.events")),
                     Controller::Cpu => {}
                 }
@@ -394,7 +432,10 @@ pub fn apply(
                 }
                 match controller {
                     Controller::Memory => {
-                        applied.oom_counter = Some(dir.join("memory.oom_control"))
+                        applied.oom_counter = Some(OomFiles::V1 {
+                            control: dir.join("memory.oom_control"),
+                            failcnt: dir.join("memory.failcnt"),
+                        })
                     }
                     Controller::Pids => applied.pids_counter = Some(dir.join("pids.events")),
                     Controller::Cpu => {}

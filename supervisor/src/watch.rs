@@ -497,7 +497,7 @@ impl Watch {
             cause: cause.clone(),
             origin: death.origin.as_ref().map(|o| o.report()),
             lifetime,
-            oom: death.oom.as_ref().map(|(oom, limit)| oom.report(*limit)),
+            oom: death.oom.as_ref().map(|oom| oom.report()),
             usage: death.usage,
             core: death.core,
             stdout: death.stdout,

@@ -130,12 +130,15 @@ fn narrative(exit: &LastExitStatus) -> Vec<String> {
     }
     if let Some(oom) = &exit.oom {
         let size = crate::units::short_size;
-        let mut line = format!(
-            "  oom     anon RSS {}, file RSS {}, shmem {}",
-            size(oom.anon_rss),
-            size(oom.file_rss),
-            size(oom.shmem_rss)
-        );
+        let mut line = match (oom.anon_rss, oom.file_rss, oom.shmem_rss) {
+            (Some(anon), Some(file), Some(shmem)) => format!(
+                "  oom     anon RSS {}, file RSS {}, shmem {}",
+                size(anon),
+                size(file),
+                size(shmem)
+            ),
+            _ => "  oom     counted by its cgroup (what the OOM killer saw is known to the eBPF backend only)".to_owned(),
+        };
         match oom.cgroup_limit {
             Some(limit) => line.push_str(&format!("; its memory_max {} reached", size(limit))),
             None => line.push_str("; the host ran out of memory"),

@@ -373,7 +373,8 @@ keepalive = false
         .as_ref()
         .unwrap_or_else(|| panic!("no OOM record: {s}"));
     assert_eq!(oom.cgroup_limit, Some(64 << 20), "{s}");
-    assert!(oom.anon_rss > 32 << 20 && oom.anon_rss <= 64 << 20, "{s}");
+    let rss = oom.anon_rss.expect("the OOM killer's view");
+    assert!(rss > 32 << 20 && rss <= 64 << 20, "{s}");
     assert_eq!(exit.status.text, "killed by SIGKILL", "{s}");
     assert_eq!(
         exit.origin.as_ref().map(|o| o.code.as_str()),
@@ -388,6 +389,33 @@ keepalive = false
     assert_eq!(s.memory_max, Some(64 << 20), "shown in status: {s}");
     let shown = String::from_utf8_lossy(&d.cli(&["status", "hog"]).stdout).to_string();
     assert!(shown.contains("limits  memory_max 64.0MB"), "{shown}");
+}
+
+#[test]
+fn on_the_netlink_backend_an_oom_kill_is_told_by_the_cgroups_counter() {
+    let d = RunningDaemon::start_with(
+        "backend = \"netlink\"",
+        r#"
+[[watch]]
+name = "hog"
+start = ["{helper}", "hog", "200"]
+memory_max = "64MB"
+keepalive = false
+"#,
+    );
+    let s = d.wait_status("hog", "its OOM kill", |s| s.last_exit.is_some());
+    let exit = s.exit();
+    assert!(
+        exit.cause.starts_with(
+            "killed by the OOM killer: cgroup memory limit 64.0MB reached (counted by its cgroup)"
+        ),
+        "{s}"
+    );
+    let oom = exit.oom.as_ref().expect("an OOM report");
+    assert_eq!(oom.cgroup_limit, Some(64 << 20), "{s}");
+    assert_eq!(oom.anon_rss, None, "not seen here, never guessed: {s}");
+    let why = String::from_utf8_lossy(&d.cli(&["why", "hog"]).stdout).to_string();
+    assert!(why.contains("  oom     counted by its cgroup"), "{why}");
 }
 
 #[test]

@@ -136,7 +136,7 @@ impl Daemon {
             status,
             origin,
             senders_unseen: self.backend.senders_unseen(),
-            oom: oom.map(|oom| (oom, self.oom_limit_reached(&name))),
+            oom: self.oom_death(&name, status, oom),
             forks_refused: self.forks_refused(&name),
             usage,
             core,

@@ -7,6 +7,10 @@ use std::fs::File;
 use anyhow::Result;
 
 use super::Daemon;
+use crate::{
+    exit::ExitStatus,
+    origin::{OomDeath, OomKill},
+};
 
 impl Daemon {
     /// Sets watch `name`'s limits (if it has any) for the start about to
@@ -28,7 +32,7 @@ impl Daemon {
             &limits,
         )?;
         // Counted from here: a later kill is this start's process's.
-        slot.oom_kills = applied.oom_kills();
+        slot.oom_kills = applied.oom_counters();
         slot.fork_refusals = applied.fork_refusals();
         let join = applied.join()?;
         slot.limits = Some(applied);
@@ -45,13 +49,42 @@ impl Daemon {
         (refused > 0).then_some((refused, limit))
     }
 
-    /// The watch's `memory_max`, if its cgroup's OOM counter moved since
-    /// its process started: the OOM killer acted on that limit.
-    pub(super) fn oom_limit_reached(&self, name: &str) -> Option<u64> {
+    /// How the OOM killer ended watch `name`'s process, if it did: what
+    /// the backend saw of it (`kill`), else its cgroup's count of a kill
+    /// with its SIGKILL.
+    pub(super) fn oom_death(
+        &self,
+        name: &str,
+        status: ExitStatus,
+        kill: Option<OomKill>,
+    ) -> Option<OomDeath> {
+        let counted = self.oom_counted(name);
+        match (kill, counted) {
+            (Some(kill), counted) => Some(OomDeath {
+                kill: Some(kill),
+                limit: counted.flatten(),
+            }),
+            (None, Some(limit)) if matches!(status, ExitStatus::Killed { signal, .. } if signal == libc::SIGKILL) => {
+                Some(OomDeath { kill: None, limit })
+            }
+            _ => None,
+        }
+    }
+
+    /// What the watch's cgroup counted since its process started: `None`
+    /// if no OOM kill; else `Some` with its `memory_max` if that limit
+    /// was reached meanwhile (else the host ran out of memory).
+    pub(super) fn oom_counted(&self, name: &str) -> Option<Option<u64>> {
         let slot = self.slots.get(name)?;
-        let now = slot.limits.as_ref()?.oom_kills()?;
-        (now > slot.oom_kills.unwrap_or(0))
-            .then_some(slot.watch.config().limits.memory_max)
-            .flatten()
+        let now = slot.limits.as_ref()?.oom_counters()?;
+        let then = slot.oom_kills.unwrap_or(crate::resources::OomCounters {
+            kills: 0,
+            limit_reached: 0,
+        });
+        (now.kills > then.kills).then(|| {
+            (now.limit_reached > then.limit_reached)
+                .then_some(slot.watch.config().limits.memory_max)
+                .flatten()
+        })
     }
 }

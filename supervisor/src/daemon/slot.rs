@@ -57,8 +57,9 @@ pub(super) struct WatchSlot {
     pub output: Output,
     /// Where its kernel-enforced limits are, once set.
     pub limits: Option<crate::resources::Applied>,
-    /// Its cgroup's OOM kills, and forks refused, when its process started.
-    pub oom_kills: Option<u64>,
+    /// Its cgroup's OOM counters, and forks refused, when its process
+    /// started.
+    pub oom_kills: Option<crate::resources::OomCounters>,
     pub fork_refusals: Option<u64>,
 }
 

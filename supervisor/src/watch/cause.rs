@@ -39,8 +39,8 @@ impl Watch {
 /// What the kernel recorded of the death of `pid`: `killed by SIGKILL
 /// from pid 4242 (bash, uid 1000, parent sshd 4100)`, else its status.
 pub fn of_death(pid: Pid, death: &Death) -> String {
-    if let Some((oom, limit)) = &death.oom {
-        return oom.describe(pid, *limit);
+    if let Some(oom) = &death.oom {
+        return oom.describe(pid);
     }
     match (death.status, &death.origin) {
         (
