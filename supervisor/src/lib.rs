@@ -22,6 +22,8 @@ pub mod exit_log;
 pub mod grid;
 pub mod health;
 pub mod helper;
+pub mod histogram;
+pub mod http;
 pub mod kernel;
 pub mod limits;
 pub mod notification;

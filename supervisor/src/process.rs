@@ -132,6 +132,17 @@ pub fn stat(pid: Pid) -> io::Result<Option<Stat>> {
     }))
 }
 
+/// CLOCK_MONOTONIC now: the clock of the kernel's timestamps on exits.
+pub fn monotonic() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid pointer to a timespec the call fills in.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// The name (`comm`) of process `pid`, while it exists (a zombie too).
 pub fn comm(pid: Pid) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;

@@ -203,6 +203,9 @@ pub struct WatchStatus {
     /// Recent transitions and conditions, oldest first.
     #[serde(default)]
     pub events: Vec<EventStatus>,
+    /// Its processes' deaths since the daemon started, by kind.
+    #[serde(default)]
+    pub exit_counts: ExitCounts,
     /// Recent exits (the last is `last_exit`), oldest first.
     #[serde(default)]
     pub exits: Vec<LastExitStatus>,
@@ -269,6 +272,25 @@ pub struct LastExitStatus {
     pub stdout: Vec<String>,
     #[serde(default)]
     pub stderr: Vec<String>,
+}
+
+/// Deaths by kind: a small fixed set (metrics label them by it), never a
+/// sender's name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitCounts {
+    /// Exited with a code.
+    pub exit: u64,
+    /// Killed by a signal, no core.
+    pub signal: u64,
+    /// Killed with a core dump.
+    pub core: u64,
+    /// Killed by the OOM killer.
+    pub oom: u64,
+    /// Ended by a limit: SIGXCPU, SIGXFSZ, or an exit after `pids_max`
+    /// refused it forks.
+    pub limit: u64,
+    /// Stopped, restarted or killed by the supervisor.
+    pub supervisor: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -353,6 +375,20 @@ pub struct DaemonInfo {
     /// Open fds and the limit (`info` only: counting them lists
     /// /proc/self/fd).
     pub fds: Option<FdCount>,
+    /// The daemon's version.
+    #[serde(default)]
+    pub version: String,
+    /// Where Prometheus scrapes it (`[daemon] metrics`), if it serves.
+    #[serde(default)]
+    pub metrics: Option<String>,
+    /// From the kernel's timestamp of each death to the daemon reading it
+    /// (eBPF and netlink, whose records carry one).
+    #[serde(default)]
+    pub detection_latency: crate::histogram::Histogram,
+    /// From each death the daemon saw to its watch's new process running
+    /// (backoff included).
+    #[serde(default)]
+    pub restart_duration: crate::histogram::Histogram,
 }
 
 /// What the exit backend counted.

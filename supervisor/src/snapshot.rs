@@ -53,6 +53,20 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Counts the versions: a new one is a new picture.
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    /// Every watch, in start order.
+    pub fn watches(&self) -> &[Arc<Shown>] {
+        &self.watches
+    }
+
+    pub fn info(&self) -> Option<&DaemonInfo> {
+        self.info.as_ref()
+    }
+
     /// What `status` answers for `target` (a watch or a group; `None` for
     /// every watch) at `now`.
     pub fn status(&self, target: Option<&str>, now: SystemTime) -> Response {
@@ -108,6 +122,12 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// The latest version, settled or not: for readers that need not see
+    /// only what the state file holds (metrics).
+    pub fn latest(&self) -> Arc<Snapshot> {
+        self.latest.borrow().clone()
+    }
+
     /// A settled version at least as new as the latest one now; `None`
     /// once the daemon is gone.
     pub async fn settled(&mut self) -> Option<Arc<Snapshot>> {

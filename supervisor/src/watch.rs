@@ -489,20 +489,23 @@ impl Watch {
             .started_at
             .take()
             .and_then(|t| now.wall.duration_since(t).ok());
-        let cause = self.cause(process.pid, &death, lifetime);
-        self.history.exited(Exit {
-            status,
-            at: now.wall,
-            pid: process.pid,
-            cause: cause.clone(),
-            origin: death.origin.as_ref().map(|o| o.report()),
-            lifetime,
-            oom: death.oom.as_ref().map(|oom| oom.report()),
-            usage: death.usage,
-            core: death.core,
-            stdout: death.stdout,
-            stderr: death.stderr,
-        });
+        let (cause, kind) = self.cause(process.pid, &death, lifetime);
+        self.history.exited(
+            Exit {
+                status,
+                at: now.wall,
+                pid: process.pid,
+                cause: cause.clone(),
+                origin: death.origin.as_ref().map(|o| o.report()),
+                lifetime,
+                oom: death.oom.as_ref().map(|oom| oom.report()),
+                usage: death.usage,
+                core: death.core,
+                stdout: death.stdout,
+                stderr: death.stderr,
+            },
+            kind,
+        );
         let reason = match self.state {
             State::Start if self.last_error.is_none() => {
                 let error = format!(

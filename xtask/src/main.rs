@@ -81,6 +81,7 @@ fn main() -> Result<()> {
         }
         Task::Test { args } => {
             setup::run()?;
+            setup::test_packages()?;
             if !nix_is_root() {
                 eprintln!("xtask: not root: kernel backend tests will be skipped (and fail under CI=true)");
             }

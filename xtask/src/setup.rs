@@ -137,3 +137,50 @@ fn ensure_bpf_linker() -> Result<()> {
             .env("RUSTFLAGS", rustflags),
     )
 }
+
+/// The Debian packages the end-to-end tests run for real, by a command
+/// each provides: installed once, before the tests (which run in parallel
+/// threads, and would collide on apt's lock).
+const TEST_PACKAGES: [(&str, &str); 1] = [("promtool", "prometheus")];
+
+pub fn test_packages() -> Result<()> {
+    let missing: Vec<&str> = TEST_PACKAGES
+        .iter()
+        .filter(|(command, _)| which(command).is_none())
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask setup: installing {} from Debian for the tests",
+        missing.join(", ")
+    );
+    // No service is started by the install (a prometheus on :9090): the
+    // tests start their own.
+    let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
+    let made_policy = !policy.exists();
+    if made_policy {
+        std::fs::write(policy, "#!/bin/sh\nexit 101\n")?;
+        std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
+    let installed = run_command(Command::new("apt-get").args(["update", "-q"])).and_then(|()| {
+        run_command(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    });
+    if made_policy {
+        let _ = std::fs::remove_file(policy);
+    }
+    installed
+}
+
+fn which(command: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(command))
+        .find(|p| p.is_file())
+}

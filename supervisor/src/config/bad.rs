@@ -59,6 +59,10 @@ fn bad_configs_are_errors_with_file_line_and_key() {
             ":1:9: unclosed array table, expected `]`",
         ),
         (
+            "[daemon]\nmetrics = \"localhost\"\n",
+            ":2:11: daemon.metrics: 'localhost' is not an address to listen on (e.g. \"127.0.0.1:8795\", or true for that)",
+        ),
+        (
             "[daemon]\nbackend = \"magic\"\n",
             ":2:11: daemon.backend: unknown backend 'magic'",
         ),

@@ -28,8 +28,8 @@ mod values;
 use spans::Spans;
 use trust::trusted;
 use values::{
-    CpuMax, GroupSpec, HumanDuration, HumanSize, LogLevel, MemoryMax, Percent, PidsMax, RawBackend,
-    RingSize, SignalName, Umask, UserSpec,
+    CpuMax, GroupSpec, HumanDuration, HumanSize, LogLevel, MemoryMax, MetricsAddress, Percent,
+    PidsMax, RawBackend, RingSize, SignalName, Umask, UserSpec,
 };
 
 pub use health::{HealthCheck, Probe, Readiness};
@@ -101,6 +101,8 @@ pub struct DaemonConfig {
     pub tracking: Tracking,
     pub log_level: String,
     pub scheduling: Scheduling,
+    /// Where Prometheus scrapes `/metrics` (off when `None`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// How the daemon's own thread competes for the CPU.
@@ -140,6 +142,7 @@ impl Default for DaemonConfig {
             tracking: Tracking::Auto,
             log_level: "info".into(),
             scheduling: Scheduling::Normal,
+            metrics: None,
         }
     }
 }
@@ -325,6 +328,7 @@ struct RawDaemon {
     tracking: Option<Tracking>,
     log_level: Option<LogLevel>,
     scheduling: Option<Scheduling>,
+    metrics: Option<MetricsAddress>,
 }
 
 #[derive(Deserialize)]
@@ -674,6 +678,7 @@ fn daemon_config(raw: RawDaemon) -> DaemonConfig {
         tracking: raw.tracking.unwrap_or(defaults.tracking),
         log_level: raw.log_level.map_or(defaults.log_level, |l| l.0),
         scheduling: raw.scheduling.unwrap_or(defaults.scheduling),
+        metrics: raw.metrics.and_then(|m| m.0),
     }
 }
 

@@ -108,6 +108,35 @@ impl<'de> Deserialize<'de> for PidsMax {
     }
 }
 
+/// `[daemon] metrics`: `true` (the default address), `false`, or
+/// `"HOST:PORT"`.
+pub(super) struct MetricsAddress(pub(super) Option<std::net::SocketAddr>);
+
+/// Outside Prometheus's allocation for exporters (9100-9999, all taken)
+/// and clear of its own ports (9090-9094).
+pub const DEFAULT_METRICS: &str = "127.0.0.1:8795";
+
+impl<'de> Deserialize<'de> for MetricsAddress {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            On(bool),
+            At(String),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::On(false) => return Ok(Self(None)),
+            Raw::On(true) => DEFAULT_METRICS.to_owned(),
+            Raw::At(text) => text,
+        };
+        text.parse().map(|a| Self(Some(a))).map_err(|_| {
+            de::Error::custom(format!(
+                "'{text}' is not an address to listen on (e.g. \"{DEFAULT_METRICS}\", or true for that)"
+            ))
+        })
+    }
+}
+
 /// The eBPF ring buffer's size: a power of two, at least a page.
 pub(super) struct RingSize(pub(super) u32);
 

@@ -39,6 +39,10 @@ impl Daemon {
         let Some(proc) = self.procs.get_mut(&event.pid) else {
             return;
         };
+        if let Some(sent) = event.kernel_ns {
+            let latency = crate::process::monotonic().saturating_sub(Duration::from_nanos(sent));
+            self.detection_latency.observe(latency);
+        }
         proc.origin = event.origin;
         proc.oom = event.oom;
         proc.comm = event.comm;
@@ -175,6 +179,7 @@ impl Daemon {
             stderr,
             ..death
         };
+        slot.died_at = Some(std::time::Instant::now());
         let actions = slot.watch.exited(death, Now::read());
         if let (Some(log), Some(exit)) = (&mut self.exit_log, slot.watch.last_exit()) {
             log.append(name, exit);

@@ -125,6 +125,12 @@ pub struct Daemon {
     backend_failures: u64,
     /// Exits no backend reported, found by `sweep`.
     unreported_exits: u64,
+    /// Where `/metrics` is served.
+    metrics: Option<std::net::SocketAddr>,
+    /// Kernel timestamp of each death to the loop reading it.
+    detection_latency: crate::histogram::Histogram,
+    /// Each death seen to its watch's next process running.
+    restart_duration: crate::histogram::Histogram,
     /// Every watch and what the daemon keeps of it, by name.
     slots: BTreeMap<String, WatchSlot>,
     /// Every watched process, by pid.
@@ -235,6 +241,10 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
     unsafe { libc::malloc_trim(0) };
     let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Incoming>();
     let (publisher, snapshot) = Publisher::new();
+    let metrics = match config.daemon.metrics {
+        Some(addr) => Some(crate::http::serve(addr, snapshot.clone())?),
+        None => None,
+    };
     let in_flight = control::serve(&config.daemon.socket, control_tx, snapshot)?;
     let (cgroups, trees) = tracking(&config, state_file.instance())?;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -251,6 +261,9 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
         options,
         backend_failures: 0,
         unreported_exits: 0,
+        metrics,
+        detection_latency: Default::default(),
+        restart_duration: Default::default(),
         slots: std::mem::take(&mut config.watches)
             .into_iter()
             .map(|w| (w.name.clone(), WatchSlot::new(Watch::new(w))))

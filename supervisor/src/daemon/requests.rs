@@ -330,6 +330,10 @@ impl Daemon {
                 open: open as u64,
                 limit,
             }),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            metrics: self.metrics.map(|a| a.to_string()),
+            detection_latency: self.detection_latency.clone(),
+            restart_duration: self.restart_duration.clone(),
         }
     }
 

@@ -89,6 +89,7 @@ fn shown(slot: &WatchSlot) -> Shown {
                 })
                 .collect(),
             exits: history.exits().map(exit_status).collect(),
+            exit_counts: history.counts(),
             stdout: watch.config().stdout.clone(),
             stderr: watch.config().stderr.clone(),
         },

@@ -60,6 +60,8 @@ pub(super) struct WatchSlot {
     /// Its cgroup's OOM counters, and forks refused, when its process
     /// started.
     pub oom_kills: Option<crate::resources::OomCounters>,
+    /// When its last process's death was handled, until the next runs.
+    pub died_at: Option<std::time::Instant>,
     pub fork_refusals: Option<u64>,
 }
 
@@ -92,6 +94,7 @@ impl WatchSlot {
             output: Output::default(),
             limits: None,
             oom_kills: None,
+            died_at: None,
             fork_refusals: None,
         }
     }

@@ -257,6 +257,9 @@ impl Daemon {
         let Some(slot) = self.slots.get_mut(name) else {
             return Vec::new();
         };
+        if let Some(died) = slot.died_at.take() {
+            self.restart_duration.observe(died.elapsed());
+        }
         let watch = &mut slot.watch;
         slot.conditions = start_conditions(&watch.config().conditions);
         let more = watch.spawned(id, Now::read());

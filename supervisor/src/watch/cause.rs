@@ -5,7 +5,7 @@
 //! death it is handed.
 use std::time::Duration;
 
-use super::{State, Watch};
+use super::{history::ExitKind, State, Watch};
 use crate::{
     exit::{Death, ExitStatus},
     process::Pid,
@@ -13,26 +13,57 @@ use crate::{
 };
 
 impl Watch {
-    /// The cause of the death of its process `pid`, which ran `lifetime`;
-    /// what the watch knew of the stop is used up.
-    pub(super) fn cause(&mut self, pid: Pid, death: &Death, lifetime: Option<Duration>) -> String {
+    /// The cause of the death of its process `pid`, which ran `lifetime`,
+    /// and its kind; what the watch knew of the stop is used up.
+    pub(super) fn cause(
+        &mut self,
+        pid: Pid,
+        death: &Death,
+        lifetime: Option<Duration>,
+    ) -> (String, ExitKind) {
         let stopping = self.stopping.take();
         let killed = std::mem::take(&mut self.killed_at_timeout);
         let after = lifetime.map_or_else(String::new, |d| format!(" after {}", short_duration(d)));
+        let by_us = ExitKind::Supervisor;
         match (self.state, stopping) {
-            (State::Stop | State::Restart, Some(why)) if killed => format!(
-                "killed by the supervisor{after}: did not stop within stop_timeout {} ({why})",
-                short_duration(self.config.stop_timeout)
+            (State::Stop | State::Restart, Some(why)) if killed => (
+                format!(
+                    "killed by the supervisor{after}: did not stop within stop_timeout {} ({why})",
+                    short_duration(self.config.stop_timeout)
+                ),
+                by_us,
             ),
-            (State::Stop, Some(why)) => format!("stopped by the supervisor{after}: {why}"),
-            (State::Restart, Some(why)) => format!("restarted by the supervisor{after}: {why}"),
+            (State::Stop, Some(why)) => (format!("stopped by the supervisor{after}: {why}"), by_us),
+            (State::Restart, Some(why)) => {
+                (format!("restarted by the supervisor{after}: {why}"), by_us)
+            }
             _ => {
                 let refused = death.forks_refused.map_or_else(String::new, |(n, limit)| {
                     format!("; pids_max {limit} refused {n} fork(s) meanwhile")
                 });
-                format!("{}{after}{refused}", of_death(pid, death))
+                (
+                    format!("{}{after}{refused}", of_death(pid, death)),
+                    kind_of(death),
+                )
             }
         }
+    }
+}
+
+/// The kind of a death the supervisor did not cause.
+fn kind_of(death: &Death) -> ExitKind {
+    match death.status {
+        _ if death.oom.is_some() => ExitKind::Oom,
+        ExitStatus::Killed {
+            signal: libc::SIGXCPU | libc::SIGXFSZ,
+            ..
+        } => ExitKind::Limit,
+        _ if death.forks_refused.is_some() => ExitKind::Limit,
+        ExitStatus::Killed {
+            core_dumped: true, ..
+        } => ExitKind::Core,
+        ExitStatus::Killed { .. } => ExitKind::Signal,
+        ExitStatus::Exited(_) | ExitStatus::Unknown => ExitKind::Exit,
     }
 }
 

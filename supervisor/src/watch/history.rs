@@ -15,6 +15,7 @@ use crate::{
     exit::{ExitStatus, Usage},
     origin::{OomReport, OriginReport},
     process::Pid,
+    protocol::ExitCounts,
 };
 
 /// How many events a watch keeps (what `status` shows).
@@ -75,10 +76,23 @@ impl Exit {
     }
 }
 
+/// What kind of death an exit was, for counting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitKind {
+    Exit,
+    Signal,
+    Core,
+    Oom,
+    Limit,
+    Supervisor,
+}
+
 #[derive(Debug, Default)]
 pub struct History {
     events: VecDeque<Event>,
     exits: VecDeque<Exit>,
+    /// Every exit since the daemon started, by kind.
+    counts: ExitCounts,
 }
 
 impl History {
@@ -89,19 +103,39 @@ impl History {
         self.events.push_back(Event { at, what });
     }
 
-    pub fn exited(&mut self, exit: Exit) {
+    pub fn exited(&mut self, exit: Exit, kind: ExitKind) {
+        let c = &mut self.counts;
+        *match kind {
+            ExitKind::Exit => &mut c.exit,
+            ExitKind::Signal => &mut c.signal,
+            ExitKind::Core => &mut c.core,
+            ExitKind::Oom => &mut c.oom,
+            ExitKind::Limit => &mut c.limit,
+            ExitKind::Supervisor => &mut c.supervisor,
+        } += 1;
+        self.keep(exit);
+    }
+
+    /// An exit this daemon did not see happen (a previous daemon's, or a
+    /// death while none ran): kept, not counted.
+    pub fn keep(&mut self, exit: Exit) {
         if self.exits.len() == EXITS {
             self.exits.pop_front();
         }
         self.exits.push_back(exit);
     }
 
-    /// In place of the exits it holds, oldest first.
+    /// In place of the exits it holds, oldest first: a previous daemon's,
+    /// which this one does not count.
     pub fn restore_exits(&mut self, exits: impl IntoIterator<Item = Exit>) {
         self.exits.clear();
         for exit in exits {
-            self.exited(exit);
+            self.keep(exit);
         }
+    }
+
+    pub fn counts(&self) -> ExitCounts {
+        self.counts
     }
 
     /// Oldest first.
@@ -134,13 +168,17 @@ mod tests {
         let mut history = History::default();
         for i in 0..1000u64 {
             history.note(at(i), format!("event {i}"));
-            history.exited(Exit::bare(
-                ExitStatus::Exited(1),
-                at(i),
-                Pid::new(1000 + i as u32).expect("nonzero"),
-                "exited 1".to_owned(),
-            ));
+            history.exited(
+                Exit::bare(
+                    ExitStatus::Exited(1),
+                    at(i),
+                    Pid::new(1000 + i as u32).expect("nonzero"),
+                    "exited 1".to_owned(),
+                ),
+                ExitKind::Exit,
+            );
         }
+        assert_eq!(history.counts().exit, 1000, "every exit counted");
         let events: Vec<&str> = history.events().map(|e| e.what.as_str()).collect();
         assert_eq!(events.len(), EVENTS);
         assert_eq!(events.first(), Some(&"event 990"));

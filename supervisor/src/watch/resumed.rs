@@ -25,7 +25,7 @@ impl Watch {
             ))
         });
         if let Some(exit) = exit {
-            self.history.exited(exit);
+            self.history.keep(exit);
         }
     }
 
@@ -66,7 +66,7 @@ impl Watch {
     /// A previous daemon's process died while no daemon was watching.
     pub fn died_unwatched(&mut self, pid: crate::process::Pid, now: Now) {
         self.now = Some(now);
-        self.history.exited(Exit::bare(
+        self.history.keep(Exit::bare(
             ExitStatus::Unknown,
             now.wall,
             pid,
