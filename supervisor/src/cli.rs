@@ -41,6 +41,9 @@ pub enum Command {
     /// Why a watch's processes died, newest first: cause, sender or
     /// kernel reason, what they printed last, how long they ran.
     Why(WhyArgs),
+    /// Follow what happens to watches as it happens: transitions, exits
+    /// with their cause, health checks, notifications.
+    Events(EventsArgs),
     /// Start a watch, a group, or everything.
     Start(TargetArgs),
     /// Stop a watch, a group, or everything (stop signal, then SIGKILL).
@@ -235,4 +238,16 @@ pub fn socket_path(flag: Option<&Path>) -> PathBuf {
         || PathBuf::from(crate::config::DEFAULT_SOCKET),
         Path::to_path_buf,
     )
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// A watch or group name; every watch if none.
+    pub target: Option<String>,
+    /// First what the histories kept of this long ago (e.g. 10m).
+    #[arg(long, value_parser = crate::units::parse_duration, value_name = "DURATION")]
+    pub since: Option<std::time::Duration>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -97,6 +97,7 @@ pub fn serve(
     path: &Path,
     tx: mpsc::UnboundedSender<Incoming>,
     snapshot: Reader,
+    feed: crate::events::Feed,
 ) -> Result<InFlight> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -158,9 +159,10 @@ pub fn serve(
             let tx = tx.clone();
             let tracker = tracker.clone();
             let snapshot = snapshot.clone();
+            let feed = feed.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                if let Err(e) = serve_one(stream, own_uid, tx, snapshot, tracker).await {
+                if let Err(e) = serve_one(stream, own_uid, tx, snapshot, feed, tracker).await {
                     log::debug!("control connection: {e:#}");
                 }
             });
@@ -226,6 +228,7 @@ async fn serve_one(
     own_uid: u32,
     tx: mpsc::UnboundedSender<Incoming>,
     mut snapshot: Reader,
+    feed: crate::events::Feed,
     in_flight: InFlight,
 ) -> Result<()> {
     let peer = stream.peer_cred().context("reading peer credentials")?;
@@ -272,6 +275,42 @@ async fn serve_one(
                 Some(now) => now.status(target.as_deref(), std::time::SystemTime::now()),
                 None => Response::error(SHUTTING_DOWN),
             },
+            Ok(Request::Events { target, since_secs }) => {
+                // Subscribed first: nothing between the snapshot and the
+                // first live event is missed.
+                let live = feed.subscribe();
+                let now = snapshot.latest();
+                let since = match since_secs.map(std::time::Duration::try_from_secs_f64) {
+                    Some(Err(_)) => {
+                        let answer = Response::error("since_secs: not a duration");
+                        write.write_all(&line(&answer)).await?;
+                        return Ok(());
+                    }
+                    Some(Ok(d)) => Some(d),
+                    None => None,
+                };
+                let known = now.status(target.as_deref(), std::time::SystemTime::now());
+                let failed = !known.ok;
+                write
+                    .write_all(&line(&Response {
+                        watches: Vec::new(),
+                        summary: None,
+                        ..known
+                    }))
+                    .await?;
+                if failed {
+                    return Ok(());
+                }
+                let streamed =
+                    crate::events::stream(&mut write, &now, live, target.as_deref(), since);
+                // A reader that closes its end is gone even while no event
+                // comes to find that out.
+                let mut byte = [0u8; 1];
+                return tokio::select! {
+                    done = streamed => done,
+                    _ = reader.read(&mut byte) => Ok(()),
+                };
+            }
             Ok(request) => {
                 let (reply, answer) = oneshot::channel();
                 in_flight.begin();
@@ -309,6 +348,20 @@ fn line(response: &Response) -> Vec<u8> {
 
 /// Sends one request and waits for its answer (commands answer when done).
 pub async fn request(path: &Path, request: &Request) -> Result<Response> {
+    Ok(exchange(path, request).await?.response)
+}
+
+/// A request answered, and the connection it came on: the rest of what
+/// the daemon sends (a stream's lines) is in `read`. Dropping it closes
+/// the connection, which ends a stream.
+pub struct Exchange {
+    pub response: Response,
+    pub read: BufReader<tokio::net::unix::OwnedReadHalf>,
+    _write: tokio::net::unix::OwnedWriteHalf,
+}
+
+/// Sends `request` and reads its answer.
+pub async fn exchange(path: &Path, request: &Request) -> Result<Exchange> {
     let stream = UnixStream::connect(path)
         .await
         .map_err(|e| match e.kind() {
@@ -343,11 +396,17 @@ pub async fn request(path: &Path, request: &Request) -> Result<Response> {
     // answer says why, so a failed write is not the error to report.
     let sent = write.write_all(&bytes).await;
     let mut answer = String::new();
-    BufReader::new(read).read_line(&mut answer).await?;
+    let mut read = BufReader::new(read);
+    read.read_line(&mut answer).await?;
     if answer.is_empty() {
         sent.context("sending the request")?;
         bail!("the supervisor closed the connection without answering");
     }
-    serde_json::from_str(&answer)
-        .with_context(|| format!("bad answer from the supervisor: {answer}"))
+    let response = serde_json::from_str(&answer)
+        .with_context(|| format!("bad answer from the supervisor: {answer}"))?;
+    Ok(Exchange {
+        response,
+        read,
+        _write: write,
+    })
 }

@@ -113,12 +113,12 @@ impl Notifier {
 
     /// Hands `notice` to every `[[notify]]` that wants it; returns the
     /// hooks to run now.
-    pub fn publish(&mut self, about: &About, notice: &Notice) -> Vec<HookRun> {
-        let wanted: Vec<usize> = self
-            .targets
+    /// The `[[notify]]` targets that want `event` of `about`'s watch.
+    pub fn wanted(&self, about: &About, event: crate::config::NotifyEvent) -> Vec<usize> {
+        self.targets
             .iter()
             .enumerate()
-            .filter(|(_, t)| t.config.events.contains(&notice.event))
+            .filter(|(_, t)| t.config.events.contains(&event))
             .filter(|(_, t)| {
                 t.config.watches.is_empty()
                     || t.config
@@ -127,7 +127,11 @@ impl Notifier {
                         .any(|w| w == about.watch || Some(w.as_str()) == about.group)
             })
             .map(|(i, _)| i)
-            .collect();
+            .collect()
+    }
+
+    pub fn publish(&mut self, about: &About, notice: &Notice) -> Vec<HookRun> {
+        let wanted = self.wanted(about, notice.event);
         if wanted.is_empty() {
             return Vec::new();
         }

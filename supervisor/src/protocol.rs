@@ -83,6 +83,14 @@ pub enum Request {
     },
     /// The daemon itself: backend, its counters, process tracking.
     Info,
+    /// Everything that happens to the target (or every watch) from now
+    /// on, one `StreamEvent` a line after the `Response`; with
+    /// `since_secs`, what the histories kept of that many seconds first.
+    Events {
+        target: Option<String>,
+        #[serde(default)]
+        since_secs: Option<f64>,
+    },
     Quit,
     Terminate,
 }
@@ -93,7 +101,7 @@ impl Request {
     pub fn audit_line(&self) -> Option<String> {
         let everything = "every watch";
         Some(match self {
-            Self::Status { .. } | Self::Info => return None,
+            Self::Status { .. } | Self::Info | Self::Events { .. } => return None,
             Self::Command { command, target } => format!(
                 "{} {}",
                 command.verb(),
@@ -272,6 +280,36 @@ pub struct LastExitStatus {
     pub stdout: Vec<String>,
     #[serde(default)]
     pub stderr: Vec<String>,
+}
+
+/// What a line of the event stream is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// A transition or a condition, as `events` in `status` shows it.
+    Event,
+    /// A process died; `exit` says how and why.
+    Exit,
+    /// A health check's result.
+    Check,
+    /// A notification was handed to the notifiers.
+    Notification,
+    /// About the stream itself: where a replay was cut, or why the stream
+    /// ends (the reader fell behind).
+    Stream,
+}
+
+/// One line of `supervisor events`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StreamEvent {
+    /// Unix time, in seconds.
+    pub at: f64,
+    /// Empty for a `stream` line.
+    pub watch: String,
+    pub kind: EventKind,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<LastExitStatus>,
 }
 
 /// Deaths by kind: a small fixed set (metrics label them by it), never a

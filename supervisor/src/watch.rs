@@ -12,7 +12,7 @@ use std::{
 
 use nix::sys::signal::Signal;
 
-pub use self::history::{Event, Exit, History, EXITS};
+pub use self::history::{Event, Exit, Fresh, History, EVENTS, EXITS};
 use self::timers::Timers;
 pub use self::timers::{Delay, Timer};
 pub use crate::protocol::{Command, State};
@@ -195,6 +195,11 @@ impl Watch {
     /// Its recent events and exits.
     pub fn history(&self) -> &History {
         &self.history
+    }
+
+    /// What happened since the last call, for the event stream.
+    pub fn take_fresh(&mut self) -> Vec<Fresh> {
+        self.history.take_fresh()
     }
 
     /// What the process last said of itself (sd_notify `STATUS=`).

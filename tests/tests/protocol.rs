@@ -2,7 +2,7 @@
 //! there decodes into the protocol's types, and a live daemon's answers
 //! carry exactly the documented fields.
 use serde_json::Value;
-use supervisor::protocol::{DaemonInfo, LoadSummary, WatchStatus};
+use supervisor::protocol::{DaemonInfo, LoadSummary, StreamEvent, WatchStatus};
 use supervisor_tests::{RunningDaemon, State, StatusExt};
 
 const DOC: &str = include_str!("../../docs/protocol.md");
@@ -58,6 +58,13 @@ fn the_documented_examples_are_what_the_types_read_and_write() {
     let load = example("LoadSummary");
     let typed: LoadSummary = serde_json::from_value(load.clone()).expect("LoadSummary");
     same_fields(&load, &serde_json::to_value(&typed).unwrap(), "LoadSummary");
+    let event = example("StreamEvent");
+    let typed: StreamEvent = serde_json::from_value(event.clone()).expect("StreamEvent");
+    same_fields(
+        &event,
+        &serde_json::to_value(&typed).unwrap(),
+        "StreamEvent",
+    );
 }
 
 #[test]

@@ -222,7 +222,15 @@ impl Daemon {
             );
         }
         let message = outcome.message.clone();
+        let said = format!(
+            "health check {}: {} ({:.1} ms)",
+            if outcome.ok { "passed" } else { "failed" },
+            outcome.message,
+            outcome.latency.as_secs_f64() * 1000.0
+        );
         let verdict = health.record(outcome, waiting);
+        let feed = &self.feed;
+        super::feed::tell(feed, &name, crate::protocol::EventKind::Check, || said);
         self.unpublished.insert(name.clone());
         match verdict {
             Verdict::Nothing => {}

@@ -47,6 +47,7 @@ impl Daemon {
                 return;
             }
             for name in std::mem::take(&mut self.touched) {
+                self.send_events(&name);
                 self.send_notices(&name);
                 self.settle_waiters(&name);
                 self.unpublished.insert(name.clone());

@@ -19,6 +19,7 @@
 mod checks;
 mod effects;
 mod exits;
+mod feed;
 mod limited;
 mod notices;
 mod persist;
@@ -125,6 +126,8 @@ pub struct Daemon {
     backend_failures: u64,
     /// Exits no backend reported, found by `sweep`.
     unreported_exits: u64,
+    /// Every reader of `events`.
+    feed: crate::events::Feed,
     /// Where `/metrics` is served.
     metrics: Option<std::net::SocketAddr>,
     /// Kernel timestamp of each death to the loop reading it.
@@ -245,7 +248,8 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
         Some(addr) => Some(crate::http::serve(addr, snapshot.clone())?),
         None => None,
     };
-    let in_flight = control::serve(&config.daemon.socket, control_tx, snapshot)?;
+    let feed = crate::events::feed();
+    let in_flight = control::serve(&config.daemon.socket, control_tx, snapshot, feed.clone())?;
     let (cgroups, trees) = tracking(&config, state_file.instance())?;
     let (tx, rx) = mpsc::unbounded_channel();
     // Off-loop starts need clone3 (the fd slots), and fork tracking sees
@@ -262,6 +266,7 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
         backend_failures: 0,
         unreported_exits: 0,
         metrics,
+        feed,
         detection_latency: Default::default(),
         restart_duration: Default::default(),
         slots: std::mem::take(&mut config.watches)

@@ -10,6 +10,7 @@ use super::{
 use crate::{
     helper,
     notification::{About, HookRun},
+    protocol::EventKind,
 };
 
 impl Daemon {
@@ -22,11 +23,22 @@ impl Daemon {
         if notices.is_empty() {
             return;
         }
+        let Some(watch) = self.slots.get(name).map(|s| &s.watch) else {
+            return;
+        };
         let about = About {
             watch: name,
             group: watch.config().group.as_deref(),
             restarts: watch.restarts(),
         };
+        for n in &notices {
+            let targets = self.notifier.wanted(&about, n.event).len();
+            if targets > 0 {
+                super::feed::tell(&self.feed, name, EventKind::Notification, || {
+                    format!("{} notification to {targets} target(s)", n.event.as_str())
+                });
+            }
+        }
         let hooks: Vec<HookRun> = notices
             .iter()
             .flat_map(|n| self.notifier.publish(&about, n))

@@ -211,6 +211,11 @@ impl Daemon {
                         .status(target.as_deref(), SystemTime::now()),
                 );
             }
+            Request::Events { .. } => {
+                let _ = reply.send(Response::error(
+                    "events are streamed by the control socket, not answered",
+                ));
+            }
             Request::Command { command, target } => {
                 let names = match self.targets(target.as_deref()) {
                     Ok(names) => names,

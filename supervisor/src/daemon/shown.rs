@@ -96,7 +96,7 @@ fn shown(slot: &WatchSlot) -> Shown {
     }
 }
 
-fn exit_status(exit: &Exit) -> LastExitStatus {
+pub(super) fn exit_status(exit: &Exit) -> LastExitStatus {
     LastExitStatus {
         status: exit.status.report(),
         at: crate::exit::unix_seconds(exit.at),

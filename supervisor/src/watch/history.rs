@@ -93,6 +93,16 @@ pub struct History {
     exits: VecDeque<Exit>,
     /// Every exit since the daemon started, by kind.
     counts: ExitCounts,
+    /// What happened since the daemon last took it (`take_fresh`), for
+    /// the event stream.
+    fresh: Vec<Fresh>,
+}
+
+/// An event or exit not yet handed to the event stream.
+#[derive(Clone, Debug)]
+pub enum Fresh {
+    Event(Event),
+    Exit(Box<Exit>),
 }
 
 impl History {
@@ -100,7 +110,16 @@ impl History {
         if self.events.len() == EVENTS {
             self.events.pop_front();
         }
-        self.events.push_back(Event { at, what });
+        self.events.push_back(Event {
+            at,
+            what: what.clone(),
+        });
+        self.fresh.push(Fresh::Event(Event { at, what }));
+    }
+
+    /// What happened since the last call, oldest first.
+    pub fn take_fresh(&mut self) -> Vec<Fresh> {
+        std::mem::take(&mut self.fresh)
     }
 
     pub fn exited(&mut self, exit: Exit, kind: ExitKind) {
@@ -113,6 +132,7 @@ impl History {
             ExitKind::Limit => &mut c.limit,
             ExitKind::Supervisor => &mut c.supervisor,
         } += 1;
+        self.fresh.push(Fresh::Exit(Box::new(exit.clone())));
         self.keep(exit);
     }
 
