@@ -80,6 +80,11 @@ impl Cgroups {
 
     /// The cgroup of watch `name`, created if needed; its files are kept
     /// open with `keep_open`.
+    /// The folder the watches' cgroups are in.
+    pub fn base(&self) -> &Path {
+        &self.base
+    }
+
     pub fn watch(&self, name: &str, keep_open: bool) -> Result<WatchCgroup> {
         let dir = self.base.join(name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -155,6 +160,12 @@ impl std::os::fd::AsFd for DirFd {
 }
 
 impl WatchCgroup {
+    /// The cgroup at `dir` if it exists, its files opened at each use: for
+    /// a reader apart from the daemon's loop, which makes and removes them.
+    pub fn existing(dir: PathBuf) -> Option<Self> {
+        Self::at(dir, false).ok()
+    }
+
     fn at(dir: PathBuf, keep_open: bool) -> Result<Self> {
         let open = |name: &str| {
             let path = dir.join(name);

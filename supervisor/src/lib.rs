@@ -37,6 +37,7 @@ pub mod process;
 pub mod protocol;
 pub mod resources;
 pub mod safe_open;
+pub mod sampler;
 pub mod sched;
 pub mod sd_notify;
 pub mod snapshot;

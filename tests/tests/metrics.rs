@@ -62,6 +62,10 @@ fn a_scrape_passes_promtool_and_says_what_status_says() {
     }
     let (d, addr) = daemon();
     d.kill_and_wait_replaced("x");
+    // The usage sampler's first round comes a second after start-up.
+    wait_until("a usage sample", || {
+        scrape(&addr).contains("supervisor_watch_memory_bytes{watch=\"x\",group=\"g\"} ")
+    });
     let text = scrape(&addr);
     let mut check = Command::new("promtool")
         .args(["check", "metrics"])
@@ -84,6 +88,7 @@ fn a_scrape_passes_promtool_and_says_what_status_says() {
         String::from_utf8_lossy(&out.stderr)
     );
     for line in [
+        "supervisor_watch_cpu_seconds_total{watch=\"x\",group=\"g\"} ",
         "supervisor_watch_up{watch=\"x\",group=\"g\"} 1",
         "supervisor_watch_state{watch=\"x\",group=\"g\",state=\"up\"} 1",
         "supervisor_watch_restarts_total{watch=\"x\",group=\"g\"} 1",
@@ -118,12 +123,20 @@ struct Prometheus {
 
 impl Prometheus {
     fn start(target: &str) -> Self {
+        Self::start_with_rules(target, None)
+    }
+
+    /// Also evaluating the rules in `rules` every second.
+    fn start_with_rules(target: &str, rules: Option<&std::path::Path>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("prometheus.yml");
+        let rule_files = rules.map_or_else(String::new, |r| {
+            format!("rule_files:\n  - '{}'\n", r.display())
+        });
         std::fs::write(
             &config,
             format!(
-                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: supervisor\n    static_configs:\n      - targets: ['{target}']\n"
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{rule_files}scrape_configs:\n  - job_name: supervisor\n    static_configs:\n      - targets: ['{target}']\n"
             ),
         )
         .unwrap();
@@ -150,8 +163,8 @@ impl Prometheus {
         p
     }
 
-    /// The value of `query` now, if it has one.
-    fn value(&self, query: &str) -> Option<f64> {
+    /// Prometheus's answer to `query` now.
+    fn query(&self, query: &str) -> Value {
         let encoded: String = query
             .bytes()
             .map(|b| match b {
@@ -160,8 +173,12 @@ impl Prometheus {
             })
             .collect();
         let (_, body) = get(&self.addr, &format!("/api/v1/query?query={encoded}"), "");
-        let answer: Value = serde_json::from_str(&body).ok()?;
-        answer["data"]["result"][0]["value"][1]
+        serde_json::from_str(&body).unwrap_or(Value::Null)
+    }
+
+    /// The value of `query` now, if it has one.
+    fn value(&self, query: &str) -> Option<f64> {
+        self.query(query)["data"]["result"][0]["value"][1]
             .as_str()
             .and_then(|v| v.parse().ok())
     }
@@ -248,4 +265,71 @@ fn clients_that_misbehave_get_errors_and_cost_no_restart() {
             "a slow client is closed: {rest:?}"
         );
     }
+}
+
+const CONTRIB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib");
+
+#[test]
+fn the_contrib_alert_rules_and_dashboard_run_against_a_real_prometheus() {
+    if !have_prometheus() {
+        return;
+    }
+    let rules = std::path::Path::new(CONTRIB).join("prometheus/alerts.yml");
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check rules: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (d, addr) = daemon();
+    let prometheus = Prometheus::start_with_rules(&addr, Some(&rules));
+    prometheus.wait_for("supervisor_watch_up{watch=\"x\"}", "x up", |v| v == 1.0);
+    d.kill_and_wait_replaced("x");
+    // Prometheus evaluates every rule each second: each one's health says
+    // whether its expression ran.
+    wait_until("prometheus to evaluate every alert rule", || {
+        let (_, body) = get(&prometheus.addr, "/api/v1/rules", "");
+        let answer: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let rules: Vec<&Value> = answer["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+            .collect();
+        for rule in &rules {
+            assert_ne!(rule["health"], "err", "{rule}");
+        }
+        rules.len() == 7 && rules.iter().all(|r| r["health"] == "ok")
+    });
+    // Each panel's queries, with the host picker at "all".
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(std::path::Path::new(CONTRIB).join("grafana/supervisor.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap().replace("$instance", ".+");
+            let answer = prometheus.query(&expr);
+            assert_eq!(
+                answer["status"], "success",
+                "{}: {expr}: {answer}",
+                panel["title"]
+            );
+            queries += 1;
+        }
+    }
+    assert!(queries >= 10);
+    let backend = prometheus.query("supervisor_backend_info");
+    assert_eq!(
+        backend["data"]["result"].as_array().map(Vec::len),
+        Some(1),
+        "{backend}"
+    );
 }

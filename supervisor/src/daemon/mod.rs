@@ -244,13 +244,19 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
     unsafe { libc::malloc_trim(0) };
     let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Incoming>();
     let (publisher, snapshot) = Publisher::new();
+    let (cgroups, trees) = tracking(&config, state_file.instance())?;
     let metrics = match config.daemon.metrics {
-        Some(addr) => Some(crate::http::serve(addr, snapshot.clone())?),
+        Some(addr) => {
+            let usage = crate::sampler::start(
+                snapshot.clone(),
+                cgroups.as_ref().map(|c| c.base().to_owned()),
+            );
+            Some(crate::http::serve(addr, snapshot.clone(), usage)?)
+        }
         None => None,
     };
     let feed = crate::events::feed();
     let in_flight = control::serve(&config.daemon.socket, control_tx, snapshot, feed.clone())?;
-    let (cgroups, trees) = tracking(&config, state_file.instance())?;
     let (tx, rx) = mpsc::unbounded_channel();
     // Off-loop starts need clone3 (the fd slots), and fork tracking sees
     // a process only from the moment the loop knows it: with cgroups only.

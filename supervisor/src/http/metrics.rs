@@ -3,11 +3,12 @@
 //! systemd_exporter and node_exporter's supervisord collector: a
 //! `watch` label (and `group` where set), `_total` counters, seconds and
 //! bytes. The exit causes are a fixed set of six, never a sender's name.
-use std::time::UNIX_EPOCH;
+use std::{collections::HashMap, time::UNIX_EPOCH};
 
 use super::exposition::{Family, Kind};
 use crate::{
     protocol::{State, WatchStatus},
+    sampler::Usage,
     snapshot::Snapshot,
 };
 
@@ -20,7 +21,9 @@ const STATES: [State; 6] = [
     State::Stop,
 ];
 
-pub fn families(snapshot: &Snapshot) -> Vec<Family> {
+/// The families of `snapshot`, with each running watch's last `usage`
+/// sample.
+pub fn families(snapshot: &Snapshot, usage: &HashMap<String, Usage>) -> Vec<Family> {
     let mut up = Family::new(
         "supervisor_watch_up",
         Kind::Gauge,
@@ -54,7 +57,12 @@ pub fn families(snapshot: &Snapshot) -> Vec<Family> {
     let mut memory = Family::new(
         "supervisor_watch_memory_bytes",
         Kind::Gauge,
-        "Resident memory of the watch's process tree, as its memory condition last sampled it.",
+        "Resident memory of the watch's processes (its cgroup's, else its main process's), sampled every 10 s.",
+    );
+    let mut cpu = Family::new(
+        "supervisor_watch_cpu_seconds",
+        Kind::Counter,
+        "CPU time of the watch's processes (its cgroup's, gone ones included; else its main process's), sampled every 10 s.",
     );
     let mut health_up = Family::new(
         "supervisor_watch_health_up",
@@ -103,13 +111,9 @@ pub fn families(snapshot: &Snapshot) -> Vec<Family> {
         if let Some(code) = w.exits.iter().rev().find_map(|e| e.status.code) {
             last_code.push(labels.clone(), f64::from(code));
         }
-        if let Some(bytes) = w
-            .conditions
-            .iter()
-            .find(|c| c.condition == "memory")
-            .and_then(|c| c.last_value)
-        {
-            memory.push(labels.clone(), bytes);
+        if let Some(used) = usage.get(&w.name) {
+            memory.push(labels.clone(), used.memory_bytes as f64);
+            cpu.push(labels.clone(), used.cpu_seconds);
         }
         if let Some(last) = w.health.as_ref().and_then(|h| h.last.as_ref()) {
             health_up.push(labels.clone(), flag(last.ok));
@@ -125,6 +129,7 @@ pub fn families(snapshot: &Snapshot) -> Vec<Family> {
         start_time,
         last_code,
         memory,
+        cpu,
         health_up,
         health_latency,
         flapping,

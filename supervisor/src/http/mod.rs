@@ -20,7 +20,7 @@ use http_body_util::Full;
 use hyper::{body::Incoming, header, Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 
-use crate::snapshot::Reader;
+use crate::{sampler::Table, snapshot::Reader};
 
 pub mod exposition;
 mod metrics;
@@ -35,12 +35,12 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// hyper's read buffer, and so the most header bytes a request may have.
 const MAX_HEADERS: usize = 16 * 1024;
 
-/// The last rendering, by snapshot version and format.
-type Rendered = Mutex<Option<(u64, Format, Bytes)>>;
+/// The last rendering, by snapshot and sample version, and format.
+type Rendered = Mutex<Option<((u64, u64), Format, Bytes)>>;
 
 /// Listens on `addr` and serves until the daemon exits; returns the
 /// address it listens on (its port chosen by the kernel for port 0).
-pub fn serve(addr: SocketAddr, snapshot: Reader) -> Result<SocketAddr> {
+pub fn serve(addr: SocketAddr, snapshot: Reader, usage: Table) -> Result<SocketAddr> {
     let listener = std::net::TcpListener::bind(addr)
         .with_context(|| format!("metrics: listening on {addr}"))?;
     listener.set_nonblocking(true)?;
@@ -64,11 +64,10 @@ pub fn serve(addr: SocketAddr, snapshot: Reader) -> Result<SocketAddr> {
                 log::debug!("metrics: {peer}: too many connections, closed");
                 continue;
             };
-            let snapshot = snapshot.clone();
-            let rendered = rendered.clone();
+            let (snapshot, rendered, usage) = (snapshot.clone(), rendered.clone(), usage.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
-                    answer(request, snapshot.clone(), rendered.clone())
+                    answer(request, snapshot.clone(), usage.clone(), rendered.clone())
                 });
                 let connection = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -88,6 +87,7 @@ pub fn serve(addr: SocketAddr, snapshot: Reader) -> Result<SocketAddr> {
 async fn answer(
     request: Request<Incoming>,
     snapshot: Reader,
+    usage: Table,
     rendered: Arc<Rendered>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
@@ -100,9 +100,10 @@ async fn answer(
                 .get(header::ACCEPT)
                 .and_then(|a| a.to_str().ok());
             let format = Format::negotiate(accept);
-            let body = tokio::task::spawn_blocking(move || render(&snapshot, &rendered, format))
-                .await
-                .unwrap_or_default();
+            let body =
+                tokio::task::spawn_blocking(move || render(&snapshot, &usage, &rendered, format))
+                    .await
+                    .unwrap_or_default();
             let mut response = Response::new(Full::new(body));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -115,18 +116,23 @@ async fn answer(
     }
 }
 
-/// The metrics of the latest snapshot, rendered once per version.
-fn render(snapshot: &Reader, rendered: &Rendered, format: Format) -> Bytes {
+/// The metrics of the latest snapshot and usage sample, rendered once
+/// per version of the snapshot and sample.
+fn render(snapshot: &Reader, usage: &Table, rendered: &Rendered, format: Format) -> Bytes {
     let snapshot = snapshot.latest();
-    let serial = snapshot.serial();
+    let usage = usage.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let version = (snapshot.serial(), usage.serial);
     let mut last = rendered.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((s, f, body)) = &*last {
-        if *s == serial && *f == format {
+    if let Some((v, f, body)) = &*last {
+        if *v == version && *f == format {
             return body.clone();
         }
     }
-    let body = Bytes::from(exposition::encode(&metrics::families(&snapshot), format));
-    *last = Some((serial, format, body.clone()));
+    let body = Bytes::from(exposition::encode(
+        &metrics::families(&snapshot, &usage.watches),
+        format,
+    ));
+    *last = Some((version, format, body.clone()));
     body
 }
 

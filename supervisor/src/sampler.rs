@@ -1,0 +1,86 @@
+//! What every watch uses, sampled off the loop for the metrics: resident
+//! memory of its processes and CPU time, every `EVERY`, so that a scrape
+//! reads the last sample and never /proc (and a thousand watches cost
+//! the loop nothing). A watch with a cgroup is measured over everything in
+//! it (its CPU from `cpu.stat`, which counts processes already gone); one
+//! without, over its main process. Reads the snapshot (which watches run
+//! what), /proc and the cgroup tree; writes only its table.
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use crate::{cgroup::WatchCgroup, process::Pid, snapshot::Reader};
+
+const EVERY: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Usage {
+    pub memory_bytes: u64,
+    pub cpu_seconds: f64,
+}
+
+/// The last sample of each running watch, by name, and how many samples
+/// were taken (a new one is a new picture).
+#[derive(Clone, Debug, Default)]
+pub struct Sampled {
+    pub serial: u64,
+    pub watches: HashMap<String, Usage>,
+}
+
+pub type Table = Arc<RwLock<Sampled>>;
+
+/// Samples every `EVERY` until the daemon exits; `cgroups` is the folder
+/// of the watches' cgroups, where they have them.
+pub fn start(snapshot: Reader, cgroups: Option<PathBuf>) -> Table {
+    let table = Table::default();
+    let filled = table.clone();
+    tokio::spawn(async move {
+        // A first sample soon after start-up, then every `EVERY`.
+        let first = tokio::time::Instant::now() + Duration::from_secs(1);
+        let mut tick = tokio::time::interval_at(first, EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (snapshot, cgroups, table) = (snapshot.latest(), cgroups.clone(), filled.clone());
+            let sampled = tokio::task::spawn_blocking(move || {
+                snapshot
+                    .watches()
+                    .iter()
+                    .filter_map(|shown| {
+                        let w = &shown.status;
+                        let pid = Pid::new(w.pid?)?;
+                        let cgroup = cgroups
+                            .as_ref()
+                            .and_then(|base| WatchCgroup::existing(base.join(&w.name)));
+                        let members: Vec<Pid> = match &cgroup {
+                            Some(c) => c
+                                .pids()
+                                .into_iter()
+                                .filter_map(|p| Pid::new(u32::try_from(p).ok()?))
+                                .collect(),
+                            None => vec![pid],
+                        };
+                        let sample = crate::conditions::sample(&members, cgroup.as_ref());
+                        Some((
+                            w.name.clone(),
+                            Usage {
+                                memory_bytes: sample.memory_bytes,
+                                cpu_seconds: sample.cpu_usec as f64 / 1e6,
+                            },
+                        ))
+                    })
+                    .collect::<HashMap<_, _>>()
+            })
+            .await;
+            if let Ok(watches) = sampled {
+                let mut table = table.write().unwrap_or_else(|p| p.into_inner());
+                table.serial += 1;
+                table.watches = watches;
+            }
+        }
+    });
+    table
+}
