@@ -8,6 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod bench;
+
 pub use supervisor::protocol::{
     ConditionStatus, HealthStatus, LastExitStatus, ProbeStatus, State, WatchStatus,
 };

@@ -13,55 +13,13 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use supervisor::{
-    control::request,
-    protocol::{Request, State, WatchStatus},
-};
-
-fn median_p99(mut ms: Vec<f64>) -> (f64, f64) {
-    ms.sort_by(f64::total_cmp);
-    let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.99))
-}
-
-async fn status(socket: &Path, name: &str) -> Result<WatchStatus> {
-    let response = request(
-        socket,
-        &Request::Status {
-            target: Some(name.to_owned()),
-        },
-    )
-    .await?;
-    response.watches.into_iter().next().context("no such watch")
-}
+use supervisor::{control::request, protocol::Request};
+use supervisor_tests::bench::{median_p99, restart_ms, status};
 
 async fn timed_status(socket: &Path, name: &str) -> Result<f64> {
     let t = Instant::now();
     status(socket, name).await?;
     Ok(t.elapsed().as_secs_f64() * 1e3)
-}
-
-fn pid(status: &WatchStatus) -> Option<u32> {
-    status.pid.filter(|_| status.state == State::Up)
-}
-
-/// Kills `name`'s process; how long until another one is up, in ms.
-async fn restart_ms(socket: &Path, name: &str, during: impl FnOnce()) -> Result<f64> {
-    let old = pid(&status(socket, name).await?).context("not up")?;
-    let t = Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(old as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )?;
-    during();
-    loop {
-        if pid(&status(socket, name).await?).is_some_and(|p| p != old) {
-            return Ok(t.elapsed().as_secs_f64() * 1e3);
-        }
-        if t.elapsed() > Duration::from_secs(30) {
-            bail!("{name} was not restarted within 30 s");
-        }
-    }
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -9,7 +9,6 @@
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
-    path::Path,
     process::{Command, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -19,10 +18,8 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use supervisor::{
-    control::request,
-    protocol::{Request, State, WatchStatus},
-};
+use supervisor::{control::request, protocol::Request};
+use supervisor_tests::bench::{median_p99, restart_ms};
 
 /// The daemon under test, gone with the benchmark however it ends.
 struct Daemon(std::process::Child);
@@ -34,12 +31,6 @@ impl Drop for Daemon {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn median_p99(mut ms: Vec<f64>) -> (f64, f64) {
-    ms.sort_by(f64::total_cmp);
-    let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.99))
 }
 
 fn scrape(addr: &str) -> Result<String> {
@@ -58,39 +49,6 @@ fn timed_scrape(addr: &str) -> Result<f64> {
     let t = Instant::now();
     scrape(addr)?;
     Ok(t.elapsed().as_secs_f64() * 1e3)
-}
-
-async fn status(socket: &Path, name: &str) -> Result<WatchStatus> {
-    let response = request(
-        socket,
-        &Request::Status {
-            target: Some(name.to_owned()),
-        },
-    )
-    .await?;
-    response.watches.into_iter().next().context("no such watch")
-}
-
-fn pid(status: &WatchStatus) -> Option<u32> {
-    status.pid.filter(|_| status.state == State::Up)
-}
-
-/// Kills `name`'s process; how long until another one is up, in ms.
-async fn restart_ms(socket: &Path, name: &str) -> Result<f64> {
-    let old = pid(&status(socket, name).await?).context("not up")?;
-    let t = Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(old as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )?;
-    loop {
-        if pid(&status(socket, name).await?).is_some_and(|p| p != old) {
-            return Ok(t.elapsed().as_secs_f64() * 1e3);
-        }
-        if t.elapsed() > Duration::from_secs(30) {
-            bail!("{name} was not restarted within 30 s");
-        }
-    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -162,13 +120,13 @@ async fn main() -> Result<()> {
     let mut cached = Vec::new();
     for i in 0..30 {
         // A restart makes a new snapshot: the next scrape renders again.
-        restart_ms(&socket, &format!("w{i}")).await?;
+        restart_ms(&socket, &format!("w{i}"), || ()).await?;
         fresh.push(timed_scrape(&addr)?);
         cached.push(timed_scrape(&addr)?);
     }
     let mut quiet = Vec::new();
     for i in 0..20 {
-        quiet.push(restart_ms(&socket, &format!("w{}", 30 + i)).await?);
+        quiet.push(restart_ms(&socket, &format!("w{}", 30 + i), || ()).await?);
     }
     let stop = Arc::new(AtomicBool::new(false));
     let scrapes = Arc::new(AtomicU64::new(0));
@@ -185,7 +143,7 @@ async fn main() -> Result<()> {
     let scraping_since = Instant::now();
     let mut scraped = Vec::new();
     for i in 0..20 {
-        scraped.push(restart_ms(&socket, &format!("w{}", 50 + i)).await?);
+        scraped.push(restart_ms(&socket, &format!("w{}", 50 + i), || ()).await?);
     }
     let rate = scrapes.load(Ordering::Relaxed) as f64 / scraping_since.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
