@@ -350,9 +350,11 @@ command = ["/bin/sh", "-c", "env | grep ^SUPERVISOR_ | sort > {{dir}}/hook.$SUPE
     );
 }
 
-#[test]
-fn a_process_past_its_memory_max_is_killed_by_the_oom_killer_and_says_so() {
-    let d = RunningDaemon::start(
+/// A daemon (with `daemon` keys) whose watch `hog` allocates past its
+/// `memory_max` of 64MB, and its status once that has ended it.
+fn hog_killed_at_its_limit(daemon: &str) -> (RunningDaemon, supervisor::protocol::WatchStatus) {
+    let d = RunningDaemon::start_with(
+        daemon,
         r#"
 [[watch]]
 name = "hog"
@@ -362,6 +364,12 @@ keepalive = false
 "#,
     );
     let s = d.wait_status("hog", "its OOM kill", |s| s.last_exit.is_some());
+    (d, s)
+}
+
+#[test]
+fn a_process_past_its_memory_max_is_killed_by_the_oom_killer_and_says_so() {
+    let (d, s) = hog_killed_at_its_limit("");
     let exit = s.exit();
     assert!(
         exit.cause
@@ -393,17 +401,7 @@ keepalive = false
 
 #[test]
 fn on_the_netlink_backend_an_oom_kill_is_told_by_the_cgroups_counter() {
-    let d = RunningDaemon::start_with(
-        "backend = \"netlink\"",
-        r#"
-[[watch]]
-name = "hog"
-start = ["{helper}", "hog", "200"]
-memory_max = "64MB"
-keepalive = false
-"#,
-    );
-    let s = d.wait_status("hog", "its OOM kill", |s| s.last_exit.is_some());
+    let (d, s) = hog_killed_at_its_limit("backend = \"netlink\"");
     let exit = s.exit();
     assert!(
         exit.cause.starts_with(
