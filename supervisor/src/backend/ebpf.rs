@@ -200,24 +200,9 @@ impl EbpfBackend {
                 self.check_drops();
                 continue;
             }
-            let mut guard = self
-                .ring
-                .readable_mut()
+            let records: Vec<ExitRecord> = read_records(&mut self.ring)
                 .await
                 .context("waiting on the eBPF ring buffer")?;
-            let ring = guard.get_inner_mut();
-            let mut records = Vec::new();
-            while let Some(item) = ring.next() {
-                if item.len() >= size_of::<ExitRecord>() {
-                    // SAFETY: the program writes whole `ExitRecord`s; the
-                    // length is checked and the read needs no alignment.
-                    records.push(unsafe {
-                        std::ptr::read_unaligned(item.as_ptr().cast::<ExitRecord>())
-                    });
-                }
-            }
-            guard.clear_ready();
-            drop(guard);
             self.counters.delivered += records.len() as u64;
             // A sender that killed many at once is read once.
             let mut cmdlines = Cmdlines::default();
@@ -301,25 +286,33 @@ impl SignalTap {
             if let Some(signal) = self.ready.pop_front() {
                 return Ok(signal);
             }
-            let mut guard = self
-                .ring
-                .readable_mut()
+            let records: Vec<SentRecord> = read_records(&mut self.ring)
                 .await
                 .context("waiting on the eBPF signal ring buffer")?;
-            let ring = guard.get_inner_mut();
             let mut cmdlines = Cmdlines::default();
-            while let Some(item) = ring.next() {
-                if item.len() >= size_of::<SentRecord>() {
-                    // SAFETY: the program writes whole `SentRecord`s; the
-                    // length is checked and the read needs no alignment.
-                    let record =
-                        unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<SentRecord>()) };
-                    self.ready.extend(sent_from(&record, &mut cmdlines));
-                }
-            }
-            guard.clear_ready();
+            self.ready
+                .extend(records.iter().filter_map(|r| sent_from(r, &mut cmdlines)));
         }
     }
+}
+
+/// Waits until `ring` has records, and takes every whole one there.
+async fn read_records<T: aya::Pod>(
+    ring: &mut AsyncFd<RingBuf<MapData>>,
+) -> std::io::Result<Vec<T>> {
+    let mut guard = ring.readable_mut().await?;
+    let ring = guard.get_inner_mut();
+    let mut records = Vec::new();
+    while let Some(item) = ring.next() {
+        if item.len() >= size_of::<T>() {
+            // SAFETY: the program writes whole records of this type (`Pod`:
+            // any bytes are a value); the length is checked and the read
+            // needs no alignment.
+            records.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<T>()) });
+        }
+    }
+    guard.clear_ready();
+    Ok(records)
 }
 
 fn readable(ring: RingBuf<MapData>) -> Result<AsyncFd<RingBuf<MapData>>> {
