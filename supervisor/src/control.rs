@@ -27,19 +27,27 @@ const MAX_REQUEST: usize = 64 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const SHUTTING_DOWN: &str = "the daemon is shutting down";
 
-/// Who sent a request, as the kernel vouches for it (SO_PEERCRED).
+/// Who sent a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Peer {
-    pub uid: u32,
-    pub pid: Option<u32>,
+pub enum Peer {
+    /// A client of the control socket, as the kernel vouches for it
+    /// (SO_PEERCRED).
+    Socket { uid: u32, pid: Option<u32> },
+    /// A holder of the web token, at this address.
+    Web(std::net::SocketAddr),
 }
 
 impl std::fmt::Display for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "uid {}", self.uid)?;
-        match self.pid {
-            Some(pid) => write!(f, ", pid {pid}"),
-            None => Ok(()),
+        match self {
+            Self::Socket { uid, pid } => {
+                write!(f, "uid {uid}")?;
+                if let Some(pid) = pid {
+                    write!(f, ", pid {pid}")?;
+                }
+                f.write_str(" over the control socket")
+            }
+            Self::Web(address) => write!(f, "{address} on the web page"),
         }
     }
 }
@@ -232,7 +240,7 @@ async fn serve_one(
     in_flight: InFlight,
 ) -> Result<()> {
     let peer = stream.peer_cred().context("reading peer credentials")?;
-    let from = Peer {
+    let from = Peer::Socket {
         uid: peer.uid(),
         pid: peer.pid().and_then(|p| u32::try_from(p).ok()),
     };

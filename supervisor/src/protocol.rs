@@ -419,6 +419,9 @@ pub struct DaemonInfo {
     /// Where Prometheus scrapes it (`[daemon] metrics`), if it serves.
     #[serde(default)]
     pub metrics: Option<String>,
+    /// Where the web page is served (`[daemon] web`), if it is.
+    #[serde(default)]
+    pub web: Option<String>,
     /// From the kernel's timestamp of each death to the daemon reading it
     /// (eBPF and netlink, whose records carry one).
     #[serde(default)]

@@ -3,18 +3,22 @@
 //! reads the last sample and never /proc (and a thousand watches cost
 //! the loop nothing). A watch with a cgroup is measured over everything in
 //! it (its CPU from `cpu.stat`, which counts processes already gone); one
-//! without, over its main process. Reads the snapshot (which watches run
-//! what), /proc and the cgroup tree; writes only its table.
+//! without, over its main process. The last `KEPT` samples of each
+//! running watch stay for the web page's sparklines. Reads the snapshot
+//! (which watches run what), /proc and the cgroup tree; writes only its
+//! table.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     path::PathBuf,
     sync::{Arc, RwLock},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use crate::{cgroup::WatchCgroup, process::Pid, snapshot::Reader};
 
-const EVERY: Duration = Duration::from_secs(10);
+pub const EVERY: Duration = Duration::from_secs(10);
+/// Samples kept per watch: ten minutes.
+pub const KEPT: usize = 60;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Usage {
@@ -28,6 +32,26 @@ pub struct Usage {
 pub struct Sampled {
     pub serial: u64,
     pub watches: HashMap<String, Usage>,
+    /// The last `KEPT` samples of each running watch, oldest first, with
+    /// when they were taken.
+    pub recent: HashMap<String, VecDeque<(SystemTime, Usage)>>,
+}
+
+impl Sampled {
+    /// Takes in a new sample of the running watches; the history of a
+    /// watch that no longer runs goes.
+    fn take(&mut self, watches: HashMap<String, Usage>, at: SystemTime) {
+        self.serial += 1;
+        self.recent.retain(|name, _| watches.contains_key(name));
+        for (name, usage) in &watches {
+            let kept = self.recent.entry(name.clone()).or_default();
+            if kept.len() == KEPT {
+                kept.pop_front();
+            }
+            kept.push_back((at, *usage));
+        }
+        self.watches = watches;
+    }
 }
 
 pub type Table = Arc<RwLock<Sampled>>;
@@ -77,10 +101,40 @@ pub fn start(snapshot: Reader, cgroups: Option<PathBuf>) -> Table {
             .await;
             if let Ok(watches) = sampled {
                 let mut table = table.write().unwrap_or_else(|p| p.into_inner());
-                table.serial += 1;
-                table.watches = watches;
+                table.take(watches, SystemTime::now());
             }
         }
     });
     table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(memory_bytes: u64) -> Usage {
+        Usage {
+            memory_bytes,
+            cpu_seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn keeps_the_last_samples_of_running_watches_only() {
+        let mut sampled = Sampled::default();
+        for i in 0..(KEPT as u64 + 5) {
+            let watches = HashMap::from([("a".to_owned(), usage(i)), ("b".to_owned(), usage(i))]);
+            sampled.take(watches, SystemTime::UNIX_EPOCH);
+        }
+        let a = &sampled.recent["a"];
+        assert_eq!(a.len(), KEPT);
+        assert_eq!(a.front().unwrap().1.memory_bytes, 5);
+        assert_eq!(a.back().unwrap().1.memory_bytes, KEPT as u64 + 4);
+        sampled.take(
+            HashMap::from([("a".to_owned(), usage(1))]),
+            SystemTime::UNIX_EPOCH,
+        );
+        assert!(!sampled.recent.contains_key("b"));
+        assert_eq!(sampled.serial, KEPT as u64 + 6);
+    }
 }

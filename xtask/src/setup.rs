@@ -141,12 +141,24 @@ fn ensure_bpf_linker() -> Result<()> {
 /// The Debian packages the end-to-end tests run for real, by a command
 /// each provides: installed once, before the tests (which run in parallel
 /// threads, and would collide on apt's lock).
-const TEST_PACKAGES: [(&str, &str); 1] = [("promtool", "prometheus")];
+/// What the end-to-end tests run, by a file each package installs: a
+/// real Prometheus, headless Chromium driven by Selenium (Debian's
+/// python3, not a pyenv one), tmux for `supervisor top`.
+const TEST_PACKAGES: [(&str, &str); 5] = [
+    ("/usr/bin/promtool", "prometheus"),
+    ("/usr/bin/chromium", "chromium"),
+    ("/usr/bin/chromedriver", "chromium-driver"),
+    (
+        "/usr/lib/python3/dist-packages/selenium",
+        "python3-selenium",
+    ),
+    ("/usr/bin/tmux", "tmux"),
+];
 
 pub fn test_packages() -> Result<()> {
     let missing: Vec<&str> = TEST_PACKAGES
         .iter()
-        .filter(|(command, _)| which(command).is_none())
+        .filter(|(file, _)| !std::path::Path::new(file).exists())
         .map(|(_, package)| *package)
         .collect();
     if missing.is_empty() {
@@ -176,11 +188,4 @@ pub fn test_packages() -> Result<()> {
         let _ = std::fs::remove_file(policy);
     }
     installed
-}
-
-fn which(command: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(command))
-        .find(|p| p.is_file())
 }

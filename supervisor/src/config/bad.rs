@@ -59,6 +59,26 @@ fn bad_configs_are_errors_with_file_line_and_key() {
             ":1:9: unclosed array table, expected `]`",
         ),
         (
+            "[daemon]\nweb_token = \"0123456789abcdef\"\n",
+            ":2: daemon.web_token: a token for a web page that is off (set web = true or an address)",
+        ),
+        (
+            "[daemon]\nweb = true\nweb_token = \"short\"\n",
+            ":3:13: daemon.web_token: a token of 5 characters is too short to keep a network out (at least 16)",
+        ),
+        (
+            "[daemon]\nweb = true\nweb_token = \"0123456789 abcdef\"\n",
+            ":3:13: daemon.web_token: the token may hold only printable ASCII without spaces (what an Authorization header carries)",
+        ),
+        (
+            "[daemon]\nweb = \"everywhere\"\n",
+            ":2:7: daemon.web: 'everywhere' is not an address to listen on (e.g. \"127.0.0.1:8796\", or true for the metrics listener)",
+        ),
+        (
+            "[daemon]\nmetrics = \"127.0.0.1:9999\"\nweb = \"127.0.0.1:9999\"\n",
+            ":3: daemon.web: 127.0.0.1:9999 is the metrics address: say web = true to serve the page there",
+        ),
+        (
             "[daemon]\nmetrics = \"localhost\"\n",
             ":2:11: daemon.metrics: 'localhost' is not an address to listen on (e.g. \"127.0.0.1:8795\", or true for that)",
         ),

@@ -1,12 +1,14 @@
 //! The `[daemon]` table: what the daemon itself runs with (its socket,
-//! state directory, exit backend, tracking, scheduling, metrics), read
-//! when it starts. Parsing and defaults; the values' own checks are
+//! state directory, exit backend, tracking, scheduling, metrics, web
+//! page), read when it starts. Parsing and defaults; the values' own checks are
 //! `values`'.
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::values::{HumanSize, LogLevel, MetricsAddress, RawBackend, RingSize};
+use super::values::{
+    HumanSize, LogLevel, MetricsAddress, RawBackend, RawToken, RingSize, WebAddress,
+};
 use crate::backend::BackendChoice;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -24,6 +26,49 @@ pub struct DaemonConfig {
     pub scheduling: Scheduling,
     /// Where Prometheus scrapes `/metrics` (off when `None`).
     pub metrics: Option<std::net::SocketAddr>,
+    /// The status page (off when `None`).
+    pub web: Option<Web>,
+}
+
+/// `[daemon] web` and `web_token`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Web {
+    pub listen: WebListen,
+    /// With it, the page has buttons, and each action must bear it.
+    pub token: Option<WebToken>,
+}
+
+/// Where the status page is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebListen {
+    /// Beside `/metrics`, on its listener (which `web = true` turns on at
+    /// the default address when `metrics` is not set).
+    Metrics,
+    Own(std::net::SocketAddr),
+}
+
+/// The bearer token the page's actions need. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebToken(String);
+
+impl WebToken {
+    pub(super) fn new(token: String) -> Self {
+        Self(token)
+    }
+
+    /// Whether `offered` is the token, in time that does not depend on
+    /// where they first differ.
+    pub fn matches(&self, offered: &[u8]) -> bool {
+        let ours = self.0.as_bytes();
+        ours.len() == offered.len()
+            && ours.iter().zip(offered).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+    }
+}
+
+impl std::fmt::Debug for WebToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebToken(..)")
+    }
 }
 
 /// How the daemon's own thread competes for the CPU.
@@ -64,6 +109,7 @@ impl Default for DaemonConfig {
             log_level: "info".into(),
             scheduling: Scheduling::Normal,
             metrics: None,
+            web: None,
         }
     }
 }
@@ -82,11 +128,50 @@ pub(super) struct RawDaemon {
     log_level: Option<LogLevel>,
     scheduling: Option<Scheduling>,
     metrics: Option<MetricsAddress>,
+    web: Option<WebAddress>,
+    web_token: Option<RawToken>,
 }
 
-pub(super) fn daemon_config(raw: RawDaemon) -> DaemonConfig {
+/// The `[daemon]` table, or the key that is wrong and why.
+pub(super) fn daemon_config(raw: RawDaemon) -> Result<DaemonConfig, (&'static str, String)> {
     let defaults = DaemonConfig::default();
-    DaemonConfig {
+    let web = match (raw.web.and_then(|w| w.0), raw.web_token) {
+        (Some(listen), token) => Some(Web {
+            listen,
+            token: token.map(|t| t.0),
+        }),
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err((
+                "web_token",
+                "a token for a web page that is off (set web = true or an address)".into(),
+            ))
+        }
+    };
+    let mut metrics = raw.metrics.and_then(|m| m.0);
+    if let Some(Web {
+        listen: WebListen::Metrics,
+        ..
+    }) = &web
+    {
+        metrics = metrics.or(super::values::DEFAULT_METRICS.parse().ok());
+    }
+    if let (
+        Some(Web {
+            listen: WebListen::Own(own),
+            ..
+        }),
+        Some(metrics),
+    ) = (&web, metrics)
+    {
+        if *own == metrics {
+            return Err((
+                "web",
+                format!("{own} is the metrics address: say web = true to serve the page there"),
+            ));
+        }
+    }
+    Ok(DaemonConfig {
         socket: raw.socket.unwrap_or(defaults.socket),
         state_dir: raw.state_dir.unwrap_or(defaults.state_dir),
         backend: raw.backend.map_or(defaults.backend, |b| b.0),
@@ -97,6 +182,7 @@ pub(super) fn daemon_config(raw: RawDaemon) -> DaemonConfig {
         tracking: raw.tracking.unwrap_or(defaults.tracking),
         log_level: raw.log_level.map_or(defaults.log_level, |l| l.0),
         scheduling: raw.scheduling.unwrap_or(defaults.scheduling),
-        metrics: raw.metrics.and_then(|m| m.0),
-    }
+        metrics,
+        web,
+    })
 }

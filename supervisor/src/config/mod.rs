@@ -21,7 +21,7 @@ mod values;
 mod watch;
 
 use daemon::{daemon_config, RawDaemon};
-pub use daemon::{DaemonConfig, Scheduling, Tracking, DEFAULT_SOCKET};
+pub use daemon::{DaemonConfig, Scheduling, Tracking, Web, WebListen, WebToken, DEFAULT_SOCKET};
 use spans::Spans;
 use trust::trusted;
 
@@ -179,7 +179,14 @@ impl Merged {
                     ),
                 });
             }
-            self.daemon = Some((file.to_path_buf(), daemon_config(raw_daemon)));
+            let daemon = daemon_config(raw_daemon).map_err(|(key, message)| ConfigError {
+                file: file.to_path_buf(),
+                line: spans.table_key_line("[daemon]", 0, key),
+                column: None,
+                key: format!("daemon.{key}"),
+                message,
+            })?;
+            self.daemon = Some((file.to_path_buf(), daemon));
         }
         for (index, raw_watch) in raw.watch.into_iter().enumerate() {
             let watch = watch_config(raw_watch).map_err(|(key, message)| ConfigError {

@@ -137,6 +137,60 @@ impl<'de> Deserialize<'de> for MetricsAddress {
     }
 }
 
+/// `[daemon] web`: `true` (on the metrics listener), `false`, or its own
+/// `"HOST:PORT"`.
+pub(super) struct WebAddress(pub(super) Option<super::daemon::WebListen>);
+
+impl<'de> Deserialize<'de> for WebAddress {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use super::daemon::WebListen;
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            On(bool),
+            At(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::On(false) => Ok(Self(None)),
+            Raw::On(true) => Ok(Self(Some(WebListen::Metrics))),
+            Raw::At(text) => text
+                .parse()
+                .map(|a| Self(Some(WebListen::Own(a))))
+                .map_err(|_| {
+                    de::Error::custom(format!(
+                        "'{text}' is not an address to listen on (e.g. \"127.0.0.1:8796\", or true for the metrics listener)"
+                    ))
+                }),
+        }
+    }
+}
+
+/// `[daemon] web_token`: long enough not to be guessed, and only what an
+/// `Authorization: Bearer` header can carry.
+pub(super) struct RawToken(pub(super) super::daemon::WebToken);
+
+/// Shorter tokens can be guessed over the network.
+const TOKEN_MIN: usize = 16;
+
+impl<'de> Deserialize<'de> for RawToken {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        // Never quoted back: it is a secret.
+        if text.len() < TOKEN_MIN {
+            return Err(de::Error::custom(format!(
+                "a token of {} characters is too short to keep a network out (at least {TOKEN_MIN})",
+                text.len()
+            )));
+        }
+        if !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(de::Error::custom(
+                "the token may hold only printable ASCII without spaces (what an Authorization header carries)",
+            ));
+        }
+        Ok(Self(super::daemon::WebToken::new(text)))
+    }
+}
+
 /// The eBPF ring buffer's size: a power of two, at least a page.
 pub(super) struct RingSize(pub(super) u32);
 

@@ -128,8 +128,8 @@ pub struct Daemon {
     unreported_exits: u64,
     /// Every reader of `events`.
     feed: crate::events::Feed,
-    /// Where `/metrics` is served.
-    metrics: Option<std::net::SocketAddr>,
+    /// Where `/metrics` and the web page are served.
+    listening: crate::http::Listening,
     /// Kernel timestamp of each death to the loop reading it.
     detection_latency: crate::histogram::Histogram,
     /// Each death seen to its watch's next process running.
@@ -245,17 +245,19 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
     let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Incoming>();
     let (publisher, snapshot) = Publisher::new();
     let (cgroups, trees) = tracking(&config, state_file.instance())?;
-    let metrics = match config.daemon.metrics {
-        Some(addr) => {
-            let usage = crate::sampler::start(
+    let feed = crate::events::feed();
+    let listening = crate::http::listen(
+        &config.daemon,
+        &snapshot,
+        || {
+            crate::sampler::start(
                 snapshot.clone(),
                 cgroups.as_ref().map(|c| c.base().to_owned()),
-            );
-            Some(crate::http::serve(addr, snapshot.clone(), usage)?)
-        }
-        None => None,
-    };
-    let feed = crate::events::feed();
+            )
+        },
+        control_tx.clone(),
+        &feed,
+    )?;
     let in_flight = control::serve(&config.daemon.socket, control_tx, snapshot, feed.clone())?;
     let (tx, rx) = mpsc::unbounded_channel();
     // Off-loop starts need clone3 (the fd slots), and fork tracking sees
@@ -271,7 +273,7 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
         options,
         backend_failures: 0,
         unreported_exits: 0,
-        metrics,
+        listening,
         feed,
         detection_latency: Default::default(),
         restart_duration: Default::default(),

@@ -225,10 +225,7 @@ impl Daemon {
                     }
                 };
                 let id = self.new_request(names.len(), reply);
-                let why = format!(
-                    "`{}` requested by {from} over the control socket",
-                    command.verb()
-                );
+                let why = format!("`{}` requested by {from}", command.verb());
                 let goal = match command {
                     Command::Start | Command::Restart | Command::Monitor => Goal::Up,
                     Command::Stop | Command::Unmonitor => Goal::Unmonitored,
@@ -281,7 +278,7 @@ impl Daemon {
                     slot.removing = true;
                 }
                 self.wait_for(&name, Goal::Unmonitored, id);
-                let why = format!("`remove` requested by {from} over the control socket");
+                let why = format!("`remove` requested by {from}");
                 self.command(&name, Command::Stop, &why);
             }
             Request::Load { path, missing } => self.start_load(path, missing, Some(reply)),
@@ -297,7 +294,7 @@ impl Daemon {
                 self.quitting = true;
             }
             Request::Terminate => {
-                let why = format!("`terminate` requested by {from} over the control socket");
+                let why = format!("`terminate` requested by {from}");
                 self.terminate(Some(reply), &why);
             }
         }
@@ -336,7 +333,8 @@ impl Daemon {
                 limit,
             }),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            metrics: self.metrics.map(|a| a.to_string()),
+            metrics: self.listening.metrics.map(|a| a.to_string()),
+            web: self.listening.web.map(|a| a.to_string()),
             detection_latency: self.detection_latency.clone(),
             restart_duration: self.restart_duration.clone(),
         }
