@@ -44,6 +44,10 @@ pub enum Command {
     /// Follow what happens to watches as it happens: transitions, exits
     /// with their cause, health checks, notifications.
     Events(EventsArgs),
+    /// The watches live in the terminal, like htop: CPU, memory,
+    /// restarts, the selected one's last exits and log; keys to sort and
+    /// to start, stop or restart it.
+    Top(TopArgs),
     /// Start a watch, a group, or everything.
     Start(TargetArgs),
     /// Stop a watch, a group, or everything (stop signal, then SIGKILL).
@@ -250,4 +254,24 @@ pub struct EventsArgs {
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    /// A watch or group name; every watch if none.
+    pub target: Option<String>,
+    /// How often to ask the daemon and measure.
+    #[arg(long, default_value = "1s", value_parser = crate::units::parse_duration, value_name = "DURATION")]
+    pub interval: std::time::Duration,
+    /// The order to begin with (keys c, m, r and n change it).
+    #[arg(long, value_enum, default_value_t = TopSort::Name)]
+    pub sort: TopSort,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TopSort {
+    Name,
+    Cpu,
+    Memory,
+    Restarts,
 }

@@ -150,7 +150,7 @@ pub async fn log(socket: &Path, name: &str, lines: usize, follow: bool) -> Resul
 /// A log file, opened as its folder's owner may have left it: never
 /// through a symlink, never a FIFO or device (which would block or never
 /// end).
-fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+pub(crate) fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -168,7 +168,7 @@ fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
 
 /// The last `lines` lines of `file`, read backwards from its end in
 /// chunks: a log of gigabytes costs what its tail costs.
-fn tail(file: &mut std::fs::File, lines: usize) -> std::io::Result<Vec<u8>> {
+pub(crate) fn tail(file: &mut std::fs::File, lines: usize) -> std::io::Result<Vec<u8>> {
     use std::io::{Read as _, Seek as _};
     const CHUNK: u64 = 64 * 1024;
     let len = file.metadata()?.len();
@@ -408,7 +408,7 @@ fn details(w: &WatchStatus, events: bool) -> Vec<String> {
 }
 
 /// A unix time from the daemon as local wall-clock time, in `format`.
-fn clock(unix_time: f64, format: &str) -> String {
+pub(crate) fn clock(unix_time: f64, format: &str) -> String {
     jiff::Timestamp::from_microsecond((unix_time * 1e6) as i64)
         .ok()
         .map(|t| {

@@ -43,6 +43,7 @@ pub mod sd_notify;
 pub mod snapshot;
 pub mod spawn;
 pub mod state;
+pub mod top;
 pub mod trace;
 pub mod tree;
 pub mod units;
