@@ -1,11 +1,15 @@
-//! What `/metrics` costs, printed as a Markdown table (`cargo xtask bench`
-//! adds it to BENCHMARKS.md): with N watches (1,000 by default) and
-//! metrics on,
+//! What `/metrics` and the web page cost, printed as a Markdown table
+//! (`cargo xtask bench` adds it to BENCHMARKS.md): with N watches (1,000
+//! by default), metrics on and the page beside them,
 //! - the size of a scrape and its series;
 //! - a scrape's time when the snapshot changed since the last one (a
 //!   rendering) and when it did not (the cached one);
 //! - what scraping costs the loop: kill -9 to running again, seen through
-//!   `status`, without scrapes and with a client scraping back to back.
+//!   `status`, without scrapes and with a client scraping back to back;
+//! - the page: its picture's size and time, and the daemon's CPU over a
+//!   window in which a watch is killed every `KILL_EVERY`, with no page
+//!   open and with `PAGES` pages reading the live stream, and the restart
+//!   time meanwhile.
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
@@ -21,6 +25,12 @@ use anyhow::{bail, Context as _, Result};
 use supervisor::{control::request, protocol::Request};
 use supervisor_tests::bench::{median_p99, restart_ms};
 
+/// Live pages open at once in the page measurement.
+const PAGES: usize = 3;
+/// How often a watch is killed while the daemon's CPU is measured.
+const KILL_EVERY: Duration = Duration::from_millis(500);
+const CPU_WINDOW: Duration = Duration::from_secs(15);
+
 /// The daemon under test, gone with the benchmark however it ends.
 struct Daemon(std::process::Child);
 
@@ -34,8 +44,12 @@ impl Drop for Daemon {
 }
 
 fn scrape(addr: &str) -> Result<String> {
+    get(addr, "/metrics")
+}
+
+fn get(addr: &str, path: &str) -> Result<String> {
     let mut stream = TcpStream::connect(addr)?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n")?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;
     let (head, body) = answer.split_once("\r\n\r\n").context("no body")?;
@@ -71,7 +85,7 @@ async fn main() -> Result<()> {
     };
     let addr = format!("127.0.0.1:{port}");
     let mut text = format!(
-        "[daemon]\nsocket = {socket:?}\nstate_dir = {:?}\nlog_level = \"warn\"\nmetrics = \"{addr}\"\n\n",
+        "[daemon]\nsocket = {socket:?}\nstate_dir = {:?}\nlog_level = \"warn\"\nmetrics = \"{addr}\"\nweb = true\n\n",
         dir.path().join("state")
     );
     for i in 0..n {
@@ -81,13 +95,13 @@ async fn main() -> Result<()> {
         ));
     }
     std::fs::write(&config, text)?;
-    let daemon = Daemon(
+    let mut daemon = Daemon(
         Command::new(&supervisor)
             .args(["run", "-c"])
             .arg(&config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::inherit())
             .spawn()?,
     );
     let launched = Instant::now();
@@ -98,6 +112,9 @@ async fn main() -> Result<()> {
                     break;
                 }
             }
+        }
+        if let Some(status) = daemon.0.try_wait()? {
+            bail!("the daemon exited ({status}) on {}", config.display());
         }
         if launched.elapsed() > Duration::from_secs(300) {
             bail!("the watches did not start within 300 s");
@@ -148,13 +165,14 @@ async fn main() -> Result<()> {
     let rate = scrapes.load(Ordering::Relaxed) as f64 / scraping_since.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let _ = scraper.join();
+    let page = Page::measure(&addr, &socket, daemon.0.id()).await?;
     let _ = request(&socket, &Request::Terminate).await;
     drop(daemon);
     let (fresh_p50, fresh_p99) = median_p99(fresh);
     let (cached_p50, cached_p99) = median_p99(cached);
     let (quiet_p50, quiet_p99) = median_p99(quiet);
     let (scraped_p50, scraped_p99) = median_p99(scraped);
-    println!("## /metrics with {n} watches\n");
+    println!("## /metrics and the web page with {n} watches\n");
     println!("| what | figure |\n|---|---:|");
     println!(
         "| one scrape: size, series | {:.0} KB, {series} |",
@@ -166,5 +184,142 @@ async fn main() -> Result<()> {
     println!("| scrape with no change since (the last rendering), p50 / p99 (30) | {cached_p50:.2} / {cached_p99:.2} ms |");
     println!("| kill -9 → running again, seen through `status`, p50 / p99 (20) | {quiet_p50:.1} / {quiet_p99:.1} ms |");
     println!("| the same while a client scrapes back to back ({rate:.0} scrapes/s), p50 / p99 (20) | {scraped_p50:.1} / {scraped_p99:.1} ms |");
+    page.print();
     Ok(())
+}
+
+/// The web page's figures.
+struct Page {
+    bytes: usize,
+    rendered: (f64, f64),
+    idle_cpu: f64,
+    open_cpu: f64,
+    pictures: f64,
+    restart: (f64, f64),
+    open_restart: (f64, f64),
+}
+
+impl Page {
+    async fn measure(addr: &str, socket: &std::path::Path, daemon: u32) -> Result<Self> {
+        let mut rendered = Vec::new();
+        let mut bytes = 0;
+        for i in 0..20 {
+            restart_ms(socket, &format!("w{}", 100 + i), || ()).await?;
+            let t = Instant::now();
+            bytes = get(addr, "/api/page")?.len();
+            rendered.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let (idle_cpu, restart) = cpu_while_killing(socket, daemon, 200).await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let pictures = Arc::new(AtomicU64::new(0));
+        let readers: Vec<_> = (0..PAGES)
+            .map(|_| {
+                let (stop, pictures, addr) = (stop.clone(), pictures.clone(), addr.to_owned());
+                std::thread::spawn(move || read_live(&addr, &stop, &pictures))
+            })
+            .collect();
+        let since = Instant::now();
+        let (open_cpu, open_restart) = cpu_while_killing(socket, daemon, 400).await?;
+        let pictures = pictures.load(Ordering::Relaxed) as f64 / since.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            let _ = r.join();
+        }
+        Ok(Self {
+            bytes,
+            rendered: median_p99(rendered),
+            idle_cpu,
+            open_cpu,
+            pictures,
+            restart,
+            open_restart,
+        })
+    }
+
+    fn print(&self) {
+        let w = CPU_WINDOW.as_secs();
+        let every = KILL_EVERY.as_millis();
+        println!(
+            "| web page: one picture (`/api/page`), size | {:.0} KB |",
+            self.bytes as f64 / 1024.0
+        );
+        println!(
+            "| web page: a picture after a change, p50 / p99 (20) | {:.1} / {:.1} ms |",
+            self.rendered.0, self.rendered.1
+        );
+        println!("| daemon CPU over {w} s, a watch killed every {every} ms, no page open | {:.1}% of a core |", self.idle_cpu);
+        println!(
+            "| the same with {PAGES} pages open on the live stream ({:.1} pictures/s each) | {:.1}% of a core |",
+            self.pictures / PAGES as f64,
+            self.open_cpu
+        );
+        println!(
+            "| kill -9 → running again meanwhile, no page / {PAGES} pages, p50 / p99 | {:.1} / {:.1} ms, {:.1} / {:.1} ms |",
+            self.restart.0, self.restart.1, self.open_restart.0, self.open_restart.1
+        );
+    }
+}
+
+/// The daemon's CPU (percent of one core) over `CPU_WINDOW`, while watch
+/// after watch from `w{first}` is killed every `KILL_EVERY`; and the
+/// restart times.
+async fn cpu_while_killing(
+    socket: &std::path::Path,
+    daemon: u32,
+    first: usize,
+) -> Result<(f64, (f64, f64))> {
+    let cpu = || -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{daemon}/stat"))?;
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .context("stat")?
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+        // SAFETY: sysconf has no preconditions.
+        Ok(ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64)
+    };
+    let (start, t0) = (cpu()?, Instant::now());
+    let mut times = Vec::new();
+    let mut i = first;
+    while t0.elapsed() < CPU_WINDOW {
+        let next = Instant::now() + KILL_EVERY;
+        times.push(restart_ms(socket, &format!("w{i}"), || ()).await?);
+        i += 1;
+        tokio::time::sleep_until(next.into()).await;
+    }
+    let used = cpu()? - start;
+    Ok((used / t0.elapsed().as_secs_f64() * 100.0, median_p99(times)))
+}
+
+/// Reads `/api/live` until `stop`, counting the pictures it brings.
+fn read_live(addr: &str, stop: &AtomicBool, pictures: &AtomicU64) {
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return;
+    };
+    if write!(stream, "GET /api/live HTTP/1.1\r\nHost: bench\r\n\r\n").is_err() {
+        return;
+    }
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut buf = vec![0u8; 1 << 16];
+    let mut tail = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                tail.extend_from_slice(&buf[..n]);
+                const MARK: &[u8] = b"event: page\n";
+                let mut after = 0;
+                while let Some(at) = tail[after..].windows(MARK.len()).position(|w| w == MARK) {
+                    pictures.fetch_add(1, Ordering::Relaxed);
+                    after += at + MARK.len();
+                }
+                // What follows the last marker may begin the next one.
+                let keep_from = after.max(tail.len().saturating_sub(MARK.len()));
+                tail.drain(..keep_from);
+            }
+            Err(_) => continue,
+        }
+    }
 }
