@@ -40,8 +40,9 @@ pub struct Plan<'a> {
     /// uid, gid and supplementary groups.
     pub user: Option<(libc::uid_t, libc::gid_t, &'a [libc::gid_t])>,
     pub umask: Option<libc::mode_t>,
-    /// RLIMIT_NOFILE to start with (the daemon's own is raised).
-    pub nofile: Option<libc::rlimit>,
+    /// Resource limits to start with (`RLIMIT_*`, limit), set before
+    /// the user is changed, so that root may raise a hard limit.
+    pub rlimits: &'a [(libc::c_int, libc::rlimit)],
     /// Become 0, 1 and 2.
     pub stdio: [BorrowedFd<'a>; 3],
     pub cgroup: Option<BorrowedFd<'a>>,
@@ -93,7 +94,7 @@ impl std::fmt::Display for Step {
         f.write_str(match self {
             Self::JoinCgroup => "joining its v1 cgroups",
             Self::Setup => "setting up its fds, session and signals",
-            Self::Limits => "setting its file descriptor limit",
+            Self::Limits => "setting its resource limits",
             Self::User => "switching to its user and groups",
             Self::Dir => "changing to its dir",
             Self::Exec => "exec",
@@ -203,7 +204,8 @@ pub fn spawn(plan: &Plan<'_>) -> Result<(Pid, OwnedFd), Error> {
             .user
             .map(|(uid, gid, groups)| (uid, gid, groups.as_ptr(), groups.len())),
         umask: plan.umask,
-        nofile: plan.nofile,
+        rlimits: plan.rlimits.as_ptr(),
+        rlimits_len: plan.rlimits.len(),
         slots: SLOTS + 3 * SET.with(std::cell::Cell::get) as libc::c_int,
         errno: AtomicI32::new(0),
         step: AtomicU8::new(0),
@@ -306,7 +308,8 @@ struct Child {
     dir: *const libc::c_char,
     user: Option<(libc::uid_t, libc::gid_t, *const libc::gid_t, usize)>,
     umask: Option<libc::mode_t>,
-    nofile: Option<libc::rlimit>,
+    rlimits: *const (libc::c_int, libc::rlimit),
+    rlimits_len: usize,
     /// The first of the three slots that become its 0-2.
     slots: libc::c_int,
     errno: AtomicI32,
@@ -353,14 +356,17 @@ extern "C" fn child_main(child: *const Child) -> ! {
             ],
         ));
         check(raw(libc::SYS_setsid, &[]));
-        if let Some(nofile) = &child.nofile {
+        if child.rlimits_len > 0 {
             at(Step::Limits);
+        }
+        for i in 0..child.rlimits_len {
+            let (resource, limit) = &*child.rlimits.add(i);
             check(raw(
                 libc::SYS_prlimit64,
                 &[
                     0,
-                    libc::RLIMIT_NOFILE as libc::c_long,
-                    (nofile as *const libc::rlimit) as libc::c_long,
+                    *resource as libc::c_long,
+                    (limit as *const libc::rlimit) as libc::c_long,
                     0,
                 ],
             ));

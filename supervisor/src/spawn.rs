@@ -55,7 +55,7 @@ enum How {
         dir: Option<CString>,
         user: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
         umask: Option<libc::mode_t>,
-        nofile: Option<libc::rlimit>,
+        rlimits: Vec<(libc::c_int, libc::rlimit)>,
         stdio: Stdio3,
         cgroup: Option<crate::cgroup::DirFd>,
         /// The v1 cgroups (`cgroup.procs`) its limits are in.
@@ -126,7 +126,7 @@ fn prepare_with(
     extra_env: &[(String, String)],
     join: Vec<std::fs::File>,
 ) -> Result<Prepared> {
-    let env = environment(config, extra_env);
+    let env = environment(config, extra_env)?;
     let how = if clone3::available() {
         clone_plan(config, cgroup, stdio, env, join)?
     } else {
@@ -150,7 +150,7 @@ impl Prepared {
                 dir,
                 user,
                 umask,
-                nofile,
+                rlimits,
                 stdio,
                 cgroup,
                 join,
@@ -165,7 +165,7 @@ impl Prepared {
                         .as_ref()
                         .map(|(uid, gid, groups)| (*uid, *gid, groups.as_slice())),
                     umask,
-                    nofile,
+                    rlimits: &rlimits,
                     stdio: [
                         stdio.stdin.as_fd(),
                         stdio.stdout.as_fd(),
@@ -274,18 +274,53 @@ const THE_DAEMONS_OWN: &[&str] = &[
 /// The environment the process starts with: the daemon's (unless
 /// `clear_env`, and never what was meant for the daemon itself), then the
 /// watch's `env`, then what the daemon adds.
-fn environment(config: &WatchConfig, extra: &[(String, String)]) -> Vec<(OsString, OsString)> {
-    let overridden = |k: &str| config.env.contains_key(k) || extra.iter().any(|(e, _)| e == k);
+/// The limits its process starts with: the config's, and the daemon's
+/// original `nofile` where the config sets none (the daemon raised its
+/// own).
+fn rlimits(config: &WatchConfig) -> Vec<(libc::c_int, libc::rlimit)> {
+    let sets = |r: crate::rlimit::Resource| config.rlimits.iter().any(|l| l.resource == r);
+    let original = crate::limits::original_nofile()
+        .filter(|_| !sets(crate::rlimit::Resource::Nofile))
+        .map(|limit| (libc::RLIMIT_NOFILE as libc::c_int, limit));
+    original
+        .into_iter()
+        .chain(config.rlimits.iter().map(|l| l.raw()))
+        .collect()
+}
+
+/// The process's environment: the daemon's (unless `clear_env`), then
+/// the env files' in order, then `env`, then `extra`, each overriding
+/// what came before. An env file that cannot be read fails the start.
+fn environment(
+    config: &WatchConfig,
+    extra: &[(String, String)],
+) -> Result<Vec<(OsString, OsString)>> {
+    let owner = config.user.as_ref().map(|u| u.uid.as_raw());
+    let mut from_files: Vec<(String, String)> = Vec::new();
+    for file in &config.env_files {
+        from_files.extend(file.read(owner).map_err(anyhow::Error::msg)?);
+    }
+    let later = |k: &str| config.env.contains_key(k) || extra.iter().any(|(e, _)| e == k);
     let mut env: Vec<(OsString, OsString)> = if config.clear_env {
         Vec::new()
     } else {
         std::env::vars_os()
             .filter(|(k, _)| {
                 let k = k.to_string_lossy();
-                !overridden(k.as_ref()) && !THE_DAEMONS_OWN.contains(&k.as_ref())
+                !later(k.as_ref())
+                    && !from_files.iter().any(|(f, _)| f == k.as_ref())
+                    && !THE_DAEMONS_OWN.contains(&k.as_ref())
             })
             .collect()
     };
+    // Of a name set twice in the files, the last one.
+    let mut seen = std::collections::HashSet::new();
+    let files: Vec<(String, String)> = from_files
+        .into_iter()
+        .rev()
+        .filter(|(k, _)| !later(k) && seen.insert(k.clone()))
+        .collect();
+    env.extend(files.into_iter().rev().map(|(k, v)| (k.into(), v.into())));
     env.extend(
         config
             .env
@@ -294,7 +329,7 @@ fn environment(config: &WatchConfig, extra: &[(String, String)]) -> Vec<(OsStrin
             .map(|(k, v)| (k.into(), v.into())),
     );
     env.extend(extra.iter().map(|(k, v)| (k.into(), v.into())));
-    env
+    Ok(env)
 }
 
 /// `program` as execve needs it: as given when it has a slash, else the
@@ -363,7 +398,7 @@ fn clone_plan(
         dir,
         user,
         umask: config.umask.map(|m| m as libc::mode_t),
-        nofile: crate::limits::original_nofile(),
+        rlimits: rlimits(config),
         stdio,
         cgroup: cgroup.map(WatchCgroup::fd).transpose()?,
         join,
@@ -389,7 +424,7 @@ fn command(
     }
     let umask = config.umask;
     let user = config.user.clone();
-    let nofile = crate::limits::original_nofile();
+    let rlimits = rlimits(config);
     // SAFETY: between fork and exec only async-signal-safe syscalls run.
     unsafe {
         cmd.pre_exec(move || {
@@ -397,8 +432,8 @@ fn command(
                 nix::unistd::write(procs, b"0")?;
             }
             nix::unistd::setsid()?;
-            if let Some(nofile) = &nofile {
-                if libc::setrlimit(libc::RLIMIT_NOFILE, nofile) != 0 {
+            for (resource, limit) in &rlimits {
+                if libc::setrlimit(*resource as _, limit) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }

@@ -59,6 +59,26 @@ fn bad_configs_are_errors_with_file_line_and_key() {
             ":1:9: unclosed array table, expected `]`",
         ),
         (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nlimits = { nofiles = 10 }\n",
+            ":4: watch[0].limits: unknown limit 'nofiles' (known: cpu, fsize, data, stack, core, rss, nofile, as, nproc, memlock, locks, sigpending, msgqueue, nice, rtprio, rttime)",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nlimits = { nofile = -1 }\n",
+            ":4: watch[0].limits: nofile: -1 is not a limit: a count, \"unlimited\", or [soft, hard]",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nlimits = { stack = [\"8MB\", \"4MB\"] }\n",
+            ":4: watch[0].limits: stack: soft 8388608 is above hard 4194304: the soft limit must be at most the hard one",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nenv_file = \"/tmp\"\n",
+            ":4: watch[0].env_file: /tmp is a directory, not an env file",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nenv_file = [\"-/etc/x\", \"relative/env\"]\n",
+            ":4: watch[0].env_file: 'relative/env' is not an absolute path (an env file is named in full, '-' first if it may be absent)",
+        ),
+        (
             "[daemon]\nweb_token = \"0123456789abcdef\"\n",
             ":2: daemon.web_token: a token for a web page that is off (set web = true or an address)",
         ),

@@ -15,6 +15,7 @@ mod daemon;
 mod health;
 mod notify;
 pub mod reload;
+mod rlimits;
 mod spans;
 mod trust;
 mod values;

@@ -36,6 +36,8 @@ pub struct WatchConfig {
     pub restart: Option<Vec<String>>,
     pub dir: Option<PathBuf>,
     pub env: BTreeMap<String, String>,
+    /// Read at each start, under `env`.
+    pub env_files: Vec<crate::env_file::EnvFile>,
     pub clear_env: bool,
     pub user: Option<RunAs>,
     pub umask: Option<u32>,
@@ -66,6 +68,8 @@ pub struct WatchConfig {
     pub conditions: Vec<ResourceCondition>,
     /// What the kernel enforces (cgroup limits).
     pub limits: crate::resources::Limits,
+    /// What its process starts with (setrlimit), in resource order.
+    pub rlimits: Vec<crate::rlimit::Rlimit>,
 }
 
 impl WatchConfig {
@@ -82,6 +86,7 @@ impl WatchConfig {
             restart: None,
             dir: None,
             env: BTreeMap::new(),
+            env_files: Vec::new(),
             clear_env: false,
             user: None,
             umask: None,
@@ -100,6 +105,7 @@ impl WatchConfig {
             flapping: Flapping::default(),
             conditions: Vec::new(),
             limits: Default::default(),
+            rlimits: Vec::new(),
         }
     }
 }
@@ -190,6 +196,7 @@ pub(super) struct RawWatch {
     dir: Option<PathBuf>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    env_file: Option<OneOrMany>,
     #[serde(default)]
     clear_env: bool,
     uid: Option<UserSpec>,
@@ -216,6 +223,15 @@ pub(super) struct RawWatch {
     pids_max: Option<PidsMax>,
     health: Option<health::RawHealth>,
     ready: Option<Readiness>,
+    limits: Option<super::rlimits::RawRlimits>,
+}
+
+/// `"x"` or `["x", "y"]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -394,6 +410,21 @@ pub(super) fn watch_config(raw: RawWatch) -> Result<WatchConfig, (&'static str, 
         Duration::from_secs(if ready == Readiness::Started { 5 } else { 60 }),
         |d| d.0,
     );
+    let env_files = match raw.env_file {
+        None => Vec::new(),
+        Some(OneOrMany::One(one)) => vec![one],
+        Some(OneOrMany::Many(many)) => many,
+    }
+    .iter()
+    .map(|f| crate::env_file::EnvFile::parse(f))
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(|e| ("env_file", e))?;
+    let rlimits = raw
+        .limits
+        .map(super::rlimits::rlimits)
+        .transpose()
+        .map_err(|e| ("limits", e))?
+        .unwrap_or_default();
     Ok(WatchConfig {
         name: raw.name,
         group: raw.group,
@@ -403,6 +434,7 @@ pub(super) fn watch_config(raw: RawWatch) -> Result<WatchConfig, (&'static str, 
         restart,
         dir: raw.dir,
         env: raw.env,
+        env_files,
         clear_env: raw.clear_env,
         user,
         umask: raw.umask.map(|u| u.0),
@@ -442,5 +474,6 @@ pub(super) fn watch_config(raw: RawWatch) -> Result<WatchConfig, (&'static str, 
             cpu_max: raw.cpu_max.map(|c| c.0),
             pids_max: raw.pids_max.map(|p| p.0),
         },
+        rlimits,
     })
 }

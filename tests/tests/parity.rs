@@ -1,0 +1,218 @@
+//! What people bring from supervisord and systemd: resource limits per
+//! watch (`LimitNOFILE=` and the rest) and environment files
+//! (`EnvironmentFile=`), seen by the real processes through /proc.
+use std::collections::HashMap;
+
+use supervisor_tests::{kill9, pid_of, poll_until, RunningDaemon, State};
+
+/// `/proc/PID/limits` as name → (soft, hard), e.g. "Max open files".
+fn limits_of(pid: u32) -> HashMap<String, (String, String)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            // Names are padded to 26 columns; the values follow.
+            let (name, rest) = line.split_at_checked(26)?;
+            let mut values = rest.split_whitespace();
+            Some((
+                name.trim().to_owned(),
+                (values.next()?.to_owned(), values.next()?.to_owned()),
+            ))
+        })
+        .collect()
+}
+
+fn environ_of(pid: u32) -> HashMap<String, String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .expect("environ")
+        .split(|&b| b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+/// The children of `pid` (its threads' `children` files).
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[test]
+fn limits_are_set_in_the_process_and_its_children() {
+    let d = RunningDaemon::start(
+        "[[watch]]\nname = \"lim\"\n\
+         start = \"/bin/sh -c '/bin/sleep 1000 & wait'\"\n\
+         limits = { nofile = [1024, 4096], core = \"unlimited\", nproc = 512, \
+         stack = \"4MB\", cpu = \"1h\", memlock = \"4MB\", fsize = \"1GB\" }\n\n\
+         [[watch]]\nname = \"plain\"\nstart = \"/bin/sleep 1000\"\n",
+    );
+    let s = d.wait_status("lim", "up", |s| s.state == State::Up);
+    let shell = pid_of(&s);
+    let mut child = Vec::new();
+    assert!(
+        poll_until(std::time::Duration::from_secs(10), || {
+            child = children_of(shell);
+            !child.is_empty()
+        }),
+        "the shell's sleep"
+    );
+    let want = [
+        ("Max open files", ("1024", "4096")),
+        ("Max core file size", ("unlimited", "unlimited")),
+        ("Max processes", ("512", "512")),
+        ("Max stack size", ("4194304", "4194304")),
+        ("Max cpu time", ("3600", "3600")),
+        ("Max locked memory", ("4194304", "4194304")),
+        ("Max file size", ("1073741824", "1073741824")),
+    ];
+    for pid in [shell, child[0]] {
+        let limits = limits_of(pid);
+        for (name, (soft, hard)) in want {
+            assert_eq!(
+                limits.get(name),
+                Some(&(soft.to_owned(), hard.to_owned())),
+                "{name} of pid {pid}: {limits:?}"
+            );
+        }
+    }
+    // A watch without `limits` has the daemon's original nofile (the
+    // daemon raised its own soft limit), not the daemon's raised one.
+    let plain = limits_of(pid_of(
+        &d.wait_status("plain", "up", |s| s.state == State::Up),
+    ));
+    let ours = limits_of(std::process::id());
+    assert_eq!(plain["Max open files"], ours["Max open files"]);
+}
+
+#[test]
+fn env_files_are_read_at_each_start_under_env() {
+    let d = RunningDaemon::start(
+        "[[watch]]\nname = \"app\"\nstart = \"/bin/sleep 1000\"\nautostart = false\n\
+         flapping = { starts = 100, within = \"1m\" }\n\
+         env_file = [\"{dir}/app.env\", \"-{dir}/absent.env\", \"{dir}/late.env\"]\n\
+         env = { OVERRIDE = \"from-env\" }\n",
+    );
+    let dir = d.config.parent().unwrap().to_owned();
+    let app = dir.join("app.env");
+    let late = dir.join("late.env");
+    // Written after the config was read: read at the start, not before.
+    std::fs::write(&late, "LATE=yes\nGREETING=from-late\n").unwrap();
+    std::fs::write(
+        &app,
+        "# the app\nGREETING=hello\nexport SECRET='two words'\nOVERRIDE=from-file\n",
+    )
+    .unwrap();
+    d.cli(&["start", "app"]);
+    let s = d.wait_status("app", "up", |s| s.state == State::Up);
+    let env = environ_of(pid_of(&s));
+    assert_eq!(env["GREETING"], "from-late", "the later file wins");
+    assert_eq!(env["SECRET"], "two words");
+    assert_eq!(env["LATE"], "yes");
+    assert_eq!(env["OVERRIDE"], "from-env", "env wins over the files");
+    // An edit applies on the next start, with no reload.
+    std::fs::write(&late, "LATE=edited\n").unwrap();
+    let (_, s) = d.kill_and_wait_replaced("app");
+    let env = environ_of(pid_of(&s));
+    assert_eq!(env["LATE"], "edited");
+    assert_eq!(env["GREETING"], "hello");
+    // A malformed file fails the start, naming file and line, never
+    // quoting it; nothing starts with half an environment.
+    std::fs::write(&app, "GREETING=hi\n\nsecret-token-without-equals\n").unwrap();
+    let old = pid_of(&s);
+    kill9(old);
+    let s = d.wait_status("app", "its start to fail", |s| {
+        s.last_error.is_some() && s.pid.is_none()
+    });
+    let error = s.last_error.unwrap();
+    assert!(
+        error.contains(&format!("env_file {}:3: not KEY=value", app.display())),
+        "{error}"
+    );
+    assert!(!error.contains("secret-token"), "{error}");
+    // Fixed, the next start takes it.
+    std::fs::write(&app, "GREETING=fixed\n").unwrap();
+    d.cli(&["start", "app"]);
+    let s = d.wait_status("app", "up again", |s| s.state == State::Up);
+    let running = pid_of(&s);
+    assert_eq!(environ_of(running)["GREETING"], "fixed");
+    // Removed: the running process runs on; its next start fails.
+    std::fs::remove_file(&app).unwrap();
+    assert_eq!(d.status("app").pid, Some(running));
+    kill9(running);
+    let s = d.wait_status("app", "its start to fail", |s| {
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("No such file"))
+    });
+    assert!(s.last_error.unwrap().contains(&app.display().to_string()));
+}
+
+#[test]
+fn an_env_file_others_may_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let d = RunningDaemon::start(
+        "[[watch]]\nname = \"app\"\nstart = \"/bin/sleep 1000\"\nautostart = false\n\
+         env_file = \"{dir}/open.env\"\n",
+    );
+    let file = d.config.parent().unwrap().join("open.env");
+    std::fs::write(&file, "LD_PRELOAD=/tmp/evil.so\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    d.cli(&["start", "app"]);
+    let s = d.wait_status("app", "its start to fail", |s| s.last_error.is_some());
+    let error = s.last_error.unwrap();
+    assert!(error.contains("others may write it (mode 666)"), "{error}");
+    assert_eq!(s.pid, None);
+}
+
+/// Whether this test process (root, as the daemon) has CAP_SYS_RESOURCE,
+/// which containers and some VMs take away.
+fn may_raise() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap();
+    u64::from_str_radix(hex.trim(), 16).unwrap() & (1 << 24) != 0
+}
+
+#[test]
+fn a_hard_limit_the_kernel_would_refuse_is_a_config_error() {
+    let d = RunningDaemon::start("[[watch]]\nname = \"a\"\nstart = \"/bin/sleep 1000\"\n");
+    let limit = |name: &str, value: &str| {
+        let file = d.write_config(
+            &format!("{name}.toml"),
+            &format!(
+                "[[watch]]\nname = \"b\"\nstart = \"/bin/true\"\nlimits = {{ {name} = {value} }}\n"
+            ),
+        );
+        d.cli(&["load", &file.display().to_string()])
+    };
+    // Above fs.nr_open: refused even with CAP_SYS_RESOURCE.
+    let out = limit("nofile", "2000000000");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert!(
+        said.contains(
+            "nofile.toml:10: watch[0].limits: nofile: 2000000000 is above the kernel's fs.nr_open"
+        ),
+        "{said}"
+    );
+    let own = limits_of(std::process::id())["Max locked memory"].1.clone();
+    let out = limit("memlock", "\"64GB\"");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    if may_raise() || own == "unlimited" {
+        assert!(out.status.success(), "{said}");
+    } else {
+        assert!(
+            said.contains(&format!("memlock: 68719476736 is above the daemon's own hard limit ({own}), which only a process with CAP_SYS_RESOURCE may raise")),
+            "{said}"
+        );
+    }
+    assert_eq!(d.status("a").state, State::Up, "a bad load changes nothing");
+}
