@@ -46,12 +46,29 @@ pub struct Message {
     /// `WATCHDOG=1`: exempt from the budget, since a watchdog ping is
     /// expected at a steady rate.
     pub watchdog: bool,
+    /// `WATCHDOG=trigger`: the process says it is hung.
+    pub watchdog_trigger: bool,
+    /// `WATCHDOG_USEC=N`: its watchdog timeout from now on.
+    pub watchdog_usec: Option<u64>,
 }
 
 impl Message {
+    /// Whether it is `WATCHDOG=1` and nothing else.
+    pub fn is_bare_ping(&self) -> bool {
+        self.watchdog
+            && !self.ready
+            && self.status.is_none()
+            && !self.watchdog_trigger
+            && self.watchdog_usec.is_none()
+    }
+
     /// Whether it says anything the daemon acts on.
     pub fn is_empty(&self) -> bool {
-        !self.ready && self.status.is_none()
+        !self.ready
+            && self.status.is_none()
+            && !self.watchdog
+            && !self.watchdog_trigger
+            && self.watchdog_usec.is_none()
     }
 }
 
@@ -128,6 +145,8 @@ fn parse(bytes: &[u8]) -> Message {
             Some(("READY", "1")) => message.ready = true,
             Some(("STATUS", text)) => message.status = Some(text.chars().take(200).collect()),
             Some(("WATCHDOG", "1")) => message.watchdog = true,
+            Some(("WATCHDOG", "trigger")) => message.watchdog_trigger = true,
+            Some(("WATCHDOG_USEC", usec)) => message.watchdog_usec = usec.trim().parse().ok(),
             _ => {}
         }
     }
@@ -153,7 +172,7 @@ impl Limiter {
     /// Whether `message`, arriving at `now`, is let through. What is
     /// dropped is logged at most once every ten seconds, with a count.
     pub fn admit(&mut self, message: &Message, now: Instant) -> bool {
-        if message.watchdog && message.is_empty() {
+        if message.is_bare_ping() {
             return true;
         }
         if self.senders.len() >= SENDERS_MAX && !self.senders.contains_key(&message.sender) {

@@ -100,6 +100,9 @@ pub struct Watch {
     history: History,
     /// Why the supervisor is stopping (or restarting) the process now.
     stopping: Option<String>,
+    /// The timeout a process set for itself (`WATCHDOG_USEC=`; `None`
+    /// inside: no watchdog for it).
+    watchdog_override: Option<(ProcessId, Option<Duration>)>,
     /// It did not stop within `stop_timeout` and was sent SIGKILL.
     killed_at_timeout: bool,
     /// What happened since the daemon last took them, for notifications.
@@ -138,6 +141,7 @@ impl Watch {
             queue: VecDeque::new(),
             history: History::default(),
             stopping: None,
+            watchdog_override: None,
             killed_at_timeout: false,
             notices: Vec::new(),
             restarting: None,
@@ -394,8 +398,9 @@ impl Watch {
         }
         let waiting_for = match self.config.ready {
             Readiness::Started => {
-                self.up(&format!("process {} started", process.pid));
-                return self.run_queue();
+                let mut actions = self.up(&format!("process {} started", process.pid));
+                actions.extend(self.run_queue());
+                return actions;
             }
             Readiness::Health => "its health check to pass",
             Readiness::Notify => "READY=1 on $NOTIFY_SOCKET",
@@ -411,8 +416,10 @@ impl Watch {
         actions
     }
 
-    fn up(&mut self, reason: &str) {
+    /// Enters `up`; the watchdog starts counting.
+    fn up(&mut self, reason: &str) -> Vec<Action> {
         self.moved(State::Up, reason);
+        let watchdog = self.watchdog_armed();
         if let Some(why) = self.restarting.take() {
             let pid = self.process.map(|p| p.pid);
             self.notice(
@@ -422,6 +429,7 @@ impl Watch {
                 format!("{reason} (after: {why})"),
             );
         }
+        watchdog
     }
 
     /// The process said it is ready, or its health check passed: the
@@ -432,8 +440,9 @@ impl Watch {
             return Vec::new();
         };
         self.timers.disarm(Delay::Ready);
-        self.up(&format!("process {} is ready ({how})", process.pid));
-        self.run_queue()
+        let mut actions = self.up(&format!("process {} is ready ({how})", process.pid));
+        actions.extend(self.run_queue());
+        actions
     }
 
     /// The process was not ready within `start_grace`: the start failed,
@@ -561,3 +570,4 @@ mod resumed;
 #[cfg(test)]
 mod tests;
 mod timers;
+mod watchdog;

@@ -3,7 +3,7 @@
 //! (`EnvironmentFile=`), seen by the real processes through /proc.
 use std::collections::HashMap;
 
-use supervisor_tests::{kill9, pid_of, poll_until, RunningDaemon, State};
+use supervisor_tests::{kill9, pid_of, poll_until, wait_file_contains, RunningDaemon, State};
 
 /// `/proc/PID/limits` as name → (soft, hard), e.g. "Max open files".
 fn limits_of(pid: u32) -> HashMap<String, (String, String)> {
@@ -215,4 +215,69 @@ fn a_hard_limit_the_kernel_would_refuse_is_a_config_error() {
         );
     }
     assert_eq!(d.status("a").state, State::Up, "a bad load changes nothing");
+}
+
+/// A watch whose helper pings its watchdog (1s) until `{dir}/go`
+/// exists, then does `action`; its log and the go file.
+fn watchdog(action: &str) -> (RunningDaemon, std::path::PathBuf, std::path::PathBuf) {
+    let d = RunningDaemon::start(&format!(
+        "[[watch]]\nname = \"dog\"\nstart = [\"{{helper}}\", \"watchdog\", \"{{dir}}/go\", \"{action}\"]\n\
+         watchdog = \"1s\"\nstdout = \"{{dir}}/dog.log\"\nstop_timeout = \"2s\"\n"
+    ));
+    let dir = d.config.parent().unwrap().to_owned();
+    (d, dir.join("dog.log"), dir.join("go"))
+}
+
+#[test]
+fn a_process_that_stops_pinging_its_watchdog_is_hung_and_restarted() {
+    let (d, log, go) = watchdog("hang");
+    let s = d.wait_status("dog", "up", |s| s.state == State::Up);
+    let pid = pid_of(&s);
+    let env = environ_of(pid);
+    assert_eq!(env["WATCHDOG_USEC"], "1000000");
+    assert!(env["NOTIFY_SOCKET"].starts_with("@supervisor/"), "{env:?}");
+    // Six pings a quarter of a second apart: well past the timeout, and
+    // the process is still the same one.
+    wait_file_contains(&log, "ping 6\n");
+    assert_eq!(d.status("dog").pid, Some(pid));
+    assert_eq!(d.status("dog").restarts, 0);
+    std::fs::write(&go, "").unwrap();
+    let s = d.wait_replaced("dog", pid);
+    let exit = s.last_exit.expect("the hung process's exit");
+    assert_eq!(exit.pid, pid);
+    assert_eq!(exit.status.signal.as_deref(), Some("SIGABRT"));
+    assert!(
+        exit.cause.ends_with(": hung: no WATCHDOG=1 for 1s"),
+        "{}",
+        exit.cause
+    );
+    d.wait_logged("hung: no WATCHDOG=1 for 1s; sending SIGABRT", 1);
+}
+
+#[test]
+fn watchdog_trigger_and_watchdog_usec_do_what_systemd_says() {
+    let (d, log, go) = watchdog("trigger");
+    let pid = pid_of(&d.wait_status("dog", "up", |s| s.state == State::Up));
+    wait_file_contains(&log, "ping 1\n");
+    std::fs::write(&go, "").unwrap();
+    let s = d.wait_replaced("dog", pid);
+    let cause = s.last_exit.unwrap().cause;
+    assert!(
+        cause.ends_with(": hung: it sent WATCHDOG=trigger"),
+        "{cause}"
+    );
+
+    let (d, log, go) = watchdog("usec:3000000");
+    let pid = pid_of(&d.wait_status("dog", "up", |s| s.state == State::Up));
+    wait_file_contains(&log, "ping 1\n");
+    std::fs::write(&go, "").unwrap();
+    wait_file_contains(&log, "usec:3000000\n");
+    let s = d.wait_replaced("dog", pid);
+    let exit = s.last_exit.unwrap();
+    assert!(
+        exit.cause.ends_with(": hung: no WATCHDOG=1 for 3s"),
+        "{}",
+        exit.cause
+    );
+    assert!(exit.lifetime_secs.unwrap() >= 3.0, "{exit:?}");
 }

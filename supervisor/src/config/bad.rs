@@ -79,6 +79,14 @@ fn bad_configs_are_errors_with_file_line_and_key() {
             ":4: watch[0].env_file: 'relative/env' is not an absolute path (an env file is named in full, '-' first if it may be absent)",
         ),
         (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nwatchdog = \"10ms\"\n",
+            ":4: watch[0].watchdog: at least 100ms: a process cannot be asked to say it lives more often",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nwatchdog_signal = \"USR1\"\n",
+            ":4: watch[0].watchdog_signal: set without watchdog (e.g. watchdog = \"30s\")",
+        ),
+        (
             "[daemon]\nweb_token = \"0123456789abcdef\"\n",
             ":2: daemon.web_token: a token for a web page that is off (set web = true or an address)",
         ),

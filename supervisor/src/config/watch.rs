@@ -60,6 +60,12 @@ pub struct WatchConfig {
     pub start_grace: Duration,
     /// When a started process counts as up.
     pub ready: Readiness,
+    /// systemd's `WatchdogSec=`: once up, its process must send
+    /// `WATCHDOG=1` at least this often, or it is hung.
+    pub watchdog: Option<Duration>,
+    /// What a hung process is sent (SIGABRT, so that its core shows
+    /// where it hung).
+    pub watchdog_signal: Signal,
     pub health: Option<HealthCheck>,
     pub autostart: bool,
     pub keepalive: bool,
@@ -99,6 +105,8 @@ impl WatchConfig {
             pid_file: None,
             start_grace: Duration::from_secs(5),
             ready: Readiness::Started,
+            watchdog: None,
+            watchdog_signal: Signal::SIGABRT,
             health: None,
             autostart: false,
             keepalive: false,
@@ -223,6 +231,8 @@ pub(super) struct RawWatch {
     pids_max: Option<PidsMax>,
     health: Option<health::RawHealth>,
     ready: Option<Readiness>,
+    watchdog: Option<HumanDuration>,
+    watchdog_signal: Option<SignalName>,
     limits: Option<super::rlimits::RawRlimits>,
 }
 
@@ -419,6 +429,19 @@ pub(super) fn watch_config(raw: RawWatch) -> Result<WatchConfig, (&'static str, 
     .map(|f| crate::env_file::EnvFile::parse(f))
     .collect::<Result<Vec<_>, _>>()
     .map_err(|e| ("env_file", e))?;
+    let watchdog = raw.watchdog.map(|w| w.0);
+    if watchdog.is_some_and(|w| w < Duration::from_millis(100)) {
+        return Err((
+            "watchdog",
+            "at least 100ms: a process cannot be asked to say it lives more often".into(),
+        ));
+    }
+    if raw.watchdog_signal.is_some() && watchdog.is_none() {
+        return Err((
+            "watchdog_signal",
+            "set without watchdog (e.g. watchdog = \"30s\")".into(),
+        ));
+    }
     let rlimits = raw
         .limits
         .map(super::rlimits::rlimits)
@@ -447,6 +470,8 @@ pub(super) fn watch_config(raw: RawWatch) -> Result<WatchConfig, (&'static str, 
         pid_file: raw.pid_file,
         start_grace,
         ready,
+        watchdog,
+        watchdog_signal: raw.watchdog_signal.map_or(Signal::SIGABRT, |s| s.0),
         health,
         autostart: raw.autostart,
         keepalive: raw.keepalive,

@@ -1,7 +1,7 @@
-//! Readiness through sd_notify: each watch that is ready on `READY=1`
+//! sd_notify: each watch that is ready on `READY=1` or has a `watchdog`
 //! gets a notify socket, bound on its first start and kept; what arrives
-//! there is believed only from the watch's own processes. The time limit
-//! on being ready (`start_grace`) is set here too.
+//! there (`READY=1`, `STATUS=`, `WATCHDOG=1`, `WATCHDOG=trigger`,
+//! `WATCHDOG_USEC=`) is believed only from the watch's own processes.
 //!
 //! The health-check way to be ready lives with the checks (`checks`).
 
@@ -13,9 +13,14 @@ use crate::{
     watch::Now,
 };
 
+/// Watchdog pings closer together than this are one: the shortest
+/// `watchdog` is 100 ms.
+const PING_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
 impl Daemon {
     /// `NOTIFY_SOCKET` for watch `name`'s processes, if it is ready on
-    /// `READY=1`; its socket is bound on first use and kept.
+    /// `READY=1` or has a watchdog (then `WATCHDOG_USEC` too); its socket
+    /// is bound on first use and kept.
     /// `previous`: the address a re-adopted process was given, bound again
     /// if it can be.
     pub(super) fn notify_env(
@@ -23,12 +28,11 @@ impl Daemon {
         name: &str,
         previous: Option<&str>,
     ) -> Vec<(String, String)> {
-        let wants = self
-            .slots
-            .get(name)
-            .map(|s| &s.watch)
-            .is_some_and(|w| w.config().ready == Readiness::Notify);
-        if !wants {
+        let Some(config) = self.slots.get(name).map(|s| s.watch.config()) else {
+            return Vec::new();
+        };
+        let watchdog = config.watchdog;
+        if config.ready != Readiness::Notify && watchdog.is_none() {
             return Vec::new();
         }
         if self.slots.get(name).is_some_and(|s| s.notify.is_none()) {
@@ -38,13 +42,22 @@ impl Daemon {
                     let (tx, watch) = (self.tx.clone(), name.to_owned());
                     let task = tokio::spawn(async move {
                         let mut limiter = sd_notify::Limiter::default();
+                        // Pings are outside the budget (they come at a
+                        // steady rate); at most one per PING_EVERY
+                        // reaches the loop.
+                        let mut last_ping: Option<std::time::Instant> = None;
                         loop {
                             match socket.recv().await {
                                 Ok(message) => {
-                                    if !limiter.admit(&message, std::time::Instant::now())
-                                        || message.is_empty()
-                                    {
+                                    let now = std::time::Instant::now();
+                                    if !limiter.admit(&message, now) || message.is_empty() {
                                         continue;
+                                    }
+                                    if message.is_bare_ping() {
+                                        if last_ping.is_some_and(|at| now - at < PING_EVERY) {
+                                            continue;
+                                        }
+                                        last_ping = Some(now);
                                     }
                                     let name = watch.clone();
                                     if tx.send(Internal::Notified { name, message }).is_err() {
@@ -73,7 +86,11 @@ impl Daemon {
         let Some(listener) = self.slots.get(name).and_then(|s| s.notify.as_ref()) else {
             return Vec::new();
         };
-        vec![("NOTIFY_SOCKET".to_owned(), listener.address.clone())]
+        let mut env = vec![("NOTIFY_SOCKET".to_owned(), listener.address.clone())];
+        if let Some(watchdog) = watchdog {
+            env.push(("WATCHDOG_USEC".to_owned(), watchdog.as_micros().to_string()));
+        }
+        env
     }
 
     /// The socket at `previous` (a re-adopted process knows only that
@@ -123,8 +140,21 @@ impl Daemon {
             watch.says(status);
             self.unpublished.insert(name.clone());
         }
+        let now = Now::read();
+        let mut actions = Vec::new();
         if message.ready && watch.awaiting_ready() {
-            let actions = watch.ready("READY=1", Now::read());
+            actions.extend(watch.ready("READY=1", now));
+        }
+        if let Some(usec) = message.watchdog_usec {
+            actions.extend(watch.watchdog_usec(usec, now));
+        }
+        if message.watchdog {
+            actions.extend(watch.watchdog_ping(now));
+        }
+        if message.watchdog_trigger {
+            actions.extend(watch.watchdog_trigger(now));
+        }
+        if !actions.is_empty() {
             self.act(&name, actions);
         }
     }

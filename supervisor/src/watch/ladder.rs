@@ -49,6 +49,7 @@ impl Watch {
                 vec![Action::Kill]
             }
             Delay::RestartGrace => self.restart_command_timed_out(),
+            Delay::Watchdog => self.hung(None),
         }
     }
 
@@ -138,6 +139,8 @@ impl Watch {
         );
         self.moved(State::Up, &reason);
         self.notice(NotifyEvent::Restarted, Some(process.pid), None, reason);
-        self.run_queue()
+        let mut actions = self.watchdog_armed();
+        actions.extend(self.run_queue());
+        actions
     }
 }

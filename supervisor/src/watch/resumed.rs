@@ -53,7 +53,7 @@ impl Watch {
                 State::Up,
                 &format!("re-adopted running process {}", process.pid),
             );
-            Vec::new()
+            self.watchdog_armed()
         } else {
             self.moved(
                 State::Start,

@@ -451,3 +451,99 @@ fn a_restart_command_has_restart_grace_then_the_process_is_stopped() {
     assert!(w.restart_command_done(t(4001)).is_empty());
     assert_eq!((w.state(), w.restarts()), (State::Up, 2));
 }
+
+fn with_watchdog(ready: Readiness) -> Watch {
+    let mut w = watch(ready);
+    w.config.watchdog = Some(Duration::from_secs(30));
+    w
+}
+
+#[test]
+fn the_watchdog_counts_once_up_and_each_ping_starts_it_again() {
+    let mut w = with_watchdog(Readiness::Notify);
+    w.command(Command::Start, "test", t(0));
+    let started = w.spawned(process(10), t(1));
+    assert!(
+        !started
+            .iter()
+            .any(|a| matches!(a, Action::Timer { timer, .. } if timer.delay == Delay::Watchdog)),
+        "no watchdog before it is ready: {started:?}"
+    );
+    assert_eq!(w.watchdog_ping(t(2)), Vec::new(), "a ping before it is up");
+    let up = w.ready("READY=1", t(5));
+    let (due, first) = timer(&up, Delay::Watchdog);
+    assert_eq!(due, t(5).mono + Duration::from_secs(30));
+    let pinged = w.watchdog_ping(t(20_000));
+    let (due, _) = timer(&pinged, Delay::Watchdog);
+    assert_eq!(due, t(20_000).mono + Duration::from_secs(30));
+    // The first count was replaced: firing it does nothing.
+    assert_eq!(w.timer_fired(first, t(30_005)), Vec::new());
+    assert_eq!(w.state(), State::Up);
+}
+
+#[test]
+fn a_hung_process_gets_the_watchdog_signal_and_is_started_again() {
+    let mut w = with_watchdog(Readiness::Started);
+    w.command(Command::Start, "test", t(0));
+    let up = w.spawned(process(10), t(1));
+    let (_, count) = timer(&up, Delay::Watchdog);
+    let hung = w.timer_fired(count, t(30_001));
+    assert!(
+        matches!(hung.as_slice(), [Action::Signal(Signal::SIGABRT), Action::Timer { timer, .. }] if timer.delay == Delay::StopTimeout),
+        "{hung:?}"
+    );
+    assert_eq!(w.state(), State::Restart);
+    assert_eq!(events(&mut w), vec![NotifyEvent::Condition]);
+    let again = w.exited(
+        death(ExitStatus::Killed {
+            signal: libc::SIGABRT,
+            core_dumped: true,
+        }),
+        t(30_010),
+    );
+    assert_eq!(again, vec![Action::Spawn]);
+    assert_eq!(
+        last_cause(&w),
+        "restarted by the supervisor after 30s: hung: no WATCHDOG=1 for 30s"
+    );
+    assert_eq!(w.restarts(), 1);
+}
+
+#[test]
+fn the_process_may_change_its_timeout_or_say_it_is_hung() {
+    let mut w = with_watchdog(Readiness::Started);
+    w.command(Command::Start, "test", t(0));
+    w.spawned(process(10), t(1));
+    let longer = w.watchdog_usec(90_000_000, t(10));
+    let (due, _) = timer(&longer, Delay::Watchdog);
+    assert_eq!(due, t(10).mono + Duration::from_secs(90));
+    // Until the next process: its own timeout is the config's again.
+    w.exited(death(ExitStatus::Exited(1)), t(20));
+    let next = w.spawned(process(11), t(21));
+    let (due, _) = timer(&next, Delay::Watchdog);
+    assert_eq!(due, t(21).mono + Duration::from_secs(30));
+    // WATCHDOG_USEC=0: none for this process.
+    assert_eq!(w.watchdog_usec(0, t(22)), Vec::new());
+    assert_eq!(w.watchdog_ping(t(23)), Vec::new());
+    let mut w = with_watchdog(Readiness::Started);
+    w.command(Command::Start, "test", t(0));
+    w.spawned(process(12), t(1));
+    let hung = w.watchdog_trigger(t(5));
+    assert!(
+        matches!(hung.first(), Some(Action::Signal(Signal::SIGABRT))),
+        "{hung:?}"
+    );
+    w.exited(death(killed(libc::SIGABRT)), t(6));
+    assert!(
+        last_cause(&w).ends_with(": hung: it sent WATCHDOG=trigger"),
+        "{}",
+        last_cause(&w)
+    );
+    // Without a watchdog, the messages change nothing.
+    let mut plain = watch(Readiness::Started);
+    plain.command(Command::Start, "test", t(0));
+    plain.spawned(process(13), t(1));
+    assert_eq!(plain.watchdog_trigger(t(2)), Vec::new());
+    assert_eq!(plain.watchdog_usec(5, t(2)), Vec::new());
+    assert_eq!(plain.state(), State::Up);
+}

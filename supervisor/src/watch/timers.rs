@@ -16,16 +16,19 @@ pub enum Delay {
     StopTimeout,
     /// `restart_grace`: how long the restart command may run.
     RestartGrace,
+    /// `watchdog`: how long an up process may go without `WATCHDOG=1`.
+    Watchdog,
 }
 
-const DELAYS: usize = 5;
+const DELAYS: usize = 6;
 
 /// The delays that belong to the process that runs now, and end with it.
-const PROCESS_DELAYS: [Delay; 4] = [
+const PROCESS_DELAYS: [Delay; 5] = [
     Delay::Ready,
     Delay::StopGrace,
     Delay::StopTimeout,
     Delay::RestartGrace,
+    Delay::Watchdog,
 ];
 
 /// A delay a watch asked for, to be handed back when it is due.

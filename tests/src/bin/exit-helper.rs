@@ -25,6 +25,11 @@
 //!   notify-ready-on FILE   as notify-ready, once FILE exists
 //!   notify-ready DELAY_MS  after DELAY_MS, say `STATUS=warming up` and
 //!                          `READY=1` on $NOTIFY_SOCKET (sd_notify); wait
+//!   watchdog FILE ACTION   say `WATCHDOG=1` on $NOTIFY_SOCKET four times per
+//!                          $WATCHDOG_USEC, printing `ping N`, until FILE
+//!                          exists; then remove it and ACTION: `hang` (say
+//!                          no more), `trigger` (`WATCHDOG=trigger`) or
+//!                          `usec:N` (`WATCHDOG_USEC=N`, then no more)
 //!   churn SECONDS          fork and reap children as fast as it can for
 //!                          SECONDS, then print how many (for benchmarks)
 //!   (no known mode)        with a `stamp-fifo` in the working directory,
@@ -95,6 +100,36 @@ fn serve_http(port: u16, delay_ms: i32) -> ! {
         );
     }
     block()
+}
+
+fn watchdog(go: &std::path::Path, action: &str) -> ! {
+    let usec: u64 = std::env::var("WATCHDOG_USEC")
+        .expect("WATCHDOG_USEC is set")
+        .parse()
+        .expect("WATCHDOG_USEC is a number");
+    println!("watchdog_usec {usec}");
+    let every = std::time::Duration::from_micros(usec / 4);
+    for n in 1.. {
+        if go.exists() {
+            let _ = std::fs::remove_file(go);
+            match action {
+                "hang" => {}
+                "trigger" => notify_systemd_style("WATCHDOG=trigger"),
+                _ => {
+                    let usec = action
+                        .strip_prefix("usec:")
+                        .expect("hang, trigger or usec:N");
+                    notify_systemd_style(&format!("WATCHDOG_USEC={usec}"));
+                }
+            }
+            println!("{action}");
+            block()
+        }
+        notify_systemd_style("WATCHDOG=1");
+        println!("ping {n}");
+        std::thread::sleep(every);
+    }
+    unreachable!("the pings go on until FILE exists")
 }
 
 /// sd_notify as a service would do it, abstract socket names included.
@@ -282,6 +317,7 @@ fn main() {
             notify_systemd_style("STATUS=warming up\nREADY=1");
             block()
         }
+        Some("watchdog") => watchdog(std::path::Path::new(&args[1]), &args[2]),
         Some("notify-ready") => {
             std::thread::sleep(std::time::Duration::from_millis(arg(&args, 1) as u64));
             notify_systemd_style("STATUS=warming up\nREADY=1");
