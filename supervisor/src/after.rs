@@ -14,6 +14,27 @@ enum Mark {
 /// after (`after(name)` lists them; `None` for a name it does not know,
 /// which is taken as having none). `Err` holds a cycle, first name last
 /// again: `a`, `b`, `a`.
+/// What `name` starts after, as watch names: a base name in `after`
+/// (`web`) stands for all its instances (`web@0`, `web@1` ...) among
+/// `names`, other than `name` itself.
+pub fn expand(name: &str, after: &[String], names: &[&str]) -> Vec<String> {
+    after
+        .iter()
+        .flat_map(|dep| {
+            let instances: Vec<String> = names
+                .iter()
+                .filter(|n| **n != name && crate::protocol::base_name(n) == Some(dep.as_str()))
+                .map(|n| n.to_string())
+                .collect();
+            if instances.is_empty() {
+                vec![dep.clone()]
+            } else {
+                instances
+            }
+        })
+        .collect()
+}
+
 pub fn start_order<'a, F>(
     names: impl IntoIterator<Item = &'a str>,
     after: F,

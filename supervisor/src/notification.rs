@@ -124,7 +124,7 @@ impl Notifier {
                     || t.config
                         .watches
                         .iter()
-                        .any(|w| w == about.watch || Some(w.as_str()) == about.group)
+                        .any(|w| crate::protocol::names(w, about.watch, about.group))
             })
             .map(|(i, _)| i)
             .collect()

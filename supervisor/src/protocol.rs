@@ -119,9 +119,16 @@ impl Request {
 }
 
 /// Whether `target` (of a request) names the watch `name` of `group`:
-/// by its name, or by its group.
+/// by its name, by its group, or (for an instance, `web@2`) by the base
+/// name all its instances share (`web`).
 pub fn names(target: &str, name: &str, group: Option<&str>) -> bool {
-    name == target || group == Some(target)
+    name == target || group == Some(target) || base_name(name) == Some(target)
+}
+
+/// The base name of an instance (`web` of `web@2`); `None` for a watch
+/// that is not one (`@` is in no name a config may give).
+pub fn base_name(name: &str) -> Option<&str> {
+    name.split_once('@').map(|(base, _)| base)
 }
 
 /// The error of a request whose target names nothing.
@@ -472,6 +479,10 @@ pub struct LoadSummary {
     pub unchanged: Vec<String>,
     pub missing: Vec<String>,
     pub missing_action: Missing,
+    /// Instances beyond a watch's new `instances`: stopped and removed,
+    /// whatever `missing_action` says.
+    #[serde(default)]
+    pub dropped: Vec<String>,
 }
 
 /// The `summary` of an answer: the daemon (`info`, `status`) or what a
@@ -499,6 +510,13 @@ impl fmt::Display for LoadSummary {
                 f,
                 "; {} with new limits, set in place",
                 self.limits_changed.len()
+            )?;
+        }
+        if !self.dropped.is_empty() {
+            write!(
+                f,
+                "; {} instance(s) fewer, stopped and removed",
+                self.dropped.len()
             )?;
         }
         Ok(())

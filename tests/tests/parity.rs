@@ -281,3 +281,117 @@ fn watchdog_trigger_and_watchdog_usec_do_what_systemd_says() {
     );
     assert!(exit.lifetime_secs.unwrap() >= 3.0, "{exit:?}");
 }
+
+/// A port `p` with `p..p+count` all free now.
+fn free_ports(count: u16) -> u16 {
+    for _ in 0..100 {
+        let base = supervisor_tests::free_port();
+        if base.checked_add(count).is_none() {
+            continue;
+        }
+        let all: Vec<_> = (base..base + count)
+            .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
+            .collect();
+        if all.iter().all(Result::is_ok) {
+            return base;
+        }
+    }
+    panic!("no {count} free ports in a row");
+}
+
+/// Whether 127.0.0.1:`port` answers HTTP with 200.
+fn answers(port: u16) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
+}
+
+#[test]
+fn instances_run_one_process_each_and_a_reload_changes_only_the_difference() {
+    let base = free_ports(5);
+    let web = |count: u32| {
+        format!(
+            "[[watch]]\nname = \"web\"\ninstances = {count}\ngroup = \"front\"\n\
+             start = [\"{{helper}}\", \"http\", \"{{{base} + instance}}\"]\n\
+             env = {{ ME = \"{{name}}\" }}\n\n\
+             [[watch]]\nname = \"client\"\nstart = \"/bin/sleep 1000\"\nafter = [\"web\"]\n"
+        )
+    };
+    let d = RunningDaemon::start(&web(3));
+    for i in 0..3 {
+        let s = d.wait_status(&format!("web@{i}"), "up", |s| s.state == State::Up);
+        assert_eq!(s.group.as_deref(), Some("front"));
+        assert_eq!(environ_of(pid_of(&s))["ME"], format!("web@{i}"));
+        assert!(
+            poll_until(std::time::Duration::from_secs(10), || answers(base + i)),
+            "web@{i} answers on {}",
+            base + i
+        );
+    }
+    // The base name names them all; the client started after all three.
+    assert_eq!(names_of(&d, "web"), ["web@0", "web@1", "web@2"]);
+    d.wait_status("client", "up", |s| s.state == State::Up);
+    d.assert_logged_in_order(
+        "web@2 moved 'start' to 'up'",
+        "client moved 'start' to 'up'",
+    );
+    let out = d.cli(&["stop", "web@1"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(d.status("web@1").state, State::Unmonitored);
+    assert!(!answers(base + 1));
+    assert!(answers(base) && answers(base + 2));
+    // Five: exactly two more start; the stopped one stays stopped.
+    let five = d.write_config("five.toml", &web(5));
+    let out = d.cli(&["load", &five.display().to_string()]);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("load's JSON");
+    assert_eq!(
+        summary["added"],
+        serde_json::json!(["web@3", "web@4"]),
+        "{summary}"
+    );
+    assert_eq!(summary["changed"], serde_json::json!([]), "{summary}");
+    assert_eq!(
+        summary["unchanged"].as_array().map(Vec::len),
+        Some(4),
+        "{summary}"
+    );
+    for i in 3..5 {
+        d.wait_status(&format!("web@{i}"), "up", |s| s.state == State::Up);
+        assert!(poll_until(std::time::Duration::from_secs(10), || answers(
+            base + i
+        )));
+    }
+    assert_eq!(d.status("web@1").state, State::Unmonitored);
+    // Two: the three beyond are stopped and removed, whatever --missing.
+    let kept = pid_of(&d.status("web@0"));
+    let two = d.write_config("two.toml", &web(2));
+    let out = d.cli(&["load", &two.display().to_string()]);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("load's JSON");
+    assert_eq!(
+        summary["dropped"],
+        serde_json::json!(["web@2", "web@3", "web@4"]),
+        "{summary}"
+    );
+    assert_eq!(summary["missing"], serde_json::json!([]), "{summary}");
+    supervisor_tests::wait_until("the dropped instances to go", || {
+        names_of(&d, "web") == ["web@0", "web@1"]
+    });
+    assert!(!answers(base + 4));
+    assert_eq!(d.status("web@0").pid, Some(kept), "web@0 untouched");
+}
+
+/// The watches `status TARGET` shows, by name.
+fn names_of(d: &RunningDaemon, target: &str) -> Vec<String> {
+    let out = d.cli(&["status", "--json", target]);
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json");
+    all.as_array()
+        .expect("an array")
+        .iter()
+        .map(|w| w["name"].as_str().unwrap().to_owned())
+        .collect()
+}

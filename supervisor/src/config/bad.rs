@@ -87,6 +87,26 @@ fn bad_configs_are_errors_with_file_line_and_key() {
             ":4: watch[0].watchdog_signal: set without watchdog (e.g. watchdog = \"30s\")",
         ),
         (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\ninstances = 0\n",
+            ":4: watch[0].instances: instances = 0: from 1 to 10000",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x --id {instance}\"\n",
+            ":3: watch[0].start: uses {instance} or {name}, which only a watch with instances (instances = N) has",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\ninstances = 2\nstart = \"awk '{print $1}'\"\n",
+            ":4: watch[0].start: unknown placeholder {print $1} in '{print $1}' (known: {instance}, {name}, {8000 + instance}; write {{ for a brace)",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\ninstances = 2\nstart = \"x\"\nstdout = \"/var/log/{name\"\n",
+            ":5: watch[0].stdout: '/var/log/{name' opens a brace it does not close (write {{ for a brace)",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\ninstances = 10000\n[[watch]]\nname = \"b\"\nstart = \"x\"\ninstances = 10000\n[[watch]]\nname = \"c\"\nstart = \"x\"\ninstances = 10000\n[[watch]]\nname = \"d\"\nstart = \"x\"\ninstances = 2\n",
+            ":16: watch[3].instances: 2 more watches would make more than 30000 in all",
+        ),
+        (
             "[daemon]\nweb_token = \"0123456789abcdef\"\n",
             ":2: daemon.web_token: a token for a web page that is off (set web = true or an address)",
         ),

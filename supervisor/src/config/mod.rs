@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 mod daemon;
 mod health;
+mod instances;
 mod notify;
 pub mod reload;
 mod rlimits;
@@ -190,28 +191,43 @@ impl Merged {
             self.daemon = Some((file.to_path_buf(), daemon));
         }
         for (index, raw_watch) in raw.watch.into_iter().enumerate() {
-            let watch = watch_config(raw_watch).map_err(|(key, message)| ConfigError {
+            let watches = watch_config(raw_watch).map_err(|(key, message)| ConfigError {
                 file: file.to_path_buf(),
                 line: spans.key_line(index, key),
                 column: None,
                 key: format!("watch[{index}].{key}"),
                 message,
             })?;
-            if !self.names.insert(watch.name.clone()) {
+            if watches.len() > 1 && self.watches.len() + watches.len() > instances::TOTAL {
                 return Err(ConfigError {
                     file: file.to_path_buf(),
-                    line: spans.key_line(index, "name"),
+                    line: spans.key_line(index, "instances"),
                     column: None,
-                    key: format!("watch[{index}].name"),
-                    message: format!("duplicate watch name '{}'", watch.name),
+                    key: format!("watch[{index}].instances"),
+                    message: format!(
+                        "{} more watches would make more than {} in all",
+                        watches.len(),
+                        instances::TOTAL
+                    ),
                 });
             }
-            self.after_at.push((
-                file.to_path_buf(),
-                spans.key_line(index, "after"),
-                format!("watch[{index}].after"),
-            ));
-            self.watches.push(watch);
+            for watch in watches {
+                if !self.names.insert(watch.name.clone()) {
+                    return Err(ConfigError {
+                        file: file.to_path_buf(),
+                        line: spans.key_line(index, "name"),
+                        column: None,
+                        key: format!("watch[{index}].name"),
+                        message: format!("duplicate watch name '{}'", watch.name),
+                    });
+                }
+                self.after_at.push((
+                    file.to_path_buf(),
+                    spans.key_line(index, "after"),
+                    format!("watch[{index}].after"),
+                ));
+                self.watches.push(watch);
+            }
         }
         for (index, raw_notify) in raw.notify.into_iter().enumerate() {
             let notify =
@@ -237,7 +253,11 @@ impl Merged {
         let known: HashSet<&str> = self
             .watches
             .iter()
-            .flat_map(|w| std::iter::once(w.name.as_str()).chain(w.group.as_deref()))
+            .flat_map(|w| {
+                std::iter::once(w.name.as_str())
+                    .chain(w.group.as_deref())
+                    .chain(crate::protocol::base_name(&w.name))
+            })
             .collect();
         for (notify, (file, line, key)) in self.notify.iter().zip(&self.notify_at) {
             if let Some(unknown) = notify.watches.iter().find(|n| !known.contains(n.as_str())) {
@@ -272,15 +292,24 @@ impl Merged {
             .enumerate()
             .map(|(i, w)| (w.name.as_str(), i))
             .collect();
+        let names: Vec<&str> = self.watches.iter().map(|w| w.name.as_str()).collect();
+        let after: Vec<Vec<String>> = self
+            .watches
+            .iter()
+            .map(|w| crate::after::expand(&w.name, &w.after, &names))
+            .collect();
         for (i, watch) in self.watches.iter().enumerate() {
-            if let Some(unknown) = watch.after.iter().find(|n| !index.contains_key(n.as_str())) {
+            if let Some(unknown) = watch.after.iter().find(|n| {
+                !names
+                    .iter()
+                    .any(|w| *w == n.as_str() || crate::protocol::base_name(w) == Some(n.as_str()))
+            }) {
                 return Err(error(i, format!("no watch named '{unknown}'")));
             }
         }
-        let order =
-            crate::after::start_order(self.watches.iter().map(|w| w.name.as_str()), |name| {
-                index.get(name).map(|&i| self.watches[i].after.as_slice())
-            });
+        let order = crate::after::start_order(names.iter().copied(), |name| {
+            index.get(name).map(|&i| after[i].as_slice())
+        });
         if let Err(cycle) = order {
             return Err(error(
                 index[cycle[0]],

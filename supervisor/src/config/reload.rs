@@ -23,6 +23,10 @@ pub struct ReloadPlan {
     pub unchanged: Vec<String>,
     /// Names running now that the new config does not have.
     pub missing: Vec<String>,
+    /// Instances (`web@4`) the new config does not have while it still
+    /// has the watch (`web`, with fewer instances or none): not missing,
+    /// but the difference, to be stopped and removed.
+    pub dropped: Vec<String>,
 }
 
 /// Sorts `new` against `current` (every watch the daemon has now).
@@ -48,7 +52,15 @@ pub fn plan<'a>(
         .map(|n| n.to_string())
         .collect();
     missing.sort();
-    plan.missing = missing;
+    let kept = |name: &str| {
+        crate::protocol::base_name(name).is_some_and(|base| {
+            named.contains(base)
+                || named
+                    .iter()
+                    .any(|n| crate::protocol::base_name(n) == Some(base))
+        })
+    };
+    (plan.dropped, plan.missing) = missing.into_iter().partition(|n| kept(n));
     plan
 }
 
@@ -81,6 +93,22 @@ mod tests {
         assert_eq!(plan.changed, vec![watch("b", "y")]);
         assert_eq!(plan.unchanged, vec!["a".to_owned()]);
         assert_eq!(plan.missing, vec!["c".to_owned()]);
+    }
+
+    #[test]
+    fn fewer_instances_drop_the_difference_and_a_gone_watch_is_missing() {
+        let now = [
+            watch("q@0", "x"),
+            watch("q@1", "x"),
+            watch("q@2", "x"),
+            watch("r@0", "x"),
+        ];
+        let plan = plan(&now, vec![watch("q@0", "x"), watch("q@1", "x")]);
+        assert_eq!(plan.dropped, vec!["q@2".to_owned()]);
+        assert_eq!(plan.missing, vec!["r@0".to_owned()]);
+        assert_eq!(plan.unchanged, vec!["q@0".to_owned(), "q@1".to_owned()]);
+        let plan = super::plan(&now[..1], vec![watch("q", "x")]);
+        assert_eq!(plan.dropped, vec!["q@0".to_owned()]);
     }
 
     #[test]

@@ -234,6 +234,7 @@ pub(super) struct RawWatch {
     watchdog: Option<HumanDuration>,
     watchdog_signal: Option<SignalName>,
     limits: Option<super::rlimits::RawRlimits>,
+    instances: Option<u32>,
 }
 
 /// `"x"` or `["x", "y"]`.
@@ -360,7 +361,8 @@ pub fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// Checks that need more than one key; the error names the key to fix.
-pub(super) fn watch_config(raw: RawWatch) -> Result<WatchConfig, (&'static str, String)> {
+/// The watch of `raw`, or its instances (`instances = N`).
+pub(super) fn watch_config(raw: RawWatch) -> Result<Vec<WatchConfig>, (&'static str, String)> {
     check_name(&raw.name).map_err(|e| ("name", e))?;
     let argv = command_argv(raw.start, raw.shell, "start")?;
     let stop = raw
@@ -448,7 +450,8 @@ pub(super) fn watch_config(raw: RawWatch) -> Result<WatchConfig, (&'static str, 
         .transpose()
         .map_err(|e| ("limits", e))?
         .unwrap_or_default();
-    Ok(WatchConfig {
+    let instances = raw.instances;
+    let config = WatchConfig {
         name: raw.name,
         group: raw.group,
         after: raw.after,
@@ -500,5 +503,9 @@ pub(super) fn watch_config(raw: RawWatch) -> Result<WatchConfig, (&'static str, 
             pids_max: raw.pids_max.map(|p| p.0),
         },
         rlimits,
-    })
+    };
+    match instances {
+        Some(count) => super::instances::expand(config, count),
+        None => super::instances::refuse_placeholders(&config).map(|()| vec![config]),
+    }
 }

@@ -216,21 +216,25 @@ impl Daemon {
     /// The first watch that `name` starts after and that is on its way up
     /// now (a watch that is not starting holds nothing back).
     pub(super) fn blocked_by(&self, name: &str) -> Option<String> {
-        self.slots
-            .get(name)
-            .map(|s| &s.watch)?
-            .config()
-            .after
-            .iter()
-            .find(|dep| {
-                self.slots
-                    .get(dep.as_str())
-                    .map(|s| &s.watch)
-                    .is_some_and(|d| {
-                        matches!(d.state(), State::Init | State::Start | State::Restart)
-                    })
-            })
-            .cloned()
+        self.after_of(name).into_iter().find(|dep| {
+            self.slots
+                .get(dep.as_str())
+                .map(|s| &s.watch)
+                .is_some_and(|d| matches!(d.state(), State::Init | State::Start | State::Restart))
+        })
+    }
+
+    /// What watch `name` starts after, by watch name (a base name in
+    /// `after` is each of its instances).
+    pub(super) fn after_of(&self, name: &str) -> Vec<String> {
+        let Some(after) = self.slots.get(name).map(|s| &s.watch.config().after) else {
+            return Vec::new();
+        };
+        if after.is_empty() {
+            return Vec::new();
+        }
+        let names: Vec<&str> = self.slots.keys().map(String::as_str).collect();
+        crate::after::expand(name, after, &names)
     }
 
     /// Starts the watches that waited for others and may go now.

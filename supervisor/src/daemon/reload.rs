@@ -147,6 +147,16 @@ impl Daemon {
                 }
             }
         }
+        let fewer = format!(
+            "an instance fewer in the config (load of {})",
+            path.display()
+        );
+        for name in &plan.dropped {
+            if let Some(slot) = self.slots.get_mut(name) {
+                slot.removing = true;
+            }
+            self.command(name, Command::Stop, &fewer);
+        }
         self.notifier.configure(&new.notify);
         let daemon = self.config.daemon.clone();
         self.config = Config { daemon, ..new };
@@ -157,6 +167,7 @@ impl Daemon {
             unchanged: plan.unchanged,
             missing: plan.missing,
             missing_action: missing,
+            dropped: plan.dropped,
         }
     }
 }

@@ -169,10 +169,16 @@ impl Daemon {
     /// has no cycle), so that starting them in turn honours the order.
     pub(super) fn in_start_order(&self, names: Vec<String>) -> Vec<String> {
         let wanted: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+        // Only the watches that start after others (a few, where there
+        // may be thousands).
+        let after: std::collections::HashMap<&str, Vec<String>> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| !s.watch.config().after.is_empty())
+            .map(|(n, _)| (n.as_str(), self.after_of(n)))
+            .collect();
         let order = crate::after::start_order(names.iter().map(String::as_str), |name| {
-            self.slots
-                .get(name)
-                .map(|s| s.watch.config().after.as_slice())
+            Some(after.get(name).map_or(&[][..], Vec::as_slice))
         });
         // The config was refused if it had a cycle.
         match order {
