@@ -17,7 +17,7 @@ use self::timers::Timers;
 pub use self::timers::{Delay, Timer};
 pub use crate::protocol::{Command, State};
 use crate::{
-    config::{NotifyEvent, Readiness, WatchConfig},
+    config::{Keepalive, NotifyEvent, Readiness, WatchConfig},
     exit::Death,
     process::ProcessId,
 };
@@ -340,7 +340,10 @@ impl Watch {
             );
             log::warn!("{} is flapping: {detail}", self.config.name);
             self.notice(NotifyEvent::Flapping, None, None, detail);
-            return vec![self.arm(Delay::Backoff, delay)];
+            return vec![self.arm(Delay::Backoff, delay.max(self.config.restart_delay))];
+        }
+        if counts_as_restart && !self.config.restart_delay.is_zero() {
+            return vec![self.arm(Delay::Backoff, self.config.restart_delay)];
         }
         vec![Action::Spawn]
     }
@@ -481,7 +484,7 @@ impl Watch {
         self.failed(error.to_owned());
         log::error!("{}: start failed: {error}", self.config.name);
         let reason = format!("start failed: {error}");
-        if self.config.keepalive {
+        if self.config.keepalive != Keepalive::Never {
             self.begin_start(&reason, true)
         } else {
             self.moved(State::Unmonitored, &reason);
@@ -546,7 +549,22 @@ impl Watch {
                 Vec::new()
             }
             State::Restart => self.begin_start(&reason, true),
-            State::Up | State::Start if self.config.keepalive => self.begin_start(&reason, true),
+            State::Up | State::Start
+                if self
+                    .config
+                    .keepalive
+                    .restarts(status, &self.config.success_codes) =>
+            {
+                self.begin_start(&reason, true)
+            }
+            State::Up if self.config.keepalive == Keepalive::OnFailure => {
+                // It ended well: done, not given up on.
+                self.moved(
+                    State::Unmonitored,
+                    &format!("{reason}; not started again (keepalive = \"on-failure\")"),
+                );
+                Vec::new()
+            }
             _ => {
                 self.moved(State::Unmonitored, &reason);
                 if unasked {

@@ -395,3 +395,32 @@ fn names_of(d: &RunningDaemon, target: &str) -> Vec<String> {
         .map(|w| w["name"].as_str().unwrap().to_owned())
         .collect()
 }
+
+#[test]
+fn on_failure_restarts_a_failure_after_restart_delay_and_not_a_success() {
+    let d = RunningDaemon::start(
+        "[[watch]]\nname = \"job\"\nkeepalive = \"on-failure\"\nsuccess_codes = [0, 3]\n\
+         restart_delay = \"1s\"\nautostart = false\n\
+         start = \"/bin/sh -c 'read code < {dir}/code; exit $code'\"\n",
+    );
+    let code = d.config.parent().unwrap().join("code");
+    std::fs::write(&code, "1\n").unwrap();
+    d.cli(&["start", "job"]);
+    // Exit 1, a failure: started again, a second later.
+    let s = d.wait_status("job", "a failure's restart", |s| {
+        s.restarts >= 1 && s.exits.len() >= 2
+    });
+    let (first, second) = (&s.exits[0], &s.exits[1]);
+    assert_eq!(first.status.code, Some(1));
+    let restarted_at = second.at - second.lifetime_secs.expect("its lifetime");
+    assert!(
+        restarted_at - first.at >= 1.0,
+        "restart_delay: {} s between the death and the next start",
+        restarted_at - first.at
+    );
+    // Exit 3, a success here: not started again.
+    std::fs::write(&code, "3\n").unwrap();
+    let s = d.wait_status("job", "a clean end", |s| s.state == State::Unmonitored);
+    assert_eq!(s.last_exit.expect("its exit").status.code, Some(3));
+    d.wait_logged("not started again (keepalive = \"on-failure\")", 1);
+}

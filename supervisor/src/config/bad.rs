@@ -107,6 +107,18 @@ fn bad_configs_are_errors_with_file_line_and_key() {
             ":16: watch[3].instances: 2 more watches would make more than 30000 in all",
         ),
         (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nkeepalive = \"sometimes\"\n",
+            ":4: watch[0].keepalive: 'sometimes': true, false, \"always\", \"on-failure\" or \"never\"",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nkeepalive = \"on-failure\"\nsuccess_codes = [0, 256]\n",
+            ":5: watch[0].success_codes: 256 is not an exit code (0 to 255)",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nsuccess_codes = [0, 2]\n",
+            ":4: watch[0].success_codes: only keepalive = \"on-failure\" tells success from failure",
+        ),
+        (
             "[daemon]\nweb_token = \"0123456789abcdef\"\n",
             ":2: daemon.web_token: a token for a web page that is off (set web = true or an address)",
         ),

@@ -30,7 +30,8 @@ use trust::trusted;
 pub use health::{HealthCheck, Probe, Readiness};
 pub use notify::{NotifyConfig, NotifyEvent, Webhook};
 pub use watch::{
-    check_name, ConditionAction, Flapping, Resource, ResourceCondition, RunAs, WatchConfig,
+    check_name, ConditionAction, Flapping, Keepalive, Resource, ResourceCondition, RunAs,
+    WatchConfig,
 };
 use watch::{command_argv, watch_config, Command, RawWatch};
 

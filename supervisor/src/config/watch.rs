@@ -68,7 +68,12 @@ pub struct WatchConfig {
     pub watchdog_signal: Signal,
     pub health: Option<HealthCheck>,
     pub autostart: bool,
-    pub keepalive: bool,
+    pub keepalive: Keepalive,
+    /// Exit codes that count as success for `keepalive = "on-failure"`.
+    pub success_codes: Vec<u8>,
+    /// How long after a death it is started again (systemd's
+    /// `RestartSec=`); the flapping backoff, when longer, wins.
+    pub restart_delay: Duration,
     pub flapping: Flapping,
     /// Memory and CPU limits over the watch's whole process tree.
     pub conditions: Vec<ResourceCondition>,
@@ -109,7 +114,9 @@ impl WatchConfig {
             watchdog_signal: Signal::SIGABRT,
             health: None,
             autostart: false,
-            keepalive: false,
+            keepalive: Keepalive::Never,
+            success_codes: vec![0],
+            restart_delay: Duration::ZERO,
             flapping: Flapping::default(),
             conditions: Vec::new(),
             limits: Default::default(),
@@ -220,8 +227,9 @@ pub(super) struct RawWatch {
     start_grace: Option<HumanDuration>,
     #[serde(default = "yes")]
     autostart: bool,
-    #[serde(default = "yes")]
-    keepalive: bool,
+    keepalive: Option<RawKeepalive>,
+    success_codes: Option<Vec<i64>>,
+    restart_delay: Option<HumanDuration>,
     flapping: Option<RawFlapping>,
     memory: Option<RawCondition<HumanSize>>,
     cpu: Option<RawCondition<Percent>>,
@@ -235,6 +243,44 @@ pub(super) struct RawWatch {
     watchdog_signal: Option<SignalName>,
     limits: Option<super::rlimits::RawRlimits>,
     instances: Option<u32>,
+}
+
+/// Whether a watch's process is started again when it ends by itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keepalive {
+    /// Whatever the exit (god's `keepalive`, systemd's `Restart=always`).
+    Always,
+    /// Unless it exited with one of `success_codes` or of SIGHUP, SIGINT,
+    /// SIGTERM or SIGPIPE, which systemd counts as clean
+    /// (`Restart=on-failure`, supervisord's `autorestart=unexpected`).
+    OnFailure,
+    Never,
+}
+
+impl Keepalive {
+    /// Whether a process that ended with `status` is started again.
+    pub fn restarts(self, status: crate::exit::ExitStatus, success: &[u8]) -> bool {
+        use crate::exit::ExitStatus;
+        match self {
+            Self::Always => true,
+            Self::Never => false,
+            Self::OnFailure => match status {
+                ExitStatus::Exited(code) => !success.contains(&code),
+                ExitStatus::Killed { signal, .. } => !matches!(
+                    signal,
+                    libc::SIGHUP | libc::SIGINT | libc::SIGTERM | libc::SIGPIPE
+                ),
+                ExitStatus::Unknown => true,
+            },
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawKeepalive {
+    Bool(bool),
+    Word(String),
 }
 
 /// `"x"` or `["x", "y"]`.
@@ -431,6 +477,41 @@ pub(super) fn watch_config(raw: RawWatch) -> Result<Vec<WatchConfig>, (&'static 
     .map(|f| crate::env_file::EnvFile::parse(f))
     .collect::<Result<Vec<_>, _>>()
     .map_err(|e| ("env_file", e))?;
+    let keepalive = match raw.keepalive {
+        None | Some(RawKeepalive::Bool(true)) => Keepalive::Always,
+        Some(RawKeepalive::Bool(false)) => Keepalive::Never,
+        Some(RawKeepalive::Word(word)) => match word.as_str() {
+            "always" => Keepalive::Always,
+            "on-failure" => Keepalive::OnFailure,
+            "never" => Keepalive::Never,
+            _ => {
+                return Err((
+                    "keepalive",
+                    format!("'{word}': true, false, \"always\", \"on-failure\" or \"never\""),
+                ))
+            }
+        },
+    };
+    let success_codes = match raw.success_codes {
+        None => vec![0],
+        Some(codes) => codes
+            .into_iter()
+            .map(|c| {
+                u8::try_from(c).map_err(|_| {
+                    (
+                        "success_codes",
+                        format!("{c} is not an exit code (0 to 255)"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    if keepalive != Keepalive::OnFailure && success_codes != [0] {
+        return Err((
+            "success_codes",
+            "only keepalive = \"on-failure\" tells success from failure".into(),
+        ));
+    }
     let watchdog = raw.watchdog.map(|w| w.0);
     if watchdog.is_some_and(|w| w < Duration::from_millis(100)) {
         return Err((
@@ -477,7 +558,9 @@ pub(super) fn watch_config(raw: RawWatch) -> Result<Vec<WatchConfig>, (&'static 
         watchdog_signal: raw.watchdog_signal.map_or(Signal::SIGABRT, |s| s.0),
         health,
         autostart: raw.autostart,
-        keepalive: raw.keepalive,
+        keepalive,
+        success_codes,
+        restart_delay: raw.restart_delay.map_or(Duration::ZERO, |d| d.0),
         flapping,
         conditions: [
             raw.memory

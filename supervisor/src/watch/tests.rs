@@ -16,7 +16,7 @@ fn process(pid: u32) -> ProcessId {
 fn watch(ready: Readiness) -> Watch {
     let mut config = WatchConfig::for_command("w", vec!["/bin/true".into()]);
     config.ready = ready;
-    config.keepalive = true;
+    config.keepalive = Keepalive::Always;
     Watch::new(config)
 }
 
@@ -145,7 +145,7 @@ fn a_stop_before_it_is_ready_stops_the_process() {
 #[test]
 fn without_keepalive_a_death_gives_up() {
     let mut w = watch(Readiness::Started);
-    w.config.keepalive = false;
+    w.config.keepalive = Keepalive::Never;
     w.command(Command::Start, "test", t(0));
     w.spawned(process(10), t(0));
     assert!(w.exited(death(ExitStatus::Exited(3)), t(0)).is_empty());
@@ -546,4 +546,58 @@ fn the_process_may_change_its_timeout_or_say_it_is_hung() {
     assert_eq!(plain.watchdog_trigger(t(2)), Vec::new());
     assert_eq!(plain.watchdog_usec(5, t(2)), Vec::new());
     assert_eq!(plain.state(), State::Up);
+}
+
+#[test]
+fn on_failure_restarts_failures_only_and_restart_delay_waits() {
+    let on_failure = || {
+        let mut w = watch(Readiness::Started);
+        w.config.keepalive = Keepalive::OnFailure;
+        w.config.success_codes = vec![0, 3];
+        w.command(Command::Start, "test", t(0));
+        w.spawned(process(10), t(1));
+        w
+    };
+    for (status, again) in [
+        (ExitStatus::Exited(1), true),
+        (ExitStatus::Exited(0), false),
+        (ExitStatus::Exited(3), false),
+        (killed(libc::SIGKILL), true),
+        (killed(libc::SIGSEGV), true),
+        (killed(libc::SIGTERM), false),
+        (killed(libc::SIGHUP), false),
+    ] {
+        let mut w = on_failure();
+        let actions = w.exited(death(status), t(5));
+        assert_eq!(
+            actions == vec![Action::Spawn],
+            again,
+            "{status:?}: {actions:?}"
+        );
+        if !again {
+            assert_eq!(w.state(), State::Unmonitored);
+            assert!(
+                events(&mut w).iter().all(|e| *e != NotifyEvent::GaveUp),
+                "a clean exit is not giving up"
+            );
+        }
+    }
+    let mut w = watch(Readiness::Started);
+    w.config.restart_delay = Duration::from_secs(5);
+    w.command(Command::Start, "test", t(0));
+    w.spawned(process(10), t(1));
+    let later = w.exited(death(ExitStatus::Exited(1)), t(10));
+    let (due, backoff) = timer(&later, Delay::Backoff);
+    assert_eq!(due, t(10).mono + Duration::from_secs(5));
+    assert_eq!(w.timer_fired(backoff, t(5010)), vec![Action::Spawn]);
+    // An operator's restart is never delayed.
+    w.spawned(process(11), t(5011));
+    assert!(w
+        .asked(Command::Restart, "op", t(6000))
+        .iter()
+        .any(|a| matches!(a, Action::Signal(_))));
+    assert_eq!(
+        w.exited(death(killed(libc::SIGTERM)), t(6001)),
+        vec![Action::Spawn]
+    );
 }
