@@ -44,6 +44,15 @@ pub enum Command {
     /// Follow what happens to watches as it happens: transitions, exits
     /// with their cause, health checks, notifications.
     Events(EventsArgs),
+    /// Write a supervisord config (with its includes) or a systemd
+    /// .service unit as the equivalent TOML, on stdout; what has no
+    /// equivalent is listed, with its line, in a comment at the top.
+    Import {
+        file: std::path::PathBuf,
+        /// A JSON report: the TOML, the watches, and what was skipped.
+        #[arg(long)]
+        json: bool,
+    },
     /// The watches live in the terminal, like htop: CPU, memory,
     /// restarts, the selected one's last exits and log; keys to sort and
     /// to start, stop or restart it.

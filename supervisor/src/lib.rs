@@ -27,6 +27,7 @@ pub mod health;
 pub mod helper;
 pub mod histogram;
 pub mod http;
+pub mod import;
 pub mod kernel;
 pub mod limits;
 pub mod notification;

@@ -94,6 +94,7 @@ fn main() -> ExitCode {
             Command::Why(args) => supervisor::why::run(&socket, args).await,
             Command::Events(args) => supervisor::follow::run(&socket, args).await,
             Command::Top(args) => supervisor::top::run(&socket, args).await,
+            Command::Import { file, json } => supervisor::import::run(&file, json).await,
             Command::Start(args) => client::command(&socket, Verb::Start, args).await,
             Command::Stop(args) => client::command(&socket, Verb::Stop, args).await,
             Command::Restart(args) => client::command(&socket, Verb::Restart, args).await,

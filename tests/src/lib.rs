@@ -252,7 +252,7 @@ pub fn supervisor_bin() -> PathBuf {
 
 /// A binary of this workspace, built into the same target/<profile> folder
 /// as the running test (target/<profile>/deps/<test>).
-fn built_binary(name: &str) -> PathBuf {
+pub fn built_binary(name: &str) -> PathBuf {
     let test_exe = std::env::current_exe().expect("current_exe");
     let candidate = test_exe
         .parent()

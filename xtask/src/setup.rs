@@ -143,8 +143,10 @@ fn ensure_bpf_linker() -> Result<()> {
 /// threads, and would collide on apt's lock).
 /// What the end-to-end tests run, by a file each package installs: a
 /// real Prometheus, headless Chromium driven by Selenium (Debian's
-/// python3, not a pyenv one), tmux for `supervisor top`.
-const TEST_PACKAGES: [(&str, &str); 5] = [
+/// python3, not a pyenv one), tmux for `supervisor top`, and the real
+/// files `supervisor import` reads: Debian's supervisord.conf and the
+/// units of nginx, memcached and redis, which the tests then run.
+const TEST_PACKAGES: [(&str, &str); 9] = [
     ("/usr/bin/promtool", "prometheus"),
     ("/usr/bin/chromium", "chromium"),
     ("/usr/bin/chromedriver", "chromium-driver"),
@@ -153,6 +155,10 @@ const TEST_PACKAGES: [(&str, &str); 5] = [
         "python3-selenium",
     ),
     ("/usr/bin/tmux", "tmux"),
+    ("/etc/supervisor/supervisord.conf", "supervisor"),
+    ("/usr/sbin/nginx", "nginx"),
+    ("/usr/bin/memcached", "memcached"),
+    ("/usr/bin/redis-server", "redis-server"),
 ];
 
 pub fn test_packages() -> Result<()> {

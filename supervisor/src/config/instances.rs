@@ -101,6 +101,32 @@ fn fill_config(
     })
 }
 
+/// `text` with the blanks inside each placeholder taken out, so that a
+/// command line split into words keeps `{8000 + instance}` one word.
+pub(super) fn squeeze(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        match c {
+            '{' if chars.peek() == Some(&'{') => out.extend(chars.next()),
+            '}' if chars.peek() == Some(&'}') => out.extend(chars.next()),
+            '{' => {
+                for c in chars.by_ref() {
+                    if !c.is_whitespace() {
+                        out.push(c);
+                    }
+                    if c == '}' {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// `text` with its placeholders filled in for `instance`, named `name`.
 fn fill(text: &str, instance: u32, name: &str) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
@@ -170,6 +196,10 @@ mod tests {
             .unwrap_err()
             .starts_with("unknown placeholder {print $1}"));
         assert!(f("x {instance").unwrap_err().contains("does not close"));
+        assert_eq!(
+            squeeze("serve --port { 8000 + instance } awk '{{print $1}}'"),
+            "serve --port {8000+instance} awk '{{print $1}}'"
+        );
     }
 
     #[test]

@@ -410,14 +410,21 @@ pub fn check_name(name: &str) -> Result<(), String> {
 /// The watch of `raw`, or its instances (`instances = N`).
 pub(super) fn watch_config(raw: RawWatch) -> Result<Vec<WatchConfig>, (&'static str, String)> {
     check_name(&raw.name).map_err(|e| ("name", e))?;
-    let argv = command_argv(raw.start, raw.shell, "start")?;
+    // A placeholder is one word however it is spaced ({8000 + instance}).
+    let words = |command: Command| match command {
+        Command::Line(line) if raw.instances.is_some() => {
+            Command::Line(super::instances::squeeze(&line))
+        }
+        other => other,
+    };
+    let argv = command_argv(words(raw.start), raw.shell, "start")?;
     let stop = raw
         .stop
-        .map(|c| command_argv(c, raw.shell, "stop"))
+        .map(|c| command_argv(words(c), raw.shell, "stop"))
         .transpose()?;
     let restart = raw
         .restart
-        .map(|c| command_argv(c, raw.shell, "restart"))
+        .map(|c| command_argv(words(c), raw.shell, "restart"))
         .transpose()?;
     let user = match (raw.uid, raw.gid) {
         (None, None) => None,

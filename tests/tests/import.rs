@@ -1,0 +1,268 @@
+//! `supervisor import` on real files: Debian's supervisord.conf (with a
+//! conf.d of programs), and the units Debian's nginx, memcached and redis
+//! packages ship. Each result loads (`run --check-config`), and the
+//! imported nginx, memcached and programs run under the daemon.
+use std::{
+    io::{Read as _, Write as _},
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use supervisor_tests::{
+    free_port, in_ci, kill9, pid_of, poll_until, supervisor_bin, RunningDaemon, State,
+};
+
+fn import(file: &Path, json: bool) -> Output {
+    let mut command = Command::new(supervisor_bin());
+    command.arg("import").arg(file);
+    if json {
+        command.arg("--json");
+    }
+    command.output().expect("running supervisor import")
+}
+
+/// `run --check-config` on `toml`, written into `dir`.
+fn check_config(dir: &Path, toml: &str) -> Output {
+    let file = dir.join("imported.toml");
+    std::fs::write(&file, toml).unwrap();
+    Command::new(supervisor_bin())
+        .args(["run", "--check-config", "-c"])
+        .arg(&file)
+        .output()
+        .unwrap()
+}
+
+/// The files Debian's packages ship; CI installs them (`cargo xtask test`),
+/// so there a missing one fails.
+fn have(files: &[&str]) -> bool {
+    let missing: Vec<&&str> = files.iter().filter(|f| !Path::new(f).exists()).collect();
+    assert!(
+        missing.is_empty() || !in_ci(),
+        "{missing:?} missing (cargo xtask test installs supervisor, nginx, memcached, redis-server)"
+    );
+    if !missing.is_empty() {
+        eprintln!("\n!!! SKIPPED: {missing:?} missing\n");
+    }
+    missing.is_empty()
+}
+
+/// The line `needle` is on in `text`, counting from 1.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.starts_with(needle))
+        .expect(needle)
+        + 1
+}
+
+fn get(port: u16, request: &[u8]) -> String {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let _ = s.write_all(request);
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn debians_supervisord_conf_with_its_includes_imports_and_runs() {
+    const DEBIAN: &str = "/etc/supervisor/supervisord.conf";
+    if !have(&[DEBIAN]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let conf_d = dir.path().join("conf.d");
+    std::fs::create_dir(&conf_d).unwrap();
+    // Debian's own file, its include pointed at a conf.d of our programs.
+    let debian = std::fs::read_to_string(DEBIAN).unwrap();
+    let main = dir.path().join("supervisord.conf");
+    std::fs::write(
+        &main,
+        debian.replace("/etc/supervisor/conf.d", &conf_d.display().to_string()),
+    )
+    .unwrap();
+    let base = free_port();
+    let helper = supervisor_tests::built_binary("exit-helper");
+    let web = format!(
+        "[program:web]\ncommand={} http %(process_num)d\nnumprocs=2\nnumprocs_start={base}\n\
+         process_name=%(program_name)s_%(process_num)02d\nautorestart=true\nstopsignal=TERM\n\
+         stopwaitsecs=5\nstdout_logfile_maxbytes=1MB\n\n\
+         [program:quiet]\ncommand=/bin/sleep 1000\nautorestart=unexpected\nexitcodes=0,3\n\
+         startretries=2\nstartsecs=1\n\n[group:shop]\nprograms=web,quiet\n",
+        helper.display()
+    );
+    std::fs::write(conf_d.join("web.conf"), &web).unwrap();
+    let out = import(&main, true);
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["watches"], serde_json::json!(["web", "quiet"]));
+    let skipped = report["skipped"].as_array().unwrap();
+    let said = |file: &Path, line: usize, what: &str| {
+        skipped.iter().any(|s| {
+            s["file"] == file.display().to_string()
+                && s["line"] == line
+                && s["what"].as_str().unwrap().starts_with(what)
+        })
+    };
+    for section in [
+        "[unix_http_server]",
+        "[supervisord]",
+        "[rpcinterface:supervisor]",
+        "[supervisorctl]",
+    ] {
+        let line = line_of(&debian, section);
+        assert!(
+            said(&main, line, section),
+            "{section} at {main:?}:{line} in {skipped:?}"
+        );
+    }
+    let web_conf = conf_d.join("web.conf");
+    assert!(said(
+        &web_conf,
+        line_of(&web, "stdout_logfile_maxbytes"),
+        "stdout_logfile_maxbytes"
+    ));
+    let toml = report["toml"].as_str().unwrap();
+    let checked = check_config(dir.path(), toml);
+    assert!(checked.status.success(), "{checked:?}\n{toml}");
+    assert!(
+        toml.contains(&format!(
+            "start = \"{} http {{{base} + instance}}\"",
+            helper.display()
+        )),
+        "{toml}"
+    );
+    assert!(
+        toml.contains("keepalive = \"on-failure\"\nsuccess_codes = [0, 3]"),
+        "{toml}"
+    );
+    // And it runs: two HTTP servers on base and base + 1, in group shop.
+    let d = RunningDaemon::start(toml);
+    for i in 0..2u16 {
+        let s = d.wait_status(&format!("web@{i}"), "up", |s| s.state == State::Up);
+        assert_eq!(s.group.as_deref(), Some("shop"));
+        assert!(
+            poll_until(std::time::Duration::from_secs(10), || {
+                get(base + i, b"GET / HTTP/1.0\r\n\r\n").contains(" 200 ")
+            }),
+            "web@{i} on {}",
+            base + i
+        );
+    }
+    assert_eq!(d.status("quiet").group.as_deref(), Some("shop"));
+}
+
+#[test]
+fn debians_nginx_memcached_and_redis_units_import_and_nginx_and_memcached_run() {
+    let units = [
+        "/lib/systemd/system/nginx.service",
+        "/lib/systemd/system/memcached.service",
+        "/lib/systemd/system/redis-server.service",
+    ];
+    if !have(&units) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut running = String::new();
+    for unit in units {
+        let out = import(Path::new(unit), false);
+        let toml = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            toml.starts_with("# Imported by `supervisor import` from"),
+            "{toml}"
+        );
+        if unit.contains("redis") {
+            // Its LimitNOFILE=65535 loads where the daemon may raise its
+            // hard limit; elsewhere import says why it does not.
+            let checked = check_config(dir.path(), &toml);
+            assert_eq!(out.status.success(), checked.status.success(), "{stderr}");
+            if !out.status.success() {
+                assert!(
+                    stderr.contains("watch[0].limits: nofile: 65535"),
+                    "{stderr}"
+                );
+            }
+            assert!(toml.contains("ready = \"notify\""), "{toml}");
+            assert!(
+                toml.contains("RuntimeDirectory=redis: not made here"),
+                "{toml}"
+            );
+            continue;
+        }
+        assert!(out.status.success(), "{unit}: {stderr}\n{toml}");
+        let checked = check_config(dir.path(), &toml);
+        assert!(checked.status.success(), "{unit}: {checked:?}\n{toml}");
+        running.push_str(&toml);
+    }
+    assert!(
+        running.contains("pid_file = \"/run/nginx.pid\""),
+        "{running}"
+    );
+    assert!(
+        running.contains("ExecStartPre=/usr/sbin/nginx -t"),
+        "{running}"
+    );
+    let d = RunningDaemon::start(&running);
+    d.wait_status("memcached", "up", |s| s.state == State::Up);
+    assert!(
+        poll_until(std::time::Duration::from_secs(10), || {
+            get(11211, b"version\r\n").starts_with("VERSION ")
+        }),
+        "memcached answers"
+    );
+    let s = d.wait_status("nginx", "up", |s| s.state == State::Up);
+    let http = |_: &()| get(80, b"GET / HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 200");
+    assert!(
+        poll_until(std::time::Duration::from_secs(10), || http(&())),
+        "nginx answers"
+    );
+    // The master it followed through its pid file dies: a new one serves.
+    let master = pid_of(&s);
+    kill9(master);
+    d.wait_replaced("nginx", master);
+    assert!(
+        poll_until(std::time::Duration::from_secs(10), || http(&())),
+        "nginx again"
+    );
+}
+
+#[test]
+fn a_template_unit_becomes_instances_and_a_bad_file_names_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("worker@.service");
+    std::fs::write(
+        &unit,
+        "[Service]\nExecStart=/bin/sleep 100%i\nRestart=on-failure\nRestartSec=2\nLimitNOFILE=1024:2048\nWatchdogSec=30\n",
+    )
+    .unwrap();
+    let out = import(&unit, false);
+    let toml = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    for line in [
+        "name = \"worker\"",
+        "instances = 1",
+        "start = \"/bin/sleep 100{instance}\"",
+        "keepalive = \"on-failure\"",
+        "restart_delay = \"2000ms\"",
+        "limits = { nofile = [1024, 2048] }",
+        "watchdog = \"30000ms\"",
+    ] {
+        assert!(toml.contains(line), "{line} in\n{toml}");
+    }
+    assert!(
+        toml.contains("a template: set instances to how many"),
+        "{toml}"
+    );
+    let bad: PathBuf = dir.path().join("bad.conf");
+    std::fs::write(&bad, "[program:x]\ncommand=/bin/true\nthis is not a key\n").unwrap();
+    let out = import(&bad, false);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:3: not 'key = value'", bad.display())),
+        "{stderr}"
+    );
+}
