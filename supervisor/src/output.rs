@@ -9,7 +9,9 @@
 //! every reopen.
 //!
 //! The last lines of each stream of a process are kept, bounded, so that
-//! its exit can say what it printed before it died.
+//! its exit can say what it printed before it died. With `timestamps`,
+//! each line in the file begins with when its first byte was read
+//! (RFC 3339, µs, UTC).
 //!
 //! Owns the log files and the copying; knows nothing of watches' states.
 use std::{
@@ -53,7 +55,12 @@ impl Logs {
     /// A pipe whose write end the process gets as stdout or stderr; what
     /// comes out of it is appended to `path`, and its last lines are kept.
     /// Fails, with the file named, when the file cannot be opened at all.
-    pub fn pipe_to(&mut self, path: &Path, user: Option<&RunAs>) -> Result<(OwnedFd, Arc<Pipe>)> {
+    pub fn pipe_to(
+        &mut self,
+        path: &Path,
+        user: Option<&RunAs>,
+        timestamps: bool,
+    ) -> Result<(OwnedFd, Arc<Pipe>)> {
         let sink = match self.sinks.get(path) {
             Some(sink) => sink.clone(),
             None => {
@@ -75,6 +82,7 @@ impl Logs {
             receiver,
             sink,
             tail: Mutex::new(Tail::default()),
+            stamps: timestamps.then(|| Mutex::new(Stamper::default())),
         });
         let reading = pipe.clone();
         tokio::spawn(async move {
@@ -195,6 +203,38 @@ pub struct Pipe {
     /// Held while the pipe is read, so that what is read goes into the
     /// file and the tail in order, whoever reads it.
     tail: Mutex<Tail>,
+    /// With `timestamps`: where the stream is in its line.
+    stamps: Option<Mutex<Stamper>>,
+}
+
+/// Puts the time before each line of a stream.
+#[derive(Default)]
+struct Stamper {
+    /// A line was begun and has not ended yet.
+    mid_line: bool,
+}
+
+impl Stamper {
+    /// `data` with `stamp` before each line that begins in it.
+    fn stamp(&mut self, data: &[u8], stamp: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(data.len() + stamp.len() + 1);
+        for piece in data.split_inclusive(|&b| b == b'\n') {
+            if !self.mid_line {
+                out.extend_from_slice(stamp.as_bytes());
+                out.push(b' ');
+            }
+            out.extend_from_slice(piece);
+            self.mid_line = !piece.ends_with(b"\n");
+        }
+        out
+    }
+}
+
+/// Now, as a log line begins: `2026-12-02T02:40:00.123456Z`.
+fn now_stamp() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
 }
 
 impl Pipe {
@@ -206,7 +246,16 @@ impl Pipe {
             match self.receiver.try_read(&mut buf) {
                 Ok(0) => return true,
                 Ok(n) => {
-                    self.sink.write(&buf[..n]);
+                    match &self.stamps {
+                        Some(stamper) => {
+                            let stamped = stamper
+                                .lock()
+                                .expect("stamper lock")
+                                .stamp(&buf[..n], &now_stamp());
+                            self.sink.write(&stamped);
+                        }
+                        None => self.sink.write(&buf[..n]),
+                    }
                     tail.push(&buf[..n]);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
@@ -242,6 +291,19 @@ impl Output {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_line_is_stamped_once_however_it_arrives() {
+        let mut stamper = Stamper::default();
+        let mut out = stamper.stamp(b"one\ntw", "T1");
+        out.extend(stamper.stamp(b"o\nthree\n", "T2"));
+        out.extend(stamper.stamp(b"\n", "T3"));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "T1 one\nT1 two\nT2 three\nT3 \n"
+        );
+        assert_eq!(now_stamp().len(), "2026-12-02T02:40:00.123456Z".len());
+    }
 
     #[test]
     fn a_tail_keeps_the_last_lines_within_its_bounds() {

@@ -85,8 +85,16 @@ pub fn prepare(
     logs: &mut Logs,
     extra_env: &[(String, String)],
 ) -> Result<Prepared> {
-    let (stdout, stdout_pipe) = output(config.stdout.as_deref(), config.user.as_ref(), logs)?;
-    let (stderr, stderr_pipe) = output(config.stderr.as_deref(), config.user.as_ref(), logs)?;
+    let stamps = config.timestamps;
+    let (stdout, stdout_pipe) =
+        output(config.stdout.as_deref(), config.user.as_ref(), stamps, logs)?;
+    // One file for both: one pipe on fds 1 and 2, its lines in the order
+    // they were written.
+    let (stderr, stderr_pipe) = if config.stderr.is_some() && config.stderr == config.stdout {
+        (stdout.try_clone().context("dup")?, None)
+    } else {
+        output(config.stderr.as_deref(), config.user.as_ref(), stamps, logs)?
+    };
     let stdio = Stdio3 {
         stdin: dev_null()?,
         stdout,
@@ -242,10 +250,13 @@ struct Stdio3 {
 fn output(
     path: Option<&Path>,
     user: Option<&RunAs>,
+    timestamps: bool,
     logs: &mut Logs,
 ) -> Result<(OwnedFd, Option<Arc<Pipe>>)> {
     match path {
-        Some(path) => logs.pipe_to(path, user).map(|(fd, pipe)| (fd, Some(pipe))),
+        Some(path) => logs
+            .pipe_to(path, user, timestamps)
+            .map(|(fd, pipe)| (fd, Some(pipe))),
         None => Ok((
             OwnedFd::from(
                 std::fs::OpenOptions::new()

@@ -424,3 +424,57 @@ fn on_failure_restarts_a_failure_after_restart_delay_and_not_a_success() {
     assert_eq!(s.last_exit.expect("its exit").status.code, Some(3));
     d.wait_logged("not started again (keepalive = \"on-failure\")", 1);
 }
+
+#[test]
+fn stderr_with_stdout_keeps_their_order_and_timestamps_say_when_each_line_came() {
+    let before = jiff::Timestamp::now();
+    let d = RunningDaemon::start(
+        "[[watch]]\nname = \"chatty\"\nstdout = \"{dir}/out.log\"\nstderr = \"&stdout\"\n\
+         timestamps = true\n\
+         start = \"/bin/sh -c 'for i in 1 2 3 4 5; do echo out-$i; echo err-$i >&2; done; \
+         printf half-; sleep 0.3; echo line; exec sleep 1000'\"\n",
+    );
+    let log = d.config.parent().unwrap().join("out.log");
+    wait_file_contains(&log, "half-line\n");
+    let after = jiff::Timestamp::now();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<(jiff::Timestamp, &str)> = text
+        .lines()
+        .map(|l| {
+            let (stamp, rest) = l.split_once(' ').expect("a stamp, then the line");
+            assert_eq!(stamp.len(), "2026-12-02T02:40:00.123456Z".len(), "{l}");
+            (stamp.parse().expect("an RFC 3339 stamp"), rest)
+        })
+        .collect();
+    let words: Vec<&str> = lines.iter().map(|(_, w)| *w).collect();
+    assert_eq!(
+        words,
+        [
+            "out-1",
+            "err-1",
+            "out-2",
+            "err-2",
+            "out-3",
+            "err-3",
+            "out-4",
+            "err-4",
+            "out-5",
+            "err-5",
+            "half-line"
+        ],
+        "one pipe keeps the order; a line written in two parts is one line"
+    );
+    for pair in lines.windows(2) {
+        assert!(pair[0].0 <= pair[1].0, "monotonic: {text}");
+    }
+    assert!(
+        lines[0].0 >= before && lines.last().unwrap().0 <= after,
+        "{text}"
+    );
+    // The half line is stamped when it began, not 0.3 s later when it
+    // ended.
+    let began = lines[10].0.as_microsecond() - lines[9].0.as_microsecond();
+    assert!(began < 250_000, "{began} µs after err-5: {text}");
+    let s = d.status("chatty");
+    assert_eq!(s.stdout, s.stderr, "stderr is shown at stdout's path");
+}

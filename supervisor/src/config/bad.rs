@@ -119,6 +119,14 @@ fn bad_configs_are_errors_with_file_line_and_key() {
             ":4: watch[0].success_codes: only keepalive = \"on-failure\" tells success from failure",
         ),
         (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nstderr = \"&stdout\"\n",
+            ":4: watch[0].stderr: \"&stdout\" goes where stdout goes, and stdout is not set",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\ntimestamps = true\n",
+            ":4: watch[0].timestamps: stamps lines in the log files, and neither stdout nor stderr is set",
+        ),
+        (
             "[daemon]\nweb_token = \"0123456789abcdef\"\n",
             ":2: daemon.web_token: a token for a web page that is off (set web = true or an address)",
         ),

@@ -105,25 +105,35 @@ fn fill_config(
 /// command line split into words keeps `{8000 + instance}` one word.
 pub(super) fn squeeze(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        out.push(c);
-        match c {
-            '{' if chars.peek() == Some(&'{') => out.extend(chars.next()),
-            '}' if chars.peek() == Some(&'}') => out.extend(chars.next()),
-            '{' => {
-                for c in chars.by_ref() {
-                    if !c.is_whitespace() {
-                        out.push(c);
-                    }
-                    if c == '}' {
-                        break;
-                    }
-                }
-            }
-            _ => {}
+    let mut rest = text;
+    while let Some(at) = rest.find('{') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        if let Some(after) = tail.strip_prefix("{{") {
+            out.push_str("{{");
+            rest = after;
+            continue;
         }
+        let Some(end) = tail.find('}') else {
+            break;
+        };
+        let inside: String = tail[1..end].chars().filter(|c| !c.is_whitespace()).collect();
+        let placeholder = inside == "instance"
+            || inside == "name"
+            || inside
+                .strip_suffix("+instance")
+                .or_else(|| inside.strip_prefix("instance+"))
+                .is_some_and(|n| n.parse::<u64>().is_ok());
+        if placeholder {
+            out.push('{');
+            out.push_str(&inside);
+            out.push('}');
+        } else {
+            out.push_str(&tail[..=end]);
+        }
+        rest = &tail[end + 1..];
     }
+    out.push_str(rest);
     out
 }
 
@@ -197,8 +207,8 @@ mod tests {
             .starts_with("unknown placeholder {print $1}"));
         assert!(f("x {instance").unwrap_err().contains("does not close"));
         assert_eq!(
-            squeeze("serve --port { 8000 + instance } awk '{{print $1}}'"),
-            "serve --port {8000+instance} awk '{{print $1}}'"
+            squeeze("serve --port { 8000 + instance } awk '{{print $1}}' '{print $2}'"),
+            "serve --port {8000+instance} awk '{{print $1}}' '{print $2}'"
         );
     }
 

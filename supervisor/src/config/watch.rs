@@ -42,7 +42,11 @@ pub struct WatchConfig {
     pub user: Option<RunAs>,
     pub umask: Option<u32>,
     pub stdout: Option<PathBuf>,
+    /// The same path as `stdout` (`stderr = "&stdout"`, or written twice):
+    /// one pipe on fds 1 and 2, so that their lines stay in order.
     pub stderr: Option<PathBuf>,
+    /// Each line of output in the log files begins with when it arrived.
+    pub timestamps: bool,
     pub stop_signal: Signal,
     pub stop_timeout: Duration,
     /// How long the `stop` command may take to end the process; then the
@@ -103,6 +107,7 @@ impl WatchConfig {
             umask: None,
             stdout: None,
             stderr: None,
+            timestamps: false,
             stop_signal: Signal::SIGTERM,
             stop_timeout: Duration::from_secs(10),
             stop_grace: Duration::from_secs(10),
@@ -219,6 +224,8 @@ pub(super) struct RawWatch {
     umask: Option<Umask>,
     stdout: Option<PathBuf>,
     stderr: Option<PathBuf>,
+    #[serde(default)]
+    timestamps: bool,
     stop_signal: Option<SignalName>,
     stop_timeout: Option<HumanDuration>,
     stop_grace: Option<HumanDuration>,
@@ -538,6 +545,25 @@ pub(super) fn watch_config(raw: RawWatch) -> Result<Vec<WatchConfig>, (&'static 
         .transpose()
         .map_err(|e| ("limits", e))?
         .unwrap_or_default();
+    // "&stdout" cannot be a file: a relative path would be "./&stdout".
+    let stderr = match raw.stderr {
+        Some(path) if path.as_os_str() == "&stdout" => match &raw.stdout {
+            Some(stdout) => Some(stdout.clone()),
+            None => {
+                return Err((
+                    "stderr",
+                    "\"&stdout\" goes where stdout goes, and stdout is not set".into(),
+                ))
+            }
+        },
+        other => other,
+    };
+    if raw.timestamps && raw.stdout.is_none() && stderr.is_none() {
+        return Err((
+            "timestamps",
+            "stamps lines in the log files, and neither stdout nor stderr is set".into(),
+        ));
+    }
     let instances = raw.instances;
     let config = WatchConfig {
         name: raw.name,
@@ -553,7 +579,8 @@ pub(super) fn watch_config(raw: RawWatch) -> Result<Vec<WatchConfig>, (&'static 
         user,
         umask: raw.umask.map(|u| u.0),
         stdout: raw.stdout,
-        stderr: raw.stderr,
+        stderr,
+        timestamps: raw.timestamps,
         stop_signal: raw.stop_signal.map_or(Signal::SIGTERM, |s| s.0),
         stop_timeout: raw.stop_timeout.map_or(Duration::from_secs(10), |d| d.0),
         stop_grace: raw.stop_grace.map_or(Duration::from_secs(10), |d| d.0),

@@ -85,6 +85,7 @@ pub fn parse(text: &str, dialect: Dialect) -> Result<Vec<Section>, (usize, Strin
                     value.pop();
                     match lines.next() {
                         Some((_, more)) => {
+                            value.truncate(value.trim_end().len());
                             value.push(' ');
                             value.push_str(more.trim());
                         }
