@@ -6,7 +6,10 @@
 //!
 //! Log files are opened as the watch's user would open them, never through
 //! a symlink, a FIFO or a device (`safe_open`), at the first start and at
-//! every reopen.
+//! every reopen. A file with a `Rotation` is rotated by size, only between
+//! lines: `PATH` becomes `PATH.1` (and so on up to `backups`, the oldest
+//! deleted), and a new `PATH` is made (`O_EXCL`, so a name planted in the
+//! meantime is refused, not followed).
 //!
 //! The last lines of each stream of a process are kept, bounded, so that
 //! its exit can say what it printed before it died. With `timestamps`,
@@ -43,6 +46,10 @@ struct Sink {
     file: Mutex<Option<File>>,
     /// A write failed and was reported; report again only after success.
     failing: Mutex<bool>,
+    rotation: Option<crate::config::Rotation>,
+    /// With a rotation: the file's size, and whether the last byte written
+    /// left a line open (rotation waits for its end).
+    written: Mutex<(u64, bool)>,
 }
 
 /// A log file is created readable by its owner only: output can hold
@@ -60,16 +67,20 @@ impl Logs {
         path: &Path,
         user: Option<&RunAs>,
         timestamps: bool,
+        rotation: Option<crate::config::Rotation>,
     ) -> Result<(OwnedFd, Arc<Pipe>)> {
         let sink = match self.sinks.get(path) {
             Some(sink) => sink.clone(),
             None => {
                 let file = open(path, user).context("opening log file")?;
+                let size = file.metadata().map_or(0, |m| m.len());
                 let sink = Arc::new(Sink {
                     path: path.to_owned(),
                     user: user.cloned(),
                     file: Mutex::new(Some(file)),
                     failing: Mutex::new(false),
+                    rotation,
+                    written: Mutex::new((size, false)),
                 });
                 self.sinks.insert(path.to_owned(), sink.clone());
                 sink
@@ -101,7 +112,13 @@ impl Logs {
         for sink in self.sinks.values() {
             let reopened = open(&sink.path, sink.user.as_ref());
             match reopened {
-                Ok(file) => *sink.file.lock().expect("log file lock") = Some(file),
+                Ok(file) => {
+                    let size = file.metadata().map_or(0, |m| m.len());
+                    // In the order `write` takes them.
+                    let mut held = sink.file.lock().expect("log file lock");
+                    sink.written.lock().expect("log size lock").0 = size;
+                    *held = Some(file);
+                }
                 Err(e) => {
                     log::error!("cannot reopen log file: {e}; output is dropped until it can be");
                     *sink.file.lock().expect("log file lock") = None;
@@ -114,10 +131,13 @@ impl Logs {
 
 impl Sink {
     fn write(&self, bytes: &[u8]) {
-        let result = match self.file.lock().expect("log file lock").as_mut() {
-            Some(file) => file.write_all(bytes),
-            None => return,
+        let mut file = self.file.lock().expect("log file lock");
+        let result = match (file.as_mut(), self.rotation) {
+            (None, _) => return,
+            (Some(f), None) => f.write_all(bytes),
+            (Some(_), Some(rotation)) => self.write_rotating(&mut file, bytes, rotation),
         };
+        drop(file);
         let mut failing = self.failing.lock().expect("log flag lock");
         match result {
             Ok(()) if *failing => {
@@ -134,6 +154,55 @@ impl Sink {
             }
             Err(_) => {}
         }
+    }
+}
+
+impl Sink {
+    /// Writes `bytes`, rotating first where a line would begin past
+    /// `max_size` (a line longer than that goes whole into one file).
+    fn write_rotating(
+        &self,
+        file: &mut Option<File>,
+        bytes: &[u8],
+        rotation: crate::config::Rotation,
+    ) -> std::io::Result<()> {
+        let mut written = self.written.lock().expect("log size lock");
+        let (size, mid_line) = &mut *written;
+        let mut batch_start = 0;
+        let mut at = 0;
+        for piece in bytes.split_inclusive(|&b| b == b'\n') {
+            if !*mid_line && *size > 0 && *size + piece.len() as u64 > rotation.max_size {
+                if let Some(f) = file.as_mut() {
+                    f.write_all(&bytes[batch_start..at])?;
+                }
+                *file = Some(self.rotate(rotation)?);
+                *size = 0;
+                batch_start = at;
+            }
+            *size += piece.len() as u64;
+            *mid_line = !piece.ends_with(b"\n");
+            at += piece.len();
+        }
+        match file.as_mut() {
+            Some(f) => f.write_all(&bytes[batch_start..]),
+            None => Ok(()),
+        }
+    }
+
+    /// `PATH.n` → `PATH.n+1` down to `PATH` → `PATH.1`, then a new `PATH`.
+    fn rotate(&self, rotation: crate::config::Rotation) -> std::io::Result<File> {
+        let numbered = |n: u32| {
+            let mut name = self.path.as_os_str().to_owned();
+            name.push(format!(".{n}"));
+            PathBuf::from(name)
+        };
+        let _ = std::fs::remove_file(numbered(rotation.backups));
+        for n in (1..rotation.backups).rev() {
+            let _ = std::fs::rename(numbered(n), numbered(n + 1));
+        }
+        std::fs::rename(&self.path, numbered(1))?;
+        safe_open::open(&self.path, self.user.as_ref(), Access::CreateNew)
+            .map_err(|e| std::io::Error::other(e.to_string()))
     }
 }
 

@@ -50,6 +50,9 @@ pub enum Access {
     Read,
     /// To append to, created (mode 0600) if missing.
     Append,
+    /// To append to a new file (mode 0600) that must not exist yet
+    /// (O_EXCL): a log file made anew by a rotation.
+    CreateNew,
 }
 
 /// Opens `path` as described in the module comment, for a watch running as
@@ -61,6 +64,7 @@ pub fn open(path: &Path, user: Option<&RunAs>, access: Access) -> Result<File, O
     match access {
         Access::Read => options.read(true),
         Access::Append => options.append(true).create(true).mode(0o600),
+        Access::CreateNew => options.append(true).create_new(true).mode(0o600),
     };
     let as_user = user.filter(|u| u.uid.as_raw() != 0 && user_may_change(path, u));
     let opened = match as_user {

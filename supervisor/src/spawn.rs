@@ -86,14 +86,25 @@ pub fn prepare(
     extra_env: &[(String, String)],
 ) -> Result<Prepared> {
     let stamps = config.timestamps;
-    let (stdout, stdout_pipe) =
-        output(config.stdout.as_deref(), config.user.as_ref(), stamps, logs)?;
+    let (stdout, stdout_pipe) = output(
+        config.stdout.as_deref(),
+        config.user.as_ref(),
+        stamps,
+        config.stdout_rotation,
+        logs,
+    )?;
     // One file for both: one pipe on fds 1 and 2, its lines in the order
     // they were written.
     let (stderr, stderr_pipe) = if config.stderr.is_some() && config.stderr == config.stdout {
         (stdout.try_clone().context("dup")?, None)
     } else {
-        output(config.stderr.as_deref(), config.user.as_ref(), stamps, logs)?
+        output(
+            config.stderr.as_deref(),
+            config.user.as_ref(),
+            stamps,
+            config.stderr_rotation,
+            logs,
+        )?
     };
     let stdio = Stdio3 {
         stdin: dev_null()?,
@@ -251,11 +262,12 @@ fn output(
     path: Option<&Path>,
     user: Option<&RunAs>,
     timestamps: bool,
+    rotation: Option<crate::config::Rotation>,
     logs: &mut Logs,
 ) -> Result<(OwnedFd, Option<Arc<Pipe>>)> {
     match path {
         Some(path) => logs
-            .pipe_to(path, user, timestamps)
+            .pipe_to(path, user, timestamps, rotation)
             .map(|(fd, pipe)| (fd, Some(pipe))),
         None => Ok((
             OwnedFd::from(

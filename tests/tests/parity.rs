@@ -478,3 +478,67 @@ fn stderr_with_stdout_keeps_their_order_and_timestamps_say_when_each_line_came()
     let s = d.status("chatty");
     assert_eq!(s.stdout, s.stderr, "stderr is shown at stdout's path");
 }
+
+/// `PATH` and its rotated `PATH.n` that exist, newest first.
+fn rotated(path: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut all = vec![path.to_owned()];
+    for n in 1.. {
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        let file = std::path::PathBuf::from(name);
+        if !file.exists() {
+            break;
+        }
+        all.push(file);
+    }
+    all
+}
+
+#[test]
+fn rotation_by_size_keeps_every_line_once_and_whole_and_only_its_backups() {
+    // 400,000 numbered lines of 64 bytes: 25 MB through the daemon.
+    const LINES: usize = 400_000;
+    let d = RunningDaemon::start(&format!(
+        "[[watch]]\nname = \"chatty\"\nkeepalive = false\n\
+         stdout = {{ path = \"{{dir}}/out.log\", max_size = \"1MB\", backups = 40 }}\n\
+         start = [\"/usr/bin/awk\", \"BEGIN {{ for (i = 0; i < {LINES}; i++) printf \\\"line %08d %s\\\\n\\\", i, \\\"abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklm\\\" }}\"]\n\n\
+         [[watch]]\nname = \"few\"\nkeepalive = false\n\
+         stdout = {{ path = \"{{dir}}/few.log\", max_size = \"64KB\", backups = 2 }}\n\
+         start = [\"/usr/bin/awk\", \"BEGIN {{ for (i = 0; i < 100000; i++) print i }}\"]\n"
+    ));
+    let dir = d.config.parent().unwrap().to_owned();
+    d.wait_status("chatty", "its end", |s| {
+        s.state == State::Unmonitored && s.last_exit.is_some()
+    });
+    d.wait_status("few", "its end", |s| {
+        s.state == State::Unmonitored && s.last_exit.is_some()
+    });
+    let files = rotated(&dir.join("out.log"));
+    assert!(files.len() > 20, "{} files", files.len());
+    let mut seen = vec![false; LINES];
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        assert!(
+            text.len() as u64 <= 1024 * 1024,
+            "{file:?}: {} bytes",
+            text.len()
+        );
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "{file:?} ends mid-line"
+        );
+        for line in text.lines() {
+            assert_eq!(line.len(), 63, "a whole line: {line:?} in {file:?}");
+            let n: usize = line[5..13].parse().unwrap();
+            assert!(!seen[n], "line {n} twice");
+            seen[n] = true;
+        }
+    }
+    assert!(seen.iter().all(|s| *s), "every line is somewhere");
+    // Two backups only: few.log, few.log.1, few.log.2.
+    let few = rotated(&dir.join("few.log"));
+    assert_eq!(few.len(), 3, "{few:?}");
+    assert!(!dir.join("few.log.3").exists());
+    let s = d.status("chatty");
+    assert_eq!(s.stdout, Some(dir.join("out.log")), "status shows the path");
+}

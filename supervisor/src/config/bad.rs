@@ -127,6 +127,14 @@ fn bad_configs_are_errors_with_file_line_and_key() {
             ":4: watch[0].timestamps: stamps lines in the log files, and neither stdout nor stderr is set",
         ),
         (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nstdout = { path = \"/tmp/a.log\", backups = 3 }\n",
+            ":4: watch[0].stdout: backups without max_size: a file is rotated at a size",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nstdout = { path = \"/tmp/a.log\", max_size = \"1MB\", backups = 0 }\n",
+            ":4: watch[0].stdout: backups = 0 would delete each file as it is rotated: at least 1",
+        ),
+        (
             "[daemon]\nweb_token = \"0123456789abcdef\"\n",
             ":2: daemon.web_token: a token for a web page that is off (set web = true or an address)",
         ),

@@ -117,7 +117,10 @@ pub(super) fn squeeze(text: &str) -> String {
         let Some(end) = tail.find('}') else {
             break;
         };
-        let inside: String = tail[1..end].chars().filter(|c| !c.is_whitespace()).collect();
+        let inside: String = tail[1..end]
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
         let placeholder = inside == "instance"
             || inside == "name"
             || inside

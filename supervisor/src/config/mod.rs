@@ -30,7 +30,7 @@ use trust::trusted;
 pub use health::{HealthCheck, Probe, Readiness};
 pub use notify::{NotifyConfig, NotifyEvent, Webhook};
 pub use watch::{
-    check_name, ConditionAction, Flapping, Keepalive, Resource, ResourceCondition, RunAs,
+    check_name, ConditionAction, Flapping, Keepalive, Resource, ResourceCondition, Rotation, RunAs,
     WatchConfig,
 };
 use watch::{command_argv, watch_config, Command, RawWatch};

@@ -47,6 +47,9 @@ pub struct WatchConfig {
     pub stderr: Option<PathBuf>,
     /// Each line of output in the log files begins with when it arrived.
     pub timestamps: bool,
+    /// Rotation of the stdout and stderr files by size.
+    pub stdout_rotation: Option<Rotation>,
+    pub stderr_rotation: Option<Rotation>,
     pub stop_signal: Signal,
     pub stop_timeout: Duration,
     /// How long the `stop` command may take to end the process; then the
@@ -108,6 +111,8 @@ impl WatchConfig {
             stdout: None,
             stderr: None,
             timestamps: false,
+            stdout_rotation: None,
+            stderr_rotation: None,
             stop_signal: Signal::SIGTERM,
             stop_timeout: Duration::from_secs(10),
             stop_grace: Duration::from_secs(10),
@@ -222,8 +227,8 @@ pub(super) struct RawWatch {
     uid: Option<UserSpec>,
     gid: Option<GroupSpec>,
     umask: Option<Umask>,
-    stdout: Option<PathBuf>,
-    stderr: Option<PathBuf>,
+    stdout: Option<LogFile>,
+    stderr: Option<LogFile>,
     #[serde(default)]
     timestamps: bool,
     stop_signal: Option<SignalName>,
@@ -250,6 +255,64 @@ pub(super) struct RawWatch {
     watchdog_signal: Option<SignalName>,
     limits: Option<super::rlimits::RawRlimits>,
     instances: Option<u32>,
+}
+
+/// A log file that is rotated by size: when a line would take it past
+/// `max_size`, it becomes `PATH.1` (`PATH.1` becomes `PATH.2` ...,
+/// `PATH.backups` is deleted) and a new `PATH` is begun.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    pub max_size: u64,
+    pub backups: u32,
+}
+
+/// `stdout = "PATH"` or `{ path = "PATH", max_size = "50MB", backups = 5 }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum LogFile {
+    Path(PathBuf),
+    Rotated(RawRotated),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRotated {
+    path: PathBuf,
+    max_size: Option<HumanSize>,
+    backups: Option<u32>,
+}
+
+/// The path of a log file key, and its rotation.
+fn log_file(raw: Option<LogFile>) -> Result<(Option<PathBuf>, Option<Rotation>), String> {
+    Ok(match raw {
+        None => (None, None),
+        Some(LogFile::Path(path)) => (Some(path), None),
+        Some(LogFile::Rotated(RawRotated {
+            path,
+            max_size,
+            backups,
+        })) => {
+            let rotation = match (max_size, backups) {
+                (None, None) => None,
+                (None, Some(_)) => {
+                    return Err("backups without max_size: a file is rotated at a size".into())
+                }
+                (Some(HumanSize(size)), _) if size < 4096 => {
+                    return Err(format!("max_size {size} bytes: at least 4KB"))
+                }
+                (Some(_), Some(0)) => {
+                    return Err(
+                        "backups = 0 would delete each file as it is rotated: at least 1".into(),
+                    )
+                }
+                (Some(HumanSize(max_size)), backups) => Some(Rotation {
+                    max_size,
+                    backups: backups.unwrap_or(5).min(1000),
+                }),
+            };
+            (Some(path), rotation)
+        }
+    })
 }
 
 /// Whether a watch's process is started again when it ends by itself.
@@ -545,10 +608,12 @@ pub(super) fn watch_config(raw: RawWatch) -> Result<Vec<WatchConfig>, (&'static 
         .transpose()
         .map_err(|e| ("limits", e))?
         .unwrap_or_default();
+    let (stdout, stdout_rotation) = log_file(raw.stdout).map_err(|e| ("stdout", e))?;
+    let (stderr, stderr_rotation) = log_file(raw.stderr).map_err(|e| ("stderr", e))?;
     // "&stdout" cannot be a file: a relative path would be "./&stdout".
-    let stderr = match raw.stderr {
-        Some(path) if path.as_os_str() == "&stdout" => match &raw.stdout {
-            Some(stdout) => Some(stdout.clone()),
+    let (stderr, stderr_rotation) = match stderr {
+        Some(path) if path.as_os_str() == "&stdout" => match &stdout {
+            Some(stdout) => (Some(stdout.clone()), stdout_rotation),
             None => {
                 return Err((
                     "stderr",
@@ -556,9 +621,9 @@ pub(super) fn watch_config(raw: RawWatch) -> Result<Vec<WatchConfig>, (&'static 
                 ))
             }
         },
-        other => other,
+        other => (other, stderr_rotation),
     };
-    if raw.timestamps && raw.stdout.is_none() && stderr.is_none() {
+    if raw.timestamps && stdout.is_none() && stderr.is_none() {
         return Err((
             "timestamps",
             "stamps lines in the log files, and neither stdout nor stderr is set".into(),
@@ -578,9 +643,11 @@ pub(super) fn watch_config(raw: RawWatch) -> Result<Vec<WatchConfig>, (&'static 
         clear_env: raw.clear_env,
         user,
         umask: raw.umask.map(|u| u.0),
-        stdout: raw.stdout,
+        stdout,
         stderr,
         timestamps: raw.timestamps,
+        stdout_rotation,
+        stderr_rotation,
         stop_signal: raw.stop_signal.map_or(Signal::SIGTERM, |s| s.0),
         stop_timeout: raw.stop_timeout.map_or(Duration::from_secs(10), |d| d.0),
         stop_grace: raw.stop_grace.map_or(Duration::from_secs(10), |d| d.0),

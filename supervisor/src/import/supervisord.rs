@@ -228,7 +228,15 @@ fn program(file: &Path, name: &str, section: &Section, imported: &mut Imported) 
                 }
             }
             "numprocs" if numprocs > 1 => w.set("instances", i64::from(numprocs)),
-            "numprocs" | "startsecs" | "startretries" | "redirect_stderr" | "priority" => {}
+            "numprocs"
+            | "startsecs"
+            | "startretries"
+            | "redirect_stderr"
+            | "priority"
+            | "stdout_logfile_maxbytes"
+            | "stdout_logfile_backups"
+            | "stderr_logfile_maxbytes"
+            | "stderr_logfile_backups" => {}
             k if SAME_HERE.contains(&k) => {}
             _ => imported.skip(file, line, format!("{key} = {value}"), why_not(key)),
         }
@@ -249,18 +257,50 @@ fn program(file: &Path, name: &str, section: &Section, imported: &mut Imported) 
         flapping.insert("within".into(), toml::Value::String(format!("{within}s")));
         w.set("flapping", toml::Value::Table(flapping));
     }
+    // supervisord rotates its logs at 50MB, ten backups, unless told
+    // otherwise (maxbytes = 0: never).
+    for stream in ["stdout", "stderr"] {
+        let Some(path) = w
+            .keys
+            .iter()
+            .find(|(k, _)| k == stream)
+            .map(|(_, v)| v.clone())
+        else {
+            continue;
+        };
+        let max = section.get(&format!("{stream}_logfile_maxbytes"));
+        let backups = section.get(&format!("{stream}_logfile_backups"));
+        let max_size = match max.map(|(m, l)| (size(m), m, l)) {
+            None => Some("50MB".to_owned()),
+            Some((Some(m), _, _)) if m == "0B" => None,
+            Some((Some(m), _, _)) => Some(m),
+            Some((None, m, line)) => {
+                imported.skip(
+                    file,
+                    line,
+                    format!("{stream}_logfile_maxbytes = {m}"),
+                    "not a size",
+                );
+                None
+            }
+        };
+        let backups = backups
+            .and_then(|(b, _)| b.trim().parse::<i64>().ok())
+            .unwrap_or(10);
+        if let (Some(max_size), true) = (max_size, backups > 0) {
+            let mut table = toml::Table::new();
+            table.insert("path".into(), path);
+            table.insert("max_size".into(), toml::Value::String(max_size));
+            table.insert("backups".into(), toml::Value::Integer(backups));
+            w.set(stream, toml::Value::Table(table));
+        }
+    }
     if section
         .get("redirect_stderr")
         .is_some_and(|(v, _)| truth(v))
+        && w.keys.iter().any(|(k, _)| k == "stdout")
     {
-        if let Some(stdout) = w
-            .keys
-            .iter()
-            .find(|(k, _)| k == "stdout")
-            .map(|(_, v)| v.clone())
-        {
-            w.set("stderr", stdout);
-        }
+        w.set("stderr", "&stdout");
     }
     if let Some((priority, line)) = section.get("priority") {
         imported.skip(
@@ -287,6 +327,16 @@ fn why_not(key: &str) -> &'static str {
         "serverurl" => "an RPC setting",
         _ => "no equivalent",
     }
+}
+
+/// supervisord's byte counts (`50MB`, `1KB`, `1024`) as the config
+/// writes a size.
+fn size(text: &str) -> Option<String> {
+    let t = text.trim().to_uppercase();
+    let (number, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    number.parse::<u64>().ok()?;
+    matches!(unit, "" | "B" | "KB" | "MB" | "GB")
+        .then(|| format!("{number}{}", if unit.is_empty() { "B" } else { unit }))
 }
 
 fn truth(value: &str) -> bool {
