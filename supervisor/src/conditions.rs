@@ -30,6 +30,20 @@ pub struct Sample {
     pub cpu_usec: u64,
 }
 
+/// Measures a watch whose main process is `pid`: everything in its
+/// cgroup when it has one, else that process.
+pub fn sample_watch(pid: Pid, cgroup: Option<&WatchCgroup>) -> Sample {
+    let members: Vec<Pid> = match cgroup {
+        Some(c) => c
+            .pids()
+            .into_iter()
+            .filter_map(|p| Pid::new(u32::try_from(p).ok()?))
+            .collect(),
+        None => vec![pid],
+    };
+    sample(&members, cgroup)
+}
+
 /// Measures `members` (and, for CPU, the cgroup when there is one).
 pub fn sample(members: &[Pid], cgroup: Option<&WatchCgroup>) -> Sample {
     let page = page_size();

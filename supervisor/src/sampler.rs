@@ -79,15 +79,7 @@ pub fn start(snapshot: Reader, cgroups: Option<PathBuf>) -> Table {
                         let cgroup = cgroups
                             .as_ref()
                             .and_then(|base| WatchCgroup::existing(base.join(&w.name)));
-                        let members: Vec<Pid> = match &cgroup {
-                            Some(c) => c
-                                .pids()
-                                .into_iter()
-                                .filter_map(|p| Pid::new(u32::try_from(p).ok()?))
-                                .collect(),
-                            None => vec![pid],
-                        };
-                        let sample = crate::conditions::sample(&members, cgroup.as_ref());
+                        let sample = crate::conditions::sample_watch(pid, cgroup.as_ref());
                         Some((
                             w.name.clone(),
                             Usage {

@@ -190,14 +190,12 @@ impl Site {
             }
         });
         let mut response = Response::new(Either::Right(body));
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("text/event-stream"),
-        );
-        headers.insert(
-            header::CACHE_CONTROL,
-            header::HeaderValue::from_static("no-store"),
+        headers(
+            &mut response,
+            &[
+                (header::CONTENT_TYPE, "text/event-stream"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
         );
         response
     }
@@ -394,22 +392,22 @@ fn asset(content_type: &'static str, text: &'static str) -> Response<Body> {
         content_type,
         Bytes::from_static(text.as_bytes()),
     );
-    let headers = answer.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        header::HeaderValue::from_static(POLICY),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        header::HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        header::HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(
-        header::X_FRAME_OPTIONS,
-        header::HeaderValue::from_static("DENY"),
+    headers(
+        &mut answer,
+        &[
+            (header::CONTENT_SECURITY_POLICY, POLICY),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+        ],
     );
     answer
+}
+
+fn headers(response: &mut Response<Body>, all: &[(header::HeaderName, &'static str)]) {
+    for (name, value) in all {
+        response
+            .headers_mut()
+            .insert(name.clone(), header::HeaderValue::from_static(value));
+    }
 }

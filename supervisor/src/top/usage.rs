@@ -35,15 +35,7 @@ impl Meter {
                 continue;
             };
             let cgroup = self.cgroup_of(pid, &w.name);
-            let members: Vec<Pid> = match &cgroup {
-                Some(c) => c
-                    .pids()
-                    .into_iter()
-                    .filter_map(|p| Pid::new(u32::try_from(p).ok()?))
-                    .collect(),
-                None => vec![pid],
-            };
-            let sample = crate::conditions::sample(&members, cgroup.as_ref());
+            let sample = crate::conditions::sample_watch(pid, cgroup.as_ref());
             let cpu_percent = match self.last.get(&w.name) {
                 Some(&(at, was, cpu)) if was == pid.get() && now > at => {
                     let wall = now.duration_since(at).max(Duration::from_millis(1));
