@@ -225,48 +225,78 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// The part of a log file not yet printed.
+/// A log file being followed: the file it has open (read to its end
+/// even once it is renamed away), then the files that replaced it.
 struct Follower {
     path: PathBuf,
-    offset: u64,
-    inode: u64,
+    file: Option<std::fs::File>,
 }
 
 impl Follower {
     fn at_end(path: PathBuf) -> Self {
-        use std::os::unix::fs::MetadataExt as _;
-        let meta = std::fs::metadata(&path).ok();
-        Self {
-            offset: meta.as_ref().map_or(0, |m| m.len()),
-            inode: meta.map_or(0, |m| m.ino()),
-            path,
-        }
+        use std::io::Seek as _;
+        let file = open_log(&path).ok().and_then(|mut f| {
+            f.seek(std::io::SeekFrom::End(0)).ok()?;
+            Some(f)
+        });
+        Self { path, file }
     }
 
+    /// Prints what was written since: the rest of the file it holds, then
+    /// (after a rotation) the backups newer than it, oldest first, then
+    /// the new file from its start.
     fn print_new(&mut self) -> Result<()> {
         use std::{
             io::{Read as _, Seek as _, Write as _},
             os::unix::fs::MetadataExt as _,
         };
-        let Ok(meta) = std::fs::metadata(&self.path) else {
+        let mut out = Vec::new();
+        let held = match self.file.as_mut() {
+            Some(file) => {
+                file.read_to_end(&mut out)?;
+                Some((file.metadata()?.ino(), file.stream_position()?))
+            }
+            None => None,
+        };
+        let Ok(now) = std::fs::metadata(&self.path) else {
+            std::io::stdout().write_all(&out)?;
             return Ok(());
         };
-        if meta.ino() != self.inode || meta.len() < self.offset {
-            // Rotated or truncated: start over on the new file.
-            self.inode = meta.ino();
-            self.offset = 0;
+        match held {
+            Some((inode, _)) if inode != now.ino() => {
+                // Rotated: PATH.n is the file held, PATH.n-1 .. PATH.1
+                // came after it.
+                let numbered = |n: u32| {
+                    let mut name = self.path.as_os_str().to_owned();
+                    name.push(format!(".{n}"));
+                    PathBuf::from(name)
+                };
+                let found = (1..=1000)
+                    .take_while(|n| numbered(*n).exists())
+                    .find(|n| std::fs::metadata(numbered(*n)).is_ok_and(|m| m.ino() == inode));
+                for n in (1..found.unwrap_or(1)).rev() {
+                    if let Ok(mut f) = open_log(&numbered(n)) {
+                        f.read_to_end(&mut out)?;
+                    }
+                }
+                self.file = None;
+            }
+            // Truncated in place: from its start again.
+            Some((_, position)) if now.len() < position => {
+                if let Some(file) = self.file.as_mut() {
+                    file.seek(std::io::SeekFrom::Start(0))?;
+                    file.read_to_end(&mut out)?;
+                }
+            }
+            _ => {}
         }
-        if meta.len() == self.offset {
-            return Ok(());
+        if self.file.is_none() {
+            if let Ok(mut file) = open_log(&self.path) {
+                file.read_to_end(&mut out)?;
+                self.file = Some(file);
+            }
         }
-        let Ok(mut file) = open_log(&self.path) else {
-            return Ok(());
-        };
-        file.seek(std::io::SeekFrom::Start(self.offset))?;
-        let mut new = Vec::new();
-        file.read_to_end(&mut new)?;
-        self.offset += new.len() as u64;
-        std::io::stdout().write_all(&new)?;
+        std::io::stdout().write_all(&out)?;
         std::io::stdout().flush()?;
         Ok(())
     }

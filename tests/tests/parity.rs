@@ -542,3 +542,37 @@ fn rotation_by_size_keeps_every_line_once_and_whole_and_only_its_backups() {
     let s = d.status("chatty");
     assert_eq!(s.stdout, Some(dir.join("out.log")), "status shows the path");
 }
+
+#[test]
+fn log_follows_a_file_across_its_rotations_missing_no_line() {
+    let d = RunningDaemon::start(
+        "[[watch]]\nname = \"chatty\"\nkeepalive = false\n\
+         stdout = { path = \"{dir}/out.log\", max_size = \"4KB\", backups = 200 }\n\
+         start = \"/bin/sh -c 'echo ready; while [ ! -e {dir}/go ]; do sleep 0.01; done; \
+         i=0; while [ $i -lt 5000 ]; do echo line-$i; i=$((i+1)); done; exec sleep 1000'\"\n",
+    );
+    let dir = d.config.parent().unwrap().to_owned();
+    let log = dir.join("out.log");
+    wait_file_contains(&log, "ready\n");
+    let seen = dir.join("followed.txt");
+    let mut follower = std::process::Command::new(supervisor_tests::supervisor_bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["log", "chatty", "-n", "1"])
+        .stdout(std::fs::File::create(&seen).unwrap())
+        .spawn()
+        .unwrap();
+    // It has the file open once it has printed its last line.
+    wait_file_contains(&seen, "ready\n");
+    std::fs::write(dir.join("go"), "").unwrap();
+    wait_file_contains(&seen, "line-4999\n");
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(rotated(&log).len() > 5, "it was rotated many times");
+    let text = std::fs::read_to_string(&seen).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let want: Vec<String> = std::iter::once("ready".to_owned())
+        .chain((0..5000).map(|i| format!("line-{i}")))
+        .collect();
+    assert_eq!(lines, want, "every line once, in order");
+}

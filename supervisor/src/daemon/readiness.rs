@@ -142,8 +142,13 @@ impl Daemon {
         }
         let now = Now::read();
         let mut actions = Vec::new();
+        // A READY=1 that makes the watch up must reach `act` even when
+        // it asks for nothing more: that is how watches waiting `after`
+        // it hear of it.
+        let mut changed = false;
         if message.ready && watch.awaiting_ready() {
             actions.extend(watch.ready("READY=1", now));
+            changed = true;
         }
         if let Some(usec) = message.watchdog_usec {
             actions.extend(watch.watchdog_usec(usec, now));
@@ -154,7 +159,7 @@ impl Daemon {
         if message.watchdog_trigger {
             actions.extend(watch.watchdog_trigger(now));
         }
-        if !actions.is_empty() {
+        if changed || !actions.is_empty() {
             self.act(&name, actions);
         }
     }
