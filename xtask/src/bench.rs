@@ -97,6 +97,7 @@ pub fn run(root: &Path, args: BenchArgs) -> Result<()> {
         ("bench-restart", restart_args),
         ("bench-scale", vec![args.scale_watches.to_string()]),
         ("bench-scrape", vec!["1000".to_owned()]),
+        ("bench-logs", vec!["300".to_owned()]),
     ] {
         tables.push('\n');
         tables.push_str(&table(root, bin, &bin_args)?);
