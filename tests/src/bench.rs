@@ -1,5 +1,6 @@
-//! What the benchmark drivers share: percentiles, and a restart timed
-//! from the kill to the new process seen through `status`.
+//! What the benchmark drivers share: percentiles, a restart timed from
+//! the kill to the new process seen through `status`, a process's CPU
+//! time, and a daemon that goes with the benchmark however it ends.
 use std::{
     path::Path,
     time::{Duration, Instant},
@@ -50,5 +51,31 @@ pub async fn restart_ms(socket: &Path, name: &str, during: impl FnOnce()) -> Res
         if t.elapsed() > Duration::from_secs(30) {
             bail!("{name} was not restarted within 30 s");
         }
+    }
+}
+
+/// The CPU seconds `pid` has used so far (user + system).
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    // SAFETY: sysconf has no preconditions.
+    Ok(ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64)
+}
+
+/// The daemon under test, killed when dropped (terminated already when
+/// all went well; else its watches stay behind, as after a kill -9 of
+/// any supervisor).
+pub struct Daemon(pub std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -14,18 +14,9 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use supervisor::{control::request, protocol::Request};
+use supervisor_tests::bench::{cpu_seconds, Daemon};
 
 const LINE: &str = "a line of output, as a chatty service writes it, 64 bytes long.";
-
-/// The daemon under test, gone with the benchmark however it ends.
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Bytes in `path` and its rotated `path.N`.
 fn written(path: &Path) -> u64 {
@@ -39,20 +30,6 @@ fn written(path: &Path) -> u64 {
         }
     }
     total
-}
-
-/// The CPU seconds `pid` has used (user + system).
-fn cpu(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .context("stat")?
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    // SAFETY: sysconf has no preconditions.
-    Ok(ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64)
 }
 
 fn writer(bytes: u64) -> String {
@@ -95,7 +72,7 @@ async fn through_daemon(bytes: u64, timestamps: bool) -> Result<(f64, f64)> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let pid = daemon.0.id();
-    let (cpu_before, t) = (cpu(pid)?, Instant::now());
+    let (cpu_before, t) = (cpu_seconds(pid)?, Instant::now());
     let started = request(
         &socket,
         &Request::Command {
@@ -122,7 +99,7 @@ async fn through_daemon(bytes: u64, timestamps: bool) -> Result<(f64, f64)> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let secs = t.elapsed().as_secs_f64();
-    let used = cpu(pid)? - cpu_before;
+    let used = cpu_seconds(pid)? - cpu_before;
     let _ = request(&socket, &Request::Terminate).await;
     drop(daemon);
     Ok((bytes as f64 / 1e6 / secs, used / secs * 100.0))

@@ -23,25 +23,13 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use supervisor::{control::request, protocol::Request};
-use supervisor_tests::bench::{median_p99, restart_ms};
+use supervisor_tests::bench::{median_p99, restart_ms, Daemon};
 
 /// Live pages open at once in the page measurement.
 const PAGES: usize = 3;
 /// How often a watch is killed while the daemon's CPU is measured.
 const KILL_EVERY: Duration = Duration::from_millis(500);
 const CPU_WINDOW: Duration = Duration::from_secs(15);
-
-/// The daemon under test, gone with the benchmark however it ends.
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // Terminated already when all went well; else its watches stay
-        // behind, as after a kill -9 of any supervisor.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn scrape(addr: &str) -> Result<String> {
     get(addr, "/metrics")
@@ -268,18 +256,7 @@ async fn cpu_while_killing(
     daemon: u32,
     first: usize,
 ) -> Result<(f64, (f64, f64))> {
-    let cpu = || -> Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{daemon}/stat"))?;
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .context("stat")?
-            .1
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-        // SAFETY: sysconf has no preconditions.
-        Ok(ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64)
-    };
+    let cpu = || supervisor_tests::bench::cpu_seconds(daemon);
     let (start, t0) = (cpu()?, Instant::now());
     let mut times = Vec::new();
     let mut i = first;
