@@ -14,6 +14,8 @@ use serde::Deserialize;
 mod daemon;
 mod health;
 mod instances;
+mod keepalive;
+mod logs;
 mod notify;
 pub mod reload;
 mod rlimits;
@@ -28,10 +30,11 @@ use spans::Spans;
 use trust::trusted;
 
 pub use health::{HealthCheck, Probe, Readiness};
+pub use keepalive::Keepalive;
+pub use logs::Rotation;
 pub use notify::{NotifyConfig, NotifyEvent, Webhook};
 pub use watch::{
-    check_name, ConditionAction, Flapping, Keepalive, Resource, ResourceCondition, Rotation, RunAs,
-    WatchConfig,
+    check_name, ConditionAction, Flapping, Resource, ResourceCondition, RunAs, WatchConfig,
 };
 use watch::{command_argv, watch_config, Command, RawWatch};
 

@@ -11,6 +11,8 @@ use serde::Deserialize;
 
 use super::{
     health,
+    keepalive::{Keepalive, RawKeepalive},
+    logs::{log_file, LogFile, Rotation},
     values::{
         CpuMax, GroupSpec, HumanDuration, HumanSize, MemoryMax, Percent, PidsMax, SignalName,
         Umask, UserSpec,
@@ -255,102 +257,6 @@ pub(super) struct RawWatch {
     watchdog_signal: Option<SignalName>,
     limits: Option<super::rlimits::RawRlimits>,
     instances: Option<u32>,
-}
-
-/// A log file that is rotated by size: when a line would take it past
-/// `max_size`, it becomes `PATH.1` (`PATH.1` becomes `PATH.2` ...,
-/// `PATH.backups` is deleted) and a new `PATH` is begun.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rotation {
-    pub max_size: u64,
-    pub backups: u32,
-}
-
-/// `stdout = "PATH"` or `{ path = "PATH", max_size = "50MB", backups = 5 }`.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum LogFile {
-    Path(PathBuf),
-    Rotated(RawRotated),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRotated {
-    path: PathBuf,
-    max_size: Option<HumanSize>,
-    backups: Option<u32>,
-}
-
-/// The path of a log file key, and its rotation.
-fn log_file(raw: Option<LogFile>) -> Result<(Option<PathBuf>, Option<Rotation>), String> {
-    Ok(match raw {
-        None => (None, None),
-        Some(LogFile::Path(path)) => (Some(path), None),
-        Some(LogFile::Rotated(RawRotated {
-            path,
-            max_size,
-            backups,
-        })) => {
-            let rotation = match (max_size, backups) {
-                (None, None) => None,
-                (None, Some(_)) => {
-                    return Err("backups without max_size: a file is rotated at a size".into())
-                }
-                (Some(HumanSize(size)), _) if size < 4096 => {
-                    return Err(format!("max_size {size} bytes: at least 4KB"))
-                }
-                (Some(_), Some(0)) => {
-                    return Err(
-                        "backups = 0 would delete each file as it is rotated: at least 1".into(),
-                    )
-                }
-                (Some(HumanSize(max_size)), backups) => Some(Rotation {
-                    max_size,
-                    backups: backups.unwrap_or(5).min(1000),
-                }),
-            };
-            (Some(path), rotation)
-        }
-    })
-}
-
-/// Whether a watch's process is started again when it ends by itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Keepalive {
-    /// Whatever the exit (god's `keepalive`, systemd's `Restart=always`).
-    Always,
-    /// Unless it exited with one of `success_codes` or of SIGHUP, SIGINT,
-    /// SIGTERM or SIGPIPE, which systemd counts as clean
-    /// (`Restart=on-failure`, supervisord's `autorestart=unexpected`).
-    OnFailure,
-    Never,
-}
-
-impl Keepalive {
-    /// Whether a process that ended with `status` is started again.
-    pub fn restarts(self, status: crate::exit::ExitStatus, success: &[u8]) -> bool {
-        use crate::exit::ExitStatus;
-        match self {
-            Self::Always => true,
-            Self::Never => false,
-            Self::OnFailure => match status {
-                ExitStatus::Exited(code) => !success.contains(&code),
-                ExitStatus::Killed { signal, .. } => !matches!(
-                    signal,
-                    libc::SIGHUP | libc::SIGINT | libc::SIGTERM | libc::SIGPIPE
-                ),
-                ExitStatus::Unknown => true,
-            },
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawKeepalive {
-    Bool(bool),
-    Word(String),
 }
 
 /// `"x"` or `["x", "y"]`.
