@@ -73,6 +73,21 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
 /// any supervisor).
 pub struct Daemon(pub std::process::Child);
 
+impl Daemon {
+    /// `supervisor run -c config`, quiet but for its errors.
+    pub fn run(supervisor: &Path, config: &Path) -> Result<Self> {
+        Ok(Self(
+            std::process::Command::new(supervisor)
+                .args(["run", "-c"])
+                .arg(config)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::inherit())
+                .spawn()?,
+        ))
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.0.kill();

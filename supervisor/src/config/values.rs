@@ -108,6 +108,14 @@ impl<'de> Deserialize<'de> for PidsMax {
     }
 }
 
+/// A listener key as written: on or off, or an address.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Listener {
+    On(bool),
+    At(String),
+}
+
 /// `[daemon] metrics`: `true` (the default address), `false`, or
 /// `"HOST:PORT"`.
 pub(super) struct MetricsAddress(pub(super) Option<std::net::SocketAddr>);
@@ -118,16 +126,10 @@ pub const DEFAULT_METRICS: &str = "127.0.0.1:8795";
 
 impl<'de> Deserialize<'de> for MetricsAddress {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            On(bool),
-            At(String),
-        }
-        let text = match Raw::deserialize(d)? {
-            Raw::On(false) => return Ok(Self(None)),
-            Raw::On(true) => DEFAULT_METRICS.to_owned(),
-            Raw::At(text) => text,
+        let text = match Listener::deserialize(d)? {
+            Listener::On(false) => return Ok(Self(None)),
+            Listener::On(true) => DEFAULT_METRICS.to_owned(),
+            Listener::At(text) => text,
         };
         text.parse().map(|a| Self(Some(a))).map_err(|_| {
             de::Error::custom(format!(
@@ -144,16 +146,10 @@ pub(super) struct WebAddress(pub(super) Option<super::daemon::WebListen>);
 impl<'de> Deserialize<'de> for WebAddress {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use super::daemon::WebListen;
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            On(bool),
-            At(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::On(false) => Ok(Self(None)),
-            Raw::On(true) => Ok(Self(Some(WebListen::Metrics))),
-            Raw::At(text) => text
+        match Listener::deserialize(d)? {
+            Listener::On(false) => Ok(Self(None)),
+            Listener::On(true) => Ok(Self(Some(WebListen::Metrics))),
+            Listener::At(text) => text
                 .parse()
                 .map(|a| Self(Some(WebListen::Own(a))))
                 .map_err(|_| {

@@ -8,7 +8,7 @@
 //! over that time.
 use std::{
     path::Path,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -55,15 +55,7 @@ async fn through_daemon(bytes: u64, timestamps: bool) -> Result<(f64, f64)> {
             writer(bytes)
         ),
     )?;
-    let daemon = Daemon(
-        Command::new(&supervisor)
-            .args(["run", "-c"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()?,
-    );
+    let daemon = Daemon::run(&supervisor, &config)?;
     let launched = Instant::now();
     while request(&socket, &Request::Info).await.is_err() {
         if launched.elapsed() > Duration::from_secs(60) {

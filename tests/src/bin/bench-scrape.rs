@@ -13,7 +13,6 @@
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
-    process::{Command, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -83,15 +82,7 @@ async fn main() -> Result<()> {
         ));
     }
     std::fs::write(&config, text)?;
-    let mut daemon = Daemon(
-        Command::new(&supervisor)
-            .args(["run", "-c"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()?,
-    );
+    let mut daemon = Daemon::run(&supervisor, &config)?;
     let launched = Instant::now();
     loop {
         if let Ok(response) = request(&socket, &Request::Info).await {
