@@ -11,6 +11,10 @@
 //! deleted), and a new `PATH` is made (`O_EXCL`, so a name planted in the
 //! meantime is refused, not followed).
 //!
+//! The loop thread only reads the pipes and queues what they give; the
+//! files are written, rotated and reopened by a blocking-pool thread, so
+//! that a slow disk or a rotation never stalls the loop (`Sink`).
+//!
 //! The last lines of each stream of a process are kept, bounded, so that
 //! its exit can say what it printed before it died. With `timestamps`,
 //! each line in the file begins with when its first byte was read
@@ -38,18 +42,55 @@ pub struct Logs {
     sinks: HashMap<PathBuf, Arc<Sink>>,
 }
 
+/// How much output may wait for its file, per file. Past it the pipes
+/// feeding that file are not read until the writer catches up: a process
+/// faster than its disk is slowed by its own pipe filling, as it would be
+/// writing into the file itself, and the loop never waits for a disk.
+const QUEUED_BYTES: usize = 4 << 20;
+
+/// One log file. The loop thread only queues what the pipes give; the
+/// writing, rotating and reopening are done in order by a blocking-pool
+/// thread while there is something queued, so that a slow disk or a
+/// rotation never holds up the loop, and the loop never holds up a writer.
 struct Sink {
     path: PathBuf,
     /// Whose the file is: reopened as that user.
     user: Option<RunAs>,
-    /// `None` after a failed reopen, until the next one works.
-    file: Mutex<Option<File>>,
-    /// A write failed and was reported; report again only after success.
-    failing: Mutex<bool>,
     rotation: Option<crate::config::Rotation>,
+    queue: Mutex<Queue>,
+    /// The queue went below `QUEUED_BYTES`.
+    room: tokio::sync::Notify,
+    /// Touched by the writer only (the lock is for the compiler).
+    file: Mutex<Writing>,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    bytes: usize,
+    /// A writer is on it; a new one is started when it is not.
+    writing: bool,
+}
+
+enum Job {
+    Write(Vec<u8>),
+    /// SIGUSR1: open the path again, in order with what came before.
+    Reopen,
+    /// A stream into the file ended: a line it left open is written.
+    Ended,
+}
+
+struct Writing {
+    /// `None` after a failed reopen, until the next one works.
+    file: Option<File>,
+    /// A write failed and was reported; report again only after success.
+    failing: bool,
     /// With a rotation: the file's size, and whether the last byte written
     /// left a line open (rotation waits for its end).
-    written: Mutex<(u64, bool)>,
+    size: u64,
+    mid_line: bool,
+    /// With a rotation: the beginning of a line whose end has not come.
+    held: Vec<u8>,
 }
 
 /// A log file is created readable by its owner only: output can hold
@@ -77,10 +118,16 @@ impl Logs {
                 let sink = Arc::new(Sink {
                     path: path.to_owned(),
                     user: user.cloned(),
-                    file: Mutex::new(Some(file)),
-                    failing: Mutex::new(false),
                     rotation,
-                    written: Mutex::new((size, false)),
+                    queue: Mutex::default(),
+                    room: tokio::sync::Notify::new(),
+                    file: Mutex::new(Writing {
+                        file: Some(file),
+                        failing: false,
+                        size,
+                        mid_line: false,
+                        held: Vec::new(),
+                    }),
                 });
                 self.sinks.insert(path.to_owned(), sink.clone());
                 sink
@@ -98,8 +145,9 @@ impl Logs {
         let reading = pipe.clone();
         tokio::spawn(async move {
             // Ends when every writer (the process and what it started) is gone.
-            while reading.receiver.readable().await.is_ok() {
-                if reading.drain() {
+            loop {
+                reading.sink.room().await;
+                if reading.receiver.readable().await.is_err() || reading.drain(Drain::WhileRoom) {
                     break;
                 }
             }
@@ -107,46 +155,129 @@ impl Logs {
         Ok((write, pipe))
     }
 
-    /// Reopens every log file (after a rotation moved it away).
+    /// Reopens every log file (after a rotation moved it away), each once
+    /// what was queued for it before is written.
     pub fn reopen(&self) {
+        log::info!("reopening {} log file(s)", self.sinks.len());
         for sink in self.sinks.values() {
-            let reopened = open(&sink.path, sink.user.as_ref());
-            match reopened {
-                Ok(file) => {
-                    let size = file.metadata().map_or(0, |m| m.len());
-                    // In the order `write` takes them.
-                    let mut held = sink.file.lock().expect("log file lock");
-                    sink.written.lock().expect("log size lock").0 = size;
-                    *held = Some(file);
-                }
-                Err(e) => {
-                    log::error!("cannot reopen log file: {e}; output is dropped until it can be");
-                    *sink.file.lock().expect("log file lock") = None;
-                }
-            }
+            sink.push(Job::Reopen);
         }
-        log::info!("reopened {} log file(s)", self.sinks.len());
+    }
+}
+
+impl Logs {
+    /// Writes what is queued, on this thread: the daemon is ending, and
+    /// the runtime would drop a writer that has not begun.
+    pub fn flush(&self) {
+        for sink in self.sinks.values() {
+            sink.write_queued();
+            sink.write_held(&mut sink.file.lock().expect("log file lock"));
+        }
+    }
+}
+
+impl Job {
+    fn len(&self) -> usize {
+        match self {
+            Job::Write(bytes) => bytes.len(),
+            Job::Reopen | Job::Ended => 0,
+        }
     }
 }
 
 impl Sink {
-    fn write(&self, bytes: &[u8]) {
-        let mut file = self.file.lock().expect("log file lock");
-        let result = match (file.as_mut(), self.rotation) {
-            (None, _) => return,
-            (Some(f), None) => f.write_all(bytes),
-            (Some(_), Some(rotation)) => self.write_rotating(&mut file, bytes, rotation),
+    fn has_room(&self) -> bool {
+        self.queue.lock().expect("log queue lock").bytes < QUEUED_BYTES
+    }
+
+    /// Until the queue has room.
+    async fn room(&self) {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a writer making room between
+            // the two is not missed.
+            notified.as_mut().enable();
+            if self.has_room() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn push(self: &Arc<Self>, job: Job) {
+        let mut queue = self.queue.lock().expect("log queue lock");
+        queue.bytes += job.len();
+        queue.jobs.push_back(job);
+        if !queue.writing {
+            queue.writing = true;
+            let sink = self.clone();
+            tokio::task::spawn_blocking(move || sink.write_queued());
+        }
+    }
+
+    /// The writer: does the queued jobs in order until none is left. The
+    /// file is held before a job is taken, so that two writers (the pool's
+    /// and `Logs::flush`) still write in the order things were queued.
+    fn write_queued(&self) {
+        loop {
+            let mut writing = self.file.lock().expect("log file lock");
+            let job = {
+                let mut queue = self.queue.lock().expect("log queue lock");
+                let Some(job) = queue.jobs.pop_front() else {
+                    queue.writing = false;
+                    return;
+                };
+                let was_full = queue.bytes >= QUEUED_BYTES;
+                queue.bytes -= job.len();
+                if was_full && queue.bytes < QUEUED_BYTES {
+                    self.room.notify_waiters();
+                }
+                job
+            };
+            match job {
+                Job::Write(bytes) => self.write(&mut writing, &bytes),
+                Job::Reopen => {
+                    self.write_held(&mut writing);
+                    self.reopen(&mut writing);
+                }
+                Job::Ended => self.write_held(&mut writing),
+            }
+        }
+    }
+
+    fn reopen(&self, writing: &mut Writing) {
+        match open(&self.path, self.user.as_ref()) {
+            Ok(file) => {
+                writing.size = file.metadata().map_or(0, |m| m.len());
+                writing.file = Some(file);
+            }
+            Err(e) => {
+                log::error!("cannot reopen log file: {e}; output is dropped until it can be");
+                writing.file = None;
+            }
+        }
+    }
+
+    fn write(&self, writing: &mut Writing, bytes: &[u8]) {
+        let result = match (writing.file.is_some(), self.rotation) {
+            (false, _) => return,
+            (true, None) => writing.file.as_mut().expect("checked").write_all(bytes),
+            (true, Some(rotation)) => self.write_rotating(writing, bytes, rotation),
         };
-        drop(file);
-        let mut failing = self.failing.lock().expect("log flag lock");
+        self.report(writing, result);
+    }
+
+    /// Says once that the file cannot be written, and once that it can again.
+    fn report(&self, writing: &mut Writing, result: std::io::Result<()>) {
         match result {
-            Ok(()) if *failing => {
-                *failing = false;
+            Ok(()) if writing.failing => {
+                writing.failing = false;
                 log::info!("log file {} is writable again", self.path.display());
             }
             Ok(()) => {}
-            Err(e) if !*failing => {
-                *failing = true;
+            Err(e) if !writing.failing => {
+                writing.failing = true;
                 log::error!(
                     "cannot write log file {}: {e}; dropping output until it can",
                     self.path.display()
@@ -155,36 +286,72 @@ impl Sink {
             Err(_) => {}
         }
     }
-}
 
-impl Sink {
-    /// Writes `bytes`, rotating first where a line would begin past
-    /// `max_size` (a line longer than that goes whole into one file).
+    /// Writes `bytes`, rotating first where a line would take the file
+    /// past `max_size`. The beginning of a line is held until its end
+    /// comes, so that its length is known when the rotation is decided; a
+    /// line longer than `max_size` goes whole into one file, written as it
+    /// comes once it is that long.
     fn write_rotating(
         &self,
-        file: &mut Option<File>,
+        writing: &mut Writing,
         bytes: &[u8],
         rotation: crate::config::Rotation,
     ) -> std::io::Result<()> {
-        let mut written = self.written.lock().expect("log size lock");
-        let (size, mid_line) = &mut *written;
-        let mut batch_start = 0;
-        let mut at = 0;
+        let mut batch = Vec::with_capacity(bytes.len() + writing.held.len());
         for piece in bytes.split_inclusive(|&b| b == b'\n') {
-            if !*mid_line && *size > 0 && *size + piece.len() as u64 > rotation.max_size {
-                if let Some(f) = file.as_mut() {
-                    f.write_all(&bytes[batch_start..at])?;
-                }
-                *file = Some(self.rotate(rotation)?);
-                *size = 0;
-                batch_start = at;
+            let ended = piece.ends_with(b"\n");
+            if writing.mid_line {
+                batch.extend_from_slice(piece);
+                writing.size += piece.len() as u64;
+                writing.mid_line = !ended;
+                continue;
             }
-            *size += piece.len() as u64;
-            *mid_line = !piece.ends_with(b"\n");
-            at += piece.len();
+            writing.held.extend_from_slice(piece);
+            let long = writing.held.len() as u64 > rotation.max_size;
+            if !ended && !long {
+                continue;
+            }
+            if writing.size > 0 && writing.size + writing.held.len() as u64 > rotation.max_size {
+                if let Some(f) = writing.file.as_mut() {
+                    f.write_all(&batch)?;
+                }
+                batch.clear();
+                writing.file = Some(self.rotate(rotation)?);
+                writing.size = 0;
+            }
+            writing.size += writing.held.len() as u64;
+            writing.mid_line = !ended;
+            batch.append(&mut writing.held);
         }
-        match file.as_mut() {
-            Some(f) => f.write_all(&bytes[batch_start..]),
+        match writing.file.as_mut() {
+            Some(f) => f.write_all(&batch),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes a held beginning of a line as it is: its stream ended, or
+    /// the file is being reopened or closed.
+    fn write_held(&self, writing: &mut Writing) {
+        if writing.held.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut writing.held);
+        let result = self.write_line_start(writing, &held);
+        self.report(writing, result);
+    }
+
+    fn write_line_start(&self, writing: &mut Writing, held: &[u8]) -> std::io::Result<()> {
+        if let Some(rotation) = self.rotation {
+            if writing.size > 0 && writing.size + held.len() as u64 > rotation.max_size {
+                writing.file = Some(self.rotate(rotation)?);
+                writing.size = 0;
+            }
+        }
+        writing.size += held.len() as u64;
+        writing.mid_line = true;
+        match writing.file.as_mut() {
+            Some(f) => f.write_all(held),
             None => Ok(()),
         }
     }
@@ -306,25 +473,44 @@ fn now_stamp() -> String {
         .to_string()
 }
 
+/// How much of a pipe `Pipe::drain` reads.
+#[derive(Clone, Copy, PartialEq)]
+enum Drain {
+    /// What it holds, while its file's queue has room.
+    WhileRoom,
+    /// What it holds, room or not: the process is gone, and its last
+    /// lines are wanted (bounded, as something it left may still write).
+    All,
+}
+
 impl Pipe {
     /// Reads what the pipe holds now; true at its end.
-    fn drain(&self) -> bool {
+    fn drain(&self, how: Drain) -> bool {
         let mut tail = self.tail.lock().expect("tail lock");
         let mut buf = [0u8; 16 * 1024];
+        let mut reads = 0;
         loop {
+            if match how {
+                Drain::WhileRoom => !self.sink.has_room(),
+                Drain::All => reads == 64,
+            } {
+                return false;
+            }
+            reads += 1;
             match self.receiver.try_read(&mut buf) {
-                Ok(0) => return true,
+                Ok(0) => {
+                    self.sink.push(Job::Ended);
+                    return true;
+                }
                 Ok(n) => {
-                    match &self.stamps {
-                        Some(stamper) => {
-                            let stamped = stamper
-                                .lock()
-                                .expect("stamper lock")
-                                .stamp(&buf[..n], &now_stamp());
-                            self.sink.write(&stamped);
-                        }
-                        None => self.sink.write(&buf[..n]),
-                    }
+                    let bytes = match &self.stamps {
+                        Some(stamper) => stamper
+                            .lock()
+                            .expect("stamper lock")
+                            .stamp(&buf[..n], &now_stamp()),
+                        None => buf[..n].to_vec(),
+                    };
+                    self.sink.push(Job::Write(bytes));
                     tail.push(&buf[..n]);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
@@ -337,7 +523,7 @@ impl Pipe {
     /// Its last lines, once what is still in the pipe is read (a process
     /// that is gone wrote all it will).
     pub fn last_lines(&self) -> Vec<String> {
-        self.drain();
+        self.drain(Drain::All);
         self.tail.lock().expect("tail lock").lines()
     }
 }
@@ -372,6 +558,126 @@ mod tests {
             "T1 one\nT1 two\nT2 three\nT3 \n"
         );
         assert_eq!(now_stamp().len(), "2026-12-02T02:40:00.123456Z".len());
+    }
+
+    /// Far more than a queue's bound goes through one pipe into a rotating
+    /// file: every line arrives once, in order, none split by a rotation.
+    #[test]
+    fn output_through_the_queue_arrives_whole_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.log");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let lines = 400_000;
+        runtime.block_on(async {
+            let mut logs = Logs::default();
+            let rotation = crate::config::Rotation {
+                max_size: 1 << 20,
+                backups: 100,
+            };
+            let (write, pipe) = logs.pipe_to(&path, None, false, Some(rotation)).unwrap();
+            let writer = tokio::task::spawn_blocking(move || {
+                let mut out = File::from(write);
+                for i in 0..lines {
+                    writeln!(out, "line {i:08} of the test").unwrap();
+                }
+            });
+            writer.await.unwrap();
+            while !pipe.drain(Drain::All) {}
+            logs.flush();
+        });
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        let generation = |p: &PathBuf| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .and_then(|e| e.parse::<u32>().ok())
+                .unwrap_or(0)
+        };
+        files.sort_by_key(|p| std::cmp::Reverse(generation(p)));
+        assert!(files.len() > 5, "{} files: too few rotations", files.len());
+        let mut next = 0;
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            assert!(
+                text.len() as u64 <= 1 << 20,
+                "{} is too big: {} bytes",
+                file.display(),
+                text.len()
+            );
+            assert!(text.ends_with('\n'), "{} ends mid-line", file.display());
+            for line in text.lines() {
+                assert_eq!(line, format!("line {next:08} of the test"));
+                next += 1;
+            }
+        }
+        assert_eq!(next, lines);
+    }
+
+    /// What each file holds after `writes` go through a file rotated at
+    /// 10 bytes, newest last.
+    fn rotated(writes: &[&[u8]]) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.log");
+        let sink = Sink {
+            path: path.clone(),
+            user: None,
+            rotation: Some(crate::config::Rotation {
+                max_size: 10,
+                backups: 9,
+            }),
+            queue: Mutex::default(),
+            room: tokio::sync::Notify::new(),
+            file: Mutex::new(Writing {
+                file: Some(open(&path, None).unwrap()),
+                failing: false,
+                size: 0,
+                mid_line: false,
+                held: Vec::new(),
+            }),
+        };
+        let mut writing = sink.file.lock().unwrap();
+        for bytes in writes {
+            match *bytes {
+                b"END" => sink.write_held(&mut writing),
+                bytes => sink.write(&mut writing, bytes),
+            }
+        }
+        (0..10)
+            .rev()
+            .filter_map(|n| {
+                let name = match n {
+                    0 => path.clone(),
+                    n => dir.path().join(format!("out.log.{n}")),
+                };
+                std::fs::read_to_string(name).ok()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rotation_knows_a_line_whole_before_it_decides() {
+        // A line that comes in pieces goes after the rotation it needs.
+        assert_eq!(
+            rotated(&[b"12345\n12", b"345", b"\n"]),
+            ["12345\n", "12345\n"]
+        );
+        assert_eq!(rotated(&[b"1234\n", b"1234", b"\n"]), ["1234\n1234\n"]);
+        // Longer than a file: whole in one, written as it comes.
+        assert_eq!(
+            rotated(&[b"1\n", b"0123456789", b"abc", b"\n2\n"]),
+            ["1\n", "0123456789abc\n", "2\n"]
+        );
+        // A stream that ended mid-line leaves its line; what comes next
+        // finishes it in the same file.
+        assert_eq!(
+            rotated(&[b"12345678\n", b"ab", b"END", b"cdefgh\n"]),
+            ["12345678\n", "abcdefgh\n"]
+        );
     }
 
     #[test]

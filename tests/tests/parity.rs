@@ -513,6 +513,10 @@ fn rotation_by_size_keeps_every_line_once_and_whole_and_only_its_backups() {
     d.wait_status("few", "its end", |s| {
         s.state == State::Unmonitored && s.last_exit.is_some()
     });
+    // The process is seen gone before the daemon's writer has written all
+    // it left (the writes are off the loop); its last line comes last.
+    wait_file_contains(&dir.join("out.log"), &format!("line {:08} ", LINES - 1));
+    wait_file_contains(&dir.join("few.log"), "99999\n");
     let files = rotated(&dir.join("out.log"));
     assert!(files.len() > 20, "{} files", files.len());
     let mut seen = vec![false; LINES];

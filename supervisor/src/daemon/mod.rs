@@ -426,6 +426,7 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
             cgroups.remove();
         }
     }
+    daemon.logs.flush();
     let _ = std::fs::remove_file(&daemon.config.daemon.socket);
     in_flight.drain(Duration::from_secs(1)).await;
     Ok(())
