@@ -11,9 +11,10 @@
 //! deleted), and a new `PATH` is made (`O_EXCL`, so a name planted in the
 //! meantime is refused, not followed).
 //!
-//! The loop thread only reads the pipes and queues what they give; the
-//! files are written, rotated and reopened by a blocking-pool thread, so
-//! that a slow disk or a rotation never stalls the loop (`Sink`).
+//! None of it is done on the daemon's loop: a thread of its own reads the
+//! pipes and queues what they give (`copier`), and the files are written,
+//! rotated and reopened by a blocking-pool thread (`Sink`), so that a
+//! flood of output, a slow disk or a rotation never stalls the loop.
 //!
 //! The last lines of each stream of a process are kept, bounded, so that
 //! its exit can say what it printed before it died. With `timestamps`,
@@ -42,16 +43,39 @@ pub struct Logs {
     sinks: HashMap<PathBuf, Arc<Sink>>,
 }
 
+/// The thread that reads the pipes, with a runtime of its own: a process
+/// writing as fast as it can keeps it busy, and the kernel then shares the
+/// CPU between it and the loop, where on the loop's runtime the flood
+/// would take turns the loop needs for exits and requests. Its blocking
+/// pool writes the files.
+fn copier() -> Result<&'static tokio::runtime::Handle> {
+    static COPIER: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    if let Some(handle) = COPIER.get() {
+        return Ok(handle);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .thread_name("log-writer")
+        .build()
+        .context("starting the log copier's runtime")?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("log-copier".into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))
+        .context("starting the log copier's thread")?;
+    Ok(COPIER.get_or_init(|| handle))
+}
+
 /// How much output may wait for its file, per file. Past it the pipes
 /// feeding that file are not read until the writer catches up: a process
 /// faster than its disk is slowed by its own pipe filling, as it would be
-/// writing into the file itself, and the loop never waits for a disk.
+/// writing into the file itself, and nothing waits for a disk.
 const QUEUED_BYTES: usize = 4 << 20;
 
-/// One log file. The loop thread only queues what the pipes give; the
-/// writing, rotating and reopening are done in order by a blocking-pool
-/// thread while there is something queued, so that a slow disk or a
-/// rotation never holds up the loop, and the loop never holds up a writer.
+/// One log file. The copier only queues what the pipes give; the writing,
+/// rotating and reopening are done in order by a blocking-pool thread
+/// while there is something queued, so that a slow disk or a rotation
+/// never holds up the reading of the pipes.
 struct Sink {
     path: PathBuf,
     /// Whose the file is: reopened as that user.
@@ -134,8 +158,12 @@ impl Logs {
             }
         };
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2")?;
-        let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(read)
-            .context("registering a log pipe")?;
+        let copier = copier()?;
+        let receiver = {
+            let _in_copier = copier.enter();
+            tokio::net::unix::pipe::Receiver::from_owned_fd(read)
+                .context("registering a log pipe")?
+        };
         let pipe = Arc::new(Pipe {
             receiver,
             sink,
@@ -143,7 +171,7 @@ impl Logs {
             stamps: timestamps.then(|| Mutex::new(Stamper::default())),
         });
         let reading = pipe.clone();
-        tokio::spawn(async move {
+        copier.spawn(async move {
             // Ends when every writer (the process and what it started) is gone.
             loop {
                 reading.sink.room().await;
@@ -212,7 +240,11 @@ impl Sink {
         if !queue.writing {
             queue.writing = true;
             let sink = self.clone();
-            tokio::task::spawn_blocking(move || sink.write_queued());
+            match copier() {
+                Ok(copier) => drop(copier.spawn_blocking(move || sink.write_queued())),
+                // Never: a sink exists only once the copier does.
+                Err(_) => queue.writing = false,
+            }
         }
     }
 
@@ -390,7 +422,27 @@ struct Tail {
 
 impl Tail {
     fn push(&mut self, data: &[u8]) {
+        // Of more than TAIL_LINES lines ending here, only the last ones
+        // can be kept: the earlier ones (and all before) need no copying.
         let mut rest = data;
+        if let Some(end) = data
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .and_then(|last| {
+                data[..last]
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .filter(|(_, &b)| b == b'\n')
+                    .nth(TAIL_LINES - 1)
+            })
+            .map(|(at, _)| at)
+        {
+            self.lines.clear();
+            self.bytes = 0;
+            self.partial.clear();
+            rest = &data[end + 1..];
+        }
         while let Some(end) = rest.iter().position(|&b| b == b'\n') {
             self.extend(&rest[..end]);
             self.finish();
@@ -487,7 +539,8 @@ impl Pipe {
     /// Reads what the pipe holds now; true at its end.
     fn drain(&self, how: Drain) -> bool {
         let mut tail = self.tail.lock().expect("tail lock");
-        let mut buf = [0u8; 16 * 1024];
+        // A pipe's whole buffer, as Linux sizes it, in one read.
+        let mut buf = [0u8; 64 * 1024];
         let mut reads = 0;
         loop {
             if match how {
@@ -696,6 +749,24 @@ mod tests {
         );
         assert_eq!(lines.first().map(String::as_str), Some("line 81"));
         let mut long = Tail::default();
+        // One chunk of many lines keeps what line by line would.
+        let many: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        let mut chunked = Tail::default();
+        chunked.push(b"before ");
+        chunked.push(many.as_bytes());
+        chunked.push(b"partial");
+        let mut one_by_one = Tail::default();
+        one_by_one.push(b"before ");
+        for line in many.split_inclusive('\n') {
+            one_by_one.push(line.as_bytes());
+        }
+        one_by_one.push(b"partial");
+        assert_eq!(chunked.lines(), one_by_one.lines());
+        assert_eq!(chunked.bytes, one_by_one.bytes);
+        let few = "a\nb\nc\n";
+        let mut short = Tail::default();
+        short.push(few.as_bytes());
+        assert_eq!(short.lines(), ["a", "b", "c"]);
         long.push(&vec![b'x'; 100_000]);
         long.push(b"\n");
         for _ in 0..20 {
