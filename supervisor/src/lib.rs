@@ -39,6 +39,7 @@ pub mod process;
 pub mod protocol;
 pub mod resources;
 pub mod rlimit;
+pub mod runtime_dir;
 pub mod safe_open;
 pub mod sampler;
 pub mod sched;

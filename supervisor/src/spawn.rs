@@ -145,7 +145,12 @@ fn prepare_with(
     extra_env: &[(String, String)],
     join: Vec<std::fs::File>,
 ) -> Result<Prepared> {
-    let env = environment(config, extra_env)?;
+    for dir in &config.runtime_dirs {
+        dir.make(config.user.as_ref()).map_err(anyhow::Error::msg)?;
+    }
+    let runtime_directory = crate::runtime_dir::variable(&config.runtime_dirs);
+    let extra: Vec<(String, String)> = extra_env.iter().cloned().chain(runtime_directory).collect();
+    let env = environment(config, &extra)?;
     let how = if clone3::available() {
         clone_plan(config, cgroup, stdio, env, join)?
     } else {
@@ -292,11 +297,9 @@ const THE_DAEMONS_OWN: &[&str] = &[
     "WATCHDOG_PID",
     "WATCHDOG_USEC",
     "INVOCATION_ID",
+    "RUNTIME_DIRECTORY",
 ];
 
-/// The environment the process starts with: the daemon's (unless
-/// `clear_env`, and never what was meant for the daemon itself), then the
-/// watch's `env`, then what the daemon adds.
 /// The limits its process starts with: the config's, and the daemon's
 /// original `nofile` where the config sets none (the daemon raised its
 /// own).

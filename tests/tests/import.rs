@@ -1,7 +1,7 @@
 //! `supervisor import` on real files: Debian's supervisord.conf (with a
 //! conf.d of programs), and the units Debian's nginx, memcached and redis
 //! packages ship. Each result loads (`run --check-config`), and the
-//! imported nginx, memcached and programs run under the daemon.
+//! imported nginx, memcached, redis and programs run under the daemon.
 use std::{
     io::{Read as _, Write as _},
     path::{Path, PathBuf},
@@ -9,7 +9,8 @@ use std::{
 };
 
 use supervisor_tests::{
-    free_port, in_ci, kill9, pid_of, poll_until, supervisor_bin, RunningDaemon, State,
+    free_port, in_ci, kill9, pid_of, poll_until, supervisor_bin, wait_file_contains, RunningDaemon,
+    State,
 };
 
 fn import(file: &Path, json: bool) -> Output {
@@ -149,7 +150,7 @@ fn debians_supervisord_conf_with_its_includes_imports_and_runs() {
 }
 
 #[test]
-fn debians_nginx_memcached_and_redis_units_import_and_nginx_and_memcached_run() {
+fn debians_nginx_memcached_and_redis_units_import_and_run() {
     let units = [
         "/lib/systemd/system/nginx.service",
         "/lib/systemd/system/memcached.service",
@@ -168,23 +169,40 @@ fn debians_nginx_memcached_and_redis_units_import_and_nginx_and_memcached_run() 
             toml.starts_with("# Imported by `supervisor import` from"),
             "{toml}"
         );
+        let mut toml = toml;
         if unit.contains("redis") {
             // Its LimitNOFILE=65535 loads where the daemon may raise its
-            // hard limit; elsewhere import says why it does not.
+            // hard limit; elsewhere import says why it does not, and the
+            // limit is lowered to the daemon's own, as an operator would.
             let checked = check_config(dir.path(), &toml);
             assert_eq!(out.status.success(), checked.status.success(), "{stderr}");
+            assert!(toml.contains("ready = \"notify\""), "{toml}");
+            assert!(toml.contains("runtime_dir = [\"redis\"]"), "{toml}");
+            assert!(toml.contains("runtime_dir_mode = \"2755\""), "{toml}");
             if !out.status.success() {
                 assert!(
                     stderr.contains("watch[0].limits: nofile: 65535"),
                     "{stderr}"
                 );
+                let mut limit = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                // SAFETY: getrlimit writes the struct it is given.
+                assert_eq!(
+                    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+                    0
+                );
+                let hard = limit.rlim_max;
+                toml = toml.replace(
+                    "limits = { nofile = 65535 }",
+                    &format!("limits = {{ nofile = {hard} }}"),
+                );
+                let checked = check_config(dir.path(), &toml);
+                assert!(checked.status.success(), "{checked:?}\n{toml}");
+                running.push_str(&toml);
+                continue;
             }
-            assert!(toml.contains("ready = \"notify\""), "{toml}");
-            assert!(
-                toml.contains("RuntimeDirectory=redis: not made here"),
-                "{toml}"
-            );
-            continue;
         }
         assert!(out.status.success(), "{unit}: {stderr}\n{toml}");
         let checked = check_config(dir.path(), &toml);
@@ -200,6 +218,23 @@ fn debians_nginx_memcached_and_redis_units_import_and_nginx_and_memcached_run() 
         "{running}"
     );
     let d = RunningDaemon::start(&running);
+    {
+        // Up once it said READY=1 (Type=notify), as user redis, in the
+        // /run/redis made for it.
+        d.wait_status("redis-server", "up", |s| s.state == State::Up);
+        assert!(
+            poll_until(std::time::Duration::from_secs(10), || {
+                get(6379, b"PING\r\n").starts_with("+PONG")
+            }),
+            "redis answers"
+        );
+        let run = std::fs::metadata("/run/redis").unwrap();
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let redis = nix::unistd::User::from_name("redis").unwrap().unwrap();
+        assert_eq!(run.uid(), redis.uid.as_raw());
+        assert_eq!(run.permissions().mode() & 0o7777, 0o2755);
+        wait_file_contains(Path::new("/run/redis/redis-server.pid"), "\n");
+    }
     d.wait_status("memcached", "up", |s| s.state == State::Up);
     assert!(
         poll_until(std::time::Duration::from_secs(10), || {

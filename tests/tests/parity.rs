@@ -91,6 +91,54 @@ fn limits_are_set_in_the_process_and_its_children() {
 }
 
 #[test]
+fn a_runtime_dir_is_made_for_the_watchs_user_and_a_symlink_there_is_refused() {
+    let name = format!("supervisor-test-{}", std::process::id());
+    let run = std::path::PathBuf::from("/run").join(&name);
+    let _ = std::fs::remove_dir_all(&run);
+    let d = RunningDaemon::start(&format!(
+        "[[watch]]\nname = \"app\"\nuid = \"nobody\"\n\
+         runtime_dir = [\"{name}/sockets\", \"{name}/other\"]\nruntime_dir_mode = \"2750\"\n\
+         start = \"/bin/sh -c 'touch ${{RUNTIME_DIRECTORY%%:*}}/made; exec sleep 1000'\"\n\n\
+         [[watch]]\nname = \"planted\"\nautostart = false\nruntime_dir = \"{name}/link\"\n\
+         start = \"/bin/sleep 1000\"\n"
+    ));
+    let s = d.wait_status("app", "up", |s| s.state == State::Up);
+    let env = environ_of(pid_of(&s));
+    assert_eq!(
+        env["RUNTIME_DIRECTORY"],
+        format!("{}/sockets:{}/other", run.display(), run.display())
+    );
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    for leaf in ["sockets", "other"] {
+        let meta = std::fs::metadata(run.join(leaf)).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (nobody.uid.as_raw(), nobody.gid.as_raw())
+        );
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o2750, "{leaf}");
+    }
+    // Made as the user: the process could write it.
+    wait_file_contains(&run.join("sockets/made"), "");
+    assert_eq!(
+        std::fs::metadata(run.join("sockets/made")).unwrap().uid(),
+        nobody.uid.as_raw()
+    );
+    // What leads to it is root's, and stays so.
+    assert_eq!(std::fs::metadata(&run).unwrap().uid(), 0);
+    // A symlink where the directory goes is not followed.
+    let target = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(target.path(), run.join("link")).unwrap();
+    d.cli(&["start", "planted"]);
+    let s = d.wait_status("planted", "its start to fail", |s| s.last_error.is_some());
+    let error = s.last_error.unwrap();
+    assert!(error.contains("is a symlink"), "{error}");
+    assert_eq!(std::fs::metadata(target.path()).unwrap().uid(), 0);
+    drop(d);
+    std::fs::remove_dir_all(&run).unwrap();
+}
+
+#[test]
 fn env_files_are_read_at_each_start_under_env() {
     let d = RunningDaemon::start(
         "[[watch]]\nname = \"app\"\nstart = \"/bin/sleep 1000\"\nautostart = false\n\

@@ -79,6 +79,22 @@ fn bad_configs_are_errors_with_file_line_and_key() {
             ":4: watch[0].env_file: 'relative/env' is not an absolute path (an env file is named in full, '-' first if it may be absent)",
         ),
         (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nruntime_dir = [\"app\", \"/run/app\"]\n",
+            ":4: watch[0].runtime_dir: '/run/app' is not a name under /run (as in systemd's RuntimeDirectory=: \"redis\", \"app/sockets\"; no '/' first, no '..')",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nruntime_dir = \"../etc\"\n",
+            ":4: watch[0].runtime_dir: '../etc' is not a name under /run (as in systemd's RuntimeDirectory=: \"redis\", \"app/sockets\"; no '/' first, no '..')",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nruntime_dir_mode = \"0750\"\n",
+            ":4: watch[0].runtime_dir_mode: set without runtime_dir (e.g. runtime_dir = \"app\")",
+        ),
+        (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\nruntime_dir = \"app\"\nruntime_dir_mode = \"u+rwx\"\n",
+            ":5:20: watch[0].runtime_dir_mode: 'u+rwx' is not an octal mode like \"0755\"",
+        ),
+        (
             "[[watch]]\nname = \"a\"\nstart = \"x\"\nwatchdog = \"10ms\"\n",
             ":4: watch[0].watchdog: at least 100ms: a process cannot be asked to say it lives more often",
         ),

@@ -228,6 +228,22 @@ impl<'de> Deserialize<'de> for Umask {
     }
 }
 
+/// A directory's mode, in octal with its setgid and sticky bits (`"2755"`).
+pub(super) struct DirMode(pub(super) u32);
+
+impl<'de> Deserialize<'de> for DirMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        u32::from_str_radix(text.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+            .map(DirMode)
+            .ok_or_else(|| {
+                de::Error::custom(format!("'{text}' is not an octal mode like \"0755\""))
+            })
+    }
+}
+
 /// A user by name or number, resolved at parse time.
 pub(super) struct UserSpec(pub(super) User);
 

@@ -14,8 +14,8 @@ use super::{
     keepalive::{Keepalive, RawKeepalive},
     logs::{log_file, LogFile, Rotation},
     values::{
-        CpuMax, GroupSpec, HumanDuration, HumanSize, MemoryMax, Percent, PidsMax, SignalName,
-        Umask, UserSpec,
+        CpuMax, DirMode, GroupSpec, HumanDuration, HumanSize, MemoryMax, Percent, PidsMax,
+        SignalName, Umask, UserSpec,
     },
     HealthCheck, Readiness,
 };
@@ -41,6 +41,8 @@ pub struct WatchConfig {
     /// Read at each start, under `env`.
     pub env_files: Vec<crate::env_file::EnvFile>,
     pub clear_env: bool,
+    /// Made under /run before each start, the watch's user's.
+    pub runtime_dirs: Vec<crate::runtime_dir::RuntimeDir>,
     pub user: Option<RunAs>,
     pub umask: Option<u32>,
     pub stdout: Option<PathBuf>,
@@ -108,6 +110,7 @@ impl WatchConfig {
             env: BTreeMap::new(),
             env_files: Vec::new(),
             clear_env: false,
+            runtime_dirs: Vec::new(),
             user: None,
             umask: None,
             stdout: None,
@@ -226,6 +229,8 @@ pub(super) struct RawWatch {
     env_file: Option<OneOrMany>,
     #[serde(default)]
     clear_env: bool,
+    runtime_dir: Option<OneOrMany>,
+    runtime_dir_mode: Option<DirMode>,
     uid: Option<UserSpec>,
     gid: Option<GroupSpec>,
     umask: Option<Umask>,
@@ -265,6 +270,15 @@ pub(super) struct RawWatch {
 enum OneOrMany {
     One(String),
     Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -451,15 +465,27 @@ pub(super) fn watch_config(raw: RawWatch) -> Result<Vec<WatchConfig>, (&'static 
         Duration::from_secs(if ready == Readiness::Started { 5 } else { 60 }),
         |d| d.0,
     );
-    let env_files = match raw.env_file {
-        None => Vec::new(),
-        Some(OneOrMany::One(one)) => vec![one],
-        Some(OneOrMany::Many(many)) => many,
+    let env_files = raw
+        .env_file
+        .map_or_else(Vec::new, OneOrMany::into_vec)
+        .iter()
+        .map(|f| crate::env_file::EnvFile::parse(f))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ("env_file", e))?;
+    let mode = raw.runtime_dir_mode.as_ref().map_or(0o755, |m| m.0);
+    let runtime_dirs = raw
+        .runtime_dir
+        .map_or_else(Vec::new, OneOrMany::into_vec)
+        .iter()
+        .map(|d| crate::runtime_dir::RuntimeDir::parse(d, mode))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ("runtime_dir", e))?;
+    if raw.runtime_dir_mode.is_some() && runtime_dirs.is_empty() {
+        return Err((
+            "runtime_dir_mode",
+            "set without runtime_dir (e.g. runtime_dir = \"app\")".into(),
+        ));
     }
-    .iter()
-    .map(|f| crate::env_file::EnvFile::parse(f))
-    .collect::<Result<Vec<_>, _>>()
-    .map_err(|e| ("env_file", e))?;
     let keepalive = match raw.keepalive {
         None | Some(RawKeepalive::Bool(true)) => Keepalive::Always,
         Some(RawKeepalive::Bool(false)) => Keepalive::Never,
@@ -547,6 +573,7 @@ pub(super) fn watch_config(raw: RawWatch) -> Result<Vec<WatchConfig>, (&'static 
         env: raw.env,
         env_files,
         clear_env: raw.clear_env,
+        runtime_dirs,
         user,
         umask: raw.umask.map(|u| u.0),
         stdout,

@@ -267,7 +267,19 @@ fn service(
                     _ => skip(imported, "not a limit here"),
                 }
             }
-            "RuntimeDirectory" => skip(imported, "not made here: make /run/NAME in its start (sh -c 'mkdir -p /run/NAME && exec ...')"),
+            "RuntimeDirectory" if value.contains('%') => skip(imported, "specifiers are not expanded in runtime_dir: name the directory in full"),
+            "RuntimeDirectory" => {
+                let mut dirs: Vec<toml::Value> = w
+                    .keys
+                    .iter()
+                    .find(|(k, _)| k == "runtime_dir")
+                    .and_then(|(_, v)| v.as_array().cloned())
+                    .unwrap_or_default();
+                dirs.extend(value.split_whitespace().map(|d| toml::Value::String(d.to_owned())));
+                w.set("runtime_dir", toml::Value::Array(dirs));
+            }
+            "RuntimeDirectoryMode" => w.set("runtime_dir_mode", value),
+            "RuntimeDirectoryPreserve" => skip(imported, "a runtime_dir is always kept when its process stops"),
             "ExecStartPre" | "ExecStartPost" | "ExecStopPost" => skip(imported, "commands around the start are not run here"),
             _ => skip(imported, "no equivalent here (systemd's sandboxing and resource controls)"),
         }
