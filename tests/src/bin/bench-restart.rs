@@ -166,6 +166,71 @@ fn checks_cpu(
     Ok(out)
 }
 
+/// kill -9 → the replacement's stamp while another watch writes as fast
+/// as it can (`yes`) into a log file rotated at 50MB, against the same
+/// daemon with no such neighbour, in the same run.
+fn beside_chatty(
+    supervisor: &Path,
+    dir: &Path,
+    helper: &Path,
+    fifo: &Path,
+    stamps: &mut Stamps,
+    n: usize,
+) -> Result<String> {
+    let mut out = format!(
+        "\n## Restart latency beside a chatty watch\n\n\
+         {n} restarts per row, as above (eBPF backend, a child). In the last row another watch \
+         writes 64-byte lines as fast as it can (`yes`) through the daemon into a log file \
+         rotated at 50MB with 2 backups; in the row before, the same writer sends its output to \
+         /dev/null itself, which costs the machine the same core and the daemon nothing.\n\n\
+         | what | p50 µs | p99 µs | max µs | p50 vs alone | p99 vs alone |\n|---|---:|---:|---:|---:|---:|\n"
+    );
+    let stamper = format!(
+        "[[watch]]\nname = \"w\"\nstart = [{helper:?}, \"stamp\", {fifo:?}]\nflapping = {{ starts = 100000 }}\n"
+    );
+    let chatty = format!(
+        "[[watch]]\nname = \"chatty\"\nstart = [\"yes\", \"a line of output, as a chatty service writes it, 64 bytes long.\"]\n\
+         stdout = {{ path = {:?}, max_size = \"50MB\", backups = 2 }}\n",
+        dir.join("chatty.log")
+    );
+    // The same writer with its output thrown away by itself: what it costs
+    // by taking a core, which no copying of output can avoid.
+    let busy =
+        "[[watch]]\nname = \"busy\"\nstart = [\"/bin/sh\", \"-c\", \"exec yes > /dev/null\"]\n";
+    let mut alone = None;
+    for (label, watches) in [
+        ("alone", stamper.clone()),
+        ("busy", stamper.clone() + busy),
+        ("chatty", stamper + &chatty),
+    ] {
+        eprintln!("bench: supervisor (ebpf), child, {label}, {n} restarts");
+        let daemon = Daemon::start(
+            supervisor,
+            dir,
+            &format!("beside-{label}"),
+            "ebpf",
+            &watches,
+        )?;
+        let v = through_daemon(&daemon, stamps, n, false)?;
+        let (p50, p99) = (percentile(&v, 0.5), percentile(&v, 0.99));
+        let (a50, a99) = *alone.get_or_insert((p50, p99));
+        let what = match label {
+            "alone" => "supervisor, no other watch",
+            "busy" => "beside a watch writing as fast as it can into /dev/null itself",
+            _ => "beside the same writing through the daemon into its log file",
+        };
+        out += &format!(
+            "| {what} | {p50:.0} | {p99:.0} | {:.0} | {:.2}× | {:.2}× |\n",
+            v[v.len() - 1],
+            p50 / a50,
+            p99 / a99
+        );
+        drop(daemon);
+        while let Ok(Some(_)) = poll_stamp(stamps) {}
+    }
+    Ok(out)
+}
+
 /// Every watch killed at once, for 1, 100 and 1,000 watches, against the
 /// floor measured just before each.
 fn mass(
@@ -401,6 +466,13 @@ fn main() -> Result<()> {
             );
             return Ok(());
         }
+        Some("chatty") => {
+            print!(
+                "{}",
+                beside_chatty(&supervisor, dir.path(), &helper, &fifo, &mut stamps, n)?
+            );
+            return Ok(());
+        }
         Some("mass") => {
             print!(
                 "{}",
@@ -495,6 +567,7 @@ fn main() -> Result<()> {
         }
     }
 
+    out += &beside_chatty(&supervisor, dir.path(), &helper, &fifo, &mut stamps, n)?;
     out += &mass(&supervisor, dir.path(), &helper, &fifo, &mut stamps)?;
     out += &checks_cpu(&supervisor, dir.path(), &helper, &fifo, &mut stamps)?;
     print!("{out}");
