@@ -11,6 +11,7 @@ use std::{
 
 use serde::Deserialize;
 
+mod conditions;
 mod daemon;
 mod health;
 mod instances;
@@ -29,13 +30,12 @@ pub use daemon::{DaemonConfig, Scheduling, Tracking, Web, WebListen, WebToken, D
 use spans::Spans;
 use trust::trusted;
 
+pub use conditions::{ConditionAction, Resource, ResourceCondition};
 pub use health::{HealthCheck, Probe, Readiness};
 pub use keepalive::Keepalive;
 pub use logs::Rotation;
 pub use notify::{NotifyConfig, NotifyEvent, Webhook};
-pub use watch::{
-    check_name, ConditionAction, Flapping, Resource, ResourceCondition, RunAs, WatchConfig,
-};
+pub use watch::{check_name, Flapping, RunAs, WatchConfig};
 use watch::{command_argv, watch_config, Command, RawWatch};
 
 /// A config error: where, which key, what is wrong.

@@ -10,6 +10,7 @@ use nix::{
 use serde::Deserialize;
 
 use super::{
+    conditions::{condition, RawCondition, Resource, ResourceCondition},
     health,
     keepalive::{Keepalive, RawKeepalive},
     logs::{log_file, LogFile, Rotation},
@@ -140,46 +141,6 @@ impl WatchConfig {
     }
 }
 
-/// A limit on what a watch's processes use, checked every `every`; it
-/// fires when the use was above the limit in `times.0` of the last
-/// `times.1` checks.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ResourceCondition {
-    pub resource: Resource,
-    pub every: Duration,
-    pub times: (u32, u32),
-    pub action: ConditionAction,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Resource {
-    /// Resident memory, in bytes.
-    Memory { above: u64 },
-    /// CPU, in percent of one core, averaged over the last interval.
-    Cpu { above: f64 },
-}
-
-/// What a fired condition does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ConditionAction {
-    Restart,
-    Stop,
-    /// Only say so (in the log and `status`).
-    Notify,
-}
-
-impl ConditionAction {
-    /// As the config and `status` spell it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Restart => "restart",
-            Self::Stop => "stop",
-            Self::Notify => "notify",
-        }
-    }
-}
-
 /// Who a watch's process runs as.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunAs {
@@ -279,43 +240,6 @@ impl OneOrMany {
             OneOrMany::Many(many) => many,
         }
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCondition<T> {
-    above: T,
-    every: Option<HumanDuration>,
-    times: Option<(u32, u32)>,
-    action: Option<ConditionAction>,
-}
-
-/// A raw condition as the daemon uses it; `key` names it in errors.
-fn condition<T>(
-    raw: RawCondition<T>,
-    resource: impl FnOnce(T) -> Resource,
-    key: &'static str,
-) -> Result<ResourceCondition, (&'static str, String)> {
-    let times = raw.times.unwrap_or((3, 5));
-    if times.0 == 0 || times.0 > times.1 {
-        return Err((
-            key,
-            format!(
-                "times = [{}, {}]: fire after N of the last M checks needs 1 <= N <= M",
-                times.0, times.1
-            ),
-        ));
-    }
-    let every = raw.every.map_or(Duration::from_secs(10), |d| d.0);
-    if every < Duration::from_millis(100) {
-        return Err((key, format!("every = {every:?}: at least 100ms")));
-    }
-    Ok(ResourceCondition {
-        resource: resource(raw.above),
-        every,
-        times,
-        action: raw.action.unwrap_or(ConditionAction::Restart),
-    })
 }
 
 fn yes() -> bool {
