@@ -218,14 +218,17 @@ pub(super) struct Umask(pub(super) u32);
 impl<'de> Deserialize<'de> for Umask {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        u32::from_str_radix(text.trim_start_matches("0o"), 8)
-            .ok()
-            .filter(|m| *m <= 0o777)
-            .map(Umask)
-            .ok_or_else(|| {
-                de::Error::custom(format!("'{text}' is not an octal umask like \"022\""))
-            })
+        octal(&text, 0o777).map(Umask).ok_or_else(|| {
+            de::Error::custom(format!("'{text}' is not an octal umask like \"022\""))
+        })
     }
+}
+
+/// `"022"` or `"0o022"`, at most `max`.
+fn octal(text: &str, max: u32) -> Option<u32> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= max)
 }
 
 /// A directory's mode, in octal with its setgid and sticky bits (`"2755"`).
@@ -234,13 +237,9 @@ pub(super) struct DirMode(pub(super) u32);
 impl<'de> Deserialize<'de> for DirMode {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        u32::from_str_radix(text.trim_start_matches("0o"), 8)
-            .ok()
-            .filter(|m| *m <= 0o7777)
-            .map(DirMode)
-            .ok_or_else(|| {
-                de::Error::custom(format!("'{text}' is not an octal mode like \"0755\""))
-            })
+        octal(&text, 0o7777).map(DirMode).ok_or_else(|| {
+            de::Error::custom(format!("'{text}' is not an octal mode like \"0755\""))
+        })
     }
 }
 

@@ -41,11 +41,35 @@ impl Watch {
         }
     }
 
+    /// Adds `values` to the array `key` (a key systemd may repeat).
+    fn push(&mut self, key: &str, values: impl IntoIterator<Item = toml::Value>) {
+        let mut array = self
+            .get(key)
+            .and_then(toml::Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        array.extend(values);
+        self.set(key, toml::Value::Array(array));
+    }
+
+    /// Sets `name` in the table `key` (`env`, `limits`).
+    fn insert(&mut self, key: &str, name: String, value: toml::Value) {
+        let mut table = self
+            .get(key)
+            .and_then(toml::Value::as_table)
+            .cloned()
+            .unwrap_or_default();
+        table.insert(name, value);
+        self.set(key, toml::Value::Table(table));
+    }
+
+    fn get(&self, key: &str) -> Option<&toml::Value> {
+        self.keys.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
     fn name(&self) -> &str {
-        self.keys
-            .iter()
-            .find(|(k, _)| k == "name")
-            .and_then(|(_, v)| v.as_str())
+        self.get("name")
+            .and_then(toml::Value::as_str)
             .unwrap_or_default()
     }
 }

@@ -172,28 +172,16 @@ fn service(
             },
             "UMask" => w.set("umask", value),
             "Environment" => {
-                let mut env = w
-                    .keys
-                    .iter()
-                    .find(|(k, _)| k == "env")
-                    .and_then(|(_, v)| v.as_table().cloned())
-                    .unwrap_or_default();
                 for word in shell_words::split(value).unwrap_or_default() {
                     if let Some((k, v)) = word.split_once('=') {
-                        env.insert(k.to_owned(), toml::Value::String(filled(v, line, imported)));
+                        let v = filled(v, line, imported);
+                        w.insert("env", k.to_owned(), toml::Value::String(v));
                     }
                 }
-                w.set("env", toml::Value::Table(env));
             }
             "EnvironmentFile" => {
-                let mut files: Vec<toml::Value> = w
-                    .keys
-                    .iter()
-                    .find(|(k, _)| k == "env_file")
-                    .and_then(|(_, v)| v.as_array().cloned())
-                    .unwrap_or_default();
-                files.push(toml::Value::String(filled(value, line, imported)));
-                w.set("env_file", toml::Value::Array(files));
+                let file = filled(value, line, imported);
+                w.push("env_file", [toml::Value::String(file)]);
             }
             "Restart" => match value {
                 "always" => w.set("keepalive", true),
@@ -253,31 +241,18 @@ fn service(
             }
             limit if limit.starts_with("Limit") => {
                 let name = limit["Limit".len()..].to_lowercase();
-                let mut limits = w
-                    .keys
-                    .iter()
-                    .find(|(k, _)| k == "limits")
-                    .and_then(|(_, v)| v.as_table().cloned())
-                    .unwrap_or_default();
                 match rlimit(value) {
                     Some(v) if crate::rlimit::Resource::ALL.iter().any(|r| r.name() == name) => {
-                        limits.insert(name, v);
-                        w.set("limits", toml::Value::Table(limits));
+                        w.insert("limits", name, v);
                     }
                     _ => skip(imported, "not a limit here"),
                 }
             }
             "RuntimeDirectory" if value.contains('%') => skip(imported, "specifiers are not expanded in runtime_dir: name the directory in full"),
-            "RuntimeDirectory" => {
-                let mut dirs: Vec<toml::Value> = w
-                    .keys
-                    .iter()
-                    .find(|(k, _)| k == "runtime_dir")
-                    .and_then(|(_, v)| v.as_array().cloned())
-                    .unwrap_or_default();
-                dirs.extend(value.split_whitespace().map(|d| toml::Value::String(d.to_owned())));
-                w.set("runtime_dir", toml::Value::Array(dirs));
-            }
+            "RuntimeDirectory" => w.push(
+                "runtime_dir",
+                value.split_whitespace().map(|d| toml::Value::String(d.to_owned())),
+            ),
             "RuntimeDirectoryMode" => w.set("runtime_dir_mode", value),
             "RuntimeDirectoryPreserve" => skip(imported, "a runtime_dir is always kept when its process stops"),
             "ExecStartPre" | "ExecStartPost" | "ExecStopPost" => skip(imported, "commands around the start are not run here"),
