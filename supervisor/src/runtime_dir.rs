@@ -15,7 +15,7 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
-use crate::config::RunAs;
+use nix::unistd::{Gid, Uid};
 
 /// Where runtime directories are.
 const RUN: &str = "/run";
@@ -46,9 +46,9 @@ impl RuntimeDir {
     }
 
     /// Makes it (and what leads to it, as root's) unless it is there, and
-    /// gives it to `user`. A symlink anywhere on the way is refused: whoever
+    /// gives it to `owner` (the watch's user and group). A symlink anywhere on the way is refused: whoever
     /// planted it would have the chown land where they chose.
-    pub fn make(&self, user: Option<&RunAs>) -> Result<(), String> {
+    pub fn make(&self, owner: Option<(Uid, Gid)>) -> Result<(), String> {
         let path = self.path();
         let fail = |e: &dyn std::fmt::Display| format!("runtime_dir {}: {e}", path.display());
         let mut at = PathBuf::from(RUN);
@@ -72,8 +72,8 @@ impl RuntimeDir {
                 Err(e) => return Err(fail(&e)),
             }
         }
-        if let Some(user) = user {
-            std::os::unix::fs::lchown(&path, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::lchown(&path, Some(uid.as_raw()), Some(gid.as_raw()))
                 .map_err(|e| fail(&e))?;
         }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(self.mode))

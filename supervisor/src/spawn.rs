@@ -146,7 +146,8 @@ fn prepare_with(
     join: Vec<std::fs::File>,
 ) -> Result<Prepared> {
     for dir in &config.runtime_dirs {
-        dir.make(config.user.as_ref()).map_err(anyhow::Error::msg)?;
+        let owner = config.user.as_ref().map(|u| (u.uid, u.gid));
+        dir.make(owner).map_err(anyhow::Error::msg)?;
     }
     let runtime_directory = crate::runtime_dir::variable(&config.runtime_dirs);
     let extra: Vec<(String, String)> = extra_env.iter().cloned().chain(runtime_directory).collect();
