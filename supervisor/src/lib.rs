@@ -44,6 +44,7 @@ pub mod safe_open;
 pub mod sampler;
 pub mod sched;
 pub mod sd_notify;
+pub mod service_manager;
 pub mod snapshot;
 pub mod spawn;
 pub mod state;

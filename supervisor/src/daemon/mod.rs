@@ -21,6 +21,7 @@ mod effects;
 mod exits;
 mod feed;
 mod limited;
+mod manager;
 mod notices;
 mod persist;
 mod reach;
@@ -328,16 +329,26 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
     // start failed): with spawner threads, the last starts are made after
     // the loop has handed them over.
     let mut announced = false;
+    let mut manager = manager::Manager::from_env();
     let save_wanted = daemon.publisher.save_wanted.clone();
     let mut sweep = tokio::time::interval_at((Instant::now() + SWEEP_EVERY).into(), SWEEP_EVERY);
     loop {
         if !announced && daemon.starting() == 0 {
             daemon.announce(ready.take());
+            if let Some(manager) = &mut manager {
+                manager.ready(&daemon);
+            }
             announced = true;
         }
         let next_check = daemon.next_check();
         tokio::select! {
             biased;
+            // First, so that a busy loop still pings; a wedged one does not.
+            tick = manager::Manager::next(&mut manager) => {
+                if let Some(manager) = &mut manager {
+                    manager.on_tick(tick, &daemon);
+                }
+            }
             event = daemon.backend.next_exit() => match event {
                 Ok(event) => daemon.on_exit(event),
                 Err(e) => daemon.backend_failed(e)?,
@@ -391,6 +402,11 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
             }
         }
         daemon.settle();
+        if daemon.quitting || daemon.terminating.is_some() {
+            if let Some(manager) = &mut manager {
+                manager.stopping();
+            }
+        }
         // Also while something is always ready (the starts at start-up),
         // and at once for a reader waiting for it.
         if daemon.state_unsaved()
