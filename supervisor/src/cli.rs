@@ -109,9 +109,47 @@ pub enum Command {
     Check(CheckArgs),
     /// Print process exits as they happen.
     Trace(TraceArgs),
+    /// Run CMD as a container's init, a drop-in for `tini --`: reap every
+    /// process that ends under it, forward SIGTERM, SIGINT, SIGHUP,
+    /// SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH to it, and exit as it did
+    /// (128+N for signal N).
+    Init(InitArgs),
     /// A process for `check` to kill (internal).
     #[command(name = "__self-test-child", hide = true)]
     SelfTestChild,
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Forward signals to CMD's whole process group, not CMD alone
+    /// (tini's -g).
+    #[arg(short = 'g', long)]
+    pub group: bool,
+    /// Report this exit code of CMD as 0 (tini's -e); may be repeated.
+    #[arg(short = 'e', long = "remap-exit", value_name = "CODE")]
+    pub remap_exit: Vec<u8>,
+    /// The signal the init gets when its parent dies (tini's -p), e.g.
+    /// SIGTERM, which it then forwards.
+    #[arg(short = 'p', long, value_name = "SIGNAL", value_parser = crate::units::parse_signal)]
+    pub parent_death: Option<nix::sys::signal::Signal>,
+    /// Accepted for tini's -s: the init is always a child subreaper when
+    /// it is not PID 1.
+    #[arg(short = 's', hide = true)]
+    pub subreaper: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+impl InitArgs {
+    pub fn options(self) -> crate::init::InitOptions {
+        crate::init::InitOptions {
+            argv: self.command,
+            to_group: self.group,
+            success_codes: self.remap_exit,
+            parent_death: self.parent_death,
+        }
+    }
 }
 
 #[derive(Args, Debug)]

@@ -28,6 +28,7 @@ pub mod helper;
 pub mod histogram;
 pub mod http;
 pub mod import;
+pub mod init;
 pub mod kernel;
 pub mod limits;
 pub mod notification;

@@ -8,12 +8,16 @@ use supervisor::{
 };
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Before the slots below: an init passes every fd it was given on.
+    if let Command::Init(args) = cli.command {
+        return supervisor::init::run(&args.options());
+    }
     // Before anything opens a file: see `clone3`. Without the slots,
     // processes start through std's Command instead.
     if let Err(e) = supervisor::clone3::reserve_fd_slots() {
         eprintln!("supervisor: cannot reserve fds 3-5 for starting processes: {e}");
     }
-    let cli = Cli::parse();
     if let Command::SelfTestChild = cli.command {
         supervisor::check::self_test_child();
     }
@@ -115,7 +119,9 @@ fn main() -> ExitCode {
             Command::Terminate => client::simple(&socket, Request::Terminate).await,
             Command::Check(args) => supervisor::check::run(args).await,
             Command::Trace(args) => supervisor::trace::run(args).await,
-            Command::SelfTestChild => unreachable!("handled before the runtime starts"),
+            Command::SelfTestChild | Command::Init(_) => {
+                unreachable!("handled before the runtime starts")
+            }
         }
     });
     match result {
