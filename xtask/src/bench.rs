@@ -49,14 +49,21 @@ fn install_peers() -> Result<()> {
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    if ["god", "supervisord", "supervise", "runsv", "s6-supervise"]
-        .iter()
-        .all(|cmd| have(cmd))
+    if [
+        "god",
+        "supervisord",
+        "supervise",
+        "runsv",
+        "s6-supervise",
+        "tini",
+    ]
+    .iter()
+    .all(|cmd| have(cmd))
     {
         return Ok(());
     }
     eprintln!(
-        "xtask bench: installing the peers (ruby-god, supervisor, daemontools, runit, s6) from Debian"
+        "xtask bench: installing the peers (ruby-god, supervisor, daemontools, runit, s6, tini) from Debian"
     );
     crate::run(Command::new("apt-get").arg("update").arg("-q"))?;
     crate::run(
@@ -70,6 +77,7 @@ fn install_peers() -> Result<()> {
                 "daemontools",
                 "runit",
                 "s6",
+                "tini",
             ])
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
@@ -89,15 +97,19 @@ pub fn run(root: &Path, args: BenchArgs) -> Result<()> {
     if !args.no_peers {
         install_peers()?;
     }
-    let mut restart_args = vec![args.restarts.to_string()];
-    if !args.no_peers {
-        restart_args.push("--peers".to_owned());
-    }
+    let with_peers = |mut bin_args: Vec<String>| {
+        if !args.no_peers {
+            bin_args.push("--peers".to_owned());
+        }
+        bin_args
+    };
+    let restart_args = with_peers(vec![args.restarts.to_string()]);
     for (bin, bin_args) in [
         ("bench-restart", restart_args),
         ("bench-scale", vec![args.scale_watches.to_string()]),
         ("bench-scrape", vec!["1000".to_owned()]),
         ("bench-logs", vec!["300".to_owned()]),
+        ("bench-init", with_peers(vec!["20".to_owned()])),
     ] {
         tables.push('\n');
         tables.push_str(&table(root, bin, &bin_args)?);
