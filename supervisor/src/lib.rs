@@ -49,6 +49,7 @@ pub mod service_manager;
 pub mod snapshot;
 pub mod spawn;
 pub mod state;
+pub mod survivor;
 pub mod top;
 pub mod trace;
 pub mod tree;

@@ -67,6 +67,10 @@ pub struct WatchConfig {
     /// For programs that daemonize themselves: the file they write their
     /// pid to. The supervisor follows that process, not the one it ran.
     pub pid_file: Option<PathBuf>,
+    /// A program that daemonizes itself and writes no pid file: once its
+    /// launch exits 0, the process it left in the watch's cgroup is
+    /// followed (`survivor`). A `pid_file` wins.
+    pub daemonizes: bool,
     /// How long a start may take: for a `pid_file` watch, until the file
     /// names a live process of ours; with `ready`, until it is ready.
     pub start_grace: Duration,
@@ -124,6 +128,7 @@ impl WatchConfig {
             stop_grace: Duration::from_secs(10),
             restart_grace: Duration::from_secs(30),
             pid_file: None,
+            daemonizes: false,
             start_grace: Duration::from_secs(5),
             ready: Readiness::Started,
             watchdog: None,
@@ -204,6 +209,8 @@ pub(super) struct RawWatch {
     stop_grace: Option<HumanDuration>,
     restart_grace: Option<HumanDuration>,
     pid_file: Option<PathBuf>,
+    #[serde(default)]
+    daemonizes: bool,
     start_grace: Option<HumanDuration>,
     #[serde(default = "yes")]
     autostart: bool,
@@ -510,6 +517,7 @@ pub(super) fn watch_config(raw: RawWatch) -> Result<Vec<WatchConfig>, (&'static 
         stop_grace: raw.stop_grace.map_or(Duration::from_secs(10), |d| d.0),
         restart_grace: raw.restart_grace.map_or(Duration::from_secs(30), |d| d.0),
         pid_file: raw.pid_file,
+        daemonizes: raw.daemonizes,
         start_grace,
         ready,
         watchdog,

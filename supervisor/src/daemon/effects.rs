@@ -77,10 +77,9 @@ impl Daemon {
         // A start made here, on the loop (not a launch, not on a spawner
         // thread: those set the limits themselves).
         let here = self.spawner.is_none()
-            && self
-                .slots
-                .get(name)
-                .is_some_and(|s| s.watch.config().pid_file.is_none());
+            && self.slots.get(name).is_some_and(|s| {
+                s.watch.config().pid_file.is_none() && !s.watch.config().daemonizes
+            });
         let join = match action {
             Action::Spawn if here && blocked_by.is_none() => Some(self.limits_for_start(name)),
             _ => None,
@@ -101,7 +100,7 @@ impl Daemon {
                 }
                 Vec::new()
             }
-            Action::Spawn if watch.config().pid_file.is_some() => {
+            Action::Spawn if watch.config().pid_file.is_some() || watch.config().daemonizes => {
                 self.launch_daemonizing(name);
                 Vec::new()
             }

@@ -226,6 +226,8 @@ impl Daemon {
                         proc.usage = Some(usage);
                         let name = proc.watch.clone();
                         self.confirm_gone(name, pid, None);
+                    } else if let Some(launch) = self.launchers.remove(&pid) {
+                        let _ = launch.send(status);
                     } else if let Some(helper) = self.helpers.get_mut(&pid) {
                         // Its task reports when its output is read.
                         helper.reaped = Some(status);

@@ -111,12 +111,14 @@ enum Internal {
     },
     /// A config file was read and parsed (off the loop), for a reload.
     Loaded(reload::Loaded),
-    /// What the pid file of a self-daemonizing watch said, for launch `launch`.
-    PidFile {
+    /// What a self-daemonizing watch's launch `launch` left: the process
+    /// its pid file names, or the one it left in its cgroup.
+    Left {
         name: String,
         launch: u64,
         launcher: Pid,
-        result: Result<ProcessId, String>,
+        /// With how it was found.
+        result: Result<(ProcessId, String), String>,
     },
 }
 
@@ -144,6 +146,8 @@ pub struct Daemon {
     spawner: Option<spawner::Spawner>,
     /// Exec checks and hooks running now.
     helpers: HashMap<Pid, Helper>,
+    /// The launches of `daemonizes` watches, told how they exited.
+    launchers: HashMap<Pid, tokio::sync::oneshot::Sender<crate::exit::ExitStatus>>,
     /// For HTTP health checks, made when the first is probed; one that
     /// verifies certificates, one that does not.
     http: HashMap<bool, reqwest::Client>,
@@ -285,6 +289,7 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
         procs: HashMap::new(),
         spawner,
         helpers: HashMap::new(),
+        launchers: HashMap::new(),
         http: HashMap::new(),
         notifier: Notifier::new(&config.notify),
         config,
@@ -497,12 +502,12 @@ impl Daemon {
             Internal::Loaded(loaded) => self.finish_load(loaded),
             Internal::HelperDone(finished) => self.helper_done(finished),
             Internal::Notified { name, message } => self.notified(name, message),
-            Internal::PidFile {
+            Internal::Left {
                 name,
                 launch,
                 launcher,
                 result,
-            } => self.pid_file_said(&name, launch, launcher, result),
+            } => self.launch_left(&name, launch, launcher, result),
             Internal::RestartDone { name, helper } => {
                 let Some(slot) = self.slots.get_mut(&name) else {
                     return;

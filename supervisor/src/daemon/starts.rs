@@ -25,7 +25,8 @@ use super::{
 
 impl Daemon {
     /// Starts a program that daemonizes itself and follows the process its
-    /// pid file names (ours through the subreaper: it is reparented to us).
+    /// pid file names, or (`daemonizes`) the one its launch leaves in the
+    /// watch's cgroup (ours through the subreaper: reparented to us).
     pub(super) fn launch_daemonizing(&mut self, name: &str) {
         let cgroup = self.cgroup_of(name);
         let env = self.notify_env(name, None);
@@ -34,16 +35,17 @@ impl Daemon {
             return;
         };
         let watch = &mut slot.watch;
-        let path = watch
-            .config()
-            .pid_file
-            .clone()
-            .expect("checked by the caller");
-        let launched = pid_file::clear(&path, watch.config().user.as_ref())
-            .and(join)
-            .and_then(|join| {
-                spawn::spawn(watch.config(), cgroup.as_ref(), join, &mut self.logs, &env)
-            });
+        let pid_file = watch.config().pid_file.clone();
+        let cleared = match &pid_file {
+            Some(path) => pid_file::clear(path, watch.config().user.as_ref()),
+            None if cgroup.is_none() => Err(anyhow::anyhow!(
+                "daemonizes needs the watch's cgroup to find what the launch left ([daemon] tracking = \"cgroup\"): give it a pid_file"
+            )),
+            None => Ok(()),
+        };
+        let launched = cleared.and(join).and_then(|join| {
+            spawn::spawn(watch.config(), cgroup.as_ref(), join, &mut self.logs, &env)
+        });
         let launcher = match launched {
             Ok(spawned) => {
                 track(&mut self.trees, name, spawned.id.pid);
@@ -61,21 +63,31 @@ impl Daemon {
         let launch = self.next_request;
         self.next_request += 1;
         let limit = watch.config().start_grace;
-        let owner = pid_file::Owner {
-            user: watch.config().user.clone(),
-            cgroup,
-        };
-        if let Some(slot) = self.slots.get_mut(name) {
-            slot.launch = Some(launch);
-        }
+        let user = watch.config().user.clone();
+        slot.launch = Some(launch);
         let tx = self.tx.clone();
         let name = name.to_owned();
         let ours = Pid::new(std::process::id()).expect("own pid");
+        let left = match pid_file {
+            Some(path) => {
+                let owner = pid_file::Owner { user, cgroup };
+                Box::pin(async move {
+                    pid_file::wait_for(&path, &owner, ours, launcher, limit)
+                        .await
+                        .map(|id| (id, format!("named by {}", path.display())))
+                })
+                    as std::pin::Pin<Box<dyn std::future::Future<Output = Result<_>> + Send>>
+            }
+            None => {
+                let (told, exited) = tokio::sync::oneshot::channel();
+                self.launchers.insert(launcher, told);
+                let cgroup = cgroup.expect("checked before the launch");
+                Box::pin(async move { left_behind(exited, &cgroup, ours, limit).await })
+            }
+        };
         tokio::spawn(async move {
-            let result = pid_file::wait_for(&path, &owner, ours, launcher, limit)
-                .await
-                .map_err(|e| format!("{e:#}"));
-            let _ = tx.send(Internal::PidFile {
+            let result = left.await.map_err(|e| format!("{e:#}"));
+            let _ = tx.send(Internal::Left {
                 name,
                 launch,
                 launcher,
@@ -84,13 +96,15 @@ impl Daemon {
         });
     }
 
-    pub(super) fn pid_file_said(
+    pub(super) fn launch_left(
         &mut self,
         name: &str,
         launch: u64,
         launcher: Pid,
-        result: Result<ProcessId, String>,
+        result: Result<(ProcessId, String), String>,
     ) {
+        self.launchers.remove(&launcher);
+        let cgroup = self.cgroup_of(name);
         match self.slots.get_mut(name) {
             Some(slot) if slot.launch == Some(launch) => slot.launch = None,
             _ => return,
@@ -99,7 +113,7 @@ impl Daemon {
             return;
         };
         let actions = match result {
-            Ok(id)
+            Ok((id, how))
                 if self
                     .procs
                     .get(&id.pid)
@@ -111,27 +125,24 @@ impl Daemon {
                     signal_group(launcher, Signal::SIGKILL);
                 }
                 watch.spawn_failed(
-                    &format!(
-                        "{} names pid {}, which is watch {other}'s process",
-                        watch
-                            .config()
-                            .pid_file
-                            .as_deref()
-                            .unwrap_or(std::path::Path::new(""))
-                            .display(),
-                        id.pid
-                    ),
+                    &format!("pid {} ({how}) is watch {other}'s process", id.pid),
                     Now::read(),
                 )
             }
-            Ok(id) => match process::pidfd_open(id.pid) {
-                Ok(pidfd) => self.follow(name, id, pidfd),
+            Ok((id, how)) => match process::pidfd_open(id.pid) {
+                Ok(pidfd) => {
+                    log::info!("{name}: following pid {}, {how}", id.pid);
+                    self.follow(name, id, pidfd)
+                }
                 Err(e) => watch.spawn_failed(&format!("pidfd_open({}): {e}", id.pid), Now::read()),
             },
             Err(e) => {
                 // Whatever the launch left running would run unwatched.
                 if group_alive(launcher) {
                     signal_group(launcher, Signal::SIGKILL);
+                }
+                if let Some(cgroup) = cgroup {
+                    cgroup.kill_all();
                 }
                 watch.spawn_failed(&e, Now::read())
             }
@@ -297,4 +308,27 @@ pub(super) fn track(trees: &mut Option<Trees>, name: &str, pid: Pid) {
     if let Some(trees) = trees {
         trees.track(pid, name);
     }
+}
+
+/// `daemonizes`: waits for the launch to exit 0 within `limit`, then for
+/// the process it left in `cgroup`.
+async fn left_behind(
+    exited: tokio::sync::oneshot::Receiver<crate::exit::ExitStatus>,
+    cgroup: &WatchCgroup,
+    ours: Pid,
+    limit: std::time::Duration,
+) -> Result<(ProcessId, String)> {
+    let deadline = std::time::Instant::now() + limit;
+    let status = match tokio::time::timeout(limit, exited).await {
+        Ok(Ok(status)) => status,
+        Ok(Err(_)) => anyhow::bail!("the launch's exit was not seen"),
+        Err(_) => anyhow::bail!(
+            "the launch did not exit within start_grace ({limit:?}): with daemonizes, the program must fork and its launch exit 0"
+        ),
+    };
+    if status != crate::exit::ExitStatus::Exited(0) {
+        anyhow::bail!("the launch {status} (with daemonizes, it must exit 0 once it has forked)");
+    }
+    let found = crate::survivor::find(cgroup, ours, deadline).await?;
+    Ok((found.id, found.why))
 }

@@ -145,7 +145,10 @@ fn service(
             }
             "ExecReload" if !value.is_empty() => {
                 if value.contains("$MAINPID") {
-                    skip(imported, "$MAINPID is not set here: `supervisor signal NAME HUP` does this");
+                    skip(
+                        imported,
+                        "$MAINPID is not set here: `supervisor signal NAME HUP` does this",
+                    );
                 } else {
                     let command = filled(exec_line(value), line, imported);
                     w.set("restart", command);
@@ -155,7 +158,8 @@ fn service(
                 "simple" | "exec" | "idle" => {}
                 "notify" | "notify-reload" => w.set("ready", "notify"),
                 "forking" if section.get("PIDFile").is_some() => {}
-                "forking" => skip(imported, "a daemon that forks is followed through pid_file here: give it one (PIDFile=), or run it in the foreground"),
+                // systemd guesses its main pid; so does daemonizes.
+                "forking" => w.set("daemonizes", true),
                 "oneshot" => {
                     w.set("keepalive", false);
                     skip(imported, "run once: kept as keepalive = false");
@@ -163,12 +167,18 @@ fn service(
                 _ => skip(imported, "no equivalent"),
             },
             "PIDFile" if kind == "forking" => w.set("pid_file", filled(value, line, imported)),
-            "PIDFile" => skip(imported, "its process does not fork: it is followed without a pid file"),
+            "PIDFile" => skip(
+                imported,
+                "its process does not fork: it is followed without a pid file",
+            ),
             "User" => w.set("uid", value),
             "Group" => w.set("gid", value),
             "WorkingDirectory" => match value.trim_start_matches('-') {
                 d if d.starts_with('/') => w.set("dir", filled(d, line, imported)),
-                _ => skip(imported, "a directory that is not absolute (~ is not known here)"),
+                _ => skip(
+                    imported,
+                    "a directory that is not absolute (~ is not known here)",
+                ),
             },
             "UMask" => w.set("umask", value),
             "Environment" => {
@@ -199,11 +209,17 @@ fn service(
             },
             "TimeoutStopSec" => match timespan(value) {
                 Some(d) if d != "0ms" => w.set("stop_timeout", d),
-                _ => skip(imported, "no time limit (0 or infinity): the default stop_timeout is kept"),
+                _ => skip(
+                    imported,
+                    "no time limit (0 or infinity): the default stop_timeout is kept",
+                ),
             },
             "TimeoutStartSec" => match timespan(value) {
                 Some(d) if d != "0ms" => w.set("start_grace", d),
-                _ => skip(imported, "no time limit (0 or infinity): the default start_grace is kept"),
+                _ => skip(
+                    imported,
+                    "no time limit (0 or infinity): the default start_grace is kept",
+                ),
             },
             "WatchdogSec" => match timespan(value) {
                 Some(d) if d != "0ms" => w.set("watchdog", d),
@@ -221,7 +237,10 @@ fn service(
             }
             "MemoryMax" | "MemoryLimit" => match size(value) {
                 Some(s) => w.set("memory_max", s),
-                None => skip(imported, "not a size (infinity and percentages are not kept)"),
+                None => skip(
+                    imported,
+                    "not a size (infinity and percentages are not kept)",
+                ),
             },
             "MemoryHigh" => match size(value) {
                 Some(s) => w.set("memory_high", s),
@@ -229,34 +248,61 @@ fn service(
             },
             "TasksMax" => match value.parse::<i64>() {
                 Ok(n) => w.set("pids_max", n),
-                Err(_) => skip(imported, "not a count (infinity and percentages are not kept)"),
+                Err(_) => skip(
+                    imported,
+                    "not a count (infinity and percentages are not kept)",
+                ),
             },
             "CPUQuota" => w.set("cpu_max", value),
             "StandardOutput" | "StandardError" => {
-                let to = if key == "StandardOutput" { "stdout" } else { "stderr" };
+                let to = if key == "StandardOutput" {
+                    "stdout"
+                } else {
+                    "stderr"
+                };
                 match value.split_once(':') {
                     Some(("file" | "append", file)) => w.set(to, filled(file, line, imported)),
-                    _ => skip(imported, "only file: and append: have an equivalent (a path)"),
+                    _ => skip(
+                        imported,
+                        "only file: and append: have an equivalent (a path)",
+                    ),
                 }
             }
             limit if limit.starts_with("Limit") => {
                 let name = limit["Limit".len()..].to_lowercase();
                 match rlimit(value) {
-                    Some(v) if crate::rlimit::Resource::ALL.iter().any(|r| r.name() == name) => {
+                    Some(v)
+                        if crate::rlimit::Resource::ALL
+                            .iter()
+                            .any(|r| r.name() == name) =>
+                    {
                         w.insert("limits", name, v);
                     }
                     _ => skip(imported, "not a limit here"),
                 }
             }
-            "RuntimeDirectory" if value.contains('%') => skip(imported, "specifiers are not expanded in runtime_dir: name the directory in full"),
+            "RuntimeDirectory" if value.contains('%') => skip(
+                imported,
+                "specifiers are not expanded in runtime_dir: name the directory in full",
+            ),
             "RuntimeDirectory" => w.push(
                 "runtime_dir",
-                value.split_whitespace().map(|d| toml::Value::String(d.to_owned())),
+                value
+                    .split_whitespace()
+                    .map(|d| toml::Value::String(d.to_owned())),
             ),
             "RuntimeDirectoryMode" => w.set("runtime_dir_mode", value),
-            "RuntimeDirectoryPreserve" => skip(imported, "a runtime_dir is always kept when its process stops"),
-            "ExecStartPre" | "ExecStartPost" | "ExecStopPost" => skip(imported, "commands around the start are not run here"),
-            _ => skip(imported, "no equivalent here (systemd's sandboxing and resource controls)"),
+            "RuntimeDirectoryPreserve" => skip(
+                imported,
+                "a runtime_dir is always kept when its process stops",
+            ),
+            "ExecStartPre" | "ExecStartPost" | "ExecStopPost" => {
+                skip(imported, "commands around the start are not run here")
+            }
+            _ => skip(
+                imported,
+                "no equivalent here (systemd's sandboxing and resource controls)",
+            ),
         }
     }
 }
