@@ -989,3 +989,17 @@ impl WebhookReceiver {
         self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
+
+/// Sends `request` to 127.0.0.1:`port` and returns the first bytes of the
+/// answer (up to 512), or "" when nothing listens there.
+pub fn ask_tcp(port: u16, request: &[u8]) -> String {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.write_all(request);
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}

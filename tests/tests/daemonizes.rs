@@ -5,9 +5,7 @@
 //! intermediate lingers. The followed process's death is a death like any
 //! other; `stop` leaves nothing; a launch that fails or leaves nothing is
 //! a failed start.
-use std::io::{Read as _, Write as _};
-
-use supervisor_tests::{free_port, kill9, pid_of, poll_until, RunningDaemon, State, WAIT};
+use supervisor_tests::{ask_tcp, free_port, kill9, pid_of, poll_until, RunningDaemon, State, WAIT};
 
 fn comm(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -25,18 +23,6 @@ fn ppid(pid: u32) -> u32 {
                 .and_then(|p| p.trim().parse().ok())
         })
         .unwrap_or(0)
-}
-
-fn ask(port: u16, request: &[u8]) -> String {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .unwrap();
-    let _ = s.write_all(request);
-    let mut buf = [0u8; 512];
-    let n = s.read(&mut buf).unwrap_or(0);
-    String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
 fn have(program: &str) -> bool {
@@ -88,7 +74,7 @@ fn memcached_d_is_followed_without_a_pid_file() {
     ));
     let s = d.wait_status("cache", "up", |s| s.state == State::Up);
     assert_eq!(comm(pid_of(&s)), "memcached");
-    let version = |_: &()| ask(port, b"version\r\n").starts_with("VERSION ");
+    let version = |_: &()| ask_tcp(port, b"version\r\n").starts_with("VERSION ");
     assert!(poll_until(WAIT, || version(&())), "memcached answers");
     let (old, s) = d.kill_and_wait_replaced("cache");
     assert_ne!(pid_of(&s), old);
@@ -130,7 +116,7 @@ fn nginx_with_daemon_on_is_followed_through_its_master() {
         .parse()
         .unwrap();
     assert_eq!(master, written, "the master, as nginx itself says");
-    let get = |_: &()| ask(port, b"GET / HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 200");
+    let get = |_: &()| ask_tcp(port, b"GET / HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 200");
     assert!(poll_until(WAIT, || get(&())), "nginx answers");
     // kill -9 of the master: its workers go with it, a new master serves.
     kill9(master);

@@ -3,14 +3,13 @@
 //! packages ship. Each result loads (`run --check-config`), and the
 //! imported nginx, memcached, redis and programs run under the daemon.
 use std::{
-    io::{Read as _, Write as _},
     path::{Path, PathBuf},
     process::{Command, Output},
 };
 
 use supervisor_tests::{
-    free_port, in_ci, kill9, pid_of, poll_until, supervisor_bin, wait_file_contains, RunningDaemon,
-    State,
+    ask_tcp, free_port, in_ci, kill9, pid_of, poll_until, supervisor_bin, wait_file_contains,
+    RunningDaemon, State,
 };
 
 fn import(file: &Path, json: bool) -> Output {
@@ -53,18 +52,6 @@ fn line_of(text: &str, needle: &str) -> usize {
         .position(|l| l.starts_with(needle))
         .expect(needle)
         + 1
-}
-
-fn get(port: u16, request: &[u8]) -> String {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .unwrap();
-    let _ = s.write_all(request);
-    let mut buf = [0u8; 256];
-    let n = s.read(&mut buf).unwrap_or(0);
-    String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
 #[test]
@@ -140,7 +127,7 @@ fn debians_supervisord_conf_with_its_includes_imports_and_runs() {
         assert_eq!(s.group.as_deref(), Some("shop"));
         assert!(
             poll_until(std::time::Duration::from_secs(10), || {
-                get(base + i, b"GET / HTTP/1.0\r\n\r\n").contains(" 200 ")
+                ask_tcp(base + i, b"GET / HTTP/1.0\r\n\r\n").contains(" 200 ")
             }),
             "web@{i} on {}",
             base + i
@@ -224,7 +211,7 @@ fn debians_nginx_memcached_and_redis_units_import_and_run() {
         d.wait_status("redis-server", "up", |s| s.state == State::Up);
         assert!(
             poll_until(std::time::Duration::from_secs(10), || {
-                get(6379, b"PING\r\n").starts_with("+PONG")
+                ask_tcp(6379, b"PING\r\n").starts_with("+PONG")
             }),
             "redis answers"
         );
@@ -238,12 +225,12 @@ fn debians_nginx_memcached_and_redis_units_import_and_run() {
     d.wait_status("memcached", "up", |s| s.state == State::Up);
     assert!(
         poll_until(std::time::Duration::from_secs(10), || {
-            get(11211, b"version\r\n").starts_with("VERSION ")
+            ask_tcp(11211, b"version\r\n").starts_with("VERSION ")
         }),
         "memcached answers"
     );
     let s = d.wait_status("nginx", "up", |s| s.state == State::Up);
-    let http = |_: &()| get(80, b"GET / HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 200");
+    let http = |_: &()| ask_tcp(80, b"GET / HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 200");
     assert!(
         poll_until(std::time::Duration::from_secs(10), || http(&())),
         "nginx answers"
