@@ -24,7 +24,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub log_level: Option<String>,
     /// The daemon's control socket [default: the config's for `run`, else
-    /// /run/supervisor.sock].
+    /// /run/supervisor-rs.sock].
     #[arg(long, global = true, value_name = "PATH", env = "SUPERVISOR_SOCKET")]
     pub socket: Option<std::path::PathBuf>,
     #[command(subcommand)]
@@ -114,6 +114,13 @@ pub enum Command {
     /// SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH to it, and exit as it did
     /// (128+N for signal N).
     Init(InitArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or
+    /// powershell (`cargo xtask install` installs bash's, zsh's and fish's).
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages, one per verb, into DIR (internal: for `cargo
+    /// xtask install` and the package).
+    #[command(name = "__man-pages", hide = true)]
+    ManPages { dir: PathBuf },
     /// A process for `check` to kill (internal).
     #[command(name = "__self-test-child", hide = true)]
     SelfTestChild,
@@ -321,4 +328,31 @@ pub enum TopSort {
     Cpu,
     Memory,
     Restarts,
+}
+
+/// The completion script for `shell`, on stdout.
+pub fn print_completions(shell: clap_complete::Shell) {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut command, "supervisor", &mut std::io::stdout());
+}
+
+/// `supervisor.8` and one `supervisor-VERB.8` per verb, in `dir`: section
+/// 8 (daemons and administration), which also keeps them apart from
+/// Debian's supervisord, whose `supervisor.1` is in section 1.
+pub fn write_man_pages(dir: &Path) -> std::io::Result<()> {
+    let command = <Cli as clap::CommandFactory>::command()
+        .version(env!("CARGO_PKG_VERSION"))
+        .display_name("supervisor");
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::generate_to(command, dir)?;
+    // generate_to names them NAME.1: they are section 8 pages.
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "1") {
+            let text = std::fs::read_to_string(&path)?.replacen(" 1 ", " 8 ", 1);
+            std::fs::write(path.with_extension("8"), text)?;
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }

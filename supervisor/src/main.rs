@@ -9,9 +9,30 @@ use supervisor::{
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A client verb piped into `head` ends quietly when the pipe closes,
+    // as Unix tools do; the daemon keeps SIGPIPE ignored (its clients and
+    // webhooks may hang up on it).
+    if !matches!(cli.command, Command::Run(_)) {
+        // SAFETY: setting a signal's disposition to its default.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     // Before the slots below: an init passes every fd it was given on.
-    if let Command::Init(args) = cli.command {
-        return supervisor::init::run(&args.options());
+    match cli.command {
+        Command::Init(args) => return supervisor::init::run(&args.options()),
+        Command::Completions { shell } => {
+            supervisor::cli::print_completions(shell);
+            return ExitCode::SUCCESS;
+        }
+        Command::ManPages { dir } => {
+            return match supervisor::cli::write_man_pages(&dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("supervisor: writing man pages into {}: {e}", dir.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        _ => {}
     }
     // Before anything opens a file: see `clone3`. Without the slots,
     // processes start through std's Command instead.
@@ -20,13 +41,6 @@ fn main() -> ExitCode {
     }
     if let Command::SelfTestChild = cli.command {
         supervisor::check::self_test_child();
-    }
-    // A client verb piped into `head` ends quietly when the pipe closes,
-    // as Unix tools do; the daemon keeps SIGPIPE ignored (its clients and
-    // webhooks may hang up on it).
-    if !matches!(cli.command, Command::Run(_)) {
-        // SAFETY: setting a signal's disposition to its default.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     // The daemon logs at its config's level unless told otherwise; the
     // other verbs only warn.
@@ -119,7 +133,10 @@ fn main() -> ExitCode {
             Command::Terminate => client::simple(&socket, Request::Terminate).await,
             Command::Check(args) => supervisor::check::run(args).await,
             Command::Trace(args) => supervisor::trace::run(args).await,
-            Command::SelfTestChild | Command::Init(_) => {
+            Command::SelfTestChild
+            | Command::Init(_)
+            | Command::Completions { .. }
+            | Command::ManPages { .. } => {
                 unreachable!("handled before the runtime starts")
             }
         }

@@ -1,10 +1,11 @@
-//! Project tasks: `cargo xtask setup|build|run|test|lint|bench|reliability|fuzz`.
+//! Project tasks: `cargo xtask setup|build|run|test|lint|bench|reliability|install|fuzz`.
 //!
 //! Every task that builds first runs `setup`, which installs what the eBPF
 //! build needs and is missing (nightly `rust-src`, `bpf-linker` built
 //! against rustc's own LLVM), once and idempotently, saying what it does.
 mod bench;
 mod fuzz;
+mod install;
 mod layers;
 mod reliability;
 mod setup;
@@ -49,6 +50,9 @@ enum Task {
     /// Run the fault-injection suite with higher counts and write
     /// RELIABILITY.md.
     Reliability(reliability::ReliabilityArgs),
+    /// Install the binary, the systemd unit (supervisor-rs.service), a
+    /// default config, man pages and completions; --uninstall removes them.
+    Install(install::InstallArgs),
     /// Fuzz the config loader and the control-protocol decoder for a
     /// bounded time (cargo-fuzz, nightly).
     Fuzz(fuzz::FuzzArgs),
@@ -123,6 +127,7 @@ fn main() -> Result<()> {
             setup::run()?;
             reliability::run(&root, args)
         }
+        Task::Install(args) => install::run(&root, args),
         Task::Fuzz(args) => {
             setup::run()?;
             fuzz::run(args)

@@ -146,7 +146,7 @@ fn ensure_bpf_linker() -> Result<()> {
 /// python3, not a pyenv one), tmux for `supervisor top`, and the real
 /// files `supervisor import` reads: Debian's supervisord.conf and the
 /// units of nginx, memcached and redis, which the tests then run.
-const TEST_PACKAGES: [(&str, &str); 9] = [
+const TEST_PACKAGES: [(&str, &str); 11] = [
     ("/usr/bin/promtool", "prometheus"),
     ("/usr/bin/chromium", "chromium"),
     ("/usr/bin/chromedriver", "chromium-driver"),
@@ -159,6 +159,9 @@ const TEST_PACKAGES: [(&str, &str); 9] = [
     ("/usr/sbin/nginx", "nginx"),
     ("/usr/bin/memcached", "memcached"),
     ("/usr/bin/redis-server", "redis-server"),
+    // The install test: `systemd-analyze verify` on the unit, `man -l`.
+    ("/usr/bin/systemd-analyze", "systemd"),
+    ("/usr/bin/man", "man-db"),
 ];
 
 pub fn test_packages() -> Result<()> {

@@ -114,7 +114,7 @@ impl Default for DaemonConfig {
     }
 }
 
-pub const DEFAULT_SOCKET: &str = "/run/supervisor.sock";
+pub const DEFAULT_SOCKET: &str = "/run/supervisor-rs.sock";
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]

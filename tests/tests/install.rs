@@ -1,0 +1,209 @@
+//! `cargo xtask install`: into a staging root (what a package is built
+//! from) and into the real paths beside Debian's supervisord, whose files
+//! it must not touch. The unit passes `systemd-analyze verify`, the man
+//! pages render with `man -l`, bash completes the verbs, and
+//! `--uninstall` takes away all of it but the config.
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use supervisor_tests::{built_binary, in_ci, supervisor_bin};
+
+fn xtask(args: &[&str]) -> std::process::Output {
+    let out = Command::new(built_binary("xtask"))
+        .arg("install")
+        .args(args)
+        .arg("--binary")
+        .arg(supervisor_bin())
+        .output()
+        .expect("running xtask install");
+    assert!(out.status.success(), "xtask install {args:?}: {out:?}");
+    out
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// What bash offers after `supervisor WORD`.
+fn bash_completes(script: &Path, word: &str) -> String {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}; COMP_WORDS=(supervisor {word}); COMP_CWORD=1; _supervisor supervisor {word} supervisor; echo \"${{COMPREPLY[*]}}\"",
+            script.display()
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn tools() -> bool {
+    let missing: Vec<&str> = ["/usr/bin/systemd-analyze", "/usr/bin/man", "/usr/bin/bash"]
+        .into_iter()
+        .filter(|t| !Path::new(t).exists())
+        .collect();
+    assert!(
+        missing.is_empty() || !in_ci(),
+        "{missing:?} missing (cargo xtask test installs systemd and man-db)"
+    );
+    missing.is_empty()
+}
+
+#[test]
+fn into_a_staging_root_everything_lands_where_it_belongs_and_uninstall_takes_it_away() {
+    if !tools() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let stage = root.path().display().to_string();
+    xtask(&["--root", &stage, "--prefix", "/usr"]);
+    let at = |rest: &str| root.path().join(rest);
+    assert_eq!(mode(&at("usr/bin/supervisor")), 0o755);
+    // /usr: a package's, so the unit goes with the distribution's.
+    let unit = std::fs::read_to_string(at("lib/systemd/system/supervisor-rs.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/bin/supervisor run -c /etc/supervisor-rs"),
+        "{unit}"
+    );
+    assert!(
+        unit.contains("Type=notify") && unit.contains("Delegate=yes"),
+        "{unit}"
+    );
+    let config = at("etc/supervisor-rs/supervisor.toml");
+    assert_eq!(mode(&config), 0o644);
+    let man = at("usr/share/man/man8");
+    for page in [
+        "supervisor.8",
+        "supervisor-run.8",
+        "supervisor-status.8",
+        "supervisor-init.8",
+    ] {
+        assert_eq!(mode(&man.join(page)), 0o644, "{page}");
+    }
+    let rendered = Command::new("man")
+        .arg("-l")
+        .arg(man.join("supervisor-run.8"))
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "80")
+        .output()
+        .unwrap();
+    let rendered = String::from_utf8_lossy(&rendered.stdout);
+    assert!(
+        rendered.contains("supervisor-run") && rendered.contains("--check-config"),
+        "{rendered}"
+    );
+    let bash = at("usr/share/bash-completion/completions/supervisor");
+    assert_eq!(bash_completes(&bash, "st"), "status start stop");
+    assert!(bash_completes(&bash, "im").contains("import"));
+    for shell in [
+        "usr/share/zsh/site-functions/_supervisor",
+        "usr/share/fish/vendor_completions.d/supervisor.fish",
+    ] {
+        assert!(
+            std::fs::read_to_string(at(shell))
+                .unwrap()
+                .contains("supervisor"),
+            "{shell}"
+        );
+    }
+    // Installed again over an edited config: the config is the operator's.
+    std::fs::write(&config, "[daemon]\nlog_level = \"debug\"\n").unwrap();
+    xtask(&["--root", &stage, "--prefix", "/usr"]);
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        "[daemon]\nlog_level = \"debug\"\n"
+    );
+    xtask(&["--root", &stage, "--prefix", "/usr", "--uninstall"]);
+    let left: Vec<PathBuf> = walk(root.path());
+    assert_eq!(left, vec![config], "all but the config is gone");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[test]
+fn into_the_real_paths_beside_debians_supervisord_touching_none_of_its_files() {
+    if !tools() || !supervisor_tests::require_root("installing into /usr/local and /etc") {
+        return;
+    }
+    let debian = [
+        "/etc/supervisor/supervisord.conf",
+        "/lib/systemd/system/supervisor.service",
+        "/usr/bin/supervisord",
+        "/usr/share/man/man1/supervisor.1.gz",
+    ];
+    let missing: Vec<&&str> = debian.iter().filter(|f| !Path::new(f).exists()).collect();
+    assert!(
+        missing.is_empty() || !in_ci(),
+        "{missing:?}: cargo xtask test installs supervisor"
+    );
+    if !missing.is_empty() {
+        return;
+    }
+    let before: Vec<Vec<u8>> = debian.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    let had_config = Path::new("/etc/supervisor-rs").exists();
+    xtask(&[]);
+    let verified = Command::new("systemd-analyze")
+        .args(["verify", "/etc/systemd/system/supervisor-rs.service"])
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success() && verified.stderr.is_empty(),
+        "{verified:?}"
+    );
+    let manpage = |section: &str| {
+        let out = Command::new("man")
+            .args(["-w", section, "supervisor"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert!(
+        manpage("8").ends_with("man8/supervisor.8"),
+        "{}",
+        manpage("8")
+    );
+    assert_eq!(
+        manpage("1"),
+        "/usr/share/man/man1/supervisor.1.gz",
+        "Debian's stays section 1's"
+    );
+    let checked = Command::new("/usr/local/bin/supervisor")
+        .args(["run", "--check-config", "-c", "/etc/supervisor-rs"])
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "the default config loads: {checked:?}"
+    );
+    xtask(&["--uninstall"]);
+    for gone in [
+        "/usr/local/bin/supervisor",
+        "/etc/systemd/system/supervisor-rs.service",
+        "/usr/local/share/man/man8/supervisor.8",
+    ] {
+        assert!(!Path::new(gone).exists(), "{gone} is still there");
+    }
+    let after: Vec<Vec<u8>> = debian.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    assert!(before == after, "Debian's supervisord files changed");
+    if !had_config {
+        std::fs::remove_dir_all("/etc/supervisor-rs").unwrap();
+    }
+}
