@@ -2,7 +2,9 @@
 //! from) and into the real paths beside Debian's supervisord, whose files
 //! it must not touch. The unit passes `systemd-analyze verify`, the man
 //! pages render with `man -l`, bash completes the verbs, and
-//! `--uninstall` takes away all of it but the config.
+//! `--uninstall` takes away all of it but the config. `cargo xtask deb`:
+//! the package installs with `dpkg -i` beside supervisord and `dpkg
+//! --purge` leaves nothing.
 use std::{
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
@@ -11,15 +13,22 @@ use std::{
 
 use supervisor_tests::{built_binary, in_ci, supervisor_bin};
 
+/// The tests that write the real /etc/supervisor-rs take turns.
+static REAL_PATHS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn xtask(args: &[&str]) -> std::process::Output {
+    xtask_task("install", args)
+}
+
+fn xtask_task(task: &str, args: &[&str]) -> std::process::Output {
     let out = Command::new(built_binary("xtask"))
-        .arg("install")
+        .arg(task)
         .args(args)
         .arg("--binary")
         .arg(supervisor_bin())
         .output()
         .expect("running xtask install");
-    assert!(out.status.success(), "xtask install {args:?}: {out:?}");
+    assert!(out.status.success(), "xtask {task} {args:?}: {out:?}");
     out
 }
 
@@ -157,6 +166,7 @@ fn into_the_real_paths_beside_debians_supervisord_touching_none_of_its_files() {
     if !missing.is_empty() {
         return;
     }
+    let _turn = REAL_PATHS.lock().unwrap_or_else(|e| e.into_inner());
     let before: Vec<Vec<u8>> = debian.iter().map(|f| std::fs::read(f).unwrap()).collect();
     let had_config = Path::new("/etc/supervisor-rs").exists();
     xtask(&[]);
@@ -205,5 +215,80 @@ fn into_the_real_paths_beside_debians_supervisord_touching_none_of_its_files() {
     assert!(before == after, "Debian's supervisord files changed");
     if !had_config {
         std::fs::remove_dir_all("/etc/supervisor-rs").unwrap();
+    }
+}
+
+#[test]
+fn the_deb_installs_beside_debians_supervisord_and_purges_to_nothing() {
+    if !tools() || !supervisor_tests::require_root("dpkg -i") {
+        return;
+    }
+    let have_supervisord = Path::new("/usr/bin/supervisord").exists();
+    assert!(
+        have_supervisord || !in_ci(),
+        "cargo xtask test installs Debian's supervisor"
+    );
+    let _turn = REAL_PATHS.lock().unwrap_or_else(|e| e.into_inner());
+    let out = tempfile::tempdir().unwrap();
+    let built = xtask_task("deb", &["--out", &out.path().display().to_string()]);
+    let deb = String::from_utf8_lossy(&built.stdout).trim().to_owned();
+    assert!(
+        deb.ends_with(".deb") && !deb.contains('\n'),
+        "stdout is the package's path alone: {deb:?}"
+    );
+    let dpkg = |args: &[&str]| {
+        let out = Command::new("dpkg")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "dpkg {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    dpkg(&["-i", &deb]);
+    assert!(dpkg(&["-s", "supervisor-rs"]).contains("Status: install ok installed"));
+    let files = dpkg(&["-L", "supervisor-rs"]);
+    for file in [
+        "/usr/bin/supervisor",
+        "/lib/systemd/system/supervisor-rs.service",
+        "/etc/supervisor-rs/supervisor.toml",
+        "/usr/share/man/man8/supervisor-run.8",
+        "/usr/share/bash-completion/completions/supervisor",
+    ] {
+        assert!(files.lines().any(|l| l == file), "{file} in\n{files}");
+        assert!(Path::new(file).exists(), "{file}");
+    }
+    let verified = Command::new("systemd-analyze")
+        .args(["verify", "/lib/systemd/system/supervisor-rs.service"])
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success() && verified.stderr.is_empty(),
+        "{verified:?}"
+    );
+    let check = Command::new("/usr/bin/supervisor")
+        .args(["check", "--backend", "ebpf"])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "the packaged binary has its eBPF object: {check:?}"
+    );
+    if have_supervisord {
+        assert!(dpkg(&["-s", "supervisor"]).contains("Status: install ok installed"));
+    }
+    dpkg(&["--purge", "supervisor-rs"]);
+    for gone in [
+        "/usr/bin/supervisor",
+        "/lib/systemd/system/supervisor-rs.service",
+        "/etc/supervisor-rs",
+    ] {
+        assert!(
+            !Path::new(gone).exists(),
+            "{gone} is still there after --purge"
+        );
+    }
+    if have_supervisord {
+        assert!(Path::new("/etc/supervisor/supervisord.conf").exists());
     }
 }

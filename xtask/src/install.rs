@@ -20,16 +20,16 @@ use anyhow::{bail, Context as _, Result};
 pub struct InstallArgs {
     /// Where the binary, man pages and completions go.
     #[arg(long, default_value = "/usr/local")]
-    prefix: PathBuf,
+    pub prefix: PathBuf,
     /// A staging directory everything goes under (a package's tree).
     #[arg(long, default_value = "/")]
-    root: PathBuf,
+    pub root: PathBuf,
     /// Install this binary instead of building one in release mode.
     #[arg(long)]
-    binary: Option<PathBuf>,
+    pub binary: Option<PathBuf>,
     /// Take away what install put there (not the config).
     #[arg(long)]
-    uninstall: bool,
+    pub uninstall: bool,
 }
 
 pub const UNIT: &str = "supervisor-rs.service";

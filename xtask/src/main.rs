@@ -1,9 +1,10 @@
-//! Project tasks: `cargo xtask setup|build|run|test|lint|bench|reliability|install|fuzz`.
+//! Project tasks: `cargo xtask setup|build|run|test|lint|bench|reliability|install|deb|fuzz`.
 //!
 //! Every task that builds first runs `setup`, which installs what the eBPF
 //! build needs and is missing (nightly `rust-src`, `bpf-linker` built
 //! against rustc's own LLVM), once and idempotently, saying what it does.
 mod bench;
+mod deb;
 mod fuzz;
 mod install;
 mod layers;
@@ -53,6 +54,8 @@ enum Task {
     /// Install the binary, the systemd unit (supervisor-rs.service), a
     /// default config, man pages and completions; --uninstall removes them.
     Install(install::InstallArgs),
+    /// Build the Debian package supervisor-rs (dpkg-deb) into target/deb.
+    Deb(deb::DebArgs),
     /// Fuzz the config loader and the control-protocol decoder for a
     /// bounded time (cargo-fuzz, nightly).
     Fuzz(fuzz::FuzzArgs),
@@ -128,6 +131,7 @@ fn main() -> Result<()> {
             reliability::run(&root, args)
         }
         Task::Install(args) => install::run(&root, args),
+        Task::Deb(args) => deb::run(&root, args),
         Task::Fuzz(args) => {
             setup::run()?;
             fuzz::run(args)
