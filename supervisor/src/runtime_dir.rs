@@ -11,7 +11,7 @@
 //!
 //! Owns the name's checking and the making; the spawner decides when.
 use std::{
-    os::unix::fs::{DirBuilderExt as _, PermissionsExt as _},
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _},
     path::{Component, Path, PathBuf},
 };
 
@@ -46,8 +46,9 @@ impl RuntimeDir {
     }
 
     /// Makes it (and what leads to it, as root's) unless it is there, and
-    /// gives it to `owner` (the watch's user and group). A symlink anywhere on the way is refused: whoever
-    /// planted it would have the chown land where they chose.
+    /// gives it to `owner` (the watch's user and group). A symlink anywhere
+    /// on the way is refused: whoever planted it would have the chown land
+    /// where they chose.
     pub fn make(&self, owner: Option<(Uid, Gid)>) -> Result<(), String> {
         let path = self.path();
         let fail = |e: &dyn std::fmt::Display| format!("runtime_dir {}: {e}", path.display());
@@ -72,11 +73,18 @@ impl RuntimeDir {
                 Err(e) => return Err(fail(&e)),
             }
         }
+        // Through the directory itself, opened without following a
+        // symlink: one swapped in since the walk above gets nothing.
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| fail(&e))?;
         if let Some((uid, gid)) = owner {
-            std::os::unix::fs::lchown(&path, Some(uid.as_raw()), Some(gid.as_raw()))
+            std::os::unix::fs::fchown(&dir, Some(uid.as_raw()), Some(gid.as_raw()))
                 .map_err(|e| fail(&e))?;
         }
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(self.mode))
+        dir.set_permissions(std::fs::Permissions::from_mode(self.mode))
             .map_err(|e| fail(&e))
     }
 }
