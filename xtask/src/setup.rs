@@ -146,7 +146,7 @@ fn ensure_bpf_linker() -> Result<()> {
 /// python3, not a pyenv one), tmux for `supervisor top`, and the real
 /// files `supervisor import` reads: Debian's supervisord.conf and the
 /// units of nginx, memcached and redis, which the tests then run.
-const TEST_PACKAGES: [(&str, &str); 11] = [
+const TEST_PACKAGES: [(&str, &str); 14] = [
     ("/usr/bin/promtool", "prometheus"),
     ("/usr/bin/chromium", "chromium"),
     ("/usr/bin/chromedriver", "chromium-driver"),
@@ -162,6 +162,11 @@ const TEST_PACKAGES: [(&str, &str); 11] = [
     // The install test: `systemd-analyze verify` on the unit, `man -l`.
     ("/usr/bin/systemd-analyze", "systemd"),
     ("/usr/bin/man", "man-db"),
+    // `init` as PID 1 of a real container (runc: crun refuses hybrid
+    // cgroup hosts), on a busybox rootfs.
+    ("/usr/bin/podman", "podman"),
+    ("/usr/sbin/runc", "runc"),
+    ("/bin/busybox", "busybox-static"),
 ];
 
 pub fn test_packages() -> Result<()> {
