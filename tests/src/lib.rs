@@ -75,6 +75,25 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// Whether every one of `files` (what Debian packages install) is there.
+/// CI installs them (`cargo xtask test`, naming `packages`), so there a
+/// missing one fails the test; elsewhere it is skipped with a loud note.
+pub fn have_files(files: &[&str], packages: &str) -> bool {
+    let missing: Vec<&str> = files
+        .iter()
+        .copied()
+        .filter(|f| !std::path::Path::new(f).exists())
+        .collect();
+    assert!(
+        missing.is_empty() || !in_ci(),
+        "{missing:?} missing (cargo xtask test installs {packages})"
+    );
+    if !missing.is_empty() {
+        eprintln!("\n!!! SKIPPED: {missing:?} missing (install {packages})\n");
+    }
+    missing.is_empty()
+}
+
 /// Opens `kind` for a test. Under CI a backend that cannot open fails the
 /// test with its reason; elsewhere the test is skipped with a loud note.
 pub fn open_backend_with(kind: BackendKind, options: &Options) -> Option<Backend> {

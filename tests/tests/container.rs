@@ -11,11 +11,11 @@
 //! has, so runc runs the container.
 use std::{
     io::{BufRead as _, BufReader},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Stdio},
 };
 
-use supervisor_tests::{in_ci, require_root, supervisor_bin};
+use supervisor_tests::{require_root, supervisor_bin};
 
 struct Podman {
     dir: tempfile::TempDir,
@@ -23,15 +23,10 @@ struct Podman {
 
 impl Podman {
     fn new() -> Option<Self> {
-        let missing: Vec<&str> = ["/usr/bin/podman", "/usr/sbin/runc", "/bin/busybox"]
-            .into_iter()
-            .filter(|p| !Path::new(p).exists())
-            .collect();
-        assert!(
-            missing.is_empty() || !in_ci(),
-            "{missing:?} missing (cargo xtask test installs podman, runc and busybox-static)"
-        );
-        if !missing.is_empty() || !require_root("podman with a rootfs") {
+        let tools = ["/usr/bin/podman", "/usr/sbin/runc", "/bin/busybox"];
+        if !supervisor_tests::have_files(&tools, "podman, runc and busybox-static")
+            || !require_root("podman with a rootfs")
+        {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -26,12 +26,7 @@ fn ppid(pid: u32) -> u32 {
 }
 
 fn have(program: &str) -> bool {
-    let there = std::path::Path::new(program).exists();
-    assert!(
-        there || !supervisor_tests::in_ci(),
-        "{program} missing (cargo xtask test installs it)"
-    );
-    there
+    supervisor_tests::have_files(&[program], "nginx and memcached")
 }
 
 #[test]

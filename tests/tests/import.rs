@@ -8,7 +8,7 @@ use std::{
 };
 
 use supervisor_tests::{
-    ask_tcp, free_port, in_ci, kill9, pid_of, poll_until, supervisor_bin, wait_file_contains,
+    ask_tcp, free_port, kill9, pid_of, poll_until, supervisor_bin, wait_file_contains,
     RunningDaemon, State,
 };
 
@@ -32,18 +32,9 @@ fn check_config(dir: &Path, toml: &str) -> Output {
         .unwrap()
 }
 
-/// The files Debian's packages ship; CI installs them (`cargo xtask test`),
-/// so there a missing one fails.
+/// The files Debian's packages ship.
 fn have(files: &[&str]) -> bool {
-    let missing: Vec<&&str> = files.iter().filter(|f| !Path::new(f).exists()).collect();
-    assert!(
-        missing.is_empty() || !in_ci(),
-        "{missing:?} missing (cargo xtask test installs supervisor, nginx, memcached, redis-server)"
-    );
-    if !missing.is_empty() {
-        eprintln!("\n!!! SKIPPED: {missing:?} missing\n");
-    }
-    missing.is_empty()
+    supervisor_tests::have_files(files, "supervisor, nginx, memcached, redis-server")
 }
 
 /// The line `needle` is on in `text`, counting from 1.
