@@ -5,9 +5,12 @@
 //! `cgroup.events`): no controller is enabled, so nothing
 //! about resource limits changes.
 //!
-//! Owns the `supervisor/<instance>/<watch>` folders under the cgroup2
-//! mount; where there is none (or it is not writable) the daemon falls back
-//! to process groups, and says so.
+//! Owns the `supervisor/<instance>/<watch>` folders: under the cgroup
+//! systemd delegated to the daemon's unit (`Delegate=yes`, which it marks
+//! with a `trusted.delegate` xattr), the daemon itself then moved into its
+//! leaf `daemon` beside them; else at the root of the cgroup2 mount. Where
+//! there is none (or it is not writable) the daemon falls back to fork
+//! tracking or process groups, and says so.
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
@@ -15,6 +18,8 @@ use nix::sys::signal::Signal;
 
 pub struct Cgroups {
     base: PathBuf,
+    /// The delegated cgroup the folder is in, if it is in one.
+    delegated: Option<PathBuf>,
     /// The folder, locked (flock) while this daemon uses it.
     lock: Option<std::fs::File>,
 }
@@ -37,9 +42,71 @@ pub fn mount() -> Result<PathBuf> {
     Ok(mount)
 }
 
-/// The folder of daemon `instance`'s cgroups, under `mount`.
-pub fn instance_dir(mount: &Path, instance: &str) -> PathBuf {
-    mount.join("supervisor").join(instance)
+/// The folder of daemon `instance`'s cgroups, under `parent` (the mount,
+/// or the delegated cgroup).
+pub fn instance_dir(parent: &Path, instance: &str) -> PathBuf {
+    parent.join("supervisor").join(instance)
+}
+
+/// The leaf of a delegated cgroup the daemon moves itself into: cgroup v2
+/// lets a cgroup with processes in it enable no controller for its
+/// children, so the unit's own cgroup is left empty for the watches'
+/// limits.
+const DAEMON_LEAF: &str = "daemon";
+
+/// The daemon's own cgroup v2, as /proc/self/cgroup says it (`0::/path`).
+fn own_cgroup() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_owned)
+}
+
+/// Whether systemd delegated `dir` (a unit with `Delegate=yes`): since
+/// v251 it sets `trusted.delegate` (`user.delegate` for a user manager's
+/// units) to 1 on the unit's cgroup.
+fn is_delegated(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    ["trusted.delegate", "user.delegate"].iter().any(|name| {
+        let name = std::ffi::CString::new(*name).expect("no NUL");
+        let mut value = [0u8; 8];
+        // SAFETY: both strings are NUL-terminated; the buffer's length is
+        // passed with it.
+        let n = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        n > 0 && value[..n as usize].trim_ascii() == b"1"
+    })
+}
+
+/// The delegated cgroup the daemon runs in (or, moved already, whose
+/// `daemon` leaf it runs in), if any.
+fn delegated(mount: &Path, own: &str) -> Option<PathBuf> {
+    let dir = mount.join(own.trim_start_matches('/'));
+    if own != "/" && is_delegated(&dir) {
+        return Some(dir);
+    }
+    let parent = dir.parent()?;
+    (dir.file_name()? == DAEMON_LEAF && parent != mount && is_delegated(parent))
+        .then(|| parent.to_owned())
+}
+
+/// Moves the daemon into `unit`'s `daemon` leaf (every thread of it: the
+/// move is through `cgroup.procs`).
+fn move_into_leaf(unit: &Path) -> Result<()> {
+    let leaf = unit.join(DAEMON_LEAF);
+    std::fs::create_dir_all(&leaf).with_context(|| format!("creating {}", leaf.display()))?;
+    let procs = leaf.join("cgroup.procs");
+    std::fs::write(&procs, std::process::id().to_string())
+        .with_context(|| format!("writing {}", procs.display()))
 }
 
 impl Cgroups {
@@ -51,9 +118,22 @@ impl Cgroups {
         if !crate::clone3::available() || !crate::kernel::at_least(5, 7) {
             bail!("processes cannot be cloned into a cgroup here (clone3 CLONE_INTO_CGROUP needs x86_64 and Linux 5.7)");
         }
-        let base = instance_dir(&mount, instance);
+        let delegated = own_cgroup().and_then(|own| delegated(&mount, &own));
+        if let Some(unit) = &delegated {
+            move_into_leaf(unit)?;
+        }
+        let base = instance_dir(delegated.as_deref().unwrap_or(&mount), instance);
         std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
-        Ok(Self { base, lock: None })
+        Ok(Self {
+            base,
+            delegated,
+            lock: None,
+        })
+    }
+
+    /// The cgroup delegated to the daemon's unit, if the folder is in one.
+    pub fn delegated(&self) -> Option<&Path> {
+        self.delegated.as_deref()
     }
 
     /// Makes the folder this daemon's alone: a second daemon that would
@@ -78,13 +158,13 @@ impl Cgroups {
         let _ = std::fs::remove_dir(&self.base);
     }
 
-    /// The cgroup of watch `name`, created if needed; its files are kept
-    /// open with `keep_open`.
     /// The folder the watches' cgroups are in.
     pub fn base(&self) -> &Path {
         &self.base
     }
 
+    /// The cgroup of watch `name`, created if needed; its files are kept
+    /// open with `keep_open`.
     pub fn watch(&self, name: &str, keep_open: bool) -> Result<WatchCgroup> {
         let dir = self.base.join(name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -53,7 +53,19 @@ pub async fn info(socket: &Path, json: bool) -> Result<ExitCode> {
         if info.starting > 0 {
             println!("starting    {} still to be started", info.starting);
         }
-        println!("tracking    {}", info.tracking);
+        match &info.cgroups {
+            Some(c) => println!(
+                "tracking    {}, in {}{}",
+                info.tracking,
+                c.dir.display(),
+                if c.delegated {
+                    " (delegated to the daemon's unit)"
+                } else {
+                    ""
+                }
+            ),
+            None => println!("tracking    {}", info.tracking),
+        }
         if let Some(fds) = info.fds {
             println!("fds         {} open, limit {}", fds.open, fds.limit);
         }

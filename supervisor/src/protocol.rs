@@ -395,6 +395,12 @@ pub struct ProbeStatus {
     pub at: f64,
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CgroupsInfo {
+    pub dir: PathBuf,
+    pub delegated: bool,
+}
+
 /// The daemon itself, as `info` shows it (and the foot of `status`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DaemonInfo {
@@ -416,6 +422,10 @@ pub struct DaemonInfo {
     pub unreported_exits: u64,
     /// `cgroup`, `fork` or `process group only`.
     pub tracking: String,
+    /// With cgroups, the folder of the watches' cgroups, and whether it
+    /// is in a cgroup delegated to the daemon's unit.
+    #[serde(default)]
+    pub cgroups: Option<CgroupsInfo>,
     pub notifications: NotificationCounters,
     /// Open fds and the limit (`info` only: counting them lists
     /// /proc/self/fd).

@@ -2,13 +2,16 @@
 //! unit with `WatchdogSec=`: a stand-in `NOTIFY_SOCKET` reader sees
 //! `READY=1` with a status line, `WATCHDOG=1` at half the period, the
 //! status following the watches, and the pings stop when the loop is
-//! wedged (a fault only debug builds have).
+//! wedged (a fault only debug builds have). And in a cgroup systemd
+//! delegated to its unit (`Delegate=yes`, marked by the `trusted.delegate`
+//! xattr systemd sets), the watches' cgroups are made under it.
 use std::{
     os::unix::net::UnixDatagram,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use supervisor_tests::{kill9, RunningDaemon, WAIT};
+use supervisor_tests::{info_of, kill9, RunningDaemon, WAIT};
 
 /// The next datagram, or `None` when none comes within `within`.
 fn next(reader: &UnixDatagram, within: Duration) -> Option<String> {
@@ -112,4 +115,157 @@ fn quitting_says_stopping() {
             break;
         }
     }
+}
+
+/// A cgroup at the root of the cgroup2 mount, as systemd makes a unit's,
+/// marked delegated (as systemd marks a unit's with `Delegate=yes`) or not;
+/// removed with everything under it when dropped.
+struct UnitCgroup(PathBuf);
+
+impl UnitCgroup {
+    fn new(name: &str, delegated: bool) -> Self {
+        let mount = supervisor::cgroup::mount().expect("a cgroup2 mount");
+        let dir = mount.join(format!("{name}-{}.service", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        if delegated {
+            nix_setxattr(&dir, "trusted.delegate", b"1");
+        }
+        Self(dir)
+    }
+
+    /// A command that runs its arguments in this cgroup, as systemd starts
+    /// a unit's main process in the unit's.
+    fn wrapper(&self) -> Vec<String> {
+        let procs = self.0.join("cgroup.procs");
+        vec![
+            "sh".into(),
+            "-c".into(),
+            format!("echo $$ > {} && exec \"$@\"", procs.display()),
+            "sh".into(),
+        ]
+    }
+}
+
+impl Drop for UnitCgroup {
+    fn drop(&mut self) {
+        fn remove(dir: &Path) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove(&entry.path());
+                }
+            }
+            let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+            supervisor_tests::poll_until(WAIT, || {
+                !std::fs::read_to_string(dir.join("cgroup.events"))
+                    .is_ok_and(|e| e.contains("populated 1"))
+            });
+            let _ = std::fs::remove_dir(dir);
+        }
+        remove(&self.0);
+    }
+}
+
+fn nix_setxattr(path: &Path, name: &str, value: &[u8]) {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: NUL-terminated strings and a buffer with its length.
+    let rc = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(rc, 0, "setxattr: {}", std::io::Error::last_os_error());
+}
+
+/// The cgroup v2 `pid` is in, as a path under the mount.
+fn cgroup_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+        .unwrap()
+}
+
+#[test]
+fn in_a_delegated_unit_cgroup_the_watches_cgroups_are_under_it_and_survive_a_restart_of_the_daemon()
+{
+    let unit = UnitCgroup::new("delegated", true);
+    let wrapper = unit.wrapper();
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let mut d = RunningDaemon::start_wrapped(
+        &wrapper,
+        "tracking = \"cgroup\"",
+        r#"
+[[watch]]
+name = "app"
+start = ["sleep", "1000"]
+"#,
+    );
+    let mount = supervisor::cgroup::mount().unwrap();
+    let unit_path = format!("/{}", unit.0.strip_prefix(&mount).unwrap().display());
+    let instance = d.instance();
+    let info = info_of(&d.socket).unwrap();
+    let cgroups = info.cgroups.expect("cgroups in info");
+    assert!(cgroups.delegated, "{cgroups:?}");
+    assert_eq!(
+        cgroups.dir,
+        unit.0.join("supervisor").join(&instance),
+        "{cgroups:?}"
+    );
+    // The daemon left the unit's cgroup for its leaf, so that the unit's
+    // cgroup has no process of its own.
+    assert_eq!(cgroup_of(d.pid()), format!("{unit_path}/daemon"));
+    let app = supervisor_tests::pid_of(&d.status("app"));
+    let app_cgroup = format!("{unit_path}/supervisor/{instance}/app");
+    assert_eq!(cgroup_of(app), app_cgroup);
+    let text = String::from_utf8(d.cli(&["info"]).stdout).unwrap();
+    assert!(
+        text.contains(&format!(
+            "tracking    cgroup, in {} (delegated to the daemon's unit)",
+            cgroups.dir.display()
+        )),
+        "{text}"
+    );
+
+    // systemd restarting the unit with KillMode=process: the daemon goes,
+    // its watches stay, and the new one (started in the unit's cgroup
+    // again) moves into its leaf and adopts them where they are.
+    d.kill9_and_restart();
+    assert_eq!(cgroup_of(d.pid()), format!("{unit_path}/daemon"));
+    assert_eq!(supervisor_tests::pid_of(&d.status("app")), app);
+    let (_, after) = d.kill_and_wait_replaced("app");
+    assert_eq!(cgroup_of(supervisor_tests::pid_of(&after)), app_cgroup);
+    drop(d);
+}
+
+#[test]
+fn in_a_unit_cgroup_not_delegated_the_watches_cgroups_stay_at_the_root() {
+    let unit = UnitCgroup::new("undelegated", false);
+    let wrapper = unit.wrapper();
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let d = RunningDaemon::start_wrapped(
+        &wrapper,
+        "tracking = \"cgroup\"",
+        r#"
+[[watch]]
+name = "app"
+start = ["sleep", "1000"]
+"#,
+    );
+    let mount = supervisor::cgroup::mount().unwrap();
+    let cgroups = info_of(&d.socket).unwrap().cgroups.unwrap();
+    assert!(!cgroups.delegated);
+    assert_eq!(
+        cgroups.dir,
+        supervisor::cgroup::instance_dir(&mount, &d.instance())
+    );
+    // Nothing moved: a cgroup systemd did not delegate is systemd's.
+    let unit_path = format!("/{}", unit.0.strip_prefix(&mount).unwrap().display());
+    assert_eq!(cgroup_of(d.pid()), unit_path);
+    drop(d);
 }

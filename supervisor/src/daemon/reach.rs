@@ -34,7 +34,16 @@ pub(super) fn tracking(
         match Cgroups::discover(instance) {
             Ok(mut cgroups) => {
                 cgroups.claim()?;
-                log::info!("each watch's processes are tracked in a cgroup of their own");
+                match cgroups.delegated() {
+                    Some(unit) => log::info!(
+                        "each watch's processes are tracked in a cgroup of their own, under {} (delegated to this daemon's unit; the daemon is in its leaf daemon)",
+                        unit.display()
+                    ),
+                    None => log::info!(
+                        "each watch's processes are tracked in a cgroup of their own, under {}",
+                        cgroups.base().display()
+                    ),
+                }
                 return Ok((Some(cgroups), None));
             }
             Err(e) if tracking == Tracking::Cgroup => {

@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 
 use crate::{
     control::Incoming,
-    protocol::{DaemonInfo, FdCount, Request, Response, Summary},
+    protocol::{CgroupsInfo, DaemonInfo, FdCount, Request, Response, Summary},
     watch::{Command, Now, State},
 };
 
@@ -333,6 +333,10 @@ impl Daemon {
             backend_failures: self.backend_failures,
             unreported_exits: self.unreported_exits,
             tracking: tracking.to_owned(),
+            cgroups: self.cgroups.as_ref().map(|c| CgroupsInfo {
+                dir: c.base().to_owned(),
+                delegated: c.delegated().is_some(),
+            }),
             notifications: self.notifier.counters(),
             fds: fds.map(|(open, limit)| FdCount {
                 open: open as u64,
