@@ -66,6 +66,15 @@ pub async fn info(socket: &Path, json: bool) -> Result<ExitCode> {
             ),
             None => println!("tracking    {}", info.tracking),
         }
+        if let Some(oom) = &info.oom_score_adj {
+            match &oom.error {
+                None if oom.now == -1000 => {
+                    println!("oom         score adj -1000: the OOM killer never picks the daemon")
+                }
+                None => println!("oom         score adj {}", oom.now),
+                Some(e) => println!("oom         score adj {}, not {}: {e}", oom.now, oom.wanted),
+            }
+        }
         if let Some(fds) = info.fds {
             println!("fds         {} open, limit {}", fds.open, fds.limit);
         }

@@ -43,6 +43,10 @@ pub struct Plan<'a> {
     /// Resource limits to start with (`RLIMIT_*`, limit), set before
     /// the user is changed, so that root may raise a hard limit.
     pub rlimits: &'a [(libc::c_int, libc::rlimit)],
+    /// Written into its own `oom_score_adj` before the user is changed
+    /// (it may be lower than what it inherited: a raise is always allowed,
+    /// and no lower than the daemon had at its start).
+    pub oom_score_adj: Option<&'a CStr>,
     /// Become 0, 1 and 2.
     pub stdio: [BorrowedFd<'a>; 3],
     pub cgroup: Option<BorrowedFd<'a>>,
@@ -68,6 +72,7 @@ pub enum Step {
     JoinCgroup = 1,
     Setup,
     Limits,
+    OomScore,
     User,
     Dir,
     Exec,
@@ -79,6 +84,7 @@ impl Step {
             Self::JoinCgroup,
             Self::Setup,
             Self::Limits,
+            Self::OomScore,
             Self::User,
             Self::Dir,
             Self::Exec,
@@ -95,6 +101,7 @@ impl std::fmt::Display for Step {
             Self::JoinCgroup => "joining its v1 cgroups",
             Self::Setup => "setting up its fds, session and signals",
             Self::Limits => "setting its resource limits",
+            Self::OomScore => "setting its oom_score_adj",
             Self::User => "switching to its user and groups",
             Self::Dir => "changing to its dir",
             Self::Exec => "exec",
@@ -206,6 +213,9 @@ pub fn spawn(plan: &Plan<'_>) -> Result<(Pid, OwnedFd), Error> {
         umask: plan.umask,
         rlimits: plan.rlimits.as_ptr(),
         rlimits_len: plan.rlimits.len(),
+        oom_score_adj: plan
+            .oom_score_adj
+            .map_or((std::ptr::null(), 0), |v| (v.as_ptr(), v.to_bytes().len())),
         slots: SLOTS + 3 * SET.with(std::cell::Cell::get) as libc::c_int,
         errno: AtomicI32::new(0),
         step: AtomicU8::new(0),
@@ -310,6 +320,8 @@ struct Child {
     umask: Option<libc::mode_t>,
     rlimits: *const (libc::c_int, libc::rlimit),
     rlimits_len: usize,
+    /// The digits to write, and how many (null: none).
+    oom_score_adj: (*const libc::c_char, usize),
     /// The first of the three slots that become its 0-2.
     slots: libc::c_int,
     errno: AtomicI32,
@@ -370,6 +382,24 @@ extern "C" fn child_main(child: *const Child) -> ! {
                     0,
                 ],
             ));
+        }
+        let (value, len) = child.oom_score_adj;
+        if !value.is_null() {
+            at(Step::OomScore);
+            let fd = raw(
+                libc::SYS_open,
+                &[
+                    crate::oom::SELF_FILE.as_ptr() as libc::c_long,
+                    (libc::O_WRONLY | libc::O_CLOEXEC) as libc::c_long,
+                ],
+            );
+            check(fd);
+            let written = raw(
+                libc::SYS_write,
+                &[fd, value as libc::c_long, len as libc::c_long],
+            );
+            raw(libc::SYS_close, &[fd]);
+            check(written);
         }
         if let Some(mask) = child.umask {
             raw(libc::SYS_umask, &[mask as libc::c_long]);

@@ -32,6 +32,7 @@ pub mod init;
 pub mod kernel;
 pub mod limits;
 pub mod notification;
+pub mod oom;
 pub mod origin;
 pub mod output;
 pub mod pid_file;

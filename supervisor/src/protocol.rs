@@ -426,6 +426,10 @@ pub struct DaemonInfo {
     /// is in a cgroup delegated to the daemon's unit.
     #[serde(default)]
     pub cgroups: Option<CgroupsInfo>,
+    /// The daemon's own `oom_score_adj`, what it asked for and why it
+    /// has not that.
+    #[serde(default)]
+    pub oom_score_adj: Option<crate::oom::Protection>,
     pub notifications: NotificationCounters,
     /// Open fds and the limit (`info` only: counting them lists
     /// /proc/self/fd).

@@ -56,6 +56,7 @@ enum How {
         user: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
         umask: Option<libc::mode_t>,
         rlimits: Vec<(libc::c_int, libc::rlimit)>,
+        oom_score_adj: Option<CString>,
         stdio: Stdio3,
         cgroup: Option<crate::cgroup::DirFd>,
         /// The v1 cgroups (`cgroup.procs`) its limits are in.
@@ -176,6 +177,7 @@ impl Prepared {
                 user,
                 umask,
                 rlimits,
+                oom_score_adj,
                 stdio,
                 cgroup,
                 join,
@@ -191,6 +193,7 @@ impl Prepared {
                         .map(|(uid, gid, groups)| (*uid, *gid, groups.as_slice())),
                     umask,
                     rlimits: &rlimits,
+                    oom_score_adj: oom_score_adj.as_deref(),
                     stdio: [
                         stdio.stdin.as_fd(),
                         stdio.stdout.as_fd(),
@@ -215,6 +218,14 @@ impl Prepared {
                         "starting {}: changing to its dir {}: {error}",
                         self.what,
                         dir.as_deref().map_or("?".into(), CStr::to_string_lossy)
+                    ),
+                    Err(clone3::Error::Child {
+                        step: clone3::Step::OomScore,
+                        error,
+                    }) if error.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+                        "starting {}: setting its oom_score_adj to {}: {error} (lower than the daemon started with needs CAP_SYS_RESOURCE)",
+                        self.what,
+                        oom_score_adj.as_deref().map_or("?".into(), CStr::to_string_lossy)
                     ),
                     Err(e @ clone3::Error::Child { .. }) => {
                         bail!("starting {}: {e}", self.what)
@@ -426,6 +437,7 @@ fn clone_plan(
         user,
         umask: config.umask.map(|m| m as libc::mode_t),
         rlimits: rlimits(config),
+        oom_score_adj: crate::oom::for_child(config.oom_score_adj),
         stdio,
         cgroup: cgroup.map(WatchCgroup::fd).transpose()?,
         join,
@@ -452,6 +464,7 @@ fn command(
     let umask = config.umask;
     let user = config.user.clone();
     let rlimits = rlimits(config);
+    let oom_score_adj = crate::oom::for_child(config.oom_score_adj);
     // SAFETY: between fork and exec only async-signal-safe syscalls run.
     unsafe {
         cmd.pre_exec(move || {
@@ -462,6 +475,22 @@ fn command(
             for (resource, limit) in &rlimits {
                 if libc::setrlimit(*resource as _, limit) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some(value) = &oom_score_adj {
+                let fd = libc::open(
+                    crate::oom::SELF_FILE.as_ptr(),
+                    libc::O_WRONLY | libc::O_CLOEXEC,
+                );
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let bytes = value.to_bytes();
+                let written = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+                let error = std::io::Error::last_os_error();
+                libc::close(fd);
+                if written < 0 {
+                    return Err(error);
                 }
             }
             if let Some(mask) = umask {

@@ -1053,3 +1053,101 @@ start = "/bin/sleep 1000"
         "its process does not"
     );
 }
+
+/// Whether this process has CAP_SYS_RESOURCE (bit 24 of CapEff), without
+/// which no process may lower its `oom_score_adj` below where it started.
+fn has_cap_sys_resource() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap()
+        .trim();
+    u64::from_str_radix(hex, 16).unwrap() & (1 << 24) != 0
+}
+
+fn oom_score_adj(pid: u32) -> i32 {
+    std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn the_daemon_protects_itself_from_the_oom_killer_and_its_watches_do_not_inherit_that() {
+    // Started at 300 (a raise, which any process may make), so that what
+    // the watches have is theirs whether or not the daemon may lower its
+    // own here (this project's machines' root lacks CAP_SYS_RESOURCE).
+    let d = RunningDaemon::start_wrapped(
+        &[
+            "sh",
+            "-c",
+            "echo 300 > /proc/self/oom_score_adj && exec \"$@\"",
+            "sh",
+        ],
+        "",
+        r#"
+[[watch]]
+name = "plain"
+start = "/bin/sleep 1000"
+
+[[watch]]
+name = "chosen"
+start = "/bin/sleep 1000"
+oom_score_adj = 500
+"#,
+    );
+    let oom = supervisor_tests::info_of(&d.socket)
+        .unwrap()
+        .oom_score_adj
+        .expect("oom_score_adj in info");
+    assert_eq!(oom.wanted, -1000);
+    let info = String::from_utf8(d.cli(&["info"]).stdout).unwrap();
+    if has_cap_sys_resource() {
+        assert_eq!((oom.now, oom.error.as_deref()), (-1000, None));
+        assert!(
+            info.contains("oom         score adj -1000: the OOM killer never picks the daemon"),
+            "{info}"
+        );
+    } else {
+        assert_eq!(oom.now, 300);
+        let error = oom.error.unwrap();
+        assert!(
+            error.ends_with("lowering it needs CAP_SYS_RESOURCE"),
+            "{error}"
+        );
+        assert!(
+            info.contains(&format!("oom         score adj 300, not -1000: {error}")),
+            "{info}"
+        );
+        d.wait_logged("oom_score_adj: cannot set -1000", 1);
+    }
+    assert_eq!(oom_score_adj(d.pid()), i32::from(oom.now));
+    assert_eq!(oom_score_adj(pid_of(&d.status("plain"))), 0);
+    assert_eq!(oom_score_adj(pid_of(&d.status("chosen"))), 500);
+    // Restarted, the watch sets its own again.
+    let (_, after) = d.kill_and_wait_replaced("chosen");
+    assert_eq!(oom_score_adj(pid_of(&after)), 500);
+}
+
+#[test]
+fn a_watch_may_not_go_below_what_the_daemon_may_give_it() {
+    let d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "low"
+start = "/bin/sleep 1000"
+oom_score_adj = -500
+"#,
+    );
+    if has_cap_sys_resource() {
+        assert_eq!(oom_score_adj(pid_of(&d.status("low"))), -500);
+        return;
+    }
+    let line = d.wait_log_line("the start that failed", |l| {
+        l.contains("setting its oom_score_adj to -500: Permission denied")
+            && l.contains("lower than the daemon started with needs CAP_SYS_RESOURCE")
+    });
+    assert!(line.contains("low"), "{line}");
+}

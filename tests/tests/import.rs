@@ -242,7 +242,7 @@ fn a_template_unit_becomes_instances_and_a_bad_file_names_its_line() {
     let unit = dir.path().join("worker@.service");
     std::fs::write(
         &unit,
-        "[Service]\nExecStart=/bin/sleep 100%i\nRestart=on-failure\nRestartSec=2\nLimitNOFILE=1024:2048\nWatchdogSec=30\n",
+        "[Service]\nExecStart=/bin/sleep 100%i\nRestart=on-failure\nRestartSec=2\nLimitNOFILE=1024:2048\nWatchdogSec=30\nOOMScoreAdjust=200\n",
     )
     .unwrap();
     let out = import(&unit, false);
@@ -256,6 +256,7 @@ fn a_template_unit_becomes_instances_and_a_bad_file_names_its_line() {
         "restart_delay = \"2000ms\"",
         "limits = { nofile = [1024, 2048] }",
         "watchdog = \"30000ms\"",
+        "oom_score_adj = 200",
     ] {
         assert!(toml.contains(line), "{line} in\n{toml}");
     }

@@ -227,6 +227,14 @@ fn bad_configs_are_errors_with_file_line_and_key() {
             ":4:9: watch[0].umask: '999' is not an octal umask",
         ),
         (
+            "[[watch]]\nname = \"a\"\nstart = \"x\"\noom_score_adj = -1001\n",
+            ":4:17: watch[0].oom_score_adj: -1001 is not an oom_score_adj: it is from -1000",
+        ),
+        (
+            "[daemon]\noom_score_adj = \"low\"\n",
+            ":2:17: daemon.oom_score_adj: invalid type: string \"low\", expected i64",
+        ),
+        (
             "[[watch]]\nname = \"a\"\nstart = \"x\"\nflapping = { starts = 0 }\n",
             ":4: watch[0].flapping.starts: must be at least 1",
         ),

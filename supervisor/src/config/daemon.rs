@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::values::{
-    HumanSize, LogLevel, MetricsAddress, RawBackend, RawToken, RingSize, WebAddress,
+    HumanSize, LogLevel, MetricsAddress, OomScoreAdj, RawBackend, RawToken, RingSize, WebAddress,
 };
 use crate::backend::BackendChoice;
 
@@ -28,6 +28,8 @@ pub struct DaemonConfig {
     pub metrics: Option<std::net::SocketAddr>,
     /// The status page (off when `None`).
     pub web: Option<Web>,
+    /// The daemon's own `oom_score_adj` (its watches' are their own).
+    pub oom_score_adj: i16,
 }
 
 /// `[daemon] web` and `web_token`.
@@ -110,6 +112,7 @@ impl Default for DaemonConfig {
             scheduling: Scheduling::Normal,
             metrics: None,
             web: None,
+            oom_score_adj: -1000,
         }
     }
 }
@@ -130,6 +133,7 @@ pub(super) struct RawDaemon {
     metrics: Option<MetricsAddress>,
     web: Option<WebAddress>,
     web_token: Option<RawToken>,
+    oom_score_adj: Option<OomScoreAdj>,
 }
 
 /// The `[daemon]` table, or the key that is wrong and why.
@@ -184,5 +188,6 @@ pub(super) fn daemon_config(raw: RawDaemon) -> Result<DaemonConfig, (&'static st
         scheduling: raw.scheduling.unwrap_or(defaults.scheduling),
         metrics,
         web,
+        oom_score_adj: raw.oom_score_adj.map_or(defaults.oom_score_adj, |o| o.0),
     })
 }

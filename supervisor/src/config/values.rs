@@ -213,6 +213,24 @@ impl<'de> Deserialize<'de> for SignalName {
     }
 }
 
+/// An `oom_score_adj`: -1000 (never killed for memory) to 1000 (first).
+pub(super) struct OomScoreAdj(pub(super) i16);
+
+impl<'de> Deserialize<'de> for OomScoreAdj {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = i64::deserialize(d)?;
+        i16::try_from(value)
+            .ok()
+            .filter(|v| (-1000..=1000).contains(v))
+            .map(OomScoreAdj)
+            .ok_or_else(|| {
+                de::Error::custom(format!(
+                    "{value} is not an oom_score_adj: it is from -1000 (never chosen by the OOM killer) to 1000 (chosen first)"
+                ))
+            })
+    }
+}
+
 pub(super) struct Umask(pub(super) u32);
 
 impl<'de> Deserialize<'de> for Umask {

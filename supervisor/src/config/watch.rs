@@ -15,8 +15,8 @@ use super::{
     keepalive::{Keepalive, RawKeepalive},
     logs::{log_file, LogFile, Rotation},
     values::{
-        CpuMax, DirMode, GroupSpec, HumanDuration, HumanSize, MemoryMax, Percent, PidsMax,
-        SignalName, Umask, UserSpec,
+        CpuMax, DirMode, GroupSpec, HumanDuration, HumanSize, MemoryMax, OomScoreAdj, Percent,
+        PidsMax, SignalName, Umask, UserSpec,
     },
     HealthCheck, Readiness,
 };
@@ -46,6 +46,9 @@ pub struct WatchConfig {
     pub runtime_dirs: Vec<crate::runtime_dir::RuntimeDir>,
     pub user: Option<RunAs>,
     pub umask: Option<u32>,
+    /// Its process's `oom_score_adj` (else the kernel's default, 0: never
+    /// the daemon's own).
+    pub oom_score_adj: Option<i16>,
     pub stdout: Option<PathBuf>,
     /// The same path as `stdout` (`stderr = "&stdout"`, or written twice):
     /// one pipe on fds 1 and 2, so that their lines stay in order.
@@ -118,6 +121,7 @@ impl WatchConfig {
             runtime_dirs: Vec::new(),
             user: None,
             umask: None,
+            oom_score_adj: None,
             stdout: None,
             stderr: None,
             timestamps: false,
@@ -200,6 +204,7 @@ pub(super) struct RawWatch {
     uid: Option<UserSpec>,
     gid: Option<GroupSpec>,
     umask: Option<Umask>,
+    oom_score_adj: Option<OomScoreAdj>,
     stdout: Option<LogFile>,
     stderr: Option<LogFile>,
     #[serde(default)]
@@ -507,6 +512,7 @@ pub(super) fn watch_config(raw: RawWatch) -> Result<Vec<WatchConfig>, (&'static 
         runtime_dirs,
         user,
         umask: raw.umask.map(|u| u.0),
+        oom_score_adj: raw.oom_score_adj.map(|o| o.0),
         stdout,
         stderr,
         timestamps: raw.timestamps,

@@ -178,6 +178,9 @@ pub struct Daemon {
     resources: crate::resources::Host,
     /// Fork tracking, where there are no cgroups.
     trees: Option<Trees>,
+    /// What the daemon's own `oom_score_adj` is, and why not what it
+    /// asked for.
+    oom: crate::oom::Protection,
     logs: Logs,
     /// Watches to start when the daemon comes up, in start order, started
     /// a slice per loop turn so that the control socket answers (and
@@ -227,6 +230,16 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
             }
             Err(e) => log::warn!("scheduling = \"realtime\": {e}; running as a normal process"),
         }
+    }
+    // Before the first child: each sets its own from what the daemon has.
+    let oom = crate::oom::protect(config.daemon.oom_score_adj);
+    match &oom.error {
+        None => log::info!("oom_score_adj: {}", oom.now),
+        Some(e) => log::warn!(
+            "oom_score_adj: cannot set {} ({e}); it stays {}",
+            oom.wanted,
+            oom.now
+        ),
     }
     // SAFETY: prctl with plain integer arguments.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
@@ -307,6 +320,7 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
         cgroups,
         resources: crate::resources::Host::discover(crate::cgroup::mount().ok().as_deref()),
         trees,
+        oom,
         logs: Logs::default(),
         pending_starts: Default::default(),
         effects: Default::default(),

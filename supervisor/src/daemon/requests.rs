@@ -337,6 +337,7 @@ impl Daemon {
                 dir: c.base().to_owned(),
                 delegated: c.delegated().is_some(),
             }),
+            oom_score_adj: Some(self.oom.clone()),
             notifications: self.notifier.counters(),
             fds: fds.map(|(open, limit)| FdCount {
                 open: open as u64,

@@ -181,6 +181,10 @@ fn service(
                 ),
             },
             "UMask" => w.set("umask", value),
+            "OOMScoreAdjust" => match value.parse::<i64>() {
+                Ok(n) => w.set("oom_score_adj", n),
+                Err(_) => skip(imported, "not an integer"),
+            },
             "Environment" => {
                 for word in shell_words::split(value).unwrap_or_default() {
                     if let Some((k, v)) = word.split_once('=') {
