@@ -56,6 +56,9 @@ impl Members {
 
 impl Trees {
     pub fn open() -> Result<Self> {
+        if let Some(why) = crate::kernel::foreign_pid_namespace() {
+            anyhow::bail!("{why}");
+        }
         let fd = proc_connector::open(PROC_EVENT_FORK | PROC_EVENT_EXIT, RCVBUF)?;
         // SAFETY: the OwnedFd stays open as long as the AsyncFd holds it.
         let socket = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }

@@ -174,6 +174,11 @@ enum Imp {
 impl Backend {
     /// Opens one backend, or says why it cannot run here.
     pub fn open(kind: BackendKind, options: &Options) -> Result<Self> {
+        if matches!(kind, BackendKind::Ebpf | BackendKind::Netlink) {
+            if let Some(why) = crate::kernel::foreign_pid_namespace() {
+                anyhow::bail!("{why}");
+            }
+        }
         let imp = match kind {
             BackendKind::Ebpf => Imp::Ebpf(Box::new(ebpf::EbpfBackend::open(options)?)),
             BackendKind::Netlink => Imp::Netlink(netlink::NetlinkBackend::open(options)?),
