@@ -161,12 +161,25 @@ impl Reach {
         }
     }
 
+    /// Sends `signal` to the process group `pid` leads and to every other
+    /// process of the watch, once each: a second SIGTERM or SIGINT is, to
+    /// many programs, "quit now" (and a shell trap runs twice).
     pub(super) fn signal(&self, pid: Pid, signal: Signal) {
         signal_group(pid, signal);
-        match self {
-            Self::Cgroup(cgroup) => cgroup.signal_all(signal),
-            Self::Forks(members, name) => members.signal_all(name, signal),
-            Self::Group => {}
+        let others: Vec<i32> = match self {
+            Self::Cgroup(cgroup) => cgroup.pids(),
+            Self::Forks(members, name) => members
+                .of(name)
+                .into_iter()
+                .filter_map(|p| i32::try_from(p.get()).ok())
+                .collect(),
+            Self::Group => Vec::new(),
+        };
+        let group = nix::unistd::Pid::from_raw(pid.get() as i32);
+        for other in others.into_iter().map(nix::unistd::Pid::from_raw) {
+            if nix::unistd::getpgid(Some(other)).ok() != Some(group) {
+                let _ = nix::sys::signal::kill(other, signal);
+            }
         }
     }
 }
