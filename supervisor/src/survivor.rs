@@ -1,6 +1,7 @@
 //! `daemonizes = true`: the process a self-daemonizing launch leaves
-//! behind, found in the watch's cgroup once the launch has exited 0, as
-//! systemd's `Type=forking` guesses a main pid without `PIDFile=`.
+//! behind, found in the watch's cgroup (or among what fork tracking saw
+//! it make) once the launch has exited 0, as systemd's `Type=forking`
+//! guesses a main pid without `PIDFile=`.
 //!
 //! What the launch left is reparented to the daemon (its subreaper): of
 //! those, the only one, or the oldest (nginx's master, not its workers,
@@ -16,7 +17,28 @@ use anyhow::{bail, Result};
 use crate::{
     cgroup::WatchCgroup,
     process::{self, Pid, ProcessId},
+    tree::Members,
 };
+
+/// Where the launch's processes are known.
+pub enum Tree {
+    Cgroup(WatchCgroup),
+    /// What fork tracking saw descend from the launch, under this name.
+    Forks(Members, String),
+}
+
+impl Tree {
+    fn pids(&self) -> Vec<Pid> {
+        match self {
+            Self::Cgroup(cgroup) => cgroup
+                .pids()
+                .into_iter()
+                .filter_map(|pid| u32::try_from(pid).ok().and_then(Pid::new))
+                .collect(),
+            Self::Forks(members, name) => members.of(name),
+        }
+    }
+}
 
 /// How long the processes reparented to the daemon must stay the same.
 pub const SETTLE: Duration = Duration::from_millis(20);
@@ -28,15 +50,14 @@ pub struct Found {
     pub why: String,
 }
 
-/// Looks in `cgroup` for what the launch left, reparented to `ours` (the
+/// Looks in `tree` for what the launch left, reparented to `ours` (the
 /// daemon), until `deadline`.
-pub async fn find(cgroup: &WatchCgroup, ours: Pid, deadline: Instant) -> Result<Found> {
+pub async fn find(tree: &Tree, ours: Pid, deadline: Instant) -> Result<Found> {
     let mut seen: Option<(Vec<ProcessId>, Instant)> = None;
     loop {
-        let live: Vec<process::Stat> = cgroup
+        let live: Vec<process::Stat> = tree
             .pids()
             .into_iter()
-            .filter_map(|pid| u32::try_from(pid).ok().and_then(Pid::new))
             .filter_map(|pid| process::stat(pid).ok().flatten())
             .filter(|stat| !stat.has_exited())
             .collect();

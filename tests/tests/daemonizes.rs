@@ -4,7 +4,7 @@
 //! `daemon on` (its master, not its workers), and a double fork whose
 //! intermediate lingers. The followed process's death is a death like any
 //! other; `stop` leaves nothing; a launch that fails or leaves nothing is
-//! a failed start.
+//! a failed start. Without cgroups, fork tracking finds it the same way.
 use supervisor_tests::{ask_tcp, free_port, kill9, pid_of, poll_until, RunningDaemon, State, WAIT};
 
 fn comm(pid: u32) -> String {
@@ -55,6 +55,37 @@ fn a_double_fork_is_followed_to_the_process_that_stays() {
     // A stop leaves nothing in its cgroup.
     d.cli(&["stop", "forks"]);
     assert!(poll_until(WAIT, || d.cgroup_pids("forks").is_empty()));
+}
+
+#[test]
+fn with_fork_tracking_a_double_fork_is_followed_too() {
+    let d = RunningDaemon::start_with(
+        "tracking = \"fork\"",
+        "[[watch]]\nname = \"forks\"\ndaemonizes = true\n\
+         start = \"/bin/sh -c '(/bin/sh -c \\\"sleep 0.005; setsid sleep 1000 &\\\" &); exit 0'\"\n",
+    );
+    assert_eq!(
+        supervisor_tests::info_of(&d.socket).unwrap().tracking,
+        "fork"
+    );
+    let s = d.wait_status("forks", "up", |s| s.state == State::Up);
+    let pid = pid_of(&s);
+    assert_eq!(comm(pid), "sleep", "the process that stays");
+    assert_eq!(ppid(pid), d.pid(), "reparented to the supervisor");
+    d.wait_logged(
+        &format!("forks: following pid {pid}, the one process the launch left"),
+        1,
+    );
+    let (_, s) = d.kill_and_wait_replaced("forks");
+    let pid = pid_of(&s);
+    assert_eq!(comm(pid), "sleep");
+    // A stop leaves nothing of what fork tracking saw.
+    d.cli(&["stop", "forks"]);
+    assert!(poll_until(WAIT, || !std::path::Path::new(&format!(
+        "/proc/{pid}"
+    ))
+    .exists()
+        || comm(pid).is_empty()));
 }
 
 #[test]

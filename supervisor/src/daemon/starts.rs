@@ -12,13 +12,14 @@ use crate::{
     pid_file,
     process::{self, Pid, ProcessId},
     spawn,
+    survivor::Tree,
     tree::Trees,
     watch::{Action, Now},
 };
 
 use super::{
     checks::{start_conditions, start_health},
-    reach::{group_alive, signal_group},
+    reach::{group_alive, signal_group, Reach},
     slot::ProcSlot,
     Daemon, Internal,
 };
@@ -26,9 +27,15 @@ use super::{
 impl Daemon {
     /// Starts a program that daemonizes itself and follows the process its
     /// pid file names, or (`daemonizes`) the one its launch leaves in the
-    /// watch's cgroup (ours through the subreaper: reparented to us).
+    /// watch's cgroup or fork-tracked tree (ours through the subreaper:
+    /// reparented to us).
     pub(super) fn launch_daemonizing(&mut self, name: &str) {
         let cgroup = self.cgroup_of(name);
+        let tree = match (&cgroup, &self.trees) {
+            (Some(cgroup), _) => Some(Tree::Cgroup(cgroup.clone())),
+            (None, Some(trees)) => Some(Tree::Forks(trees.members(), name.to_owned())),
+            (None, None) => None,
+        };
         let env = self.notify_env(name, None);
         let join = self.limits_for_start(name);
         let Some(slot) = self.slots.get_mut(name) else {
@@ -38,8 +45,8 @@ impl Daemon {
         let pid_file = watch.config().pid_file.clone();
         let cleared = match &pid_file {
             Some(path) => pid_file::clear(path, watch.config().user.as_ref()),
-            None if cgroup.is_none() => Err(anyhow::anyhow!(
-                "daemonizes needs the watch's cgroup to find what the launch left ([daemon] tracking = \"cgroup\"): give it a pid_file"
+            None if tree.is_none() => Err(anyhow::anyhow!(
+                "daemonizes needs the watch's cgroup or fork tracking to find what the launch left (neither works here: see the daemon's log): give it a pid_file"
             )),
             None => Ok(()),
         };
@@ -81,8 +88,8 @@ impl Daemon {
             None => {
                 let (told, exited) = tokio::sync::oneshot::channel();
                 self.launchers.insert(launcher, told);
-                let cgroup = cgroup.expect("checked before the launch");
-                Box::pin(async move { left_behind(exited, &cgroup, ours, limit).await })
+                let tree = tree.expect("checked before the launch");
+                Box::pin(async move { left_behind(exited, &tree, ours, limit).await })
             }
         };
         tokio::spawn(async move {
@@ -104,7 +111,7 @@ impl Daemon {
         result: Result<(ProcessId, String), String>,
     ) {
         self.launchers.remove(&launcher);
-        let cgroup = self.cgroup_of(name);
+        let reach = self.reach(name);
         match self.slots.get_mut(name) {
             Some(slot) if slot.launch == Some(launch) => slot.launch = None,
             _ => return,
@@ -141,8 +148,10 @@ impl Daemon {
                 if group_alive(launcher) {
                     signal_group(launcher, Signal::SIGKILL);
                 }
-                if let Some(cgroup) = cgroup {
-                    cgroup.kill_all();
+                match reach {
+                    Reach::Cgroup(cgroup) => cgroup.kill_all(),
+                    Reach::Forks(members, name) => members.signal_all(&name, Signal::SIGKILL),
+                    Reach::Group => {}
                 }
                 watch.spawn_failed(&e, Now::read())
             }
@@ -311,10 +320,10 @@ pub(super) fn track(trees: &mut Option<Trees>, name: &str, pid: Pid) {
 }
 
 /// `daemonizes`: waits for the launch to exit 0 within `limit`, then for
-/// the process it left in `cgroup`.
+/// the process it left in `tree`.
 async fn left_behind(
     exited: tokio::sync::oneshot::Receiver<crate::exit::ExitStatus>,
-    cgroup: &WatchCgroup,
+    tree: &Tree,
     ours: Pid,
     limit: std::time::Duration,
 ) -> Result<(ProcessId, String)> {
@@ -329,6 +338,6 @@ async fn left_behind(
     if status != crate::exit::ExitStatus::Exited(0) {
         anyhow::bail!("the launch {status} (with daemonizes, it must exit 0 once it has forked)");
     }
-    let found = crate::survivor::find(cgroup, ours, deadline).await?;
+    let found = crate::survivor::find(tree, ours, deadline).await?;
     Ok((found.id, found.why))
 }
