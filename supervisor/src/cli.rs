@@ -109,10 +109,13 @@ pub enum Command {
     Check(CheckArgs),
     /// Print process exits as they happen.
     Trace(TraceArgs),
-    /// Run CMD as a container's init, a drop-in for `tini --`: reap every
-    /// process that ends under it, forward SIGTERM, SIGINT, SIGHUP,
-    /// SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH to it, and exit as it did
-    /// (128+N for signal N).
+    /// Run as a container's init: `init -- CMD` is a drop-in for `tini
+    /// --` (reap every process that ends under it, forward SIGTERM,
+    /// SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH to CMD, exit
+    /// as it did, 128+N for signal N); `init -c CONFIG [-- CMD]` runs the
+    /// config's watches (and CMD as its main watch) as PID 1, forwards
+    /// those signals to the main watch or to all, shuts down in reverse
+    /// `after` order, and exits with the main watch's status.
     Init(InitArgs),
     /// Print the shell completion script for bash, zsh, fish, elvish or
     /// powershell (`cargo xtask install` installs bash's, zsh's and fish's).
@@ -128,9 +131,18 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct InitArgs {
+    /// Run the watches of this config (a TOML file or a directory), not
+    /// CMD alone; with CMD too, CMD is its main watch, started after the
+    /// others.
+    #[arg(short, long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// With -c: accept config files that someone other than root or the
+    /// init's user owns or may write.
+    #[arg(long, requires = "config")]
+    pub insecure_config: bool,
     /// Forward signals to CMD's whole process group, not CMD alone
     /// (tini's -g).
-    #[arg(short = 'g', long)]
+    #[arg(short = 'g', long, conflicts_with = "config")]
     pub group: bool,
     /// Report this exit code of CMD as 0 (tini's -e); may be repeated.
     #[arg(short = 'e', long = "remap-exit", value_name = "CODE")]
@@ -144,17 +156,43 @@ pub struct InitArgs {
     #[arg(short = 's', hide = true)]
     pub subreaper: bool,
     /// The command and its arguments, after `--`.
-    #[arg(last = true, required = true, value_name = "CMD")]
+    #[arg(last = true, required_unless_present = "config", value_name = "CMD")]
     pub command: Vec<String>,
 }
 
+/// What `init` was asked to be.
+pub enum InitPlan {
+    /// `init -- CMD`: the one-process init.
+    Single(crate::init::InitOptions),
+    /// `init -c CONFIG [-- CMD]`: the daemon, as a container's init.
+    Watches(WatchesInit),
+}
+
+pub struct WatchesInit {
+    pub config: PathBuf,
+    pub insecure_config: bool,
+    /// Run as the main watch, after the config's.
+    pub command: Vec<String>,
+    pub success_codes: Vec<u8>,
+    pub parent_death: Option<nix::sys::signal::Signal>,
+}
+
 impl InitArgs {
-    pub fn options(self) -> crate::init::InitOptions {
-        crate::init::InitOptions {
-            argv: self.command,
-            to_group: self.group,
-            success_codes: self.remap_exit,
-            parent_death: self.parent_death,
+    pub fn plan(&self) -> InitPlan {
+        match &self.config {
+            None => InitPlan::Single(crate::init::InitOptions {
+                argv: self.command.clone(),
+                to_group: self.group,
+                success_codes: self.remap_exit.clone(),
+                parent_death: self.parent_death,
+            }),
+            Some(config) => InitPlan::Watches(WatchesInit {
+                config: config.clone(),
+                insecure_config: self.insecure_config,
+                command: self.command.clone(),
+                success_codes: self.remap_exit.clone(),
+                parent_death: self.parent_death,
+            }),
         }
     }
 }
@@ -291,11 +329,10 @@ pub struct TraceArgs {
 
 /// The socket a CLI verb talks to: `--socket`, else `SUPERVISOR_SOCKET`,
 /// else the default (clap applies the first two).
+/// The daemon's socket: the flag's, else the default, else (where there
+/// is none, and a container's init put it there) the fallback in $TMPDIR.
 pub fn socket_path(flag: Option<&Path>) -> PathBuf {
-    flag.map_or_else(
-        || PathBuf::from(crate::config::DEFAULT_SOCKET),
-        Path::to_path_buf,
-    )
+    flag.map_or_else(crate::places::default_socket, Path::to_path_buf)
 }
 
 #[derive(Args, Debug)]

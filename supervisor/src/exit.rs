@@ -19,6 +19,16 @@ pub enum ExitStatus {
 }
 
 impl ExitStatus {
+    /// As a shell (and tini) says it: the exit code, or 128+N for signal
+    /// N; `None` when it is not known.
+    pub fn as_exit_code(&self) -> Option<u8> {
+        match *self {
+            Self::Exited(code) => Some(code),
+            Self::Killed { signal, .. } => u8::try_from(128 + signal).ok(),
+            Self::Unknown => None,
+        }
+    }
+
     pub fn from_wait_status(raw: u32) -> Self {
         let signal = (raw & 0x7f) as i32;
         if signal == 0 {

@@ -57,12 +57,28 @@ pub fn run(options: &InitOptions) -> ExitCode {
     }
 }
 
+/// Has `signal` sent to this process when its parent dies (tini's `-p`).
+pub fn set_parent_death(signal: Signal) -> Result<()> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("PR_SET_PDEATHSIG");
+    }
+    Ok(())
+}
+
+/// The exit code an init reports for `code`: 0 for one of `success`
+/// (tini's `-e`).
+pub fn remapped(code: u8, success: &[u8]) -> u8 {
+    if success.contains(&code) {
+        0
+    } else {
+        code
+    }
+}
+
 fn init(options: &InitOptions) -> Result<u8> {
     if let Some(signal) = options.parent_death {
-        // SAFETY: prctl with integer arguments.
-        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("PR_SET_PDEATHSIG");
-        }
+        set_parent_death(signal)?;
     }
     if std::process::id() != 1 {
         // Not PID 1: orphans would go to the real init, and stay zombies

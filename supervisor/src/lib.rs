@@ -36,6 +36,7 @@ pub mod oom;
 pub mod origin;
 pub mod output;
 pub mod pid_file;
+pub mod places;
 pub mod proc_connector;
 pub mod process;
 pub mod protocol;

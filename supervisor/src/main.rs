@@ -2,7 +2,7 @@ use std::{path::Path, process::ExitCode};
 
 use clap::Parser as _;
 use supervisor::{
-    cli::{Cli, Command, RunArgs},
+    cli::{Cli, Command, InitPlan, WatchesInit},
     client, config, daemonize,
     protocol::{Command as Verb, Request},
 };
@@ -12,13 +12,30 @@ fn main() -> ExitCode {
     // A client verb piped into `head` ends quietly when the pipe closes,
     // as Unix tools do; the daemon keeps SIGPIPE ignored (its clients and
     // webhooks may hang up on it).
-    if !matches!(cli.command, Command::Run(_)) {
+    let daemon = match &cli.command {
+        Command::Run(_) => true,
+        Command::Init(args) => args.config.is_some(),
+        _ => false,
+    };
+    if !daemon {
         // SAFETY: setting a signal's disposition to its default.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     // Before the slots below: an init passes every fd it was given on.
+    let mut as_init = None;
     match cli.command {
-        Command::Init(args) => return supervisor::init::run(&args.options()),
+        Command::Init(ref args) => match args.plan() {
+            InitPlan::Single(options) => return supervisor::init::run(&options),
+            InitPlan::Watches(plan) => {
+                if let Some(signal) = plan.parent_death {
+                    if let Err(e) = supervisor::init::set_parent_death(signal) {
+                        eprintln!("supervisor init: {e:#}");
+                        return ExitCode::from(1);
+                    }
+                }
+                as_init = Some(plan);
+            }
+        },
         Command::Completions { shell } => {
             supervisor::cli::print_completions(shell);
             return ExitCode::SUCCESS;
@@ -44,20 +61,38 @@ fn main() -> ExitCode {
     }
     // The daemon logs at its config's level unless told otherwise; the
     // other verbs only warn.
-    let config = match &cli.command {
-        Command::Run(args) => match load(args, cli.socket.as_deref()) {
-            Ok(config) => Some(config),
+    let mut moved = Vec::new();
+    let config = match (&cli.command, &as_init) {
+        (Command::Run(args), _) => {
+            match load(&args.config, args.insecure_config, cli.socket.as_deref()) {
+                Ok(config) => Some(config),
+                Err(e) => {
+                    eprintln!("supervisor: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        (_, Some(plan)) => match load_for_init(plan, cli.socket.as_deref()) {
+            Ok((config, notes)) => {
+                moved = notes;
+                Some(config)
+            }
             Err(e) => {
-                eprintln!("supervisor: {e:#}");
-                return ExitCode::FAILURE;
+                eprintln!("supervisor init: {e:#}");
+                return ExitCode::from(1);
             }
         },
         _ => None,
     };
     // The state directory is checked and locked before anything else, so
     // that a second daemon on it stops here, having touched nothing.
-    let state = match (&cli.command, &config) {
-        (Command::Run(args), Some(config)) if !args.check_config => {
+    let wants_state = match &cli.command {
+        Command::Run(args) => !args.check_config,
+        Command::Init(_) => true,
+        _ => false,
+    };
+    let state = match &config {
+        Some(config) if wants_state => {
             let legacy = supervisor::cgroup::instance_name(&config.daemon.socket);
             match supervisor::state::StateDir::open(&config.daemon.state_dir, &legacy) {
                 Ok(state) => Some(state),
@@ -94,6 +129,9 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_timestamp_micros()
         .init();
+    for note in moved {
+        log::warn!("{note}");
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -108,6 +146,20 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run(args, config.expect("loaded above"), state, ready).await,
+            Command::Init(_) => {
+                let plan = as_init.expect("planned above");
+                let code = supervisor::daemon::run(
+                    config.expect("loaded above"),
+                    state.expect("opened above"),
+                    None,
+                    supervisor::daemon::Role::Init,
+                )
+                .await?;
+                Ok(ExitCode::from(supervisor::init::remapped(
+                    code,
+                    &plan.success_codes,
+                )))
+            }
             Command::Status(args) => client::status(&socket, args).await,
             Command::Why(args) => supervisor::why::run(&socket, args).await,
             Command::Events(args) => supervisor::follow::run(&socket, args).await,
@@ -133,10 +185,7 @@ fn main() -> ExitCode {
             Command::Terminate => client::simple(&socket, Request::Terminate).await,
             Command::Check(args) => supervisor::check::run(args).await,
             Command::Trace(args) => supervisor::trace::run(args).await,
-            Command::SelfTestChild
-            | Command::Init(_)
-            | Command::Completions { .. }
-            | Command::ManPages { .. } => {
+            Command::SelfTestChild | Command::Completions { .. } | Command::ManPages { .. } => {
                 unreachable!("handled before the runtime starts")
             }
         }
@@ -150,21 +199,64 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(args: &RunArgs, socket: Option<&Path>) -> Result<config::Config, config::ConfigError> {
-    let trust = if args.insecure_config {
+fn load(
+    path: &Path,
+    insecure: bool,
+    socket: Option<&Path>,
+) -> Result<config::Config, config::ConfigError> {
+    let trust = if insecure {
         config::Trust::Insecure
     } else {
         config::Trust::Owner
     };
-    let mut config = config::load(&args.config, trust)?;
+    let mut config = config::load(path, trust)?;
     if let Some(socket) = socket {
         config.daemon.socket = socket.to_path_buf();
     }
     Ok(config)
 }
 
+/// The config of `init -c`, with CMD as its main watch, and its socket
+/// and state where a container lets them be (and what was moved, to log).
+fn load_for_init(
+    plan: &WatchesInit,
+    socket: Option<&Path>,
+) -> anyhow::Result<(config::Config, Vec<String>)> {
+    let mut config = load(&plan.config, plan.insecure_config, socket)?;
+    if !plan.command.is_empty() {
+        if let Some(main) = config.watches.iter().find(|w| w.main) {
+            anyhow::bail!(
+                "{}: watch '{}' is main = true, and CMD would be a second main watch",
+                config.source.display(),
+                main.name
+            );
+        }
+        if config.watches.iter().any(|w| w.name == "main") {
+            anyhow::bail!(
+                "{}: a watch is named 'main', the name CMD runs under",
+                config.source.display()
+            );
+        }
+        let mut main = config::WatchConfig::for_command("main", plan.command.clone());
+        main.main = true;
+        main.autostart = true;
+        // Its end is the container's, as with tini.
+        main.keepalive = config::Keepalive::Never;
+        // As s6-overlay runs CMD: once the services are up, and stopped
+        // first.
+        main.after = config.watches.iter().map(|w| w.name.clone()).collect();
+        config.watches.push(main);
+    }
+    let moved = if socket.is_none() {
+        supervisor::places::settle(&mut config.daemon)
+    } else {
+        Vec::new()
+    };
+    Ok((config, moved))
+}
+
 async fn run(
-    args: RunArgs,
+    args: supervisor::cli::RunArgs,
     config: config::Config,
     state: Option<supervisor::state::StateDir>,
     ready: Option<std::os::fd::OwnedFd>,
@@ -180,6 +272,12 @@ async fn run(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    supervisor::daemon::run(config, state.expect("opened above"), ready).await?;
-    Ok(ExitCode::SUCCESS)
+    let code = supervisor::daemon::run(
+        config,
+        state.expect("opened above"),
+        ready,
+        supervisor::daemon::Role::Daemon,
+    )
+    .await?;
+    Ok(ExitCode::from(code))
 }

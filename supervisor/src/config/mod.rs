@@ -14,6 +14,7 @@ use serde::Deserialize;
 mod conditions;
 mod daemon;
 mod health;
+mod init;
 mod instances;
 mod keepalive;
 mod logs;
@@ -32,6 +33,7 @@ use trust::trusted;
 
 pub use conditions::{ConditionAction, Resource, ResourceCondition};
 pub use health::{HealthCheck, Probe, Readiness};
+pub use init::{Forward, InitConfig};
 pub use keepalive::Keepalive;
 pub use logs::Rotation;
 pub use notify::{NotifyConfig, NotifyEvent, Webhook};
@@ -71,6 +73,8 @@ pub struct Config {
     /// What was loaded: the file, or the directory.
     pub source: PathBuf,
     pub daemon: DaemonConfig,
+    /// For `supervisor init -c`.
+    pub init: InitConfig,
     pub watches: Vec<WatchConfig>,
     /// Who hears about what happens to watches.
     pub notify: Vec<NotifyConfig>,
@@ -96,6 +100,8 @@ pub enum Trust {
 struct RawFile {
     #[serde(default)]
     daemon: Option<RawDaemon>,
+    #[serde(default)]
+    init: Option<init::RawInit>,
     #[serde(default)]
     watch: Vec<RawWatch>,
     #[serde(default)]
@@ -159,6 +165,9 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
 #[derive(Default)]
 struct Merged {
     daemon: Option<(PathBuf, DaemonConfig)>,
+    init: Option<(PathBuf, InitConfig)>,
+    /// The main watch, and where its `main` is written.
+    main: Option<String>,
     watches: Vec<WatchConfig>,
     names: HashSet<String>,
     /// Where each watch's `after` is written, for errors found once every
@@ -194,6 +203,21 @@ impl Merged {
             })?;
             self.daemon = Some((file.to_path_buf(), daemon));
         }
+        if let Some(raw_init) = raw.init {
+            if let Some((first, _)) = &self.init {
+                return Err(ConfigError {
+                    file: file.to_path_buf(),
+                    line: spans.line_of("[init]"),
+                    column: None,
+                    key: "init".into(),
+                    message: format!(
+                        "a second [init] table (the first is in {})",
+                        first.display()
+                    ),
+                });
+            }
+            self.init = Some((file.to_path_buf(), init::init_config(raw_init)));
+        }
         for (index, raw_watch) in raw.watch.into_iter().enumerate() {
             let watches = watch_config(raw_watch).map_err(|(key, message)| ConfigError {
                 file: file.to_path_buf(),
@@ -216,6 +240,20 @@ impl Merged {
                 });
             }
             for watch in watches {
+                if watch.main {
+                    if let Some(first) = &self.main {
+                        return Err(ConfigError {
+                            file: file.to_path_buf(),
+                            line: spans.key_line(index, "main"),
+                            column: None,
+                            key: format!("watch[{index}].main"),
+                            message: format!(
+                                "a second main watch: '{first}' is main already (the init ends with one)"
+                            ),
+                        });
+                    }
+                    self.main = Some(watch.name.clone());
+                }
                 if !self.names.insert(watch.name.clone()) {
                     return Err(ConfigError {
                         file: file.to_path_buf(),
@@ -329,6 +367,7 @@ impl Merged {
         Ok(Config {
             source: source.to_path_buf(),
             daemon: self.daemon.map(|(_, d)| d).unwrap_or_default(),
+            init: self.init.map(|(_, i)| i).unwrap_or_default(),
             watches: self.watches,
             notify: self.notify,
             trust,

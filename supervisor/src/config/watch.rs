@@ -74,6 +74,10 @@ pub struct WatchConfig {
     /// launch exits 0, the process it left in the watch's cgroup is
     /// followed (`survivor`). A `pid_file` wins.
     pub daemonizes: bool,
+    /// When it ends for good (its process exited and is not started
+    /// again), the daemon stops the others and exits with its status: a
+    /// container's main program.
+    pub main: bool,
     /// How long a start may take: for a `pid_file` watch, until the file
     /// names a live process of ours; with `ready`, until it is ready.
     pub start_grace: Duration,
@@ -133,6 +137,7 @@ impl WatchConfig {
             restart_grace: Duration::from_secs(30),
             pid_file: None,
             daemonizes: false,
+            main: false,
             start_grace: Duration::from_secs(5),
             ready: Readiness::Started,
             watchdog: None,
@@ -216,6 +221,8 @@ pub(super) struct RawWatch {
     pid_file: Option<PathBuf>,
     #[serde(default)]
     daemonizes: bool,
+    #[serde(default)]
+    main: bool,
     start_grace: Option<HumanDuration>,
     #[serde(default = "yes")]
     autostart: bool,
@@ -524,6 +531,7 @@ pub(super) fn watch_config(raw: RawWatch) -> Result<Vec<WatchConfig>, (&'static 
         restart_grace: raw.restart_grace.map_or(Duration::from_secs(30), |d| d.0),
         pid_file: raw.pid_file,
         daemonizes: raw.daemonizes,
+        main: raw.main,
         start_grace,
         ready,
         watchdog,
@@ -560,6 +568,10 @@ pub(super) fn watch_config(raw: RawWatch) -> Result<Vec<WatchConfig>, (&'static 
         rlimits,
     };
     match instances {
+        Some(_) if config.main => Err((
+            "main",
+            "a watch of several instances cannot be the main one: which instance's end would end the init?".into(),
+        )),
         Some(count) => super::instances::expand(config, count),
         None => super::instances::refuse_placeholders(&config).map(|()| vec![config]),
     }

@@ -54,6 +54,8 @@ impl Daemon {
                 self.unsaved.insert(name);
             }
             self.start_ordered();
+            self.stop_ordered();
+            self.check_main();
         }
     }
 
@@ -129,6 +131,12 @@ impl Daemon {
                 Vec::new()
             }
             Action::Signal(signal) => {
+                // In a container's shutdown: the signal the init was sent.
+                let signal = self
+                    .shutdown
+                    .as_ref()
+                    .and_then(|s| s.signal_for(name))
+                    .unwrap_or(signal);
                 if let Some(process) = watch.process() {
                     // Descendants that left the group get it too.
                     reach.stop(process.pid, signal);

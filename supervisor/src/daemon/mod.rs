@@ -15,7 +15,9 @@
 //! `persist` (the state file and resuming from it), `shown` (the snapshot
 //! readers see, published each turn), `checks` (conditions
 //! and health probes), `readiness` (sd_notify), `notices` (to the
-//! notifiers) and `reload` (hot reload, parsed off the loop).
+//! notifiers), `reload` (hot reload, parsed off the loop), `signals`
+//! (what the daemon's signals mean, as a daemon and as an init) and
+//! `shutdown` (the ordered stop at the end, and the exit status).
 mod checks;
 mod effects;
 mod exits;
@@ -29,6 +31,8 @@ mod readiness;
 mod reload;
 mod requests;
 mod shown;
+mod shutdown;
+mod signals;
 mod slot;
 mod spawner;
 mod starts;
@@ -62,7 +66,6 @@ use crate::{
     exit_log::ExitLog,
     output::Logs,
     process::{Pid, ProcessId},
-    protocol::Missing,
     snapshot::Publisher,
     state::StateDir,
     tree::Trees,
@@ -158,7 +161,14 @@ pub struct Daemon {
     backend: Backend,
     replies: HashMap<u64, PendingReply>,
     next_request: u64,
+    /// The request the shutdown answers when every watch is down.
     terminating: Option<u64>,
+    shutdown: Option<shutdown::Shutdown>,
+    /// The main watch has been on its way up or up in this daemon's life:
+    /// its next end is the end.
+    main_began: bool,
+    /// Run as a container's init (`init -c`): its signals are forwarded.
+    init: Option<crate::config::InitConfig>,
     quitting: bool,
     state_file: StateDir,
     /// Every watch's exit history, beside the state file (none if it
@@ -211,10 +221,26 @@ pub struct Daemon {
     rx: mpsc::UnboundedReceiver<Internal>,
 }
 
+/// How the daemon is run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `supervisor run`.
+    Daemon,
+    /// `supervisor init -c`: a container's init, which forwards its
+    /// signals and runs on without a control socket if it cannot serve one.
+    Init,
+}
+
 /// Runs the daemon until `quit` or `terminate`. `ready` (from
 /// `--daemonize`) gets a line once the socket is served and every watch
-/// has been resumed or started.
-pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -> Result<()> {
+/// has been resumed or started. Returns the exit code: the main watch's
+/// status, else 0.
+pub async fn run(
+    config: Config,
+    state_file: StateDir,
+    ready: Option<OwnedFd>,
+    role: Role,
+) -> Result<u8> {
     // After `--daemonize`, this is another process than the one that
     // took the lock.
     state_file.claim();
@@ -276,7 +302,19 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
         control_tx.clone(),
         &feed,
     )?;
-    let in_flight = control::serve(&config.daemon.socket, control_tx, snapshot, feed.clone())?;
+    let in_flight = match control::serve(&config.daemon.socket, control_tx, snapshot, feed.clone())
+    {
+        Ok(in_flight) => Some(in_flight),
+        // An init without its socket still runs the container; only the
+        // CLI cannot reach it.
+        Err(e) if role == Role::Init => {
+            log::warn!(
+                "no control socket ({e:#}): running without one, the CLI cannot reach this init"
+            );
+            None
+        }
+        Err(e) => return Err(e),
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     // Off-loop starts need clone3 (the fd slots), and fork tracking sees
     // a process only from the moment the loop knows it: with cgroups only.
@@ -287,6 +325,7 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
         _ => None,
     };
     let mut config = config;
+    let init = config.init;
     let mut daemon = Daemon {
         options,
         backend_failures: 0,
@@ -310,6 +349,9 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
         replies: HashMap::new(),
         next_request: 0,
         terminating: None,
+        shutdown: None,
+        main_began: false,
+        init: (role == Role::Init).then_some(init),
         quitting: false,
         state_file,
         exit_log: None,
@@ -340,10 +382,7 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
     daemon.settle();
     let mut ready = ready;
     let mut sigchld = signal(SignalKind::child())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sighup = signal(SignalKind::hangup())?;
-    let mut sigusr1 = signal(SignalKind::user_defined1())?;
+    let mut signals = signals::Signals::open(role == Role::Init)?;
     // Said once every watch of the config has its first process (or its
     // start failed): with spawner threads, the last starts are made after
     // the loop has handed them over.
@@ -360,6 +399,7 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
             announced = true;
         }
         let next_check = daemon.next_check();
+        let shutdown_deadline = daemon.shutdown_deadline();
         tokio::select! {
             biased;
             // First, so that a busy loop still pings; a wedged one does not.
@@ -386,13 +426,8 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
             Some(incoming) = control_rx.recv() => daemon.on_request(incoming),
             Some(done) = next_done(&mut daemon.spawner) => daemon.spawned(done),
             _ = sigchld.recv() => daemon.reap(),
-            _ = sigterm.recv() => daemon.terminate(None, "it got SIGTERM"),
-            _ = sigint.recv() => daemon.terminate(None, "it got SIGINT"),
-            _ = sigusr1.recv() => daemon.logs.reopen(),
-            _ = sighup.recv() => {
-                let source = daemon.config.source.clone();
-                daemon.start_load(source, Missing::default(), None);
-            }
+            signal = signals.next() => daemon.on_signal(signal),
+            _ = sleep_until_some(shutdown_deadline) => daemon.shutdown_overdue(),
             _ = sweep.tick() => daemon.sweep(),
             // What was held back while watches kept changing.
             _ = tokio::time::sleep_until((daemon.last_publish + daemon.publish_pause).into()), if !daemon.unpublished.is_empty() => {}
@@ -462,9 +497,19 @@ pub async fn run(config: Config, state_file: StateDir, ready: Option<OwnedFd>) -
         }
     }
     daemon.logs.flush();
-    let _ = std::fs::remove_file(&daemon.config.daemon.socket);
-    in_flight.drain(Duration::from_secs(1)).await;
-    Ok(())
+    if let Some(in_flight) = in_flight {
+        let _ = std::fs::remove_file(&daemon.config.daemon.socket);
+        in_flight.drain(Duration::from_secs(1)).await;
+    }
+    Ok(daemon.exit_code())
+}
+
+/// Until `at`; never without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Daemon {

@@ -282,9 +282,17 @@ impl Daemon {
             if slot.saved.is_some() && !unsaved.contains(name) {
                 continue;
             }
+            let snapshot = slot.watch.snapshot();
             let now = SavedWatch {
                 notify_socket: slot.notify.as_ref().map(|l| l.address.clone()),
-                ..slot.watch.snapshot()
+                // Stopped by the daemon's own end, not by an operator: the
+                // next daemon starts it again.
+                monitored: snapshot.monitored
+                    || self
+                        .shutdown
+                        .as_ref()
+                        .is_some_and(|s| s.keeps_monitored(name)),
+                ..snapshot
             };
             if slot.saved.as_ref().map(|(saved, _)| saved) != Some(&now) {
                 let json = match serde_json::to_string(&now) {

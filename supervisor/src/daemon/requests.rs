@@ -301,7 +301,14 @@ impl Daemon {
             }
             Request::Terminate => {
                 let why = format!("`terminate` requested by {from}");
-                self.terminate(Some(reply), &why);
+                let within = self.init.as_ref().map(|i| i.stop_timeout);
+                self.terminate(super::shutdown::Ask {
+                    why,
+                    reply: Some(reply),
+                    within,
+                    signal: None,
+                    main: None,
+                });
             }
         }
     }
@@ -371,32 +378,6 @@ impl Daemon {
 
     /// Stops every watch, then exits.
     /// `why`: who asked, in words.
-    pub(super) fn terminate(&mut self, reply: Option<oneshot::Sender<Response>>, why: &str) {
-        log::info!("terminating: stopping every watch");
-        self.pending_starts.clear();
-        let names: Vec<String> = self.slots.keys().cloned().collect();
-        let (reply, _rx) = match reply {
-            Some(reply) => (reply, None),
-            None => {
-                let (tx, rx) = oneshot::channel();
-                (tx, Some(rx))
-            }
-        };
-        let id = self.new_request(names.len().max(1), reply);
-        self.terminating = Some(id);
-        if names.is_empty() {
-            self.answer_part(id, None);
-        }
-        for name in names {
-            self.wait_for(&name, Goal::Unmonitored, id);
-            self.command(
-                &name,
-                Command::Stop,
-                &format!("the supervisor is terminating: {why}"),
-            );
-        }
-    }
-
     pub(super) fn terminated(&self) -> bool {
         self.terminating
             .is_some_and(|id| !self.replies.contains_key(&id))
