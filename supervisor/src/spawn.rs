@@ -88,6 +88,7 @@ pub fn prepare(
 ) -> Result<Prepared> {
     let stamps = config.timestamps;
     let (stdout, stdout_pipe) = output(
+        Stream::Stdout,
         config.stdout.as_deref(),
         config.user.as_ref(),
         stamps,
@@ -100,6 +101,7 @@ pub fn prepare(
         (stdout.try_clone().context("dup")?, None)
     } else {
         output(
+            Stream::Stderr,
             config.stderr.as_deref(),
             config.user.as_ref(),
             stamps,
@@ -275,7 +277,25 @@ struct Stdio3 {
     stderr: OwnedFd,
 }
 
+/// Whether a watch with no log file writes into the daemon's own stdout
+/// and stderr, not /dev/null: so it does under a container's init, whose
+/// output is the container's log (as CMD's is under tini).
+static INHERIT_OUTPUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on, a watch with no `stdout` (or `stderr`) writes into the
+/// daemon's own.
+pub fn inherit_unset_output() {
+    INHERIT_OUTPUT.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[derive(Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
 fn output(
+    stream: Stream,
     path: Option<&Path>,
     user: Option<&RunAs>,
     timestamps: bool,
@@ -286,6 +306,13 @@ fn output(
         Some(path) => logs
             .pipe_to(path, user, timestamps, rotation)
             .map(|(fd, pipe)| (fd, Some(pipe))),
+        None if INHERIT_OUTPUT.load(std::sync::atomic::Ordering::Relaxed) => {
+            let own = match stream {
+                Stream::Stdout => std::io::stdout().as_fd().try_clone_to_owned(),
+                Stream::Stderr => std::io::stderr().as_fd().try_clone_to_owned(),
+            };
+            Ok((own.context("dup of the daemon's own output")?, None))
+        }
         None => Ok((
             OwnedFd::from(
                 std::fs::OpenOptions::new()

@@ -574,6 +574,14 @@ impl RunningDaemon {
         log[a].clone()
     }
 
+    /// Starts a new daemon on the same config and state, once this one
+    /// has exited (`wait_exit`).
+    pub fn start_again(&mut self) {
+        let (child, log) = Self::launch(&self.wrapper, &self.config, &self.socket);
+        self.child = child;
+        self.log = log;
+    }
+
     /// Waits for the daemon to exit on its own (after quit or terminate).
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let mut status = None;

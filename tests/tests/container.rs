@@ -2,7 +2,10 @@
 //! runc, and a rootfs of busybox-static plus the binary and the libraries
 //! it links (no image pulled). Its command's exit status comes back out of
 //! `podman run`, `podman kill --signal TERM` reaches the command through
-//! the init, and the orphans the command leaves are reaped.
+//! the init, and the orphans the command leaves are reaped. And `init -c`
+//! on a read-only root, where the socket and state go to $TMPDIR, the
+//! backends that would see host pids are passed over, and CMD (the main
+//! watch) ends the container with its status.
 //!
 //! Two things this machine needs, said where they are set: podman's
 //! default rlimits (nofile and nproc 1M) are above the hard limits here,
@@ -47,7 +50,7 @@ impl Podman {
     /// busybox, `/supervisor` and what it links.
     fn rootfs(&self) {
         let root = self.rootfs_dir();
-        for dir in ["bin", "proc", "sys", "dev", "tmp", "etc"] {
+        for dir in ["bin", "proc", "sys", "dev", "tmp", "etc", "scratch"] {
             std::fs::create_dir_all(root.join(dir)).unwrap();
         }
         std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
@@ -68,6 +71,15 @@ impl Podman {
 
     /// `podman run` of `/supervisor init -- /bin/sh -c SCRIPT`, named `name`.
     fn run(&self, name: &str, script: &str) -> Command {
+        self.run_with(
+            name,
+            &[],
+            &["/supervisor", "init", "--", "/bin/sh", "-c", script],
+        )
+    }
+
+    /// `podman run` of `argv`, named `name`, with `options` of podman's.
+    fn run_with(&self, name: &str, options: &[&str], argv: &[&str]) -> Command {
         let mut command = self.podman();
         command
             .args(["run", "--rm", "--name", name])
@@ -78,9 +90,10 @@ impl Podman {
             ])
             // A rootfs gets no image's PATH.
             .args(["--env", "PATH=/bin"])
+            .args(options)
             .arg("--rootfs")
             .arg(self.rootfs_dir())
-            .args(["/supervisor", "init", "--", "/bin/sh", "-c", script]);
+            .args(argv);
         command
     }
 
@@ -160,4 +173,60 @@ fn in_a_podman_container_init_reaps_forwards_and_exits_as_its_command() {
         Some(5),
         "the command's exit, through init and podman"
     );
+}
+
+#[test]
+fn in_a_read_only_podman_container_init_c_runs_the_watches_and_ends_with_cmd() {
+    let Some(podman) = Podman::new() else {
+        return;
+    };
+    std::fs::write(
+        podman.rootfs_dir().join("etc/app.toml"),
+        "[daemon]\nlog_level = \"info\"\n\n[[watch]]\nname = \"side\"\nstart = [\"sleep\", \"1000\"]\n",
+    )
+    .unwrap();
+    // CMD, the main watch, asks the init (through the CLI, which finds the
+    // socket in $TMPDIR) how the side watch is, then exits 4.
+    let out = podman
+        .run_with(
+            "init-config",
+            &[
+                "--read-only",
+                "--read-only-tmpfs=false",
+                "--tmpfs",
+                "/scratch",
+                "--env",
+                "TMPDIR=/scratch",
+            ],
+            &[
+                "/supervisor",
+                "init",
+                "-c",
+                "/etc/app.toml",
+                "--",
+                "/bin/sh",
+                "-c",
+                "/supervisor status side; exit 4",
+            ],
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stdout}\n{stderr}");
+    let side = stdout
+        .lines()
+        .find(|l| l.starts_with("side "))
+        .unwrap_or_else(|| panic!("no status of side: {stdout}\n{stderr}"));
+    assert!(side.contains(" up "), "{side}");
+    for said in [
+        "the socket is /scratch/supervisor-rs.sock (/run cannot be written)",
+        "the state directory is /scratch/supervisor-rs (/var/lib/supervisor cannot be written)",
+        "exit backend ebpf unavailable: this is not the initial pid namespace",
+        "exit backend netlink unavailable: this is not the initial pid namespace",
+        "exit backend: pidfd",
+        "its main watch main ended (exited 4",
+    ] {
+        assert!(stderr.contains(said), "{said:?} in\n{stderr}");
+    }
 }

@@ -1151,3 +1151,38 @@ oom_score_adj = -500
     });
     assert!(line.contains("low"), "{line}");
 }
+
+#[test]
+fn terminate_stops_in_reverse_after_order_and_the_next_daemon_starts_what_ran() {
+    let mut d = RunningDaemon::start(
+        r#"
+[[watch]]
+name = "db"
+start = "/bin/sleep 1000"
+
+[[watch]]
+name = "web"
+after = ["db"]
+start = "/bin/sleep 1000"
+
+[[watch]]
+name = "idle"
+start = "/bin/sleep 1000"
+"#,
+    );
+    d.wait_status("web", "up", |s| s.state == State::Up);
+    assert!(d.cli(&["stop", "idle"]).status.success());
+    assert!(d.cli(&["terminate"]).status.success());
+    assert!(d.wait_exit().success());
+    // web starts after db: it is stopped, and gone, before db is told to.
+    d.assert_logged_in_order(
+        "web moved 'stop' to 'unmonitored'",
+        "db moved 'up' to 'stop'",
+    );
+    // The terminate's stops were not an operator's: what ran runs again;
+    // what the operator stopped stays stopped.
+    d.start_again();
+    d.wait_status("db", "up", |s| s.state == State::Up);
+    d.wait_status("web", "up", |s| s.state == State::Up);
+    assert_eq!(d.status("idle").state, State::Unmonitored);
+}

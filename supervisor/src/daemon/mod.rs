@@ -286,6 +286,9 @@ pub async fn run(
     // stays small.
     // SAFETY: malloc_trim only releases free heap memory.
     unsafe { libc::malloc_trim(0) };
+    if role == Role::Init {
+        crate::spawn::inherit_unset_output();
+    }
     let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Incoming>();
     let (publisher, snapshot) = Publisher::new();
     let (cgroups, trees) = tracking(&config, state_file.instance())?;
