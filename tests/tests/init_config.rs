@@ -237,6 +237,11 @@ start = ["sh", "-c", "echo $$ > {dir}/side.pid; exec sleep 1000"]
         .args(["--", "sh", "-c", "exit 4"]);
     let mut init = Init::spawn(command);
     assert_eq!(init.wait().code(), Some(0));
+    // Killed by the SIGTERM forwarded to it: 128+15, as tini says it.
+    let mut init = Init::spawn(init_command(&config, &["sleep", "1000"]));
+    init.wait_logged("main moved 'start' to 'up'");
+    signal(init.child.id(), Signal::SIGTERM);
+    assert_eq!(init.wait().code(), Some(128 + 15));
 }
 
 #[test]
