@@ -93,6 +93,14 @@ fn signal(pid: u32, signal: Signal) {
     nix::sys::signal::kill(Pid::from_raw(pid as i32), signal).unwrap();
 }
 
+/// The `[daemon]` table of a test's init: its socket and state in the
+/// test's folder.
+const DAEMON: &str = "[daemon]
+socket = \"{dir}/init.sock\"
+state_dir = \"{dir}/state\"
+log_level = \"info\"
+";
+
 fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
     let path = dir.join("init.toml");
     let text = text.replace("{dir}", &dir.display().to_string());
@@ -116,16 +124,14 @@ fn as_pid_1_it_runs_the_watches_with_pidfd_reaps_forwards_and_stops_them_in_reve
     }
     let dir = tempfile::tempdir().unwrap();
     // `web`, the main watch, starts after `db`; it leaves 100 orphans
-    // (PID 1's to reap), kills db (which must come back, seen through
+    // (PID 1's to reap; waited for until no `true` is left, running or
+    // a zombie), kills db (which must come back, seen through
     // pidfd in here), then traps HUP and TERM.
     let config = write_config(
         dir.path(),
-        r#"
-[daemon]
-socket = "{dir}/init.sock"
-state_dir = "{dir}/state"
-log_level = "info"
-
+        &format!(
+            "{DAEMON}{}",
+            r#"
 [[watch]]
 name = "db"
 start = ["sh", "-c", "echo $$ > {dir}/db.pid; exec sleep 1000"]
@@ -137,9 +143,9 @@ main = true
 keepalive = false
 start = ["sh", "-c", """
 while [ ! -s {dir}/db.pid ]; do sleep 0.01; done
-for i in $(seq 100); do (sleep 0 &); done
-n=0; while grep -qs '^State:.Z' /proc/[0-9]*/status && [ $n -lt 500 ]; do n=$((n+1)); sleep 0.01; done
-grep -ls '^State:.Z' /proc/[0-9]*/status | wc -l > {dir}/zombies
+for i in $(seq 100); do (/bin/true &); done
+n=0; while grep -qs '^Name:.true$' /proc/[0-9]*/status && [ $n -lt 500 ]; do n=$((n+1)); sleep 0.01; done
+grep -ls '^Name:.true$' /proc/[0-9]*/status | wc -l > {dir}/zombies
 first=$(cat {dir}/db.pid); kill -9 $first
 n=0; while [ "$(cat {dir}/db.pid)" = "$first" ] && [ $n -lt 500 ]; do n=$((n+1)); sleep 0.01; done
 echo "$first $(cat {dir}/db.pid)" > {dir}/db.pids
@@ -148,7 +154,8 @@ trap 'echo term >> {dir}/signals; exit 3' TERM
 echo ready > {dir}/ready
 while :; do sleep 0.02; done
 """]
-"#,
+"#
+        ),
     );
     let mut command = Command::new("unshare");
     command
@@ -158,6 +165,7 @@ while :; do sleep 0.02; done
         .arg(&config);
     let mut init = Init::spawn(command);
     wait_file_contains(&dir.path().join("ready"), "ready");
+    init.wait_logged("web moved 'start' to 'up'");
     // The backends that would report host pids were passed over, saying
     // why, for one that works in here.
     for backend in ["ebpf", "netlink"] {
@@ -171,7 +179,7 @@ while :; do sleep 0.02; done
     }
     assert!(init.logged("exit backend: pidfd"), "{:#?}", init.log());
     let zombies = std::fs::read_to_string(dir.path().join("zombies")).unwrap();
-    assert_eq!(zombies.trim(), "0", "zombies left after the orphans exited");
+    assert_eq!(zombies.trim(), "0", "orphans left unreaped");
     let pids = std::fs::read_to_string(dir.path().join("db.pids")).unwrap();
     let pids: Vec<&str> = pids.split_whitespace().collect();
     assert_eq!(pids.len(), 2, "{pids:?}");
@@ -201,16 +209,14 @@ fn cmd_is_the_main_watch_and_its_end_is_the_inits_with_its_status() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
-        r#"
-[daemon]
-socket = "{dir}/init.sock"
-state_dir = "{dir}/state"
-log_level = "info"
-
+        &format!(
+            "{DAEMON}{}",
+            r#"
 [[watch]]
 name = "side"
 start = ["sh", "-c", "echo $$ > {dir}/side.pid; exec sleep 1000"]
-"#,
+"#
+        ),
     );
     let script = format!(
         "while [ ! -s {}/side.pid ]; do sleep 0.01; done; exit 4",
@@ -272,12 +278,9 @@ fn a_shutdown_past_its_deadline_kills_what_is_left() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
-        r#"
-[daemon]
-socket = "{dir}/init.sock"
-state_dir = "{dir}/state"
-log_level = "info"
-
+        &format!(
+            "{DAEMON}{}",
+            r#"
 [init]
 stop_timeout = "300ms"
 
@@ -285,7 +288,8 @@ stop_timeout = "300ms"
 name = "stubborn"
 stop_timeout = "60s"
 start = ["sh", "-c", "trap '' TERM; echo ready > {dir}/ready; while :; do sleep 0.02; done"]
-"#,
+"#
+        ),
     );
     let mut init = Init::spawn(init_command(&config, &[]));
     wait_file_contains(&dir.path().join("ready"), "ready");
@@ -332,6 +336,9 @@ forward = "all"
     let mut init = Init::spawn(init_command(&config, &[]));
     for name in ["a", "b"] {
         wait_file_contains(&dir.path().join(format!("{name}.ready")), "ready");
+        // Known to the init too (its start may come back from a spawner
+        // thread after the process runs).
+        init.wait_logged(&format!("{name} moved 'start' to 'up'"));
     }
     signal(init.child.id(), Signal::SIGUSR2);
     for name in ["a", "b"] {

@@ -133,16 +133,22 @@ impl UnitCgroup {
         Self(dir)
     }
 
-    /// A command that runs its arguments in this cgroup, as systemd starts
-    /// a unit's main process in the unit's.
-    fn wrapper(&self) -> Vec<String> {
+    /// Its path under the mount, as /proc/PID/cgroup says it.
+    fn path(&self) -> String {
+        let mount = supervisor::cgroup::mount().unwrap();
+        format!("/{}", self.0.strip_prefix(&mount).unwrap().display())
+    }
+
+    /// A daemon with one watch, `app`, started in this cgroup as systemd
+    /// starts a unit's main process in the unit's.
+    fn start_daemon(&self) -> RunningDaemon {
         let procs = self.0.join("cgroup.procs");
-        vec![
-            "sh".into(),
-            "-c".into(),
-            format!("echo $$ > {} && exec \"$@\"", procs.display()),
-            "sh".into(),
-        ]
+        let script = format!("echo $$ > {} && exec \"$@\"", procs.display());
+        RunningDaemon::start_wrapped(
+            &["sh", "-c", &script, "sh"],
+            "tracking = \"cgroup\"",
+            "[[watch]]\nname = \"app\"\nstart = [\"sleep\", \"1000\"]\n",
+        )
     }
 }
 
@@ -195,19 +201,8 @@ fn cgroup_of(pid: u32) -> String {
 fn in_a_delegated_unit_cgroup_the_watches_cgroups_are_under_it_and_survive_a_restart_of_the_daemon()
 {
     let unit = UnitCgroup::new("delegated", true);
-    let wrapper = unit.wrapper();
-    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
-    let mut d = RunningDaemon::start_wrapped(
-        &wrapper,
-        "tracking = \"cgroup\"",
-        r#"
-[[watch]]
-name = "app"
-start = ["sleep", "1000"]
-"#,
-    );
-    let mount = supervisor::cgroup::mount().unwrap();
-    let unit_path = format!("/{}", unit.0.strip_prefix(&mount).unwrap().display());
+    let mut d = unit.start_daemon();
+    let unit_path = unit.path();
     let instance = d.instance();
     let info = info_of(&d.socket).unwrap();
     let cgroups = info.cgroups.expect("cgroups in info");
@@ -246,17 +241,7 @@ start = ["sleep", "1000"]
 #[test]
 fn in_a_unit_cgroup_not_delegated_the_watches_cgroups_stay_at_the_root() {
     let unit = UnitCgroup::new("undelegated", false);
-    let wrapper = unit.wrapper();
-    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
-    let d = RunningDaemon::start_wrapped(
-        &wrapper,
-        "tracking = \"cgroup\"",
-        r#"
-[[watch]]
-name = "app"
-start = ["sleep", "1000"]
-"#,
-    );
+    let d = unit.start_daemon();
     let mount = supervisor::cgroup::mount().unwrap();
     let cgroups = info_of(&d.socket).unwrap().cgroups.unwrap();
     assert!(!cgroups.delegated);
@@ -265,7 +250,6 @@ start = ["sleep", "1000"]
         supervisor::cgroup::instance_dir(&mount, &d.instance())
     );
     // Nothing moved: a cgroup systemd did not delegate is systemd's.
-    let unit_path = format!("/{}", unit.0.strip_prefix(&mount).unwrap().display());
-    assert_eq!(cgroup_of(d.pid()), unit_path);
+    assert_eq!(cgroup_of(d.pid()), unit.path());
     drop(d);
 }

@@ -99,14 +99,26 @@ impl Daemon {
             });
             return;
         }
-        let mut to = Vec::new();
+        let (mut to, mut not) = (Vec::new(), Vec::new());
         for name in targets {
-            if let Some(process) = self.slots.get(&name).and_then(|s| s.watch.process()) {
-                signal_group(process.pid, signal);
-                to.push(name);
+            match self.slots.get(&name).and_then(|s| s.watch.process()) {
+                Some(process) => {
+                    signal_group(process.pid, signal);
+                    to.push(name);
+                }
+                None => not.push(name),
             }
         }
-        log::info!("forwarded {signal} to {}", to.join(", "));
+        if !to.is_empty() {
+            log::info!("forwarded {signal} to {}", to.join(", "));
+        }
+        if !not.is_empty() {
+            // A start still on its way (or none): nothing to give it to.
+            log::warn!(
+                "{signal} not forwarded to {}: no process running",
+                not.join(", ")
+            );
+        }
     }
 
     /// Whom the init's signals are for: the main watch (if there is one
