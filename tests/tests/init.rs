@@ -104,7 +104,7 @@ fn as_pid_1_it_reaps_a_hundred_orphans_and_forwards_sigterm() {
         trap 'exit 3' TERM; echo ready; while :; do sleep 0.05; done";
     let mut command = Command::new("unshare");
     command
-        .args(["--pid", "--fork", "--mount-proc"])
+        .args(["--pid", "--fork", "--kill-child", "--mount-proc"])
         .arg(supervisor_bin())
         .args(["init", "--", "sh", "-c", script])
         .stderr(Stdio::piped());

@@ -159,7 +159,9 @@ while :; do sleep 0.02; done
     );
     let mut command = Command::new("unshare");
     command
-        .args(["--pid", "--fork", "--mount-proc"])
+        // --kill-child: a test that fails leaves no init (nor its
+        // watches) behind when unshare is killed.
+        .args(["--pid", "--fork", "--kill-child", "--mount-proc"])
         .arg(supervisor_bin())
         .args(["init", "-c"])
         .arg(&config);

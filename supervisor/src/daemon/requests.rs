@@ -375,11 +375,4 @@ impl Daemon {
         }
         id
     }
-
-    /// Stops every watch, then exits.
-    /// `why`: who asked, in words.
-    pub(super) fn terminated(&self) -> bool {
-        self.terminating
-            .is_some_and(|id| !self.replies.contains_key(&id))
-    }
 }

@@ -69,14 +69,7 @@ impl Daemon {
             // Already under way: a second `terminate` is answered when
             // every watch is down, like the first.
             if let Some(reply) = ask.reply {
-                let names: Vec<String> = self.slots.keys().cloned().collect();
-                let id = self.new_request(names.len().max(1), reply);
-                if names.is_empty() {
-                    self.answer_part(id, None);
-                }
-                for name in &names {
-                    self.wait_for(name, Goal::Unmonitored, id);
-                }
+                self.answer_when_all_down(reply);
             }
             return;
         }
@@ -85,21 +78,14 @@ impl Daemon {
             ask.why
         );
         self.pending_starts.clear();
-        let names: Vec<String> = self.slots.keys().cloned().collect();
         let reply = ask.reply.unwrap_or_else(|| oneshot::channel().0);
-        let id = self.new_request(names.len().max(1), reply);
-        self.terminating = Some(id);
-        if names.is_empty() {
-            self.answer_part(id, None);
-        }
+        self.terminating = Some(self.answer_when_all_down(reply));
+        let names: Vec<String> = self.slots.keys().cloned().collect();
         let mut dependents: HashMap<String, Vec<String>> = HashMap::new();
         for name in &names {
             for dependency in self.after_of(name) {
                 dependents.entry(dependency).or_default().push(name.clone());
             }
-        }
-        for name in &names {
-            self.wait_for(name, Goal::Unmonitored, id);
         }
         let (signal, forwarded) = ask
             .signal
@@ -123,6 +109,25 @@ impl Daemon {
             monitored,
         });
         self.stop_ordered();
+    }
+
+    /// A request `reply` answers once every watch is down; its id.
+    fn answer_when_all_down(&mut self, reply: oneshot::Sender<Response>) -> u64 {
+        let names: Vec<String> = self.slots.keys().cloned().collect();
+        let id = self.new_request(names.len().max(1), reply);
+        if names.is_empty() {
+            self.answer_part(id, None);
+        }
+        for name in &names {
+            self.wait_for(name, Goal::Unmonitored, id);
+        }
+        id
+    }
+
+    /// Whether the shutdown is over: every watch is down.
+    pub(super) fn terminated(&self) -> bool {
+        self.terminating
+            .is_some_and(|id| !self.replies.contains_key(&id))
     }
 
     /// Tells each watch still waiting to stop once nothing that starts
