@@ -231,6 +231,63 @@ fn beside_chatty(
     Ok(out)
 }
 
+/// What a child setting its own `oom_score_adj` costs a restart: it does
+/// under a daemon that lowered its own (-1000, where it may), to give its
+/// watch 0 back. Here a watch asking for 500 makes the same open and write
+/// whatever the daemon may do; the two daemons take turns, so that both
+/// see the same noise.
+fn oom_cost(
+    supervisor: &Path,
+    dir: &Path,
+    helper: &Path,
+    fifo: &Path,
+    stamps: &mut Stamps,
+    n: usize,
+) -> Result<String> {
+    const TURNS: usize = 4;
+    let watch = |extra: &str| {
+        format!("[[watch]]\nname = \"w\"\nstart = [{helper:?}, \"stamp\", {fifo:?}]\nflapping = {{ starts = 100000 }}\n{extra}")
+    };
+    let mut inherit = Vec::new();
+    let mut write = Vec::new();
+    for turn in 0..TURNS {
+        for (label, extra, into) in [
+            ("inherit", "", &mut inherit),
+            ("write", "oom_score_adj = 500\n", &mut write),
+        ] {
+            eprintln!(
+                "bench: oom_score_adj, {label}, turn {turn}, {} restarts",
+                n / TURNS
+            );
+            let daemon = Daemon::start(
+                supervisor,
+                dir,
+                &format!("oom-{label}-{turn}"),
+                "ebpf",
+                &watch(extra),
+            )?;
+            into.extend(through_daemon(&daemon, stamps, n / TURNS, false)?);
+            drop(daemon);
+            while let Ok(Some(_)) = poll_stamp(stamps) {}
+        }
+    }
+    inherit.sort_by(f64::total_cmp);
+    write.sort_by(f64::total_cmp);
+    let (i50, i99) = (percentile(&inherit, 0.5), percentile(&inherit, 0.99));
+    let (w50, w99) = (percentile(&write, 0.5), percentile(&write, 0.99));
+    Ok(format!(
+        "\n## Restart latency with the child setting its oom_score_adj\n\n\
+         {n} restarts per row (eBPF backend, a child), in {TURNS} turns each. In the second row \
+         the child opens /proc/self/oom_score_adj and writes its watch's value before its exec, \
+         as every child does under a daemon that lowered its own.\n\n\
+         | what | p50 µs | p99 µs | p50 vs inherited | p99 vs inherited |\n|---|---:|---:|---:|---:|\n\
+         | inherits the daemon's value | {i50:.0} | {i99:.0} | 1.00× | 1.00× |\n\
+         | writes its own | {w50:.0} | {w99:.0} | {:.2}× | {:.2}× |\n",
+        w50 / i50,
+        w99 / i99
+    ))
+}
+
 /// Every watch killed at once, for 1, 100 and 1,000 watches, against the
 /// floor measured just before each.
 fn mass(
@@ -473,6 +530,13 @@ fn main() -> Result<()> {
             );
             return Ok(());
         }
+        Some("oom") => {
+            print!(
+                "{}",
+                oom_cost(&supervisor, dir.path(), &helper, &fifo, &mut stamps, n)?
+            );
+            return Ok(());
+        }
         Some("mass") => {
             print!(
                 "{}",
@@ -568,6 +632,7 @@ fn main() -> Result<()> {
     }
 
     out += &beside_chatty(&supervisor, dir.path(), &helper, &fifo, &mut stamps, n)?;
+    out += &oom_cost(&supervisor, dir.path(), &helper, &fifo, &mut stamps, n)?;
     out += &mass(&supervisor, dir.path(), &helper, &fifo, &mut stamps)?;
     out += &checks_cpu(&supervisor, dir.path(), &helper, &fifo, &mut stamps)?;
     print!("{out}");
