@@ -21,11 +21,16 @@ fn fallback_socket() -> PathBuf {
 }
 
 /// The socket a client talks to when not told: the default, unless only
-/// the fallback exists.
+/// the fallback exists, and is a socket of root's or the client's own
+/// (`$TMPDIR` may be /tmp, where anyone could leave one to listen in).
 pub fn default_socket() -> PathBuf {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
     let default = PathBuf::from(crate::config::DEFAULT_SOCKET);
     let fallback = fallback_socket();
-    if !default.exists() && fallback.exists() {
+    let own = nix::unistd::geteuid().as_raw();
+    let trusted = std::fs::symlink_metadata(&fallback)
+        .is_ok_and(|m| m.file_type().is_socket() && (m.uid() == 0 || m.uid() == own));
+    if !default.exists() && trusted {
         fallback
     } else {
         default

@@ -602,7 +602,8 @@ fn a_squatted_control_socket_is_not_believed_and_loose_configs_are_refused() {
         return;
     }
     let user = UserDir::new();
-    let socket = user.join("fake.sock");
+    // Named as a container's init names its socket in $TMPDIR.
+    let socket = user.join("supervisor-rs.sock");
     // The fake server runs as the service user.
     let (uid, gid) = service_user();
     let mut fake = Command::new("setpriv")
@@ -630,12 +631,25 @@ fn a_squatted_control_socket_is_not_believed_and_loose_configs_are_refused() {
         .arg("stop")
         .output()
         .unwrap();
+    // Not told where, with that $TMPDIR: the squatter's socket is not
+    // taken for the init's fallback.
+    let defaulted = Command::new(supervisor_bin())
+        .arg("status")
+        .env("TMPDIR", user.join(""))
+        .env_remove("SUPERVISOR_SOCKET")
+        .output()
+        .unwrap();
     let _ = fake.kill();
     let _ = fake.wait();
     assert!(!out.status.success(), "believed the squatter: {out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("neither root nor you"),
         "{out:?}"
+    );
+    let said = String::from_utf8_lossy(&defaulted.stderr);
+    assert!(
+        !said.contains(&socket.display().to_string()) && !said.contains("neither root nor you"),
+        "went to the squatter's socket: {defaulted:?}"
     );
 
     // A config others may write, or a conf.d entry of another user's.
