@@ -64,13 +64,20 @@ fn own_cgroup() -> Option<String> {
 
 /// Whether systemd delegated `dir` (a unit with `Delegate=yes`): since
 /// v251 it sets `trusted.delegate` (`user.delegate` for a user manager's
-/// units) to 1 on the unit's cgroup.
+/// units) to 1 on the unit's cgroup. Root believes only the first, which
+/// only a privileged process can set: a user may set `user.delegate` on
+/// a cgroup of theirs.
 fn is_delegated(dir: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt as _;
     let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
         return false;
     };
-    ["trusted.delegate", "user.delegate"].iter().any(|name| {
+    let names: &[&str] = if nix::unistd::geteuid().is_root() {
+        &["trusted.delegate"]
+    } else {
+        &["trusted.delegate", "user.delegate"]
+    };
+    names.iter().any(|name| {
         let name = std::ffi::CString::new(*name).expect("no NUL");
         let mut value = [0u8; 8];
         // SAFETY: both strings are NUL-terminated; the buffer's length is

@@ -123,12 +123,13 @@ fn quitting_says_stopping() {
 struct UnitCgroup(PathBuf);
 
 impl UnitCgroup {
-    fn new(name: &str, delegated: bool) -> Self {
+    /// Marked with the xattr `mark` (to "1"), if any.
+    fn new(name: &str, mark: Option<&str>) -> Self {
         let mount = supervisor::cgroup::mount().expect("a cgroup2 mount");
         let dir = mount.join(format!("{name}-{}.service", std::process::id()));
         std::fs::create_dir(&dir).unwrap();
-        if delegated {
-            nix_setxattr(&dir, "trusted.delegate", b"1");
+        if let Some(mark) = mark {
+            nix_setxattr(&dir, mark, b"1");
         }
         Self(dir)
     }
@@ -200,7 +201,7 @@ fn cgroup_of(pid: u32) -> String {
 #[test]
 fn in_a_delegated_unit_cgroup_the_watches_cgroups_are_under_it_and_survive_a_restart_of_the_daemon()
 {
-    let unit = UnitCgroup::new("delegated", true);
+    let unit = UnitCgroup::new("delegated", Some("trusted.delegate"));
     let mut d = unit.start_daemon();
     let unit_path = unit.path();
     let instance = d.instance();
@@ -240,7 +241,9 @@ fn in_a_delegated_unit_cgroup_the_watches_cgroups_are_under_it_and_survive_a_res
 
 #[test]
 fn in_a_unit_cgroup_not_delegated_the_watches_cgroups_stay_at_the_root() {
-    let unit = UnitCgroup::new("undelegated", false);
+    // Marked only with user.delegate, which a user may set on a cgroup of
+    // theirs: a root daemon believes systemd's trusted.delegate alone.
+    let unit = UnitCgroup::new("undelegated", Some("user.delegate"));
     let d = unit.start_daemon();
     let mount = supervisor::cgroup::mount().unwrap();
     let cgroups = info_of(&d.socket).unwrap().cgroups.unwrap();
