@@ -101,6 +101,11 @@ state_dir = \"{dir}/state\"
 log_level = \"info\"
 ";
 
+/// A config of `watches` under the test's `[daemon]` table.
+fn write_watches(dir: &Path, watches: &str) -> std::path::PathBuf {
+    write_config(dir, &format!("{DAEMON}{watches}"))
+}
+
 fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
     let path = dir.join("init.toml");
     let text = text.replace("{dir}", &dir.display().to_string());
@@ -127,11 +132,9 @@ fn as_pid_1_it_runs_the_watches_with_pidfd_reaps_forwards_and_stops_them_in_reve
     // (PID 1's to reap; waited for until no `true` is left, running or
     // a zombie), kills db (which must come back, seen through
     // pidfd in here), then traps HUP and TERM.
-    let config = write_config(
+    let config = write_watches(
         dir.path(),
-        &format!(
-            "{DAEMON}{}",
-            r#"
+        r#"
 [[watch]]
 name = "db"
 start = ["sh", "-c", "echo $$ > {dir}/db.pid; exec sleep 1000"]
@@ -154,8 +157,7 @@ trap 'echo term >> {dir}/signals; exit 3' TERM
 echo ready > {dir}/ready
 while :; do sleep 0.02; done
 """]
-"#
-        ),
+"#,
     );
     let mut command = Command::new("unshare");
     command
@@ -209,16 +211,13 @@ while :; do sleep 0.02; done
 #[test]
 fn cmd_is_the_main_watch_and_its_end_is_the_inits_with_its_status() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
+    let config = write_watches(
         dir.path(),
-        &format!(
-            "{DAEMON}{}",
-            r#"
+        r#"
 [[watch]]
 name = "side"
 start = ["sh", "-c", "echo $$ > {dir}/side.pid; exec sleep 1000"]
-"#
-        ),
+"#,
     );
     let script = format!(
         "while [ ! -s {}/side.pid ]; do sleep 0.01; done; exit 4",
@@ -278,11 +277,9 @@ start = ["sh", "-c", "sleep 0.2; exit 5"]
 #[test]
 fn a_shutdown_past_its_deadline_kills_what_is_left() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
+    let config = write_watches(
         dir.path(),
-        &format!(
-            "{DAEMON}{}",
-            r#"
+        r#"
 [init]
 stop_timeout = "300ms"
 
@@ -290,8 +287,7 @@ stop_timeout = "300ms"
 name = "stubborn"
 stop_timeout = "60s"
 start = ["sh", "-c", "trap '' TERM; echo ready > {dir}/ready; while :; do sleep 0.02; done"]
-"#
-        ),
+"#,
     );
     let mut init = Init::spawn(init_command(&config, &[]));
     wait_file_contains(&dir.path().join("ready"), "ready");

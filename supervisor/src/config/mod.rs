@@ -183,16 +183,7 @@ impl Merged {
         let (raw, spans) = parse_file(file, text)?;
         if let Some(raw_daemon) = raw.daemon {
             if let Some((first, _)) = &self.daemon {
-                return Err(ConfigError {
-                    file: file.to_path_buf(),
-                    line: spans.line_of("[daemon]"),
-                    column: None,
-                    key: "daemon".into(),
-                    message: format!(
-                        "a second [daemon] table (the first is in {})",
-                        first.display()
-                    ),
-                });
+                return Err(second_table(file, &spans, "daemon", first));
             }
             let daemon = daemon_config(raw_daemon).map_err(|(key, message)| ConfigError {
                 file: file.to_path_buf(),
@@ -205,16 +196,7 @@ impl Merged {
         }
         if let Some(raw_init) = raw.init {
             if let Some((first, _)) = &self.init {
-                return Err(ConfigError {
-                    file: file.to_path_buf(),
-                    line: spans.line_of("[init]"),
-                    column: None,
-                    key: "init".into(),
-                    message: format!(
-                        "a second [init] table (the first is in {})",
-                        first.display()
-                    ),
-                });
+                return Err(second_table(file, &spans, "init", first));
             }
             self.init = Some((file.to_path_buf(), init::init_config(raw_init)));
         }
@@ -372,6 +354,21 @@ impl Merged {
             notify: self.notify,
             trust,
         })
+    }
+}
+
+/// `[table]` again in `file`, where only one may be (the first is in
+/// `first`).
+fn second_table(file: &Path, spans: &Spans<'_>, table: &str, first: &Path) -> ConfigError {
+    ConfigError {
+        file: file.to_path_buf(),
+        line: spans.line_of(&format!("[{table}]")),
+        column: None,
+        key: table.into(),
+        message: format!(
+            "a second [{table}] table (the first is in {})",
+            first.display()
+        ),
     }
 }
 
